@@ -1,0 +1,106 @@
+"""Table-driven tests of the pure offload policy."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge_agent.policy import CloudState, Mode, Observation, PolicyConfig, Route, decide, local_eta
+from yolo_edge.errors import ConfigError
+
+CFG = PolicyConfig(latency_budget_s=0.5, queue_budget=8, local_high=0.8, local_low=0.6, wake_at=0.4, wake_queue=2)
+R, C = CloudState.READY, CloudState.COLD
+
+
+def obs(**kw):
+    base = dict(frame_age_s=0.0, local_queued=0, local_busy=0, local_service_s=0.05,
+                cloud_state=R, cloud_rtt_s=0.1, cloud_pending=0, cloud_capacity=4)
+    base.update(kw)
+    return Observation(**base)
+
+
+# (name, observation, expected route, expected reason, expected wake)
+CASES = [
+    ("idle goes local", obs(), Route.LOCAL, "local_fits", False),
+    ("short queue stays local", obs(local_queued=3, local_busy=1), Route.LOCAL, "local_fits", False),
+    # (5 + 1 + 1) x 0.05 = 0.35 <= 0.8 x 0.5
+    ("under high threshold stays local", obs(local_queued=5, local_busy=1), Route.LOCAL, "local_fits", False),
+    ("over latency budget offloads", obs(local_queued=7, local_busy=1), Route.CLOUD, "local_over_budget", False),
+    ("queue budget offloads even when fast",
+     obs(local_queued=8, local_busy=1, local_service_s=0.001), Route.CLOUD, "local_queue_full", False),
+    ("old frame has less budget left", obs(frame_age_s=0.3, local_queued=2, local_busy=1), Route.CLOUD, "local_over_budget", False),
+    ("expired frame is dropped", obs(frame_age_s=0.5), Route.DROP, "expired", False),
+    ("cloud too slow falls back to local", obs(local_queued=7, local_busy=1, cloud_rtt_s=0.6),
+     Route.LOCAL, "fallback_cloud_too_slow", False),
+    ("cloud too slow and local hopeless drops", obs(local_queued=8, local_busy=1, local_service_s=0.1, cloud_rtt_s=0.6),
+     Route.DROP, "cloud_too_slow", False),
+    ("cold cloud wakes when the queue rises", obs(local_queued=2, local_busy=1, cloud_state=C), Route.LOCAL, "local_fits", True),
+    ("cold cloud not woken when idle", obs(local_queued=0, local_busy=1, cloud_state=C), Route.LOCAL, "local_fits", False),
+    ("cold cloud: overflow falls back to local", obs(local_queued=7, local_busy=1, cloud_state=C),
+     Route.LOCAL, "fallback_cloud_cold", True),
+    ("cold cloud and full queue drops with reason", obs(local_queued=8, local_busy=1, cloud_state=C),
+     Route.DROP, "cloud_cold", True),
+    ("waking cloud is not woken twice", obs(local_queued=8, local_busy=1, cloud_state=CloudState.WAKING),
+     Route.DROP, "cloud_waking", False),
+    ("failing cloud drops with reason", obs(local_queued=8, local_busy=1, cloud_state=CloudState.FAILING),
+     Route.DROP, "cloud_failing", False),
+    ("disabled cloud", obs(local_queued=8, local_busy=1, cloud_state=CloudState.DISABLED),
+     Route.DROP, "cloud_disabled", False),
+    ("cloud in-flight bound", obs(local_queued=8, local_busy=1, cloud_pending=8, cloud_capacity=4),
+     Route.DROP, "cloud_busy", False),
+    # pending 4 of capacity 4: a second wave, 2 x 0.1 = 0.2 <= 0.45: still fits
+    ("cloud waits one wave", obs(local_queued=8, local_busy=1, cloud_pending=4), Route.CLOUD, "local_queue_full", False),
+    ("unknown local service uses prior", obs(local_service_s=None, local_queued=3), Route.LOCAL, "local_fits", False),
+    ("per-frame budget override", obs(local_queued=3, local_busy=1, budget_s=0.2), Route.CLOUD, "local_over_budget", False),
+]
+
+
+@pytest.mark.parametrize("name,o,route,reason,wake", CASES, ids=[c[0] for c in CASES])
+def test_decide_table(name, o, route, reason, wake):
+    d = decide(o, CFG)
+    assert (d.route, d.reason, d.wake_cloud) == (route, reason, wake)
+    assert d.offloading == (reason != "local_fits" and route is not Route.DROP or route is Route.DROP and reason != "expired")
+
+
+def test_hysteresis_needs_lower_threshold_to_return_local():
+    # eta (5 + 1 + 1) x 0.05 = 0.35: under high (0.4), over low (0.3)
+    o = obs(local_queued=5, local_busy=1)
+    assert decide(o, CFG).route is Route.LOCAL
+    offloading = decide(obs(local_queued=5, local_busy=1, offloading=True), CFG)
+    assert offloading.route is Route.CLOUD and offloading.offloading
+    back = decide(obs(local_queued=3, local_busy=1, offloading=True), CFG)
+    assert back.route is Route.LOCAL and not back.offloading
+
+
+def test_hysteresis_on_queue_budget():
+    o = obs(local_queued=7, local_busy=1, local_service_s=0.001)
+    assert decide(o, CFG).route is Route.LOCAL
+    assert decide(obs(local_queued=7, local_busy=1, local_service_s=0.001, offloading=True), CFG).route is Route.CLOUD
+
+
+def test_routes_come_in_runs_not_flaps():
+    """A queue jittering by one frame around the threshold does not flip the route each frame."""
+    mode, routes = False, []
+    for q in [5, 7, 6, 7, 6, 7, 6, 5, 3, 2, 3, 2]:
+        d = decide(obs(local_queued=q, local_busy=1, offloading=mode), CFG)
+        mode = d.offloading
+        routes.append(d.route.value[0])
+    assert "".join(routes) == "lcccccccllll"
+
+
+@pytest.mark.parametrize("mode,expected", [(Mode.LOCAL, Route.LOCAL), (Mode.CLOUD, Route.CLOUD)])
+def test_baseline_modes(mode, expected):
+    cfg = PolicyConfig(latency_budget_s=0.5, mode=mode)
+    assert decide(obs(), cfg).route is expected
+    assert decide(obs(local_queued=20, local_busy=1, cloud_state=CloudState.FAILING), cfg).route is Route.DROP
+
+
+def test_local_eta_counts_workers():
+    assert local_eta(obs(local_queued=3, local_busy=1), 0.1) == pytest.approx(0.5)
+    assert local_eta(obs(local_queued=3, local_busy=1, local_workers=2), 0.1) == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("kw", [dict(latency_budget_s=0), dict(queue_budget=0), dict(local_low=0.9, local_high=0.8),
+                                dict(cloud_margin=1.5), dict(queue_hysteresis=8), dict(mode="sometimes")])
+def test_config_validation(kw):
+    with pytest.raises((ConfigError, ValueError)):
+        PolicyConfig(**kw)
