@@ -1,0 +1,266 @@
+"""CloudClient against a fake transport: retries, backoff, Retry-After, auth, sha checks.
+
+The fake is a requests transport adapter mounted on a real ``requests.Session``, so the
+client's own encoding, headers and error mapping run unchanged; only the network is
+replaced. The real service is exercised in ``tests/bentos/``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+import pytest
+import requests
+from requests.adapters import BaseAdapter
+
+from yolo_edge.cloud import CloudClient, prepare_upload
+from yolo_edge.errors import (
+    CloudAuthError,
+    CloudError,
+    CloudModelMismatchError,
+    CloudRequestError,
+    CloudTimeoutError,
+    CloudUnavailableError,
+    ConfigError,
+    ImageDecodeError,
+)
+
+SHA = "ab" * 32
+META = {"name": "fake", "sha256": SHA, "names": {"0": "person"}, "imgsz": [416, 416],
+        "providers": ["CPUExecutionProvider"], "version": "0", "max_batch": 8}
+
+
+class FakeAdapter(BaseAdapter):
+    """Answers each request with ``handler(request) -> (status, body, headers)`` or raises."""
+
+    def __init__(self, handler: Callable[[requests.PreparedRequest], Any]) -> None:
+        super().__init__()
+        self.handler = handler
+        self.requests: list[requests.PreparedRequest] = []
+
+    def send(self, request, **kwargs):  # noqa: ANN001 - requests' adapter signature
+        self.requests.append(request)
+        out = self.handler(request)
+        if isinstance(out, Exception):
+            raise out
+        status, body, headers = out
+        resp = requests.Response()
+        resp.status_code = status
+        resp.url = request.url
+        resp.request = request
+        resp.headers.update({"Content-Type": "application/json", **(headers or {})})
+        resp._content = json.dumps(body).encode() if not isinstance(body, bytes) else body
+        return resp
+
+    def close(self) -> None:
+        pass
+
+
+def make_client(handler, **kwargs) -> tuple[CloudClient, FakeAdapter, list[float]]:
+    session = requests.Session()
+    adapter = FakeAdapter(handler)
+    session.mount("http://", adapter)
+    sleeps: list[float] = []
+    kwargs.setdefault("backoff_s", 0.1)
+    client = CloudClient("http://svc.test", session=session, sleep=sleeps.append, **kwargs)
+    return client, adapter, sleeps
+
+
+def detect_item(boxes, shape, sha=SHA) -> dict:
+    return {
+        "image_shape": list(shape),
+        "names": {"0": "person"},
+        "detections": [{"xyxy": b, "confidence": 0.9, "class_id": 0, "label": "person"} for b in boxes],
+        "model": {"name": "fake", "sha256": sha},
+        "timing": {"queue_ms": 1.0, "decode_ms": 2.0, "inference_ms": 30.0, "server_ms": 35.0},
+    }
+
+
+def service(detect_answer: Callable[[requests.PreparedRequest], Any]):
+    def handler(req):
+        if req.url.endswith("/metadata"):
+            return 200, META, None
+        if req.url.endswith("/readyz"):
+            return 200, b"\n", None
+        return detect_answer(req)
+    return handler
+
+
+def jpeg(h: int, w: int) -> bytes:
+    return cv2.imencode(".jpg", np.full((h, w, 3), 127, np.uint8))[1].tobytes()
+
+
+def test_detect_downscales_upload_and_maps_boxes_back():
+    seen = {}
+
+    def answer(req):
+        body = req.body
+        seen["body"] = body
+        # the uploaded frame is 1280x720 shrunk to fit 416x416 -> 416x234
+        arr = cv2.imdecode(np.frombuffer(body[body.index(b"\xff\xd8"):], np.uint8), cv2.IMREAD_COLOR)
+        seen["uploaded"] = arr.shape[:2] if arr is not None else None
+        return 200, [detect_item([[10, 20, 110, 120]], (234, 416))], None
+
+    client, adapter, _ = make_client(service(answer))
+    dets = client.detect(np.zeros((720, 1280, 3), np.uint8), conf=0.3, classes=[0])
+    assert seen["uploaded"] == (234, 416)
+    assert dets.image_shape == (720, 1280)
+    sx, sy = 1280 / 416, 720 / 234
+    np.testing.assert_allclose(dets.xyxy[0], [10 * sx, 20 * sy, 110 * sx, 120 * sy], rtol=1e-5)
+    assert b'name="conf"' in seen["body"] and b"[0]" in seen["body"]
+    assert [r.method + " " + r.path_url for r in adapter.requests] == ["GET /metadata", "POST /detect"]
+
+
+def test_small_encoded_bytes_are_sent_unchanged():
+    raw = jpeg(100, 200)
+    seen = {}
+
+    def answer(req):
+        seen["body"] = req.body
+        return 200, [detect_item([], (100, 200))], None
+
+    client, _, _ = make_client(service(answer))
+    dets = client.detect(raw)
+    assert raw in seen["body"] and len(dets) == 0 and dets.image_shape == (100, 200)
+
+
+def test_detect_many_is_one_request_and_returns_meta():
+    client, adapter, _ = make_client(
+        service(lambda req: (200, [detect_item([[1, 2, 3, 4]], (10, 10)), detect_item([], (10, 10))], None)),
+        downscale=False,
+    )
+    dets, metas = client.detect_many([jpeg(10, 10), jpeg(10, 10)], return_meta=True)
+    assert len(dets) == 2 and len(dets[0]) == 1 and len(dets[1]) == 0
+    assert metas[0]["model"]["sha256"] == SHA
+    assert set(metas[0]["timing"]) >= {"queue_ms", "inference_ms", "server_ms", "roundtrip_ms"}
+    assert sum(r.path_url == "/detect" for r in adapter.requests) == 1
+
+
+def test_retries_503_with_backoff_then_succeeds():
+    answers = iter([(503, {"error": "overloaded"}, None), (503, {"error": "overloaded"}, None),
+                    (200, [detect_item([], (10, 10))], None)])
+    client, adapter, sleeps = make_client(service(lambda req: next(answers)), downscale=False, max_retries=2)
+    client.detect(jpeg(10, 10))
+    assert len(sleeps) == 2
+    # exponential with jitter in [0.5, 1) of the nominal 0.1, 0.2
+    assert 0.05 <= sleeps[0] < 0.1 and 0.1 <= sleeps[1] < 0.2
+
+
+def test_retry_after_is_honoured_and_reported():
+    client, _, sleeps = make_client(
+        service(lambda req: (429, {"error": "busy"}, {"Retry-After": "3"})), downscale=False, max_retries=1
+    )
+    with pytest.raises(CloudUnavailableError) as info:
+        client.detect(jpeg(10, 10))
+    assert sleeps == [3.0]
+    assert info.value.retry_after_s == 3.0 and info.value.status_code == 429
+
+
+def test_retry_after_longer_than_timeout_gives_up_at_once():
+    client, _, sleeps = make_client(
+        service(lambda req: (503, {"error": "scaling up"}, {"Retry-After": "120"})), downscale=False, timeout=5
+    )
+    with pytest.raises(CloudUnavailableError) as info:
+        client.detect(jpeg(10, 10))
+    assert sleeps == [] and info.value.retry_after_s == 120.0
+
+
+def test_connection_refused_is_unavailable_after_retries():
+    client, adapter, sleeps = make_client(lambda req: requests.ConnectionError("refused"), max_retries=2)
+    with pytest.raises(CloudUnavailableError, match="cannot connect"):
+        client.info()
+    assert len(adapter.requests) == 3 and len(sleeps) == 2
+
+
+def test_timeout_is_typed_and_not_retried():
+    client, adapter, _ = make_client(lambda req: requests.ReadTimeout("slow"))
+    with pytest.raises(CloudTimeoutError):
+        client.info()
+    assert len(adapter.requests) == 1
+
+
+@pytest.mark.parametrize("status,error", [(401, CloudAuthError), (403, CloudAuthError),
+                                          (400, CloudRequestError), (413, CloudRequestError),
+                                          (500, CloudError)])
+def test_status_codes_map_to_typed_errors_without_retry(status, error):
+    client, adapter, sleeps = make_client(
+        service(lambda req: (status, {"error": "bad image: not a JPEG"}, None)), downscale=False
+    )
+    with pytest.raises(error) as info:
+        client.detect(jpeg(10, 10))
+    assert info.value.status_code == status and sleeps == []
+    if status == 400:
+        assert "not a JPEG" in str(info.value)
+
+
+def test_bentoml_list_shaped_error_body_is_read():
+    client, _, _ = make_client(service(lambda req: (422, [{"error": "classes must be ints"}], None)), downscale=False)
+    with pytest.raises(CloudRequestError, match="classes must be ints"):
+        client.detect(jpeg(10, 10))
+
+
+def test_token_is_sent_as_bearer():
+    client, adapter, _ = make_client(service(lambda req: (200, [detect_item([], (10, 10))], None)),
+                                     token="s3cret", downscale=False)
+    client.detect(jpeg(10, 10))
+    assert adapter.requests[-1].headers["Authorization"] == "Bearer s3cret"
+    client2, adapter2, _ = make_client(service(lambda req: (200, [detect_item([], (10, 10))], None)), downscale=False)
+    client2.detect(jpeg(10, 10))
+    assert "Authorization" not in adapter2.requests[-1].headers
+
+
+def test_sha_mismatch_is_an_error_unless_allowed(caplog):
+    answer = service(lambda req: (200, [detect_item([], (10, 10), sha="cd" * 32)], None))
+    client, _, _ = make_client(answer, expected_sha256=SHA, downscale=False)
+    with pytest.raises(CloudModelMismatchError, match="allow_model_mismatch"):
+        client.detect(jpeg(10, 10))
+    lenient, _, _ = make_client(answer, expected_sha256=SHA, allow_model_mismatch=True, downscale=False)
+    assert len(lenient.detect(jpeg(10, 10))) == 0
+    assert "expected" in caplog.text
+
+
+def test_verify_model():
+    client, _, _ = make_client(service(None))
+    assert client.verify_model(SHA)["name"] == "fake"
+    with pytest.raises(CloudModelMismatchError):
+        client.verify_model("00" * 32)
+    with pytest.raises(ConfigError):
+        client.verify_model()
+
+
+def test_ready_and_wake_never_raise():
+    client, _, _ = make_client(lambda req: requests.ConnectionError("refused"))
+    assert client.ready() is False
+    state = {"n": 0}
+
+    def warming(req):
+        state["n"] += 1
+        return (200, b"\n", None) if state["n"] >= 3 else (503, b"not ready", None)
+
+    client, adapter, sleeps = make_client(warming)
+    assert client.wake() is False  # one ping, no waiting
+    assert client.wake(wait_s=30) is True
+    assert len(adapter.requests) == 3 and sleeps == [0.5]
+
+
+def test_bad_inputs_fail_locally_with_typed_errors():
+    client, adapter, _ = make_client(service(None), downscale=False)
+    with pytest.raises(ImageDecodeError):
+        client.detect(b"definitely not an image")
+    with pytest.raises(ConfigError):
+        client.detect_many(np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(ConfigError):
+        CloudClient("svc:3000")
+    assert not any(r.path_url == "/detect" for r in adapter.requests)
+
+
+def test_prepare_upload_rgb_and_no_upscale():
+    rgb = np.zeros((50, 60, 3), np.uint8)
+    rgb[..., 0] = 255  # red in RGB
+    up = prepare_upload(rgb, channels="rgb", imgsz=(416, 416), quality=95)
+    back = cv2.imdecode(np.frombuffer(up.data, np.uint8), cv2.IMREAD_COLOR)
+    assert up.shape == (50, 60) and up.scale == (1.0, 1.0)
+    assert back[25, 30, 2] > 200 and back[25, 30, 0] < 50  # red lands in BGR's last channel
