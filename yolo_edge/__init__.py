@@ -1,0 +1,27 @@
+"""yolo-edge: fast YOLO object detection on edge devices and in the cloud.
+
+>>> import yolo_edge
+>>> dets = yolo_edge.detect("bus.jpg")          # doctest: +SKIP
+>>> det = yolo_edge.Detector("yolov8s-fall")    # doctest: +SKIP
+"""
+
+from . import errors
+from .api import detect
+from .detector import Detector, StageTimings
+from .errors import YoloEdgeError
+from .image import load_image
+from .types import Detections, ModelInfo
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Detections",
+    "Detector",
+    "ModelInfo",
+    "StageTimings",
+    "YoloEdgeError",
+    "__version__",
+    "detect",
+    "errors",
+    "load_image",
+]

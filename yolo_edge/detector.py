@@ -1,0 +1,206 @@
+"""``Detector``: a model, a backend and the pure pre/post-processing around them."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence, overload
+
+import numpy as np
+
+from .backends.base import Backend
+from .errors import ConfigError, UnsupportedModelError
+from .image import MAX_PIXELS, Channels, ImageSource, load_image
+from .models.resolve import ResolvedModel, parse_metadata, resolve_model
+from .postprocess import OUTPUT_FORMATS, detect_output_format, postprocess
+from .preprocess import make_batch
+from .types import Detections, ModelInfo, as_names
+
+__all__ = ["Detector", "StageTimings"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StageTimings:
+    """Seconds spent per stage for one :meth:`Detector.predict` call (all images)."""
+
+    decode_s: float = 0.0
+    preprocess_s: float = 0.0
+    inference_s: float = 0.0
+    postprocess_s: float = 0.0
+
+    @property
+    def total_s(self) -> float:
+        return self.decode_s + self.preprocess_s + self.inference_s + self.postprocess_s
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: round(v * 1e3, 3) for k, v in (
+            ("decode_ms", self.decode_s), ("preprocess_ms", self.preprocess_s),
+            ("inference_ms", self.inference_s), ("postprocess_ms", self.postprocess_s))}
+
+
+def _check_thresholds(conf: float, iou: float, max_det: int) -> None:
+    if not 0.0 <= float(conf) <= 1.0:
+        raise ConfigError(f"conf must be within [0, 1], got {conf}")
+    if not 0.0 <= float(iou) <= 1.0:
+        raise ConfigError(f"iou must be within [0, 1], got {iou}")
+    if int(max_det) < 1:
+        raise ConfigError(f"max_det must be >= 1, got {max_det}")
+
+
+class Detector:
+    """Detect objects with a YOLO model.
+
+    ``model`` is a registry name (default ``yolov3-tiny-coco``), a name registered by
+    ``yolo-edge export``, or a path to an ONNX file. ``backend`` is ``"auto"``,
+    ``"onnxruntime"``, ``"tensorrt"``, ``"torch"`` or a :class:`~yolo_edge.backends.Backend`
+    instance. A Detector keeps no per-call state, so one instance can be shared by threads.
+
+    >>> det = Detector()                                    # doctest: +SKIP
+    >>> dets = det("bus.jpg")                               # doctest: +SKIP
+    >>> [label for label in dets.labels]                    # doctest: +SKIP
+    ['bus', 'person', 'person', 'person', 'person']
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | None = None,
+        *,
+        backend: str | Backend = "auto",
+        conf: float = 0.25,
+        iou: float = 0.45,
+        max_det: int = 300,
+        classes: Sequence[int] | None = None,
+        threads: int | None = None,
+        providers: Sequence[Any] | None = None,
+        output_format: str | None = None,
+        max_pixels: int = MAX_PIXELS,
+        root: str | os.PathLike | None = None,
+    ) -> None:
+        _check_thresholds(conf, iou, max_det)
+        self.conf, self.iou, self.max_det = float(conf), float(iou), int(max_det)
+        self.classes = None if classes is None else [int(c) for c in classes]
+        self.max_pixels = int(max_pixels)
+        resolved = resolve_model(model, root)
+        self.backend: Backend = self._make_backend(backend, resolved, threads, providers)
+        self.info = self._describe(resolved, output_format)
+        self._fmt = self.info.output_format
+        log.info("Detector ready: %s (%s) on %s %s", self.info.name, self.info.sha256[:12], self.backend.name, list(self.backend.providers))
+
+    @staticmethod
+    def _make_backend(backend: str | Backend, resolved: ResolvedModel, threads: int | None, providers: Sequence[Any] | None) -> Backend:
+        if not isinstance(backend, str):
+            if not isinstance(backend, Backend):
+                raise ConfigError(f"backend must be a name or implement yolo_edge.backends.Backend, got {type(backend).__name__}")
+            return backend
+        from .backends.select import select_backend  # heavy runtimes import only inside the chosen branch
+
+        return select_backend(resolved.path, backend=backend, threads=threads, providers=providers)
+
+    def _describe(self, resolved: ResolvedModel, output_format: str | None) -> ModelInfo:
+        meta = parse_metadata(getattr(self.backend, "metadata", {}) or {})
+        shape = self.backend.input_shape
+        if shape[2] is not None and shape[3] is not None:
+            imgsz = (int(shape[2]), int(shape[3]))
+        elif "imgsz" in meta:
+            sz = meta["imgsz"]
+            imgsz = (int(sz[0]), int(sz[1])) if isinstance(sz, (list, tuple)) else (int(sz), int(sz))
+        else:
+            raise UnsupportedModelError(
+                f"{resolved.path}: the input height/width are dynamic and the ONNX metadata has no imgsz; "
+                "export with a fixed imgsz"
+            )
+        names = as_names(meta["names"]) if "names" in meta else {}
+        fmt = output_format or resolved.output_format
+        if fmt == "auto" and meta.get("output_format") in OUTPUT_FORMATS:
+            fmt = meta["output_format"]
+        if fmt == "auto" and (meta.get("end2end") or meta.get("nms")):
+            fmt = "nms"
+        out_shape = getattr(self.backend, "output_shapes", [[None, None, None]])[0]
+        if fmt == "auto":
+            fmt = detect_output_format(out_shape, len(names) or None)
+        elif fmt not in OUTPUT_FORMATS:
+            raise ConfigError(f"output_format must be one of {OUTPUT_FORMATS} or 'auto', got {fmt!r}")
+        if not names:  # no metadata: number the classes from the output width
+            nc = {"anchor_free": lambda s: s[1] - 4, "anchor_based": lambda s: s[2] - 5}.get(fmt, lambda s: 0)(out_shape)
+            names = {i: str(i) for i in range(nc if isinstance(nc, int) else 0)}
+        return ModelInfo(
+            name=resolved.name,
+            sha256=resolved.sha256,
+            path=str(resolved.path),
+            names=names,
+            imgsz=imgsz,
+            stride=int(meta.get("stride", 32)),
+            output_format=fmt,
+            dynamic_batch=shape[0] is None,
+            version=str(meta.get("version", "")),
+            task=str(meta.get("task", "detect")),
+        )
+
+    @overload
+    def __call__(self, images: ImageSource, **kwargs: Any) -> Detections: ...
+    @overload
+    def __call__(self, images: list, **kwargs: Any) -> list[Detections]: ...
+
+    def __call__(self, images, **kwargs):
+        """Detect in one image (returns ``Detections``) or a list (returns a list)."""
+        single = not isinstance(images, (list, tuple))
+        results, _ = self.predict([images] if single else list(images), **kwargs)
+        return results[0] if single else results
+
+    def predict(
+        self,
+        images: Sequence[ImageSource],
+        *,
+        channels: Channels = "bgr",
+        conf: float | None = None,
+        iou: float | None = None,
+        max_det: int | None = None,
+        classes: Sequence[int] | None = None,
+    ) -> tuple[list[Detections], StageTimings]:
+        """Detect in a list of images, batching up to the backend's limit; also returns timings."""
+        conf = self.conf if conf is None else float(conf)
+        iou = self.iou if iou is None else float(iou)
+        max_det = self.max_det if max_det is None else int(max_det)
+        classes = self.classes if classes is None else [int(c) for c in classes]
+        _check_thresholds(conf, iou, max_det)
+        t0 = time.perf_counter()
+        frames = [load_image(img, channels=channels, max_pixels=self.max_pixels) for img in images]
+        t_decode = time.perf_counter() - t0
+        t_pre = t_inf = t_post = 0.0
+        results: list[Detections] = []
+        step = max(1, self.backend.max_batch)
+        for start in range(0, len(frames), step):
+            chunk = frames[start : start + step]
+            t0 = time.perf_counter()
+            blob, params = make_batch(chunk, self.info.imgsz)
+            t1 = time.perf_counter()
+            pred = self.backend.run(blob)[0]
+            t2 = time.perf_counter()
+            for i, p in enumerate(params):
+                xyxy, score, cls = postprocess(pred[i], self._fmt, p, conf=conf, iou=iou, max_det=max_det, classes=classes)
+                results.append(Detections(xyxy, score, cls, self.info.names, p.orig_shape))
+            t3 = time.perf_counter()
+            t_pre, t_inf, t_post = t_pre + t1 - t0, t_inf + t2 - t1, t_post + t3 - t2
+        return results, StageTimings(t_decode, t_pre, t_inf, t_post)
+
+    def warmup(self, runs: int = 2) -> None:
+        """Run a blank frame through the model so the first real request is not slow."""
+        blank = np.full((*self.info.imgsz, 3), 114, np.uint8)
+        for _ in range(runs):
+            self.predict([blank])
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> "Detector":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Detector(model={self.info.name!r}, backend={self.backend.name!r}, providers={list(self.backend.providers)})"

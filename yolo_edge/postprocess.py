@@ -1,0 +1,154 @@
+"""Decode raw YOLO heads, run class-aware NMS, map boxes back: pure numpy functions.
+
+Three output layouts are understood (``detect_output_format`` tells them apart):
+
+- ``anchor_free``  ``[B, 4 + nc, N]``: YOLOv5u/v8/11 (cx, cy, w, h, class scores)
+- ``anchor_based`` ``[B, N, 5 + nc]``: YOLOv5/v7 and Darknet (cx, cy, w, h, objectness, class probs)
+- ``nms``          ``[B, K, 6]``: exports with NMS inside (x1, y1, x2, y2, score, class)
+
+Thresholds follow Ultralytics' ``non_max_suppression``: a candidate is kept when its best
+class score is strictly above ``conf``, candidates are sorted by score, and boxes of
+different classes never suppress each other.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .errors import ConfigError, UnsupportedModelError
+from .preprocess import LetterboxParams
+
+__all__ = [
+    "OUTPUT_FORMATS",
+    "detect_output_format",
+    "decode",
+    "nms",
+    "scale_boxes",
+    "postprocess",
+]
+
+OUTPUT_FORMATS = ("anchor_free", "anchor_based", "nms")
+_MAX_WH = 7680.0  # class offset for class-aware NMS, as in Ultralytics
+_MAX_NMS = 30000  # candidates kept before NMS
+
+
+def detect_output_format(shape: Sequence[int | str | None], nc: int | None) -> str:
+    """Infer the layout of a ``[B, a, b]`` output from its shape and the class count.
+
+    >>> detect_output_format([1, 84, 8400], 80)
+    'anchor_free'
+    >>> detect_output_format([1, 2535, 85], 80)
+    'anchor_based'
+    >>> detect_output_format([1, 300, 6], 80)
+    'nms'
+    """
+    if len(shape) != 3:
+        raise UnsupportedModelError(
+            f"expected one detection output of rank 3 ([B, 4+nc, N], [B, N, 5+nc] or [B, K, 6]), got shape {list(shape)}"
+        )
+    a, b = shape[1], shape[2]
+    a = a if isinstance(a, int) else None
+    b = b if isinstance(b, int) else None
+    if nc is not None:
+        if a == 4 + nc and (b is None or b > a):
+            return "anchor_free"
+        if b == 5 + nc and (a is None or a > b):
+            return "anchor_based"
+    if b == 6 and a is not None and a <= 1000:
+        return "nms"
+    if a is not None and b is not None and a < b:  # class count unknown: channels are the short axis
+        return "anchor_free"
+    raise UnsupportedModelError(
+        f"cannot tell the layout of output shape {list(shape)} for {nc} classes: expected [B, 4+nc, N] "
+        "(YOLOv8/11), [B, N, 5+nc] (YOLOv5/v7/Darknet) or [B, K, 6] (NMS-included export); "
+        "pass output_format= explicitly"
+    )
+
+
+def decode(pred: np.ndarray, fmt: str, conf: float, classes: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One image's raw output -> candidate ``(xyxy, score, class_id)`` above ``conf``."""
+    if fmt == "anchor_free":
+        pred = pred.T  # [N, 4 + nc]; the transpose is a view, rows are gathered below
+        scores_all = pred[:, 4:]
+    elif fmt == "anchor_based":
+        scores_all = pred[:, 5:] * pred[:, 4:5]
+    elif fmt == "nms":
+        keep = pred[:, 4] > conf
+        if classes is not None:
+            keep &= np.isin(pred[:, 5].astype(np.int64), np.asarray(classes))
+        rows = pred[keep]
+        return rows[:, :4].astype(np.float32), rows[:, 4].astype(np.float32), rows[:, 5].astype(np.int64)
+    else:
+        raise ConfigError(f"unknown output format {fmt!r}: expected one of {OUTPUT_FORMATS}")
+
+    class_id = scores_all.argmax(1)
+    score = np.take_along_axis(scores_all, class_id[:, None], 1)[:, 0]
+    above = score > conf
+    if classes is not None:  # like Ultralytics: a box keeps its best class, then is filtered
+        above &= np.isin(class_id, np.asarray(classes, dtype=np.int64))
+    keep = np.flatnonzero(above)
+    cxcywh = pred[keep, :4]
+    xyxy = np.empty((len(keep), 4), np.float32)
+    half = cxcywh[:, 2:4] / 2
+    xyxy[:, :2] = cxcywh[:, :2] - half
+    xyxy[:, 2:] = cxcywh[:, :2] + half
+    return xyxy, score[keep].astype(np.float32), class_id[keep].astype(np.int64)
+
+
+def nms(xyxy: np.ndarray, score: np.ndarray, class_id: np.ndarray, iou: float, max_det: int) -> np.ndarray:
+    """Class-aware greedy NMS; returns kept indices, highest score first.
+
+    Boxes of different classes are moved apart by ``class_id * 7680`` so one pass
+    suppresses within classes only, exactly as Ultralytics does.
+    """
+    if len(score) == 0:
+        return np.zeros(0, np.int64)
+    order = np.argsort(-score, kind="stable")[:_MAX_NMS]
+    boxes = xyxy[order] + (class_id[order, None] * _MAX_WH).astype(np.float32)
+    x1, y1, x2, y2 = boxes.T
+    areas = (x2 - x1) * (y2 - y1)
+    keep: list[int] = []
+    idx = np.arange(len(order))
+    while idx.size and len(keep) < max_det:
+        i = idx[0]
+        keep.append(i)
+        rest = idx[1:]
+        w = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
+        h = np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
+        inter = w * h
+        overlap = inter / (areas[i] + areas[rest] - inter + 1e-9)
+        idx = rest[overlap <= iou]
+    return order[np.asarray(keep, np.int64)]
+
+
+def scale_boxes(xyxy: np.ndarray, params: LetterboxParams) -> np.ndarray:
+    """Map boxes from the letterboxed canvas back to the original image, clipped to it."""
+    gain_x, gain_y = params.gain
+    out = xyxy.astype(np.float32, copy=True)
+    out[:, [0, 2]] = (out[:, [0, 2]] - params.left) / gain_x
+    out[:, [1, 3]] = (out[:, [1, 3]] - params.top) / gain_y
+    h, w = params.orig_shape
+    out[:, 0::2] = out[:, 0::2].clip(0, w)
+    out[:, 1::2] = out[:, 1::2].clip(0, h)
+    return out
+
+
+def postprocess(
+    pred: np.ndarray,
+    fmt: str,
+    params: LetterboxParams,
+    *,
+    conf: float,
+    iou: float,
+    max_det: int,
+    classes: Sequence[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode, NMS and rescale one image's output; returns ``(xyxy, score, class_id)``."""
+    xyxy, score, class_id = decode(pred, fmt, conf, classes)
+    if fmt == "nms":
+        order = np.argsort(-score, kind="stable")[:max_det]
+    else:
+        order = nms(xyxy, score, class_id, iou, max_det)
+    return scale_boxes(xyxy[order], params), score[order], class_id[order]
