@@ -532,7 +532,7 @@ def build_model(cfg_text: str, weights: bytes, names: Sequence[str], *, opset: i
     meta = {
         "description": description,
         "author": AUTHOR,
-        "version": CONVERTER_VERSION,
+        "converter_version": CONVERTER_VERSION,
         "source": source,
         "task": "detect",
         "batch": "1",
