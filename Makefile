@@ -1,0 +1,45 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   create .venv, install, fetch the pinned models, run the demo
+#   make test   the same set-up plus test dependencies, then the test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+# torch from the CPU wheel: an unpinned torch would pull gigabytes of CUDA packages
+CONSTRAINTS := -c constraints.txt
+export YOLO_CONFIG_DIR ?= $(CURDIR)/.cache/ultralytics
+PYTEST_ARGS ?=
+
+.PHONY: demo test install install-test models clean bench
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+
+$(VENV)/.installed: pyproject.toml constraints.txt | $(VENV)/bin/python
+	$(PIP) install -q $(CONSTRAINTS) -e '.[cloud,agent]'
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q $(CONSTRAINTS) -e '.[cloud,agent,export,test]'
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+models: $(VENV)/.installed
+	$(VENV)/bin/yolo-edge models fetch --all
+
+demo: install models
+	$(PY) examples/demo.py --out out
+
+test: install-test models
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install-test models
+	$(PY) benchmarks/detect_bench.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache
