@@ -421,9 +421,12 @@ def prepare_upload(image: Any, *, channels: str = "bgr", imgsz: tuple[int, int] 
     if imgsz is not None and (h > imgsz[0] or w > imgsz[1]):
         import cv2
 
-        r = min(imgsz[0] / h, imgsz[1] / w)
-        nw, nh = max(1, round(w * r)), max(1, round(h * r))
-        frame = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_AREA)
+        from .preprocess import letterbox_params
+
+        # the very size and interpolation the service's letterbox would use, so the only
+        # difference from sending the full frame is the JPEG re-encode
+        nw, nh = letterbox_params((h, w), imgsz).new_unpad
+        frame = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
         scale = (w / nw, h / nh)
     return _Upload(encode_image(frame, ".jpg", quality=quality), "image/jpeg", (h, w), scale)
 
