@@ -29,6 +29,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import BackendError, ConfigError, UnsupportedModelError
+from .checks import check_batch
 from .onnx_info import read_onnx_info
 
 __all__ = ["TorchBackend"]
@@ -107,7 +108,7 @@ class TorchBackend:
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         if self._module is None:
             raise BackendError("this TorchBackend is closed")
-        _check_batch(batch, self.input_shape, self._max_batch)
+        check_batch(batch, self.input_shape, self._max_batch)
         torch = self._torch
         # One forward at a time: GPU work is serialized on the stream anyway, and the lock
         # keeps concurrent callers from interleaving host<->device copies.
@@ -126,22 +127,6 @@ class TorchBackend:
         self._module = None  # type: ignore[assignment]
         if self._device.type == "cuda":
             self._torch.cuda.empty_cache()
-
-
-def _check_batch(batch: np.ndarray, input_shape: tuple, max_batch: int) -> None:
-    """Typed errors for the mistakes a caller can make (shared by GPU backends)."""
-    if not isinstance(batch, np.ndarray) or batch.dtype != np.float32 or batch.ndim != 4:
-        raise ConfigError(
-            f"expected a float32 [B, 3, H, W] numpy batch, got "
-            f"{type(batch).__name__} {getattr(batch, 'dtype', '')} {getattr(batch, 'shape', '')}"
-        )
-    for axis, (want, got) in enumerate(zip(input_shape[1:], batch.shape[1:]), start=1):
-        if want is not None and want != got:
-            raise ConfigError(f"batch axis {axis} is {got}, the model expects {want} (input shape {input_shape})")
-    if not 1 <= batch.shape[0] <= max_batch:
-        raise ConfigError(f"batch size {batch.shape[0]} is outside 1..{max_batch}: split it (Detector does this)")
-    if input_shape[0] is not None and batch.shape[0] != input_shape[0]:
-        raise ConfigError(f"this static-batch model takes exactly {input_shape[0]} image(s), got {batch.shape[0]}")
 
 
 def _import_torch():
