@@ -20,7 +20,9 @@ Run it (from the repository root)::
 Settings come from the environment, read here only: ``YOLO_EDGE_MODEL`` (registry
 name or .onnx path; default ``yolov3-tiny-coco``), ``YOLO_EDGE_TOKEN`` (enables bearer
 auth), ``YOLO_EDGE_BACKEND``, ``YOLO_EDGE_THREADS``, ``YOLO_EDGE_MAX_UPLOAD_BYTES``,
-``YOLO_EDGE_MAX_PIXELS``, ``YOLO_EDGE_MAX_IN_FLIGHT``, ``YOLO_EDGE_WARMUP_RUNS``.
+``YOLO_EDGE_MAX_PIXELS``, ``YOLO_EDGE_MAX_IN_FLIGHT``, ``YOLO_EDGE_WARMUP_RUNS`` and
+``YOLO_EDGE_HOME`` (default: the model baked into the Bento by ``python -m bentos.bake``,
+else ``~/.cache/yolo-edge``).
 """
 
 from __future__ import annotations
@@ -59,11 +61,16 @@ MAX_LATENCY_MS = 2000
 MAX_IMAGES_PER_REQUEST = 32
 
 
+#: Where ``python -m bentos.bake`` puts the model, relative to the build context.
+_BAKED_HOME = Path(__file__).resolve().parent.parent / "build" / "model_home"
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     """Service settings; ``from_env`` is the one place the environment is read."""
 
     model: str | None = None
+    model_home: Path | None = None  # where pinned models live; None: $YOLO_EDGE_HOME or ~/.cache
     token: str | None = None
     backend: str = "auto"
     threads: int | None = None
@@ -83,8 +90,12 @@ class Settings:
             except ValueError:
                 raise ValueError(f"{key} must be an integer, got {raw!r}") from None
 
+        home = env.get("YOLO_EDGE_HOME")
+        if not home and _BAKED_HOME.is_dir():  # inside a Bento: the model baked in by bentos.bake
+            home = str(_BAKED_HOME)
         return cls(
             model=env.get("YOLO_EDGE_MODEL") or None,
+            model_home=Path(home) if home else None,
             token=env.get("YOLO_EDGE_TOKEN") or None,
             backend=env.get("YOLO_EDGE_BACKEND") or "auto",
             threads=num("YOLO_EDGE_THREADS", None),
@@ -226,7 +237,8 @@ class YoloEdge:
 
     def __init__(self) -> None:
         self.detector = yolo_edge.Detector(SETTINGS.model, backend=SETTINGS.backend, threads=SETTINGS.threads,
-                                           max_pixels=SETTINGS.max_pixels)
+                                           max_pixels=SETTINGS.max_pixels, root=SETTINGS.model_home)
+        logger.info("serving %s from %s", self.detector.info.name, self.detector.info.path)
         self.info = self.detector.info
         self._ready = threading.Event()
         metrics.get().set_model(self.info.name, self.info.sha256, yolo_edge.__version__)
