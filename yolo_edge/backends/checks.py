@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["check_batch"]
+__all__ = ["check_batch", "check_shape"]
 
 
 def check_batch(batch: np.ndarray, input_shape: tuple, max_batch: int) -> None:
@@ -19,10 +19,17 @@ def check_batch(batch: np.ndarray, input_shape: tuple, max_batch: int) -> None:
             f"expected a float32 [B, 3, H, W] numpy batch, got "
             f"{type(batch).__name__} {getattr(batch, 'dtype', '')} {getattr(batch, 'shape', '')}"
         )
-    for axis, (want, got) in enumerate(zip(input_shape[1:], batch.shape[1:]), start=1):
+    check_shape(tuple(batch.shape), input_shape, max_batch)
+
+
+def check_shape(shape: tuple[int, ...], input_shape: tuple, max_batch: int) -> None:
+    """The shape part of :func:`check_batch` (also for device tensors)."""
+    if len(shape) != 4:
+        raise ConfigError(f"expected a [B, 3, H, W] batch, got shape {shape}")
+    for axis, (want, got) in enumerate(zip(input_shape[1:], shape[1:]), start=1):
         if want is not None and want != got:
             raise ConfigError(f"batch axis {axis} is {got}, the model expects {want} (input shape {input_shape})")
-    if not 1 <= batch.shape[0] <= max_batch:
-        raise ConfigError(f"batch size {batch.shape[0]} is outside 1..{max_batch}: split it (Detector does this)")
-    if input_shape[0] is not None and batch.shape[0] != input_shape[0]:
-        raise ConfigError(f"this static-batch model takes exactly {input_shape[0]} image(s), got {batch.shape[0]}")
+    if not 1 <= shape[0] <= max_batch:
+        raise ConfigError(f"batch size {shape[0]} is outside 1..{max_batch}: split it (Detector does this)")
+    if input_shape[0] is not None and shape[0] != input_shape[0]:
+        raise ConfigError(f"this static-batch model takes exactly {input_shape[0]} image(s), got {shape[0]}")

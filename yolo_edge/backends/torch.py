@@ -29,7 +29,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import BackendError, ConfigError, UnsupportedModelError
-from .checks import check_batch
+from .checks import check_batch, check_shape
 from .onnx_info import read_onnx_info
 
 __all__ = ["TorchBackend"]
@@ -120,6 +120,28 @@ class TorchBackend:
                 return [o.float().cpu().numpy() for o in outs]
             except RuntimeError as exc:  # CUDA OOM, shape errors inside the graph
                 raise BackendError(f"torch failed on a batch of shape {batch.shape}: {exc}") from exc
+
+    def run_tensor(self, x) -> list[np.ndarray]:
+        """Run a ``[B, 3, H, W]`` float tensor already on this device (GPU letterbox output).
+
+        Skips the host-to-device copy that :meth:`run` makes; same checks and outputs.
+        """
+        if self._module is None:
+            raise BackendError("this TorchBackend is closed")
+        torch = self._torch
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.device != self._device:
+            raise ConfigError(
+                f"expected a float torch tensor on {self._device}, got {type(x).__name__} "
+                f"{getattr(x, 'dtype', '')} on {getattr(x, 'device', '')}"
+            )
+        check_shape(tuple(x.shape), self.input_shape, self._max_batch)
+        with self._lock, torch.inference_mode():
+            try:
+                out = self._module(x.to(self._dtype))
+            except RuntimeError as exc:
+                raise BackendError(f"torch failed on a batch of shape {tuple(x.shape)}: {exc}") from exc
+            outs = out if isinstance(out, (list, tuple)) else [out]
+            return [o.float().cpu().numpy() for o in outs]
 
     def close(self) -> None:
         if self._module is None:
