@@ -453,3 +453,36 @@ def test_real_tensorrt_matches_onnxruntime(model_path, tmp_path, precision, tol)
     assert got.shape == want.shape
     assert np.abs(got - want).max() <= tol * np.abs(want).max()
     be.close()
+
+
+# --------------------------------------------------------------------------- yolo-edge build-engine
+
+
+def test_cli_without_tensorrt_exits_with_clear_error(tiny_onnx, capsys):
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here")
+    from yolo_edge.cli import main
+
+    assert main(["build-engine", str(tiny_onnx)]) == 2
+    err = capsys.readouterr().err
+    assert "TensorRT is not installed" in err and "onnxruntime" in err
+
+
+def test_cli_builds_then_finds_cached(tiny_onnx, tmp_path, monkeypatch, capsys):
+    from yolo_edge.backends import tensorrt as trt_mod
+    from yolo_edge.cli import main
+
+    fake = make_fake_trt()
+    cudart = FakeCudart()
+    monkeypatch.setattr(trt_mod, "import_tensorrt", lambda: fake)
+    monkeypatch.setattr(CudaRuntime, "load", classmethod(lambda cls: cls(cudart)))
+    args = ["build-engine", str(tiny_onnx), "--precision", "fp16", "--max-batch", "4", "--cache-dir", str(tmp_path)]
+    assert main(args) == 0
+    out = capsys.readouterr()
+    assert "built in" in out.out and "fp16 on Fake Orin (sm87), max batch 4" in out.out
+    assert "Building" in out.err  # the progress bar
+    assert main(args + ["--no-progress"]) == 0
+    assert "found in cache" in capsys.readouterr().out
+    assert len(fake.builds) == 1 and cudart.mem == {}
+    with pytest.raises(SystemExit):
+        main(["build-engine", str(tiny_onnx), "--max-batch", "0"])
