@@ -10,7 +10,7 @@ import pytest
 
 def real_model(request: pytest.FixtureRequest, name: str) -> Path:
     """Path to a fetched registry model, from the lead's fixtures where they exist."""
-    fixture = {"yolov8s-fall": "fall_model_path", "yolov3-tiny-coco": "coco_model_path"}[name]
+    fixture = {"yolov8s-fall": "fall_model_path", "yolov3-tiny-coco": "default_model_path"}[name]
     try:
         return Path(request.getfixturevalue(fixture))
     except pytest.FixtureLookupError:
