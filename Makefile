@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(VENV)/bin/python
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q $(CONSTRAINTS) -e '.[cloud,agent,export,test]'
+	$(PIP) install -q $(CONSTRAINTS) -e '.[cloud,agent,export,torch,test]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from .cli_engine import add_build_engine_parser
 from .errors import YoloEdgeError
 
 log = logging.getLogger("yolo_edge.cli")
@@ -137,12 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="directory for the .onnx (default: the model cache)")
     p.set_defaults(func=cmd_export)
 
-    try:
-        from .cli_engine import add_build_engine_parser
-    except ImportError:  # the GPU helper module is optional at this stage of the tree
-        pass
-    else:
-        add_build_engine_parser(sub)
+    add_build_engine_parser(sub)
     return parser
 
 

@@ -6,7 +6,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence, overload
+from typing import Any, Mapping, Sequence, overload
 
 import numpy as np
 
@@ -57,7 +57,9 @@ class Detector:
     ``model`` is a registry name (default ``yolov3-tiny-coco``), a name registered by
     ``yolo-edge export``, or a path to an ONNX file. ``backend`` is ``"auto"``,
     ``"onnxruntime"``, ``"tensorrt"``, ``"torch"`` or a :class:`~yolo_edge.backends.Backend`
-    instance. A Detector keeps no per-call state, so one instance can be shared by threads.
+    instance; ``backend_options`` go to it (``precision``, ``max_batch``, ``cache_dir``,
+    ``device``, ``half``, ``prefer``: see :func:`yolo_edge.backends.select.select_backend`).
+    A Detector keeps no per-call state, so one instance can be shared by threads.
 
     >>> det = Detector()                                    # doctest: +SKIP
     >>> dets = det("bus.jpg")                               # doctest: +SKIP
@@ -76,6 +78,7 @@ class Detector:
         classes: Sequence[int] | None = None,
         threads: int | None = None,
         providers: Sequence[Any] | None = None,
+        backend_options: Mapping[str, Any] | None = None,
         output_format: str | None = None,
         max_pixels: int = MAX_PIXELS,
         root: str | os.PathLike | None = None,
@@ -85,20 +88,23 @@ class Detector:
         self.classes = None if classes is None else [int(c) for c in classes]
         self.max_pixels = int(max_pixels)
         resolved = resolve_model(model, root)
-        self.backend: Backend = self._make_backend(backend, resolved, threads, providers)
+        self.backend: Backend = self._make_backend(backend, resolved, threads, providers, backend_options or {})
         self.info = self._describe(resolved, output_format)
         self._fmt = self.info.output_format
         log.info("Detector ready: %s (%s) on %s %s", self.info.name, self.info.sha256[:12], self.backend.name, list(self.backend.providers))
 
     @staticmethod
-    def _make_backend(backend: str | Backend, resolved: ResolvedModel, threads: int | None, providers: Sequence[Any] | None) -> Backend:
+    def _make_backend(
+        backend: str | Backend, resolved: ResolvedModel, threads: int | None,
+        providers: Sequence[Any] | None, options: Mapping[str, Any],
+    ) -> Backend:
         if not isinstance(backend, str):
             if not isinstance(backend, Backend):
                 raise ConfigError(f"backend must be a name or implement yolo_edge.backends.Backend, got {type(backend).__name__}")
             return backend
         from .backends.select import select_backend  # heavy runtimes import only inside the chosen branch
 
-        return select_backend(resolved.path, backend=backend, threads=threads, providers=providers)
+        return select_backend(resolved.path, backend=backend, threads=threads, providers=providers, **options)
 
     def _describe(self, resolved: ResolvedModel, output_format: str | None) -> ModelInfo:
         meta = parse_metadata(getattr(self.backend, "metadata", {}) or {})

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from yolo_edge.backends import select
-from yolo_edge.backends.providers import CPU_EP, CUDA_EP, TRT_EP
+from yolo_edge.backends.providers import CPU_EP, CUDA_EP, TRT_EP, check_fallback
 from yolo_edge.backends.select import GpuEnvironment, describe_backend, select_backend
 from yolo_edge.errors import BackendError, ConfigError
 
@@ -48,8 +48,9 @@ def calls(monkeypatch):
         names = [p[0] if isinstance(p, tuple) else p for p in providers]
         log.append(("onnxruntime", names))
         # What a machine whose CUDA libraries load would activate; tests override to fail.
-        active = [n for n in names if n in log_active.get("ok", names)]
-        return FakeBackend("onnxruntime", active or [CPU_EP])
+        active = [n for n in names if n in log_active.get("ok", names)] or [CPU_EP]
+        check_fallback(providers, active)  # as OnnxRuntimeBackend does on every session
+        return FakeBackend("onnxruntime", active)
 
     log_active: dict = {}
     monkeypatch.setitem(select._FACTORIES, "tensorrt", trt)

@@ -9,20 +9,19 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import BackendError
+from .providers import check_fallback, ort_providers
 
-__all__ = ["OnnxRuntimeBackend", "DEFAULT_PROVIDER_ORDER"]
+__all__ = ["OnnxRuntimeBackend"]
 
 log = logging.getLogger(__name__)
-
-#: Preferred order; providers that this onnxruntime build lacks are skipped.
-DEFAULT_PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
 class OnnxRuntimeBackend:
     """Run an ONNX model with onnxruntime.
 
     ``providers`` is an ordered list of provider names or ``(name, options)`` pairs; by
-    default the best available of TensorRT, CUDA and CPU. onnxruntime silently falls back
+    default the best available of TensorRT, CUDA and CPU, with the TensorRT engine cache in
+    ``cache_dir`` when one is given. onnxruntime silently falls back
     to CPU when CUDA libraries are missing, so :attr:`providers` reports the providers the
     session really uses, and a fallback is logged as a warning.
 
@@ -38,13 +37,16 @@ class OnnxRuntimeBackend:
         providers: Sequence[str | tuple[str, dict[str, Any]]] | None = None,
         intra_op_threads: int | None = None,
         inter_op_threads: int | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        fp16: bool = True,
+        device_id: int = 0,
     ) -> None:
         try:
             import onnxruntime as ort
         except ImportError as exc:  # pragma: no cover - core dependency
             raise BackendError("onnxruntime is not installed: pip install onnxruntime (or onnxruntime-gpu)") from exc
-        available = ort.get_available_providers()
-        requested = list(providers) if providers is not None else [p for p in DEFAULT_PROVIDER_ORDER if p in available]
+        requested = list(providers) if providers is not None else ort_providers(
+            ort.get_available_providers(), cache_dir=cache_dir, fp16=fp16, device_id=device_id)
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if intra_op_threads is not None:
@@ -56,11 +58,8 @@ class OnnxRuntimeBackend:
             self._session = ort.InferenceSession(os.fspath(path), sess_options=so, providers=requested)
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise BackendError(f"onnxruntime could not load {path}: {exc}") from exc
-        self._requested = [p if isinstance(p, str) else p[0] for p in requested]
         self._active = tuple(self._session.get_providers())
-        fell_back = [p for p in self._requested if p not in self._active]
-        if fell_back:
-            log.warning("onnxruntime fell back: requested %s, active %s (missing libraries or GPU?)", fell_back, list(self._active))
+        self.fell_back = check_fallback(requested, self._active)  # warns loudly, never silently
         inp = self._session.get_inputs()
         if len(inp) != 1:
             raise BackendError(f"expected a model with one image input, {path} has {len(inp)}")

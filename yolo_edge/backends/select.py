@@ -35,7 +35,7 @@ from typing import Any, Callable, Sequence
 
 from ..errors import ConfigError, YoloEdgeError
 from .base import Backend
-from .providers import CPU_EP, CUDA_EP, check_fallback, ort_providers
+from .providers import CPU_EP, CUDA_EP, ort_providers
 
 __all__ = ["select_backend", "describe_backend", "probe_environment", "GpuEnvironment", "BACKENDS"]
 
@@ -179,8 +179,7 @@ def select_backend(
         requested = list(providers) if providers is not None else ort_providers(
             env.ort_providers, prefer=opts.get("prefer"), cache_dir=_ort_cache_dir(opts), fp16=fp16, device_id=device_id
         )
-        be = _FACTORIES["onnxruntime"](path, requested, threads)
-        check_fallback(requested, be.providers)
+        be = _FACTORIES["onnxruntime"](path, requested, threads)  # warns itself on fallback
         return _chosen(be, f"onnxruntime on {', '.join(be.providers)} (requested)")
     return _auto(path, env, threads, opts, fp16=fp16, device_id=device_id)
 
@@ -203,8 +202,7 @@ def _auto(path: Path, env: GpuEnvironment, threads: int | None, opts: dict[str, 
         be = _FACTORIES["onnxruntime"](path, requested, threads)
         if CUDA_EP in be.providers:
             return _chosen(be, f"auto: onnxruntime on {CUDA_EP} ({why_not_trt})")
-        check_fallback(requested, be.providers)  # the loud part: WARNING naming what fell back
-        # The session already works on CPU: keep it rather than loading the model twice.
+        # The backend already logged a WARNING naming what fell back. The session already works on CPU: keep it rather than loading the model twice.
         return _chosen(be, f"auto: onnxruntime on CPU ({why_not_trt}; {CUDA_EP} failed to activate)")
     # 3. CPU
     be = _FACTORIES["onnxruntime"](path, [CPU_EP], threads)
