@@ -53,6 +53,15 @@ def _start(tmp: Path, env_extra: dict[str, str], warm_probe: bytes) -> Served:
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     served = Served(f"http://127.0.0.1:{port}", proc, log, token=env_extra.get("YOLO_EDGE_TOKEN"))
+    try:
+        return _wait_ready(served, warm_probe)
+    except BaseException:  # never leave a server behind, whatever went wrong
+        _stop(served)
+        raise
+
+
+def _wait_ready(served: Served, warm_probe: bytes) -> Served:
+    proc = served.proc
     headers = {"Authorization": f"Bearer {served.token}"} if served.token else {}
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -69,7 +78,6 @@ def _start(tmp: Path, env_extra: dict[str, str], warm_probe: bytes) -> Served:
                           headers=headers, timeout=10)
         served.warming.append((ready, r.status_code, r.headers.get("Retry-After")))
         time.sleep(0.1)
-    _stop(served)
     raise RuntimeError(f"the service was not ready within {START_TIMEOUT_S:.0f} s:\n{served.log_tail()}")
 
 
@@ -93,7 +101,7 @@ def _model_env(default_model_path: Path) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def service(tmp_path_factory, default_model_path, bus_jpg):
     """The service as deployed by default: no auth, default limits."""
-    env = {**_model_env(default_model_path), "YOLO_EDGE_WARMUP_RUNS": "12"}
+    env = {**_model_env(default_model_path), "YOLO_EDGE_WARMUP_RUNS": "25"}
     served = _start(tmp_path_factory.mktemp("svc"), env, bus_jpg.read_bytes())
     yield served
     _stop(served)
