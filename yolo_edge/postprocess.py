@@ -70,10 +70,24 @@ def detect_output_format(shape: Sequence[int | str | None], nc: int | None) -> s
 def decode(pred: np.ndarray, fmt: str, conf: float, classes: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One image's raw output -> candidate ``(xyxy, score, class_id)`` above ``conf``."""
     if fmt == "anchor_free":
-        pred = pred.T  # [N, 4 + nc]; the transpose is a view, rows are gathered below
-        scores_all = pred[:, 4:]
+        # [4 + nc, N]: reduce over classes along the contiguous axis, then gather only the
+        # few columns that pass, instead of transposing all N candidates.
+        scores = pred[4:]
+        best = scores.max(0)
+        keep = np.flatnonzero(best > conf)
+        class_id = scores[:, keep].argmax(0)
+        score = best[keep]
+        boxes = pred[:4, keep].T
     elif fmt == "anchor_based":
-        scores_all = pred[:, 5:] * pred[:, 4:5]
+        # score = objectness * class probability <= objectness: rows whose objectness is
+        # already at or below conf cannot pass, so drop them before the [N, nc] product.
+        keep = np.flatnonzero(pred[:, 4] > conf)
+        rows = pred[keep]
+        scores = rows[:, 5:] * rows[:, 4:5]
+        class_id = scores.argmax(1)
+        score = np.take_along_axis(scores, class_id[:, None], 1)[:, 0]
+        passed = score > conf
+        class_id, score, boxes = class_id[passed], score[passed], rows[passed, :4]
     elif fmt == "nms":
         keep = pred[:, 4] > conf
         if classes is not None:
@@ -83,18 +97,14 @@ def decode(pred: np.ndarray, fmt: str, conf: float, classes: Sequence[int] | Non
     else:
         raise ConfigError(f"unknown output format {fmt!r}: expected one of {OUTPUT_FORMATS}")
 
-    class_id = scores_all.argmax(1)
-    score = np.take_along_axis(scores_all, class_id[:, None], 1)[:, 0]
-    above = score > conf
     if classes is not None:  # like Ultralytics: a box keeps its best class, then is filtered
-        above &= np.isin(class_id, np.asarray(classes, dtype=np.int64))
-    keep = np.flatnonzero(above)
-    cxcywh = pred[keep, :4]
-    xyxy = np.empty((len(keep), 4), np.float32)
-    half = cxcywh[:, 2:4] / 2
-    xyxy[:, :2] = cxcywh[:, :2] - half
-    xyxy[:, 2:] = cxcywh[:, :2] + half
-    return xyxy, score[keep].astype(np.float32), class_id[keep].astype(np.int64)
+        wanted = np.isin(class_id, np.asarray(classes, dtype=np.int64))
+        class_id, score, boxes = class_id[wanted], score[wanted], boxes[wanted]
+    xyxy = np.empty((len(score), 4), np.float32)
+    half = boxes[:, 2:4] / 2
+    xyxy[:, :2] = boxes[:, :2] - half
+    xyxy[:, 2:] = boxes[:, :2] + half
+    return xyxy, score.astype(np.float32), class_id.astype(np.int64)
 
 
 def nms(xyxy: np.ndarray, score: np.ndarray, class_id: np.ndarray, iou: float, max_det: int) -> np.ndarray:

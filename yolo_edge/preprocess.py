@@ -69,18 +69,47 @@ def letterbox(image: np.ndarray, new_shape: tuple[int, int], *, scaleup: bool = 
     return padded, p
 
 
-def to_blob(images: Sequence[np.ndarray]) -> np.ndarray:
-    """Letterboxed BGR uint8 frames -> float32 ``[B, 3, H, W]`` RGB in [0, 1].
+_SCALE = np.float32(1.0 / 255.0)
 
-    ``cv2.dnn.blobFromImages`` does the channel swap, HWC->CHW and scaling in one
-    vectorized pass, several times faster than the numpy equivalent.
-    """
-    return cv2.dnn.blobFromImages(list(images), scalefactor=1.0 / 255.0, swapRB=True, crop=False, ddepth=cv2.CV_32F)
+
+def to_blob(images: Sequence[np.ndarray]) -> np.ndarray:
+    """Letterboxed BGR uint8 frames -> float32 ``[B, 3, H, W]`` RGB in [0, 1]."""
+    h, w = images[0].shape[:2]
+    out = np.empty((len(images), 3, h, w), np.float32)
+    for i, img in enumerate(images):
+        _planes_into(img, out[i])
+    return out
+
+
+def _planes_into(bgr: np.ndarray, dst: np.ndarray) -> None:
+    # One multiply per colour plane straight into the output: swaps BGR->RGB, moves
+    # HWC->CHW and scales in one pass, about twice as fast as cv2.dnn.blobFromImages.
+    for c in range(3):
+        np.multiply(bgr[:, :, 2 - c], _SCALE, out=dst[c], casting="unsafe")
 
 
 def make_batch(
     images: Sequence[np.ndarray], new_shape: tuple[int, int]
 ) -> tuple[np.ndarray, list[LetterboxParams]]:
-    """Letterbox each BGR frame to ``new_shape`` and stack them into one model input."""
-    boxed, params = zip(*(letterbox(img, new_shape) for img in images))
-    return to_blob(boxed), list(params)
+    """Letterbox each BGR frame to ``new_shape`` and stack them into one model input.
+
+    Equal to ``to_blob([letterbox(img)[0] for img in images])``, but the resized pixels
+    go straight into the float batch and only the padding strips are filled, skipping
+    the padded uint8 copy.
+    """
+    out = np.empty((len(images), 3, *new_shape), np.float32)
+    params = []
+    pad = np.float32(PAD_VALUE) * _SCALE
+    for i, img in enumerate(images):
+        p = letterbox_params(img.shape[:2], new_shape)
+        if (img.shape[1], img.shape[0]) != p.new_unpad:
+            img = cv2.resize(img, p.new_unpad, interpolation=cv2.INTER_LINEAR)
+        w, h = p.new_unpad
+        dst = out[i]
+        dst[:, : p.top] = pad
+        dst[:, p.top + h :] = pad
+        dst[:, p.top : p.top + h, : p.left] = pad
+        dst[:, p.top : p.top + h, p.left + w :] = pad
+        _planes_into(img, dst[:, p.top : p.top + h, p.left : p.left + w])
+        params.append(p)
+    return out, params

@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import pytest
 
@@ -38,3 +39,14 @@ def test_make_batch_stacks_different_sizes():
     blob, params = make_batch([a, b], (64, 64))
     assert blob.shape == (2, 3, 64, 64)
     assert [p.orig_shape for p in params] == [(100, 200), (300, 50)]
+
+
+@pytest.mark.parametrize("shape", [(1080, 1920), (1080, 810), (416, 416), (5, 900)])
+def test_make_batch_equals_letterbox_then_blob(shape):
+    img = np.random.default_rng(2).integers(0, 255, (*shape, 3), dtype=np.uint8)
+    fast, params = make_batch([img], (416, 416))
+    boxed, p = letterbox(img, (416, 416))
+    np.testing.assert_array_equal(fast, to_blob([boxed]))
+    assert params == [p]
+    ref = cv2.dnn.blobFromImage(boxed, 1 / 255.0, swapRB=True, crop=False, ddepth=cv2.CV_32F)
+    np.testing.assert_array_equal(fast, ref)
