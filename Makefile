@@ -39,7 +39,7 @@ test: install-test models
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install-test models
-	$(PY) benchmarks/detect_bench.py
+	$(PY) benchmarks/detect_bench.py --rounds 30
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
