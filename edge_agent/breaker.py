@@ -54,6 +54,9 @@ def on_failure(b: Breaker, *, now: float, cfg: BreakerConfig, retry_after_s: flo
     failures = b.failures + 1
     if failures < cfg.threshold and b.trips == 0:
         return replace(b, failures=failures)
+    if now < b.open_until:
+        # requests sent before the breaker opened fail late: they do not extend the cool-down
+        return replace(b, failures=failures)
     cooldown = min(cfg.max_cooldown_s, cfg.cooldown_s * 2 ** b.trips)
     if retry_after_s is not None:
         cooldown = max(cooldown, float(retry_after_s))

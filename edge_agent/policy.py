@@ -112,6 +112,9 @@ class Observation:
     cloud_capacity: int = 1  # frames that may be in flight at once (requests x batch)
     offloading: bool = False  # the previous mode, for hysteresis
     budget_s: float | None = None  # per-frame override of the configured budget
+    #: no round trip measured for a while: a frame that would be dropped for "cloud_too_slow"
+    #: goes to the cloud instead, so a stale estimate (after a congestion) gets refreshed
+    cloud_probe_due: bool = False
 
 
 @dataclass(frozen=True)
@@ -165,7 +168,7 @@ def decide(obs: Observation, cfg: PolicyConfig) -> Decision:
     if cfg.mode is Mode.CLOUD:
         blocker = _cloud_blocker(obs, cfg, remaining, c_eta)
         wake = obs.cloud_state is CloudState.COLD
-        if blocker is None:
+        if blocker is None or (blocker == "cloud_too_slow" and obs.cloud_probe_due):
             return Decision(Route.CLOUD, "cloud_only", True, False, l_eta, c_eta)
         return Decision(Route.DROP, blocker, True, wake, l_eta, c_eta)
 
@@ -184,4 +187,7 @@ def decide(obs: Observation, cfg: PolicyConfig) -> Decision:
     # the cloud cannot help: local still takes the frame if it can make the deadline at all
     if l_eta <= remaining and obs.local_queued < cfg.queue_budget:
         return Decision(Route.LOCAL, f"fallback_{blocker}", True, wake, l_eta, c_eta)
+    if blocker == "cloud_too_slow" and obs.cloud_probe_due:
+        # this frame is lost anyway: spend it on measuring the cloud again
+        return Decision(Route.CLOUD, "cloud_probe", True, False, l_eta, c_eta)
     return Decision(Route.DROP, blocker, True, wake, l_eta, c_eta)
