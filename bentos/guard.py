@@ -7,6 +7,7 @@ it refuses) and outside the API handlers:
   so orchestrators and Prometheus need no secret;
 - refuses request bodies above ``max_body_bytes`` with 413 before they are read, both
   from ``Content-Length`` and while streaming a body sent without one;
+- answers 503 with ``Retry-After`` on the detect route until ``is_ready()`` (warm-up);
 - bounds requests in flight on the detect route (``max_in_flight``): the excess gets
   429 with ``Retry-After`` at once instead of queueing without bound;
 - adds ``Retry-After`` to every 429/503 (BentoML's batcher answers 503 without one);
@@ -52,6 +53,7 @@ class Guard:
         retry_after_s: int = 1,
         guarded_paths: tuple[str, ...] = ("/detect",),
         on_reject: Callable[[str], None] | None = None,
+        is_ready: Callable[[], bool] | None = None,
     ) -> None:
         self.app = app
         self._token = token.encode() if token else None
@@ -61,6 +63,7 @@ class Guard:
         self.guarded_paths = guarded_paths
         self._in_flight = 0  # one event loop per worker: no lock needed
         self._on_reject = on_reject or (lambda reason: None)
+        self._is_ready = is_ready or (lambda: True)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -76,6 +79,10 @@ class Guard:
             return await _reply(send, 413, f"request body is {length} bytes, above the limit of "
                                 f"{self.max_body_bytes}: send fewer or smaller (downscaled JPEG) images")
         guarded = path in self.guarded_paths
+        if guarded and not self._is_ready():
+            self._on_reject("not_ready")
+            return await _reply(send, 503, "the model is still loading or warming up: retry shortly",
+                                {"Retry-After": str(self.retry_after_s)})
         if guarded and self._in_flight >= self.max_in_flight:
             self._on_reject("overloaded")
             return await _reply(send, 429, f"{self._in_flight} requests already in flight: retry later",

@@ -177,9 +177,7 @@ class DetectInput(bentoml.IODescriptor):
     @classmethod
     async def from_http_request(cls, request: Any, serde: Any) -> "DetectInput":
         received = time.perf_counter()
-        svc = bentoml.get_current_service()
-        if svc is None or not svc.ready:
-            metrics.reject("not_ready")
+        if not _service_ready():  # the Guard answers first; this covers a call that bypasses it
             raise ServiceUnavailable("the model is still loading or warming up: retry shortly")
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise BentoMLException("expected multipart/form-data with one or more files in the field 'images' "
@@ -197,6 +195,11 @@ class DetectInput(bentoml.IODescriptor):
         data = [await u.read() for u in uploads]
         frames = await anyio.to_thread.run_sync(_decode_all, data, options, received)
         return cls.model_construct(images=frames)
+
+
+def _service_ready() -> bool:
+    svc = bentoml.get_current_service()
+    return svc is not None and svc.ready
 
 
 def _form_value(key: str, value: Any) -> Any:
@@ -338,4 +341,5 @@ YoloEdge.add_asgi_middleware(
     max_body_bytes=SETTINGS.max_upload_bytes,
     max_in_flight=SETTINGS.max_in_flight,
     on_reject=metrics.reject,
+    is_ready=_service_ready,
 )

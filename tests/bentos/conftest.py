@@ -34,8 +34,8 @@ class Served:
     url: str
     proc: subprocess.Popen
     log: Path
-    #: (/readyz status, /detect status, /detect Retry-After) seen while warming up
-    warming: list[tuple[int, int, str | None]] = field(default_factory=list)
+    #: (/readyz status, /detect status, /detect Retry-After, /detect body) seen while warming up
+    warming: list[tuple[int, int, str | None, str]] = field(default_factory=list)
     token: str | None = None
 
     def log_tail(self, n: int = 4000) -> str:
@@ -76,7 +76,7 @@ def _wait_ready(served: Served, warm_probe: bytes) -> Served:
             return served
         r = requests.post(served.url + "/detect", files=[("images", ("p.jpg", warm_probe, "image/jpeg"))],
                           headers=headers, timeout=10)
-        served.warming.append((ready, r.status_code, r.headers.get("Retry-After")))
+        served.warming.append((ready, r.status_code, r.headers.get("Retry-After"), r.text))
         time.sleep(0.1)
     raise RuntimeError(f"the service was not ready within {START_TIMEOUT_S:.0f} s:\n{served.log_tail()}")
 

@@ -119,3 +119,12 @@ def test_other_error_bodies_pass_through(body):
     status, _, out = run(call(Guard(make_app(404, body))))
     assert status == 404
     assert (json.loads(out) == {"detail": "x"}) if body.startswith(b"{") else (out == body)
+
+
+def test_not_ready_answers_503_with_retry_after_on_detect_only():
+    rejected = []
+    guard = Guard(make_app(), is_ready=lambda: False, on_reject=rejected.append)
+    status, headers, body = run(call(guard))
+    assert status == 503 and headers["retry-after"] == "1" and "warming up" in json.loads(body)["error"]
+    assert run(call(guard, path="/metadata"))[0] == 200
+    assert rejected == ["not_ready"]

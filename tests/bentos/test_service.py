@@ -57,9 +57,9 @@ def png_header_claiming(width: int, height: int) -> bytes:
 
 def test_readyz_is_503_while_warming_up_then_200(service):
     assert service.warming, "never saw the service before it was ready: warm-up too short to observe"
-    ready, detect, retry_after = service.warming[0]
+    ready, detect, retry_after, body = service.warming[0]
     assert ready == 503
-    assert detect == 503 and retry_after is not None  # clients are told to come back
+    assert detect == 503 and retry_after is not None and "warming up" in body  # clients are told to come back
     assert requests.get(service.url + "/readyz", timeout=5).status_code == 200
     assert requests.get(service.url + "/livez", timeout=5).status_code == 200
 
