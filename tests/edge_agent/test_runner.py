@@ -72,12 +72,13 @@ def test_cloud_outage_falls_back_then_resumes():
         cloud.down = True
         before = cloud.frames
         feed(agent, 60, fps=100)
-        assert cloud.frames == before
+        during = cloud.frames
+        assert during - before <= 4  # only requests already in flight when it went down
         assert agent.health()["cloud"] in ("failing", "ready")
         cloud.down = False
         feed(agent, 80, fps=100)
     check_accounting(agent, 180)
-    assert cloud.frames > before  # offload resumed after the cool-down
+    assert cloud.frames > during  # offload resumed after the cool-down
     drops = agent.stats.drops
     assert set(drops) <= {"cloud_failing", "cloud_busy", "expired_in_queue", "cloud_too_slow"}, drops
 
