@@ -37,6 +37,7 @@ class Served:
     #: (/readyz status, /detect status, /detect Retry-After, /detect body) seen while warming up
     warming: list[tuple[int, int, str | None, str]] = field(default_factory=list)
     token: str | None = None
+    env: dict[str, str] = field(default_factory=dict)  # the YOLO_EDGE_* settings it runs with
 
     def log_tail(self, n: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
@@ -52,7 +53,7 @@ def _start(tmp: Path, env_extra: dict[str, str], warm_probe: bytes) -> Served:
             [str(bentoml_cli), "serve", "bentos.service:YoloEdge", "--host", "127.0.0.1", "--port", str(port)],
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
-    served = Served(f"http://127.0.0.1:{port}", proc, log, token=env_extra.get("YOLO_EDGE_TOKEN"))
+    served = Served(f"http://127.0.0.1:{port}", proc, log, token=env_extra.get("YOLO_EDGE_TOKEN"), env=dict(env_extra))
     try:
         return _wait_ready(served, warm_probe)
     except BaseException:  # never leave a server behind, whatever went wrong

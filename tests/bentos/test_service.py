@@ -17,7 +17,6 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.bentos.conftest import SMALL_UPLOAD_LIMIT
 from yolo_edge.cloud import CloudClient
 from yolo_edge.errors import CloudAuthError, CloudModelMismatchError, CloudRequestError
 
@@ -233,9 +232,10 @@ def test_auth_off_accepts_anonymous(service, bus_jpg):
 
 
 def test_upload_over_the_byte_limit_is_413(secured_service):
+    limit = int(secured_service.env["YOLO_EDGE_MAX_UPLOAD_BYTES"])
     noise = np.random.default_rng(0).integers(0, 256, (1400, 1400, 3), dtype=np.uint8)
     big = cv2.imencode(".jpg", noise, [cv2.IMWRITE_JPEG_QUALITY, 100])[1].tobytes()  # a real JPEG, ~4 MB
-    assert len(big) > SMALL_UPLOAD_LIMIT
+    assert len(big) > limit
     r = post(secured_service.url, [("images", ("big.jpg", big, "image/jpeg"))], token=secured_service.token)
     assert r.status_code == 413 and "limit" in r.json()["error"]
     with CloudClient(secured_service.url, token=secured_service.token, downscale=False) as client, \
