@@ -11,7 +11,7 @@ CONSTRAINTS := -c constraints.txt
 export YOLO_CONFIG_DIR ?= $(CURDIR)/.cache/ultralytics
 PYTEST_ARGS ?=
 
-.PHONY: demo test install install-test models clean bench
+.PHONY: demo test install install-test models clean bench bench-service serve bento
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,15 @@ test: install-test models
 
 bench: install-test models
 	$(PY) benchmarks/detect_bench.py --rounds 30
+
+bench-service: install-test models
+	$(PY) benchmarks/service_bench.py --requests 16 --rounds 3 --bare-seconds 4
+
+serve: install models
+	$(VENV)/bin/bentoml serve bentos.service:YoloEdge --host 127.0.0.1 --port 3000
+
+bento: install models
+	$(PY) -m bentos.bake && $(VENV)/bin/bentoml build -f bentos/bentofile.yaml .
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -353,9 +353,7 @@ def _server_message(resp: Any) -> str:
 
 
 def _unavailable(msg: str, status: int | None, retry_after: float | None) -> CloudUnavailableError:
-    err = CloudUnavailableError(msg, status_code=status)
-    err.retry_after_s = retry_after  # type: ignore[attr-defined]
-    return err
+    return CloudUnavailableError(msg, status_code=status, retry_after_s=retry_after)
 
 
 def _status_error(method: str, url: str, resp: Any, retry_after: float | None) -> CloudError:

@@ -105,7 +105,14 @@ class CloudError(YoloEdgeError):
 
 
 class CloudUnavailableError(CloudError):
-    """The service cannot be reached or is not ready (connection error, 502/503/504)."""
+    """The service cannot be reached or is not ready (connection error, 502/503/504).
+
+    ``retry_after_s`` is the server's ``Retry-After``, when it sent one.
+    """
+
+    def __init__(self, message: str, *, status_code: int | None = None, retry_after_s: float | None = None) -> None:
+        super().__init__(message, status_code=status_code)
+        self.retry_after_s = retry_after_s
 
 
 class CloudTimeoutError(CloudError):
