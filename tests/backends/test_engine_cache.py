@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from yolo_edge.backends.engine_cache import EngineCache, EngineKey, file_sha256
+from yolo_edge.backends.engine_cache import EngineCache, EngineKey
 from yolo_edge.errors import BackendError, ConfigError
 
 
@@ -175,9 +175,3 @@ def test_lock_timeout_raises_backend_error(tmp_path):
         with pytest.raises(BackendError, match="build lock"):
             cache.get_or_build(key, lambda: b"x", on_wait=lambda: waited.append(1))
         assert waited == [1]
-
-
-def test_file_sha256(tmp_path):
-    p = tmp_path / "f.onnx"
-    p.write_bytes(b"abc")
-    assert file_sha256(p) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"

@@ -42,7 +42,7 @@ try:  # POSIX only; on other systems builds are not serialized across processes
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["EngineKey", "EngineCache", "Profile", "file_sha256", "PRECISIONS"]
+__all__ = ["EngineKey", "EngineCache", "Profile", "PRECISIONS"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,15 +97,6 @@ class EngineKey:
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).lstrip(".-")[:48] or "model"
         trt = re.sub(r"[^0-9A-Za-z.]+", "", self.trt_version)
         return f"{stem}-{self.precision}-{gpu}-sm{major}{minor}-trt{trt}-{self.digest()[:16]}.engine"
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """sha256 of a file, read in chunks (ONNX files can be hundreds of MB)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 class EngineCache:

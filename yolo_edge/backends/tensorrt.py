@@ -33,7 +33,8 @@ import numpy as np
 from ..errors import BackendError, ConfigError, UnsupportedModelError
 from .checks import check_batch
 from .cuda_runtime import CudaRuntime, DeviceBuffer
-from .engine_cache import EngineCache, EngineKey, file_sha256
+from ..models.fetch import sha256_file
+from .engine_cache import EngineCache, EngineKey
 from .onnx_info import read_onnx_info
 from .trt_build import BuildProgress, build_serialized_engine, effective_precision, make_profile, make_trt_logger
 
@@ -72,7 +73,7 @@ def engine_key_for(
         gpu_name=gpu_name,
         compute_capability=cc,
         trt_version=str(trt.__version__),
-        onnx_sha256=file_sha256(onnx_path),
+        onnx_sha256=sha256_file(onnx_path),
         precision=effective_precision(trt, precision),
         profile=make_profile(info, max_batch),
     )
