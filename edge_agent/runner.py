@@ -192,7 +192,7 @@ class Agent:
         state, cap = effective_cloud(self._phase, self._breaker, now, self.cfg.max_inflight * self.cfg.max_batch)
         return Observation(
             frame_age_s=now - f.captured, local_queued=len(self._local_q), local_busy=self._local_busy,
-            local_workers=self.cfg.local_workers, local_service_s=self._service.value, cloud_state=state,
+            local_workers=self.cfg.local_workers, local_service_s=self._service.upper(1.0), cloud_state=state,
             cloud_rtt_s=self._rtt.upper(1.0), cloud_pending=self._cloud_frames, cloud_capacity=cap,
             offloading=self._offloading, budget_s=self.budget_s,
             cloud_probe_due=self._cloud_frames == 0 and (not self._rtt.count or now - self._last_rtt_at > PROBE_AFTER_S),

@@ -247,7 +247,7 @@ class _Device:
         state, cap = effective_cloud(self.phase, self.breaker, now, self.t.max_inflight * self.t.max_batch)
         return Observation(
             frame_age_s=now - f.captured, local_queued=len(self.local_q), local_busy=self.local_busy,
-            local_service_s=self.service.value, cloud_state=state, cloud_rtt_s=self.rtt.upper(1.0),
+            local_service_s=self.service.upper(1.0), cloud_state=state, cloud_rtt_s=self.rtt.upper(1.0),
             cloud_pending=self.cloud_frames, cloud_capacity=cap, offloading=self.offloading,
             budget_s=self.t.budget_s, cloud_probe_due=self.cloud_frames == 0 and (not self.rtt.count or now - self.last_rtt_at > PROBE_AFTER_S),
         )

@@ -88,7 +88,7 @@ SCENARIOS: dict[str, Trace] = {
     "cold_start": replace(_BASE, name="cold_start", cloud_cold_start_s=30.0, duration_s=60.0),
     "outage": replace(_BASE, name="outage", cloud_outages=((20.0, 35.0),)),
     "jitter": replace(_BASE, name="jitter", net_rtt_s=0.12, net_jitter_s=0.06),
-    "slow_device": replace(_BASE, name="slow_device", fps=20.0, slow=((15.0, 40.0, 2.5),)),
+    "slow_device": replace(_BASE, name="slow_device", fps=18.0, slow=((15.0, 40.0, 2.5),)),
     "double_rate": replace(_BASE, name="double_rate", fps=50.0, cloud_service_s=0.02, cloud_slots=2),
 }
 

@@ -1,0 +1,215 @@
+"""``edge-agent``: run the agent on a device, simulate the policy, or run the hybrid demo.
+
+    edge-agent run --source clip.avi --cloud http://127.0.0.1:3000 --latency-budget-ms 500 \\
+                   --queue-budget 8 --sink jsonl:out/results.jsonl --metrics-port 9100
+    edge-agent run --config agent.toml
+    edge-agent simulate --scenario all
+    edge-agent simulate --scenario steady --devices 200
+    edge-agent demo --out out
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Sequence
+
+from yolo_edge.errors import YoloEdgeError
+
+from .config import AgentConfig, load_config
+
+__all__ = ["main", "build_agent"]
+
+logger = logging.getLogger(__name__)
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML or YAML file with agent settings (flags override it)")
+    p.add_argument("--source", help="video file, image folder, rtsp/http URL, camera index or GStreamer pipeline")
+    p.add_argument("--model", help="registry name or .onnx path (default: the default model)")
+    p.add_argument("--backend", help="auto | onnxruntime | tensorrt | ...")
+    p.add_argument("--cloud", help="yolo-edge service URL to offload to (omit: local only)")
+    p.add_argument("--token", help="service token (default: $EDGE_AGENT_TOKEN or $YOLO_EDGE_TOKEN)")
+    p.add_argument("--latency-budget-ms", type=float, dest="latency_budget_ms")
+    p.add_argument("--queue-budget", type=int, dest="queue_budget")
+    p.add_argument("--mode", choices=["hybrid", "local", "cloud"])
+    p.add_argument("--local-threads", type=int, dest="local_threads", help="inference threads of the local backend")
+    p.add_argument("--max-inflight", type=int, dest="max_inflight")
+    p.add_argument("--max-batch", type=int, dest="max_batch", help="frames per cloud request")
+    p.add_argument("--sink", action="append", dest="sinks",
+                   help="stdout | jsonl:PATH | webhook:URL | annotated:DIR (repeatable)")
+    p.add_argument("--annotate-dir", dest="annotate_dir", help="write annotated frames here")
+    p.add_argument("--fps", type=float, help="replay pace of a file or folder (default: native)")
+    p.add_argument("--as-fast-as-possible", action="store_true", help="do not pace files like a camera")
+    p.add_argument("--loop", action="store_true", default=None)
+    p.add_argument("--max-frames", type=int, dest="max_frames")
+    p.add_argument("--metrics-port", type=int, dest="metrics_port", help="serve /metrics and /healthz here")
+    p.add_argument("--allow-model-mismatch", action="store_true", default=None, dest="allow_model_mismatch")
+    p.add_argument("--summary-json", help="also write the summary as JSON here")
+
+
+def config_from_args(args: argparse.Namespace) -> AgentConfig:
+    base = load_config(args.config) if args.config else AgentConfig()
+    changes = {k: getattr(args, k, None) for k in (
+        "source", "model", "backend", "cloud", "token", "latency_budget_ms", "queue_budget", "mode", "local_threads",
+        "max_inflight", "max_batch", "annotate_dir", "fps", "loop", "max_frames", "metrics_port",
+        "allow_model_mismatch")}
+    if args.sinks:
+        changes["sinks"] = tuple(args.sinks)
+    if args.as_fast_as_possible:
+        changes["realtime"] = False
+    cfg = base.replace(**changes)
+    if not cfg.token and cfg.cloud:  # environment read at the entry point only
+        cfg = cfg.replace(token=os.environ.get("EDGE_AGENT_TOKEN") or os.environ.get("YOLO_EDGE_TOKEN"))
+    if not cfg.source:
+        raise YoloEdgeError("no source: pass --source (a video file, folder, stream URL or camera index)")
+    return cfg
+
+
+def build_agent(cfg: AgentConfig, *, detector=None):
+    """The real Detector and CloudClient wired into an Agent (plus its sinks)."""
+    from yolo_edge import Detector
+
+    from .runner import Agent
+    from .sinks import AnnotatedSink, make_sink
+
+    detector = detector or Detector(cfg.model, backend=cfg.backend, threads=cfg.local_threads, conf=cfg.conf,
+                                    iou=cfg.iou)
+    cloud = None
+    if cfg.cloud and cfg.mode != "local":
+        from yolo_edge.cloud import CloudClient
+
+        # no retries: the policy re-routes a failed frame itself, within the frame's budget
+        cloud = CloudClient(cfg.cloud, token=cfg.token, timeout=cfg.timeout_s, max_retries=0,
+                            expected_sha256=detector.info.sha256, allow_model_mismatch=cfg.allow_model_mismatch)
+    sinks = [make_sink(s) for s in cfg.sinks]
+    if cfg.annotate_dir:
+        sinks.append(AnnotatedSink(cfg.annotate_dir))
+    return Agent(cfg, detector=detector, cloud=cloud, sinks=sinks), detector, cloud
+
+
+def run(cfg: AgentConfig, *, summary_json: str | None = None, detector=None, out=sys.stdout) -> dict:
+    from .metrics import MetricsServer
+    from .sources import open_source
+
+    agent, detector, cloud = build_agent(cfg, detector=detector)
+    stop = threading.Event()
+
+    def on_signal(signum, frame):  # noqa: ARG001
+        logger.warning("signal %d: stopping; every frame in flight will be accounted for", signum)
+        stop.set()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} \
+        if threading.current_thread() is threading.main_thread() else {}
+    server = None
+    try:
+        if cfg.metrics_port is not None:
+            server = MetricsServer(agent.metrics, agent.health, host=cfg.metrics_host, port=cfg.metrics_port).start()
+        frames = open_source(cfg.source, fps=cfg.fps, realtime=cfg.realtime, loop=cfg.loop, max_frames=cfg.max_frames)
+        stats = agent.run(frames, stop=stop)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        if server:
+            server.close()
+        if cloud is not None:
+            cloud.close()
+    print(stats.render(), file=out)
+    summary = stats.as_dict()
+    if summary_json:
+        Path(summary_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(summary_json).write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def simulate_cmd(args: argparse.Namespace, out=sys.stdout) -> list[dict]:
+    from dataclasses import replace
+
+    from .sim import STRATEGIES, simulate_fleet
+    from .traces import SCENARIOS, scenario
+
+    names = sorted(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    rows = []
+    for name in names:
+        trace = scenario(name)
+        if args.duration:
+            trace = replace(trace, duration_s=args.duration)
+        if args.devices > 1:  # one autoscaled service for the fleet: replicas start as load shows up
+            trace = replace(trace, autoscale=True, max_replicas=args.max_replicas, cloud_service_s=0.01,
+                            cloud_slots=4, max_batch=4, cloud_cold_start_s=max(trace.cloud_cold_start_s, 10.0))
+        for strategy in STRATEGIES:
+            rows.append(simulate_fleet(trace, strategy=strategy, devices=args.devices).row())
+    if args.json:
+        print(json.dumps(rows, indent=2), file=out)
+    else:
+        print(f"{'trace':<12} {'strategy':<10} {'in budget':>9} {'fps/dev':>8} {'offload':>8} {'late':>6} "
+              f"{'dropped':>8} {'local p99':>10} {'cloud p99':>10}", file=out)
+        for r in rows:
+            print(f"{r['trace']:<12} {r['strategy']:<10} {r['within_budget']:>9.2%} {r['throughput_fps']:>8.2f} "
+                  f"{r['offload_ratio']:>8.1%} {r['late']:>6} {r['dropped']:>8} "
+                  f"{str(r['local_p99_ms']):>10} {str(r['cloud_p99_ms']):>10}", file=out)
+    return rows
+
+
+def demo_cmd(args: argparse.Namespace, out=sys.stdout) -> dict:
+    from yolo_edge import Detector
+
+    from .cloudserve import LocalService
+    from .demo import make_clip, measure_local_fps, photos
+    from yolo_edge.image import load_image
+
+    out_dir = Path(args.out)
+    detector = Detector(None, threads=1)
+    local_fps = measure_local_fps(detector, load_image(photos()[0]))
+    fps = 2.0 * local_fps
+    clip = make_clip(out_dir / "sample_clip.avi", frames=int(fps * args.seconds), fps=fps)
+    print(f"local capacity {local_fps:.1f} fps (1 thread); clip {clip} at {fps:.1f} fps for {args.seconds:.0f} s; "
+          "starting the cloud stand-in (bentoml serve on 127.0.0.1) ...", file=out)
+    with LocalService(threads=1, log_dir=out_dir) as svc:
+        cfg = AgentConfig(source=str(clip), cloud=svc.url, latency_budget_ms=args.latency_budget_ms,
+                          queue_budget=args.queue_budget, local_threads=1, max_inflight=4,
+                          sinks=(f"jsonl:{out_dir / 'agent_results.jsonl'}",), annotate_dir=str(out_dir / "agent_frames"))
+        return run(cfg, summary_json=str(out_dir / "agent_summary.json"), detector=detector, out=out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    _run_args(sub.add_parser("run", help="run the agent on a source"))
+    sp = sub.add_parser("simulate", help="compare local-only, cloud-only, threshold and our policy over traces")
+    sp.add_argument("--scenario", default="all", help="a scenario name or 'all'")
+    sp.add_argument("--devices", type=int, default=1, help="simulate a fleet sharing one autoscaled service")
+    sp.add_argument("--max-replicas", type=int, default=6, dest="max_replicas")
+    sp.add_argument("--duration", type=float)
+    sp.add_argument("--json", action="store_true")
+    dp = sub.add_parser("demo", help="hybrid demo: local service as the cloud, clip at 2x local capacity")
+    dp.add_argument("--out", default="out")
+    dp.add_argument("--seconds", type=float, default=20.0)
+    dp.add_argument("--latency-budget-ms", type=float, default=500.0, dest="latency_budget_ms")
+    dp.add_argument("--queue-budget", type=int, default=8, dest="queue_budget")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.cmd == "run":
+            run(config_from_args(args), summary_json=args.summary_json)
+        elif args.cmd == "simulate":
+            simulate_cmd(args)
+        else:
+            demo_cmd(args)
+    except (YoloEdgeError, ValueError) as exc:
+        print(f"edge-agent: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
