@@ -90,6 +90,18 @@ def test_cloud_detections_equal_local(service, sample_photos, default_detector):
             np.testing.assert_allclose(cloud.confidence, local.confidence, atol=1e-6)
 
 
+def test_detect_with_endpoint_equals_local_detect(service, bus_jpg, zidane_jpg):
+    import yolo_edge
+
+    local = yolo_edge.detect([bus_jpg, zidane_jpg], conf=0.3)
+    cloud = yolo_edge.detect([bus_jpg, zidane_jpg], conf=0.3, endpoint=service.url, downscale=False)
+    for c, l in zip(cloud, local):
+        assert c.labels == l.labels
+        np.testing.assert_allclose(c.xyxy, l.xyxy, atol=1e-3)
+    single = yolo_edge.detect(bus_jpg, conf=0.3, endpoint=service.url, downscale=False)
+    assert single.labels == local[0].labels
+
+
 def test_options_are_applied_per_request(service, bus_jpg, default_detector):
     r = post(service.url, [jpeg_part(bus_jpg)], {"classes": "[5]", "conf": "0.2", "max_det": "1"})
     assert r.status_code == 200, r.text
