@@ -84,8 +84,23 @@ class LocalService:
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
+        import psutil  # a bentoml dependency
+
+        # bentoml's workers run in sessions of their own, so a signal to our process group
+        # misses them; a SIGKILL must reach each one or the port keeps answering
+        try:
+            children = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            children = []
         pgid = os.getpgid(self.proc.pid)
         os.killpg(pgid, sig)
+        if sig == signal.SIGKILL:
+            for child in children:
+                try:
+                    child.kill()
+                except psutil.NoSuchProcess:
+                    pass
+            psutil.wait_procs(children, timeout=5)
         try:
             self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:

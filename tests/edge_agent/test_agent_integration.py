@@ -1,0 +1,130 @@
+"""The agent against a real ``bentoml serve`` on 127.0.0.1 and the real local Detector.
+
+The local backend is limited to one thread and fed at twice its measured rate, so the
+overflow has to go to the cloud. The service is this module's own instance because one
+test kills it mid-run and starts it again.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import cv2
+import pytest
+
+from edge_agent.cloudserve import LocalService
+from edge_agent.config import AgentConfig
+from edge_agent.demo import measure_local_fps
+from edge_agent.runner import Agent
+from edge_agent.sources import replay
+from yolo_edge.cloud import CloudClient
+from yolo_edge.image import load_image
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.results = []
+
+    def emit(self, r) -> None:
+        self.results.append(r)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def service(default_model_path, tmp_path_factory):
+    env = {"YOLO_EDGE_HOME": str(default_model_path.parents[2]), "YOLO_EDGE_MODEL": "yolov3-tiny-coco"}
+    svc = LocalService(threads=1, env=env, log_dir=tmp_path_factory.mktemp("agent-svc"))
+    svc.start()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="module")
+def detector(default_model_path):
+    from yolo_edge import Detector
+
+    return Detector("yolov3-tiny-coco", threads=1)
+
+
+@pytest.fixture(scope="module")
+def frames(sample_photos):
+    return [cv2.resize(load_image(p), (640, 360)) for p in sample_photos]
+
+
+@pytest.fixture(scope="module")
+def local_fps(detector, frames):
+    return measure_local_fps(detector, frames[0], runs=10)
+
+
+def make_agent(cfg_kw, detector, service, sink):
+    cfg = AgentConfig(latency_budget_ms=600, queue_budget=6, max_inflight=4, breaker_cooldown_s=1.0, **cfg_kw)
+    cloud = CloudClient(service.url, timeout=cfg.timeout_s, max_retries=0, expected_sha256=detector.info.sha256)
+    return Agent(cfg, detector=detector, cloud=cloud, sinks=[sink]), cloud
+
+
+def stream(frames, fps, seconds):
+    n = int(fps * seconds)
+    return replay((frames[i % len(frames)] for i in range(n)), fps=fps)
+
+
+def test_hybrid_at_twice_local_capacity(service, detector, frames, local_fps):
+    sink = ListSink()
+    agent, cloud = make_agent({}, detector, service, sink)
+    fps = 2 * local_fps
+    with cloud:
+        stats = agent.run(stream(frames, fps, 6.0))
+    n = int(fps * 6.0)
+    assert stats.frames == n and [r.seq for r in sink.results] == list(range(n))  # all accounted, in order
+    assert stats.outcomes["cloud"] >= 0.1 * n and stats.outcomes["local"] >= 0.2 * n, stats.as_dict()
+    assert stats.within_budget >= 0.95 * stats.answered, stats.as_dict()
+    # same model on both sides: the same photo gets the same detections whichever route it took
+    by_route = {}
+    for r in sink.results:
+        if r.detections is not None:
+            by_route.setdefault((r.seq % len(frames), r.route), sorted(r.detections.labels))
+    for k in range(len(frames)):
+        if (k, "local") in by_route and (k, "cloud") in by_route:
+            assert by_route[(k, "local")] == by_route[(k, "cloud")]
+
+
+def test_service_killed_mid_run_then_restarted(service, detector, frames, local_fps):
+    sink = ListSink()
+    agent, cloud = make_agent({}, detector, service, sink)
+    fps = 2 * local_fps
+    marks = {}
+
+    def chaos():
+        time.sleep(2.0)
+        service.stop(signal.SIGKILL)  # the cloud vanishes without a goodbye
+        marks["killed"] = time.monotonic()
+        time.sleep(2.0)
+        marks["restarting"] = time.monotonic()
+        service.start(wait=True)
+        marks["restarted"] = time.monotonic()
+
+    t = threading.Thread(target=chaos)
+    start = time.monotonic()
+    t.start()
+    stats_box = {}
+    stop = threading.Event()
+    runner = threading.Thread(target=lambda: stats_box.setdefault("s", agent.run(stream(frames, fps, 60.0),
+                                                                                  stop=stop)))
+    runner.start()
+    t.join(timeout=120)
+    time.sleep(4.0)  # keep running after the restart
+    stop.set()
+    runner.join(timeout=30)
+    cloud.close()
+    stats = stats_box["s"]
+    seqs = [r.seq for r in sink.results]
+    assert seqs == list(range(len(seqs))) and stats.frames == len(seqs)  # none lost or double-counted
+    down = [r for r in sink.results if marks["killed"] + 0.5 < r.captured_at < marks["restarting"]]
+    after = [r for r in sink.results if r.captured_at > marks["restarted"] + 1.5]
+    assert down and all(r.outcome != "cloud" for r in down)
+    assert sum(r.outcome == "local" for r in down) > 0  # kept running locally
+    assert any(r.outcome == "cloud" for r in after), stats.as_dict()  # offload resumed
+    assert start < marks["killed"]
