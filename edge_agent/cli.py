@@ -94,9 +94,11 @@ def build_agent(cfg: AgentConfig, *, detector=None):
     return Agent(cfg, detector=detector, cloud=cloud, sinks=sinks), detector, cloud
 
 
-def run(cfg: AgentConfig, *, summary_json: str | None = None, detector=None, out=sys.stdout) -> dict:
+def run(cfg: AgentConfig, *, summary_json: str | None = None, detector=None, out=None) -> dict:
     from .metrics import MetricsServer
     from .sources import open_source
+
+    out = out or sys.stdout
 
     agent, detector, cloud = build_agent(cfg, detector=detector)
     stop = threading.Event()
@@ -128,12 +130,13 @@ def run(cfg: AgentConfig, *, summary_json: str | None = None, detector=None, out
     return summary
 
 
-def simulate_cmd(args: argparse.Namespace, out=sys.stdout) -> list[dict]:
+def simulate_cmd(args: argparse.Namespace, out=None) -> list[dict]:
     from dataclasses import replace
 
     from .sim import STRATEGIES, simulate_fleet
     from .traces import SCENARIOS, scenario
 
+    out = out or sys.stdout
     names = sorted(SCENARIOS) if args.scenario == "all" else [args.scenario]
     rows = []
     for name in names:
@@ -157,13 +160,14 @@ def simulate_cmd(args: argparse.Namespace, out=sys.stdout) -> list[dict]:
     return rows
 
 
-def demo_cmd(args: argparse.Namespace, out=sys.stdout) -> dict:
+def demo_cmd(args: argparse.Namespace, out=None) -> dict:
     from yolo_edge import Detector
 
     from .cloudserve import LocalService
     from .demo import make_clip, measure_local_fps, photos
     from yolo_edge.image import load_image
 
+    out = out or sys.stdout
     out_dir = Path(args.out)
     detector = Detector(None, threads=1)
     local_fps = measure_local_fps(detector, load_image(photos()[0]))

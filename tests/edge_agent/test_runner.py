@@ -11,7 +11,7 @@ from edge_agent.config import AgentConfig
 from edge_agent.policy import CloudState
 from edge_agent.runner import Agent
 
-from fakes import FakeCloud, SlowDetector
+from agent_fakes import FakeCloud, SlowDetector
 
 IMG = np.zeros((32, 48, 3), np.uint8)
 

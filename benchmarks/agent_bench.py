@@ -1,0 +1,100 @@
+"""Agent benchmark: local-only vs cloud-only vs hybrid at twice the local capacity.
+
+The cloud is a real ``bentoml serve`` of bentos.service on 127.0.0.1 (one inference
+thread); the device is the real Detector limited to one thread. Frames are real photos
+(bus.jpg, zidane.jpg at 960x540) replayed at 2x the measured local rate.
+
+    .venv/bin/python benchmarks/agent_bench.py --seconds 20 --json out/agent_bench.json
+
+Reports, per mode: frames within budget, throughput (answered frames per second),
+p50/p99 latency per route, offload ratio; and hybrid throughput against the capacities
+measured by the local-only and cloud-only runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import cv2
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from edge_agent.cloudserve import LocalService  # noqa: E402
+from edge_agent.config import AgentConfig  # noqa: E402
+from edge_agent.demo import measure_local_fps, photos  # noqa: E402
+from edge_agent.runner import Agent  # noqa: E402
+from edge_agent.sources import replay  # noqa: E402
+from yolo_edge import Detector  # noqa: E402
+from yolo_edge.cloud import CloudClient  # noqa: E402
+from yolo_edge.image import load_image  # noqa: E402
+
+
+def run_mode(mode: str, detector, url: str | None, frames, fps: float, seconds: float, budget_ms: float) -> dict:
+    cfg = AgentConfig(mode=mode, latency_budget_ms=budget_ms, queue_budget=8, max_inflight=4, local_threads=1)
+    cloud = None
+    if mode != "local":
+        cloud = CloudClient(url, timeout=cfg.timeout_s, max_retries=0, expected_sha256=detector.info.sha256)
+        cloud.wake(wait_s=30)
+    agent = Agent(cfg, detector=detector, cloud=cloud)
+    n = int(fps * seconds)
+    stats = agent.run(replay((frames[i % len(frames)] for i in range(n)), fps=fps))
+    if cloud:
+        cloud.close()
+    d = stats.as_dict()
+    d.update(mode=mode, offered_fps=round(fps, 2), answered=stats.answered, within=stats.within_budget,
+             answered_fps=round(stats.answered / seconds, 2), within_fps=round(stats.within_budget / seconds, 2))
+    return d
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--budget-ms", type=float, default=500.0)
+    ap.add_argument("--json", default="out/agent_bench.json")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    frames = [cv2.resize(load_image(p), (960, 540)) for p in photos()]
+    detector = Detector(None, threads=1)
+    local_fps = measure_local_fps(detector, frames[0], runs=20)
+    fps = 2 * local_fps
+    print(f"local worker alone: {local_fps:.1f} fps (1 thread); offered rate {fps:.1f} fps for {args.seconds:.0f} s, "
+          f"budget {args.budget_ms:.0f} ms", flush=True)
+    rows = []
+    with LocalService(threads=1, log_dir=Path(args.json).parent) as svc:
+        for mode in ("local", "cloud", "hybrid"):
+            rows.append(run_mode(mode, detector, svc.url, frames, fps, args.seconds, args.budget_ms))
+            print(json.dumps(rows[-1]), flush=True)
+    local, cloud, hybrid = rows
+    capacity = local["within_fps"] + cloud["within_fps"]
+    reachable = min(fps, capacity)
+    result = {
+        "offered_fps": round(fps, 2), "local_capacity_fps": local["within_fps"], "cloud_capacity_fps": cloud["within_fps"],
+        "hybrid_within_fps": hybrid["within_fps"],
+        "hybrid_vs_capacity": round(hybrid["within_fps"] / capacity, 3) if capacity else None,
+        "hybrid_vs_reachable": round(hybrid["within_fps"] / reachable, 3) if reachable else None,
+        "hybrid_answered_within_budget": hybrid["answered_within_budget_share"], "rows": rows,
+    }
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=2))
+    print()
+    print("| mode | offered fps | within budget (all frames) | answered within budget | throughput (fps, in budget) "
+          "| local p50/p99 ms | cloud p50/p99 ms | offload ratio | dropped |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['mode']} | {r['offered_fps']} | {r['within_budget_share']:.1%} | "
+              f"{(r['answered_within_budget_share'] or 0):.1%} | {r['within_fps']} | "
+              f"{r['local_p50_ms']}/{r['local_p99_ms']} | {r['cloud_p50_ms']}/{r['cloud_p99_ms']} | "
+              f"{r['offload_ratio']:.1%} | {r['outcomes'].get('dropped', 0)} |")
+    print(f"\nhybrid in-budget throughput = {result['hybrid_vs_capacity']:.0%} of local+cloud capacity "
+          f"({capacity:.1f} fps), {result['hybrid_vs_reachable']:.0%} of min(offered, capacity); "
+          f"answered within budget {hybrid['answered_within_budget_share']:.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,135 @@
+"""Sinks, metrics server, config files and the CLI."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import numpy as np
+import pytest
+import requests
+
+from edge_agent.cli import main
+from edge_agent.config import AgentConfig, load_config
+from edge_agent.metrics import AgentMetrics, MetricsServer
+from edge_agent.reorder import FrameResult, ReorderBuffer
+from edge_agent.runner import Agent
+from edge_agent.sinks import JsonlSink, WebhookSink, make_sink
+from yolo_edge import Detections
+from yolo_edge.errors import ConfigError
+
+from agent_fakes import SlowDetector
+
+
+def test_reorder_releases_in_order_and_times_out_missing():
+    rb = ReorderBuffer(window=8, grace_s=0.5)
+    for s in range(5):
+        rb.expect(s, deadline=1.0)
+    rb.put(FrameResult(seq=1, outcome="local", route="local"))
+    assert rb.pop_ready(now=0.5) == []
+    out = rb.pop_ready(now=1.6)  # frame 0 never answered: released as dropped[no_result]
+    assert [(r.seq, r.outcome, r.reason) for r in out][:2] == [(0, "dropped", "no_result"), (1, "local", None)]
+    assert not rb.put(FrameResult(seq=0, outcome="cloud", route="cloud"))  # too late: refused, not double-counted
+
+
+def test_reorder_window_bounds_memory():
+    rb = ReorderBuffer(window=2, grace_s=100)
+    for s in range(4):
+        rb.expect(s, deadline=10)
+    for s in (1, 2, 3):
+        rb.put(FrameResult(seq=s, outcome="local", route="local"))
+    assert [r.seq for r in rb.pop_ready(now=0)] == [0, 1, 2, 3]
+    with pytest.raises(ConfigError):
+        rb.expect(1, deadline=1)
+
+
+def test_jsonl_and_webhook_sinks(tmp_path):
+    got = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    srv = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    dets = Detections([[1, 2, 3, 4]], [0.5], [0], {0: "person"})
+    res = FrameResult(seq=7, outcome="cloud", route="cloud", captured_at=1.0, deadline=1.5, finished_at=1.2,
+                      detections=dets)
+    sink = JsonlSink(tmp_path / "r.jsonl")
+    hook = WebhookSink(f"http://127.0.0.1:{srv.server_address[1]}/hook")
+    for s in (sink, hook):
+        s.emit(res)
+        s.close()
+    srv.shutdown()
+    line = json.loads((tmp_path / "r.jsonl").read_text())
+    assert line["seq"] == 7 and line["outcome"] == "cloud" and line["latency_ms"] == pytest.approx(200)
+    assert line["detections"][0]["label"] == "person"
+    assert got == [line]
+    with pytest.raises(ConfigError, match="bad sink"):
+        make_sink("kafka:topic")
+
+
+def test_metrics_and_health_endpoints():
+    metrics = AgentMetrics()
+    agent = Agent(AgentConfig(latency_budget_ms=500), detector=SlowDetector(0.001), metrics=metrics)
+    server = MetricsServer(metrics, agent.health, port=0).start()
+    try:
+        with agent:
+            for _ in range(3):
+                agent.submit(np.zeros((8, 8, 3), np.uint8))
+            health = requests.get(server.url + "/healthz", timeout=2)
+            assert health.status_code == 200 and health.json()["cloud"] == "disabled"
+        text = requests.get(server.url + "/metrics", timeout=2).text
+        assert 'edge_agent_frames_total{outcome="local",route="local"} 3.0' in text
+        assert "edge_agent_latency_seconds_bucket" in text and "edge_agent_local_queue_depth" in text
+        assert 'edge_agent_cloud_state{state="disabled"} 1.0' in text
+        assert requests.get(server.url + "/nope", timeout=2).status_code == 404
+    finally:
+        server.close()
+
+
+def test_config_files(tmp_path):
+    (tmp_path / "a.toml").write_text('[agent]\nsource = "cam.avi"\nlatency_budget_ms = 250\nsinks = ["stdout"]\n')
+    (tmp_path / "a.yaml").write_text("source: cam.avi\nqueue_budget: 3\nmode: local\n")
+    (tmp_path / "bad.yaml").write_text("source: cam.avi\nlatency_budget: 3\n")
+    assert load_config(tmp_path / "a.toml").policy().latency_budget_s == 0.25
+    assert load_config(tmp_path / "a.yaml").queue_budget == 3
+    with pytest.raises(ConfigError, match="unknown agent setting"):
+        load_config(tmp_path / "bad.yaml")
+    with pytest.raises(ValueError):
+        AgentConfig(mode="sometimes")
+
+
+def test_cli_simulate_json(capsys):
+    assert main(["simulate", "--scenario", "steady", "--duration", "10", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["strategy"] for r in rows} == {"local", "cloud", "threshold", "policy"}
+
+
+def test_cli_run_local_writes_results(tmp_path, capsys, sample_photos, default_model_path):
+    import shutil
+
+    for p in sample_photos:
+        shutil.copy(p, tmp_path / p.name)
+    out = tmp_path / "res.jsonl"
+    code = main(["run", "--source", str(tmp_path), "--fps", "5", "--max-frames", "4", "--loop", "--sink",
+                 f"jsonl:{out}", "--annotate-dir", str(tmp_path / "ann"), "--latency-budget-ms", "2000",
+                 "--summary-json", str(tmp_path / "s.json")])
+    assert code == 0
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [x["seq"] for x in lines] == [0, 1, 2, 3] and all(x["outcome"] == "local" for x in lines)
+    assert any(x["detections"] for x in lines)  # real photos, real detections
+    assert len(list((tmp_path / "ann").glob("*.jpg"))) == 4
+    assert "within budget" in capsys.readouterr().out
+    assert json.loads((tmp_path / "s.json").read_text())["frames"] == 4
+
+
+def test_cli_bad_source_is_a_clear_error(capsys):
+    assert main(["run", "--source", "/nonexistent/clip.avi"]) == 2
+    assert "neither a file" in capsys.readouterr().err
