@@ -162,7 +162,8 @@ def decide(obs: Observation, cfg: PolicyConfig) -> Decision:
         return Decision(Route.DROP, "expired", obs.offloading, False, l_eta, c_eta)
 
     if cfg.mode is Mode.LOCAL:
-        if l_eta <= remaining and obs.local_queued < cfg.queue_budget:
+        # the same safety margin as hybrid admission, so the baseline is a fair one
+        if l_eta <= cfg.local_high * remaining and obs.local_queued < cfg.queue_budget:
             return Decision(Route.LOCAL, "local_only", False, False, l_eta, None)
         return Decision(Route.DROP, "local_full", False, False, l_eta, None)
     if cfg.mode is Mode.CLOUD:
