@@ -133,3 +133,36 @@ def test_cli_run_local_writes_results(tmp_path, capsys, sample_photos, default_m
 def test_cli_bad_source_is_a_clear_error(capsys):
     assert main(["run", "--source", "/nonexistent/clip.avi"]) == 2
     assert "neither a file" in capsys.readouterr().err
+
+
+def test_sigterm_shuts_down_cleanly_with_every_frame_accounted(tmp_path, sample_photos, default_model_path):
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    for p in sample_photos:
+        shutil.copy(p, tmp_path / p.name)
+    out = tmp_path / "res.jsonl"
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--source", str(tmp_path), "--loop",
+                             "--fps", "40", "--latency-budget-ms", "300", "--sink", f"jsonl:{out}",
+                             "--summary-json", str(tmp_path / "s.json")],
+                            cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (not out.exists() or out.stat().st_size < 2000):
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert [x["seq"] for x in lines] == list(range(len(lines))) and summary["frames"] == len(lines) > 5
+    assert {x["outcome"] for x in lines} <= {"local", "dropped"}  # 40 fps > local capacity: some dropped
+    assert "within budget" in stdout
