@@ -205,7 +205,8 @@ class Agent:
         self.metrics.decisions.labels(d.route.value, d.reason).inc()
         if d.wake_cloud and self._phase is CloudState.COLD:
             self._set_phase(CloudState.WAKING)
-            self._spawn(self._wake, "edge-agent-wake")
+            # not joined at close: a wake may poll for minutes and holds no frame
+            threading.Thread(target=self._wake, name="edge-agent-wake", daemon=True).start()
         f.reason = d.reason
         if d.route is Route.LOCAL:
             self._local_q.append(f)
