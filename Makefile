@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   create .venv, install, fetch the pinned models, run the demo
+#   make demo   create .venv, install, fetch the pinned models, run the hybrid edge/cloud demo
 #   make test   the same set-up plus test dependencies, then the test suite
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -11,7 +11,7 @@ CONSTRAINTS := -c constraints.txt
 export YOLO_CONFIG_DIR ?= $(CURDIR)/.cache/ultralytics
 PYTEST_ARGS ?=
 
-.PHONY: demo test install install-test models clean bench bench-service serve bento
+.PHONY: demo test install install-test models clean bench bench-service bench-agent serve bento
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,7 @@ models: $(VENV)/.installed
 	$(VENV)/bin/yolo-edge models fetch --all
 
 demo: install models
-	$(PY) examples/demo.py --out out
+	$(PY) -m edge_agent demo --out out --seconds 20
 
 test: install-test models
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -43,6 +43,9 @@ bench: install-test models
 
 bench-service: install-test models
 	$(PY) benchmarks/service_bench.py --requests 16 --rounds 3 --bare-seconds 4
+
+bench-agent: install-test models
+	$(PY) benchmarks/agent_bench.py --seconds 20 --json out/agent_bench.json
 
 serve: install models
 	$(VENV)/bin/bentoml serve bentos.service:YoloEdge --host 127.0.0.1 --port 3000
