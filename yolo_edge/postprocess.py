@@ -117,10 +117,44 @@ def nms(xyxy: np.ndarray, score: np.ndarray, class_id: np.ndarray, iou: float, m
         return np.zeros(0, np.int64)
     order = np.argsort(-score, kind="stable")[:_MAX_NMS]
     boxes = xyxy[order] + (class_id[order, None] * _MAX_WH).astype(np.float32)
+    if len(order) <= _MATRIX_NMS_MAX:
+        keep = _greedy_on_matrix(_pairwise_iou(boxes), iou, max_det)
+    else:
+        keep = _greedy_streaming(boxes, iou, max_det)
+    return order[keep]
+
+
+_MATRIX_NMS_MAX = 1024  # up to here one [k, k] IoU matrix (4 MB) beats k vector passes
+
+
+def _pairwise_iou(boxes: np.ndarray) -> np.ndarray:
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    lt = np.maximum(boxes[:, None, :2], boxes[None, :, :2])
+    rb = np.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
+    wh = np.clip(rb - lt, 0, None)
+    inter = wh[..., 0] * wh[..., 1]
+    return inter / (area[:, None] + area[None, :] - inter + 1e-9)
+
+
+def _greedy_on_matrix(iou_matrix: np.ndarray, iou: float, max_det: int) -> np.ndarray:
+    suppress = iou_matrix > iou
+    removed = np.zeros(len(iou_matrix), bool)
+    keep: list[int] = []
+    for i in range(len(iou_matrix)):
+        if removed[i]:
+            continue
+        keep.append(i)
+        if len(keep) == max_det:
+            break
+        removed |= suppress[i]
+    return np.asarray(keep, np.int64)
+
+
+def _greedy_streaming(boxes: np.ndarray, iou: float, max_det: int) -> np.ndarray:
     x1, y1, x2, y2 = boxes.T
     areas = (x2 - x1) * (y2 - y1)
     keep: list[int] = []
-    idx = np.arange(len(order))
+    idx = np.arange(len(boxes))
     while idx.size and len(keep) < max_det:
         i = idx[0]
         keep.append(i)
@@ -130,7 +164,7 @@ def nms(xyxy: np.ndarray, score: np.ndarray, class_id: np.ndarray, iou: float, m
         inter = w * h
         overlap = inter / (areas[i] + areas[rest] - inter + 1e-9)
         idx = rest[overlap <= iou]
-    return order[np.asarray(keep, np.int64)]
+    return np.asarray(keep, np.int64)
 
 
 def scale_boxes(xyxy: np.ndarray, params: LetterboxParams) -> np.ndarray:

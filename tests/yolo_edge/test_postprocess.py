@@ -90,3 +90,16 @@ def test_scale_boxes_clips_to_image():
     params = letterbox_params((100, 200), (64, 64))
     out = scale_boxes(np.array([[-5, -5, 70, 70]], np.float32), params)
     assert out.min() >= 0 and out[0, 2] <= 200 and out[0, 3] <= 100
+
+
+def test_matrix_and_streaming_nms_agree(monkeypatch):
+    from yolo_edge import postprocess as pp
+
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(0, 300, (800, 2)).astype(np.float32)
+    boxes = np.concatenate([xy, xy + rng.uniform(10, 90, (800, 2)).astype(np.float32)], 1)
+    scores = rng.uniform(0, 1, 800).astype(np.float32)
+    cls = rng.integers(0, 4, 800)
+    matrix = nms(boxes, scores, cls, 0.5, 100)
+    monkeypatch.setattr(pp, "_MATRIX_NMS_MAX", 0)
+    np.testing.assert_array_equal(matrix, nms(boxes, scores, cls, 0.5, 100))
