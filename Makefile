@@ -39,7 +39,7 @@ test: install-test models
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install-test models
-	$(PY) benchmarks/detect_bench.py --rounds 30
+	$(PY) benchmarks/detect_bench.py --rounds 40
 
 bench-service: install-test models
 	$(PY) benchmarks/service_bench.py --requests 16 --rounds 3 --bare-seconds 4
