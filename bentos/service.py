@@ -45,6 +45,7 @@ from bentoml.exceptions import BentoMLException, InvalidArgument, ServiceUnavail
 import yolo_edge
 from bentos import metrics
 from bentos.guard import Guard
+from yolo_edge.backends.select import describe_backend
 from yolo_edge.errors import ImageError, ImageTooLargeError
 from yolo_edge.image import decode_image
 
@@ -311,6 +312,7 @@ class YoloEdge:
             "imgsz": list(self.info.imgsz),
             "providers": list(backend.providers),
             "backend": backend.name,
+            "backend_info": describe_backend(backend),  # which backend auto chose, and why
             "version": yolo_edge.__version__,
             "model_version": self.info.version,
             "max_batch": MAX_BATCH_SIZE,

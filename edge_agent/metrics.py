@@ -50,6 +50,8 @@ class AgentMetrics:
         self.local_service = Gauge("edge_agent_local_service_seconds", "Moving estimate of local service time",
                                    registry=r)
         self.cloud_rtt = Gauge("edge_agent_cloud_rtt_seconds", "Moving estimate of the cloud round trip", registry=r)
+        self.backend = Gauge("edge_agent_local_backend_info", "The local inference backend (value 1)",
+                             ["name", "providers", "selected"], registry=r)
         self._answered = 0
         self._cloud = 0
         self.set_cloud_state(CloudState.DISABLED)
@@ -66,6 +68,12 @@ class AgentMetrics:
         self._answered += 1
         self._cloud += route == "cloud"
         self.offload_ratio.set(self._cloud / self._answered)
+
+    def set_backend(self, info: dict) -> None:
+        """Record which local backend runs (``yolo_edge.backends.select.describe_backend``)."""
+        self.backend.clear()
+        self.backend.labels(str(info.get("name", "")), ",".join(info.get("providers", [])),
+                            str(info.get("selected") or "")).set(1)
 
     def set_cloud_state(self, state: CloudState) -> None:
         for s in CloudState:

@@ -25,6 +25,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
+from yolo_edge.backends.select import describe_backend
 from yolo_edge.errors import CloudError, CloudModelMismatchError, CloudUnavailableError, YoloEdgeError
 
 from .breaker import Breaker, effective_cloud, on_failure, on_success
@@ -95,6 +96,8 @@ class Agent:
         self._threads: list[threading.Thread] = []
         self._started = False
         self.metrics.set_cloud_state(self._phase)
+        if getattr(detector, "backend", None) is not None:  # a yolo_edge.Detector, not a bare callable
+            self.metrics.set_backend(describe_backend(detector.backend))
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> "Agent":

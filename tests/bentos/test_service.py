@@ -199,6 +199,7 @@ def test_metadata(service, default_detector):
     assert info["imgsz"] == [416, 416] and len(info["names"]) == 80 and info["names"]["0"] == "person"
     assert "CPUExecutionProvider" in info["providers"]
     assert info["version"] and info["max_batch"] >= 2
+    assert info["backend_info"]["name"] == "onnxruntime" and "auto" in info["backend_info"]["selected"]
 
 
 def test_metrics_parse_and_carry_the_model(service, bus_jpg, default_detector):

@@ -94,6 +94,17 @@ def test_metrics_and_health_endpoints():
         server.close()
 
 
+def test_local_backend_is_visible_in_metrics(default_detector):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    metrics = AgentMetrics()
+    Agent(AgentConfig(latency_budget_ms=500), detector=default_detector, metrics=metrics)
+    families = {f.name: f for f in text_string_to_metric_families(metrics.exposition().decode())}
+    (sample,) = families["edge_agent_local_backend_info"].samples
+    assert sample.value == 1 and sample.labels["name"] == "onnxruntime"
+    assert "CPUExecutionProvider" in sample.labels["providers"] and "auto" in sample.labels["selected"]
+
+
 def test_config_files(tmp_path):
     (tmp_path / "a.toml").write_text('[agent]\nsource = "cam.avi"\nlatency_budget_ms = 250\nsinks = ["stdout"]\n')
     (tmp_path / "a.yaml").write_text("source: cam.avi\nqueue_budget: 3\nmode: local\n")

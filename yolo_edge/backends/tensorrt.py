@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import BackendError, ConfigError, UnsupportedModelError
+from ..models.fetch import sha256_file
 from .checks import check_batch
 from .cuda_runtime import CudaRuntime, DeviceBuffer
-from ..models.fetch import sha256_file
 from .engine_cache import EngineCache, EngineKey
 from .onnx_info import read_onnx_info
 from .trt_build import BuildProgress, build_serialized_engine, effective_precision, make_profile, make_trt_logger
