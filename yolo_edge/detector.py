@@ -131,8 +131,9 @@ class Detector:
         elif fmt not in OUTPUT_FORMATS:
             raise ConfigError(f"output_format must be one of {OUTPUT_FORMATS} or 'auto', got {fmt!r}")
         if not names:  # no metadata: number the classes from the output width
-            nc = {"anchor_free": lambda s: s[1] - 4, "anchor_based": lambda s: s[2] - 5}.get(fmt, lambda s: 0)(out_shape)
-            names = {i: str(i) for i in range(nc if isinstance(nc, int) else 0)}
+            width = {"anchor_free": (out_shape[1], 4), "anchor_based": (out_shape[2], 5)}.get(fmt)
+            if width and isinstance(width[0], int):
+                names = {i: str(i) for i in range(width[0] - width[1])}
         return ModelInfo(
             name=resolved.name,
             sha256=resolved.sha256,
