@@ -7,6 +7,7 @@
 
 from . import errors
 from .api import detect
+from .cloud import CloudClient
 from .detector import Detector, StageTimings
 from .errors import YoloEdgeError
 from .image import load_image
@@ -15,6 +16,7 @@ from .types import Detections, ModelInfo
 __version__ = "0.1.0"
 
 __all__ = [
+    "CloudClient",
     "Detections",
     "Detector",
     "ModelInfo",

@@ -6,7 +6,7 @@ import yolo_edge
 
 def test_exported_members():
     assert set(yolo_edge.__all__) == {
-        "Detections", "Detector", "ModelInfo", "StageTimings", "YoloEdgeError", "__version__",
+        "CloudClient", "Detections", "Detector", "ModelInfo", "StageTimings", "YoloEdgeError", "__version__",
         "detect", "errors", "load_image",
     }
     for name in yolo_edge.__all__:
@@ -23,7 +23,7 @@ def test_errors_share_one_root():
 def test_import_is_light_and_side_effect_free(tmp_path):
     code = (
         "import sys, logging, yolo_edge, yolo_edge.cli, yolo_edge.models, yolo_edge.export\n"
-        "heavy = [m for m in ('torch', 'ultralytics', 'bentoml', 'tensorrt', 'onnx') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'ultralytics', 'bentoml', 'tensorrt', 'onnx', 'requests') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
         "assert not logging.getLogger().handlers, 'import added log handlers'\n"
     )
