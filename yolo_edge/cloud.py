@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import random
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
@@ -338,11 +339,11 @@ def _json(resp: Any) -> Any:
 
 
 def _server_message(resp: Any) -> str:
-    """The service's error text: {"error": ...}, BentoML's [{"error": ...}], or raw text."""
+    """The service's error text: {"error": ...}, BentoML's [{"error": ...}], a proxy's page, or raw text."""
     try:
         data = resp.json()
     except ValueError:
-        return resp.text[:300].strip() or resp.reason or ""
+        return _proxy_page_message(resp) or resp.text[:300].strip() or resp.reason or ""
     if isinstance(data, list) and data and isinstance(data[0], Mapping):
         data = data[0]
     if isinstance(data, Mapping):
@@ -350,6 +351,31 @@ def _server_message(resp: Any) -> str:
         detail = data.get("detail")
         return f"{msg}: {detail}" if detail else msg
     return str(data)[:300]
+
+
+#: What a status means when a proxy (nginx, a cloud load balancer) answered it with its own page.
+_PROXY_HINTS = {
+    413: "the proxy's body limit (nginx: client_max_body_size) is below this upload: send fewer or "
+         "smaller images (CloudClient(downscale=True)), or raise the limit to the service's YOLO_EDGE_MAX_UPLOAD_BYTES",
+    502: "no replica behind the proxy answered: check that the replicas are running and ready",
+    503: "no replica behind the proxy is available: check that the replicas are running and ready",
+    504: "the replicas behind the proxy did not answer in time: check their load, or raise the proxy's timeouts",
+}
+_TITLE = re.compile(r"<title>\s*(.*?)\s*</title>", re.IGNORECASE | re.DOTALL)
+
+
+def _proxy_page_message(resp: Any) -> str | None:
+    """A proxy's HTML error page (nginx's '502 Bad Gateway') as one line, not raw HTML; None otherwise."""
+    text = resp.text.lstrip()
+    looks_html = text[:15].lower().startswith(("<html", "<!doctype"))
+    if not looks_html and "html" not in resp.headers.get("Content-Type", "").lower():
+        return None
+    title = _TITLE.search(text)
+    what = title.group(1) if title else f"{resp.status_code} {resp.reason or ''}".strip()
+    server = resp.headers.get("Server") or "a proxy"
+    hint = _PROXY_HINTS.get(resp.status_code)
+    return f"{what} (an HTML page from {server} in front of the service, not the service itself)" + (
+        f"; {hint}" if hint else "")
 
 
 def _unavailable(msg: str, status: int | None, retry_after: float | None) -> CloudUnavailableError:

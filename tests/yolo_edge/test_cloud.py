@@ -202,6 +202,39 @@ def test_bentoml_list_shaped_error_body_is_read():
         client.detect(jpeg(10, 10))
 
 
+def nginx_page(status: int, reason: str) -> tuple[int, bytes, dict]:
+    """nginx's own error page, as a balancer without custom error_page answers."""
+    body = (f"<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n<center><h1>{status} {reason}"
+            "</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n").encode()
+    return status, body, {"Content-Type": "text/html", "Server": "nginx"}
+
+
+def test_a_proxys_html_502_is_a_typed_retried_error_with_a_clear_message():
+    client, _, sleeps = make_client(service(lambda req: nginx_page(502, "Bad Gateway")), downscale=False, max_retries=1)
+    with pytest.raises(CloudUnavailableError) as info:
+        client.detect(jpeg(10, 10))
+    msg = str(info.value)
+    assert info.value.status_code == 502 and len(sleeps) == 1
+    assert "502 Bad Gateway (an HTML page from nginx in front of the service" in msg
+    assert "replicas are running" in msg and "<" not in msg
+
+
+def test_a_proxys_html_413_names_the_proxy_limit():
+    client, _, sleeps = make_client(service(lambda req: nginx_page(413, "Request Entity Too Large")), downscale=False)
+    with pytest.raises(CloudRequestError) as info:
+        client.detect(jpeg(10, 10))
+    msg = str(info.value)
+    assert info.value.status_code == 413 and sleeps == []
+    assert "413 Request Entity Too Large" in msg and "client_max_body_size" in msg and "<" not in msg
+
+
+def test_a_plain_text_error_body_is_kept():
+    client, _, _ = make_client(service(lambda req: (500, b"worker crashed", {"Content-Type": "text/plain"})),
+                               downscale=False)
+    with pytest.raises(CloudError, match="-> 500: worker crashed$"):
+        client.detect(jpeg(10, 10))
+
+
 def test_token_is_sent_as_bearer():
     client, adapter, _ = make_client(service(lambda req: (200, [detect_item([], (10, 10))], None)),
                                      token="s3cret", downscale=False)
