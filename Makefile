@@ -11,7 +11,8 @@ CONSTRAINTS := -c constraints.txt
 export YOLO_CONFIG_DIR ?= $(CURDIR)/.cache/ultralytics
 PYTEST_ARGS ?=
 
-.PHONY: demo test install install-test models clean bench bench-service bench-agent serve bento
+.PHONY: demo test install install-test models clean bench bench-service bench-agent serve bento nginx
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +36,11 @@ models: $(VENV)/.installed
 demo: install models
 	$(PY) -m edge_agent demo --out out --seconds 20
 
-test: install-test models
+# tests/bentos/test_load_balancing.py runs a real nginx in front of two service replicas
+nginx:
+	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nginx; }
+
+test: install-test models nginx
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install-test models
