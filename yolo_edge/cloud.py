@@ -458,10 +458,6 @@ def prepare_upload(image: Any, *, channels: str = "bgr", imgsz: tuple[int, int] 
 def _read_encoded(image: Any) -> bytes:
     if isinstance(image, (bytes, bytearray, memoryview)):
         return bytes(image)
-    from .errors import ImageDecodeError
+    from .image import read_image_file
 
-    try:
-        with open(image, "rb") as fh:
-            return fh.read()
-    except OSError as exc:
-        raise ImageDecodeError(f"could not read image file {str(image)!r}: {exc}; check the path") from exc
+    return read_image_file(image)

@@ -25,6 +25,7 @@ __all__ = [
     "decode_image",
     "encode_image",
     "image_size_from_header",
+    "read_image_file",
 ]
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray, Any]
@@ -207,13 +208,19 @@ def _from_array(arr: np.ndarray, channels: Channels, max_pixels: int) -> np.ndar
     return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
 
 
-def _from_path(path: Path, max_pixels: int) -> np.ndarray:
+def read_image_file(path: str | os.PathLike) -> bytes:
+    """The encoded bytes of an image file, or an :class:`ImageDecodeError` naming the path."""
+    path = Path(path)
     if not path.is_file():
         raise ImageDecodeError(f"image file not found: {str(path)!r}; check the path")
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise ImageDecodeError(f"could not read image file {str(path)!r}: {exc}") from exc
+
+
+def _from_path(path: Path, max_pixels: int) -> np.ndarray:
+    data = read_image_file(path)
     try:
         return decode_image(data, max_pixels=max_pixels)
     except ImageDecodeError as exc:

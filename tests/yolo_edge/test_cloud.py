@@ -283,6 +283,8 @@ def test_bad_inputs_fail_locally_with_typed_errors():
     client, adapter, _ = make_client(service(None), downscale=False)
     with pytest.raises(ImageDecodeError):
         client.detect(b"definitely not an image")
+    with pytest.raises(ImageDecodeError, match="not found"):
+        client.detect("/nonexistent/frame.jpg")
     with pytest.raises(ConfigError):
         client.detect_many(np.zeros((4, 4, 3), np.uint8))
     with pytest.raises(ConfigError):
