@@ -90,7 +90,6 @@ class Detector:
         resolved = resolve_model(model, root)
         self.backend: Backend = self._make_backend(backend, resolved, threads, providers, backend_options or {})
         self.info = self._describe(resolved, output_format)
-        self._fmt = self.info.output_format
         log.info("Detector ready: %s (%s) on %s %s", self.info.name, self.info.sha256[:12], self.backend.name, list(self.backend.providers))
 
     @staticmethod
@@ -188,7 +187,7 @@ class Detector:
             pred = self.backend.run(blob)[0]
             t2 = time.perf_counter()
             for i, p in enumerate(params):
-                xyxy, score, cls = postprocess(pred[i], self._fmt, p, conf=conf, iou=iou, max_det=max_det, classes=classes)
+                xyxy, score, cls = postprocess(pred[i], self.info.output_format, p, conf=conf, iou=iou, max_det=max_det, classes=classes)
                 results.append(Detections(xyxy, score, cls, self.info.names, p.orig_shape))
             t3 = time.perf_counter()
             t_pre, t_inf, t_post = t_pre + t1 - t0, t_inf + t2 - t1, t_post + t3 - t2
