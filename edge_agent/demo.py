@@ -24,13 +24,10 @@ logger = logging.getLogger(__name__)
 
 
 def photos() -> list[Path]:
-    """The sample photos (bus.jpg, zidane.jpg) fetched by ``yolo-edge models fetch``."""
+    """The pinned sample photos (bus.jpg, zidane.jpg), fetched if missing."""
     from yolo_edge.models.fetch import sample_images
 
-    found = [p for p in sample_images() if Path(p).is_file()]
-    if not found:
-        raise ConfigError("no sample photos: run `yolo-edge models fetch` first")
-    return [Path(p) for p in found]
+    return sample_images()
 
 
 def make_clip(path: str | Path, *, frames: int = 240, fps: float = 30.0, size: tuple[int, int] = (960, 540),

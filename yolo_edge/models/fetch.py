@@ -214,9 +214,3 @@ def fetch_sample(name: str, root: Path | None = None, *, progress: Progress | No
 def sample_images(root: Path | None = None) -> list[Path]:
     """Paths of every pinned sample photo, fetched (explicitly) if missing."""
     return [fetch_sample(name, root) for name in SAMPLES]
-
-
-def fetch_all(root: Path | None = None, *, progress: Progress | None = None) -> list[Path]:
-    """Every pinned model and sample: what `make demo` / `make test` set up."""
-    paths = [fetch_model(name, root, progress=progress) for name in MODELS]
-    return paths + [fetch_sample(name, root, progress=progress) for name in SAMPLES]
