@@ -175,5 +175,6 @@ def test_sigterm_shuts_down_cleanly_with_every_frame_accounted(tmp_path, sample_
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     summary = json.loads((tmp_path / "s.json").read_text())
     assert [x["seq"] for x in lines] == list(range(len(lines))) and summary["frames"] == len(lines) > 5
-    assert {x["outcome"] for x in lines} <= {"local", "dropped"}  # 40 fps > local capacity: some dropped
+    # no cloud configured: every frame ran locally (in budget or late) or was dropped
+    assert {x["outcome"] for x in lines} <= {"local", "late", "dropped"}
     assert "within budget" in stdout
