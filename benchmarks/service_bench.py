@@ -44,11 +44,11 @@ def multipart(image: bytes, name: str = "frame.jpg") -> bytes:
 class Bare:
     """An in-process Detector on the same bytes the service gets (decode included)."""
 
-    def __init__(self, images: list[bytes]) -> None:
+    def __init__(self, images: list[bytes], model: str | None, backend: str, precision: str | None) -> None:
         from yolo_edge import Detector
 
         self.images = images
-        self.det = Detector()
+        self.det = Detector(model, backend=backend, backend_options={"precision": precision} if precision else None)
         self.det.warmup(3)
 
     def fps(self, batch: int, seconds: float) -> float:
@@ -136,11 +136,17 @@ def batch_metrics(url: str) -> dict:
     return out
 
 
-def start_service(warmup_runs: int = 3) -> tuple[str, subprocess.Popen]:
+def start_service(model: str | None, backend: str, precision: str | None,
+                  warmup_runs: int = 3) -> tuple[str, subprocess.Popen]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "YOLO_EDGE_WARMUP_RUNS": str(warmup_runs), "BENTOML_DO_NOT_TRACK": "true"}
+    env = {**os.environ, "YOLO_EDGE_WARMUP_RUNS": str(warmup_runs), "BENTOML_DO_NOT_TRACK": "true",
+           "YOLO_EDGE_BACKEND": backend}
+    if model:
+        env["YOLO_EDGE_MODEL"] = model
+    if precision:
+        env["YOLO_EDGE_PRECISION"] = precision
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "bentoml"), "serve", "bentos.service:YoloEdge",
          "--host", "127.0.0.1", "--port", str(port)],
@@ -180,6 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="bare/service turns per concurrency level")
     parser.add_argument("--url", help="benchmark a running service instead of starting one")
     parser.add_argument("--token", default=None)
+    parser.add_argument("--model", default=None, help="registry name or .onnx path (default: the default model)")
+    parser.add_argument("--backend", default="auto",
+                        help="auto, onnxruntime, tensorrt or torch, for both the bare Detector and the service")
+    parser.add_argument("--precision", choices=["fp16", "fp32"], default=None,
+                        help="GPU backends: engine / weights precision (default: the backend's own)")
     parser.add_argument("--out", type=Path, default=REPO / "out" / "service_bench.json")
     args = parser.parse_args(argv)
 
@@ -189,13 +200,13 @@ def main(argv: list[str] | None = None) -> int:
     images = [sample_path(n).read_bytes() for n in ("bus.jpg", "zidane.jpg")]
     bodies = [multipart(b) for b in images]
     load_before = os.getloadavg()[0]
-    bare = Bare(images)
+    bare = Bare(images, args.model, args.backend, args.precision)
     bare_single = bare.fps(1, args.bare_seconds)
 
     proc = None
     url = args.url
     if url is None:
-        url, proc = start_service()
+        url, proc = start_service(args.model, args.backend, args.precision)
     rows = []
     try:
         load(url, bodies, 2, 2, args.token)  # warm the connection paths
@@ -220,12 +231,14 @@ def main(argv: list[str] | None = None) -> int:
         if proc is not None:
             stop_service(proc)
 
-    result = {"bare_single_fps": bare_single, "service": rows, "max_batch_size": MAX_BATCH_SIZE,
+    result = {"model": bare.det.info.name, "backend": bare.det.backend.name,
+              "providers": list(bare.det.backend.providers), "bare_single_fps": bare_single, "service": rows, "max_batch_size": MAX_BATCH_SIZE,
               "max_latency_ms": MAX_LATENCY_MS, "cpu_count": os.cpu_count(),
               "loadavg_1m": [load_before, os.getloadavg()[0]]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
 
+    print(f"Model {bare.det.info.name} on {bare.det.backend.name} {list(bare.det.backend.providers)}.")
     print(f"Bare Detector on the same bytes (decode included): {bare_single:.1f} frames/s one at a time; "
           f"batches of {MAX_BATCH_SIZE} measured in turn with each service round below. {os.cpu_count()} CPUs, "
           f"1-min load {load_before:.1f} -> {os.getloadavg()[0]:.1f}.\n")

@@ -19,7 +19,8 @@ Run it (from the repository root)::
 
 Settings come from the environment, read here only: ``YOLO_EDGE_MODEL`` (registry
 name or .onnx path; default ``yolov3-tiny-coco``), ``YOLO_EDGE_TOKEN`` (enables bearer
-auth), ``YOLO_EDGE_BACKEND``, ``YOLO_EDGE_THREADS``, ``YOLO_EDGE_MAX_UPLOAD_BYTES``,
+auth), ``YOLO_EDGE_BACKEND``, ``YOLO_EDGE_PRECISION`` (``fp16``/``fp32`` on a GPU
+backend; unset: the backend's default), ``YOLO_EDGE_THREADS``, ``YOLO_EDGE_MAX_UPLOAD_BYTES``,
 ``YOLO_EDGE_MAX_PIXELS``, ``YOLO_EDGE_MAX_IN_FLIGHT``, ``YOLO_EDGE_WARMUP_RUNS`` and
 ``YOLO_EDGE_HOME`` (default: the model baked into the Bento by ``python -m bentos.bake``,
 else ``~/.cache/yolo-edge``).
@@ -76,6 +77,7 @@ class Settings:
     model_home: Path | None = None  # where pinned models live; None: $YOLO_EDGE_HOME or ~/.cache
     token: str | None = None
     backend: str = "auto"
+    precision: str | None = None  # "fp16" / "fp32" for GPU backends; None: the backend's default
     threads: int | None = None
     max_upload_bytes: int = 32 << 20
     max_pixels: int = 40_000_000
@@ -93,6 +95,9 @@ class Settings:
             except ValueError:
                 raise ValueError(f"{key} must be an integer, got {raw!r}") from None
 
+        precision = (env.get("YOLO_EDGE_PRECISION") or "").lower() or None
+        if precision not in (None, "fp16", "fp32"):
+            raise ValueError(f"YOLO_EDGE_PRECISION must be fp16 or fp32, got {env.get('YOLO_EDGE_PRECISION')!r}")
         home = env.get("YOLO_EDGE_HOME")
         if not home and _BAKED_HOME.is_dir():  # inside a Bento: the model baked in by bentos.bake
             home = str(_BAKED_HOME)
@@ -101,6 +106,7 @@ class Settings:
             model_home=Path(home) if home else None,
             token=env.get("YOLO_EDGE_TOKEN") or None,
             backend=env.get("YOLO_EDGE_BACKEND") or "auto",
+            precision=precision,
             threads=num("YOLO_EDGE_THREADS", None),
             max_upload_bytes=num("YOLO_EDGE_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
             max_pixels=num("YOLO_EDGE_MAX_PIXELS", cls.max_pixels),
@@ -242,8 +248,10 @@ class YoloEdge:
     """Object detection with a yolo_edge.Detector behind adaptive batching."""
 
     def __init__(self) -> None:
+        options = {"precision": SETTINGS.precision} if SETTINGS.precision else None
         self.detector = yolo_edge.Detector(SETTINGS.model, backend=SETTINGS.backend, threads=SETTINGS.threads,
-                                           max_pixels=SETTINGS.max_pixels, root=SETTINGS.model_home)
+                                           max_pixels=SETTINGS.max_pixels, root=SETTINGS.model_home,
+                                           backend_options=options)
         logger.info("serving %s from %s", self.detector.info.name, self.detector.info.path)
         self.info = self.detector.info
         self._ready = threading.Event()

@@ -34,3 +34,10 @@ def test_settings_from_env(tmp_path):
     assert Settings.from_env({"YOLO_EDGE_HOME": str(tmp_path)}).token is None
     with pytest.raises(ValueError, match="YOLO_EDGE_MAX_IN_FLIGHT must be an integer"):
         Settings.from_env({"YOLO_EDGE_MAX_IN_FLIGHT": "many"})
+
+
+def test_settings_precision(tmp_path):
+    assert Settings.from_env({"YOLO_EDGE_HOME": str(tmp_path)}).precision is None  # the backend decides
+    assert Settings.from_env({"YOLO_EDGE_HOME": str(tmp_path), "YOLO_EDGE_PRECISION": "FP32"}).precision == "fp32"
+    with pytest.raises(ValueError, match="YOLO_EDGE_PRECISION must be fp16 or fp32, got 'int8'"):
+        Settings.from_env({"YOLO_EDGE_PRECISION": "int8"})
