@@ -85,7 +85,7 @@ def decode(pred: np.ndarray, fmt: str, conf: float, classes: Sequence[int] | Non
         rows = pred[keep]
         scores = rows[:, 5:] * rows[:, 4:5]
         class_id = scores.argmax(1)
-        score = np.take_along_axis(scores, class_id[:, None], 1)[:, 0]
+        score = scores.max(1)
         passed = score > conf
         class_id, score, boxes = class_id[passed], score[passed], rows[passed, :4]
     elif fmt == "nms":
@@ -170,13 +170,11 @@ def _greedy_streaming(boxes: np.ndarray, iou: float, max_det: int) -> np.ndarray
 def scale_boxes(xyxy: np.ndarray, params: LetterboxParams) -> np.ndarray:
     """Map boxes from the letterboxed canvas back to the original image, clipped to it."""
     gain_x, gain_y = params.gain
-    out = xyxy.astype(np.float32, copy=True)
-    out[:, [0, 2]] = (out[:, [0, 2]] - params.left) / gain_x
-    out[:, [1, 3]] = (out[:, [1, 3]] - params.top) / gain_y
     h, w = params.orig_shape
-    out[:, 0::2] = out[:, 0::2].clip(0, w)
-    out[:, 1::2] = out[:, 1::2].clip(0, h)
-    return out
+    offset = np.array([params.left, params.top, params.left, params.top], np.float32)
+    gain = np.array([gain_x, gain_y, gain_x, gain_y], np.float32)
+    out = (np.asarray(xyxy, np.float32) - offset) / gain
+    return np.clip(out, 0, np.array([w, h, w, h], np.float32), out=out)
 
 
 def postprocess(
