@@ -97,7 +97,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_ultralytics
 
     entry = export_ultralytics(args.weights, imgsz=args.imgsz, name=args.name, opset=args.opset,
-                               dynamic=args.dynamic, nms=args.nms, out_dir=args.out)
+                               dynamic=args.dynamic, nms=args.nms, nms_conf=args.nms_conf, nms_iou=args.nms_iou,
+                               out_dir=args.out)
     print(f"exported {entry.name}: {entry.path}\n  sha256={entry.sha256} classes={len(entry.names)} "
           f"imgsz={list(entry.imgsz)} opset={entry.opset}\n  use it with Detector({entry.name!r})")
     return 0
@@ -135,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=None)
     p.add_argument("--dynamic", action="store_true", help="dynamic batch axis")
     p.add_argument("--nms", action="store_true", help="include NMS in the graph ([B, 300, 6] output)")
+    p.add_argument("--nms-conf", type=float, default=0.25,
+                   help="with --nms: confidence threshold baked into the graph (default 0.25)")
+    p.add_argument("--nms-iou", type=float, default=0.45,
+                   help="with --nms: IoU threshold baked into the graph (default 0.45, as detect)")
     p.add_argument("--out", default=None, help="directory for the .onnx (default: the model cache)")
     p.set_defaults(func=cmd_export)
 

@@ -25,6 +25,8 @@ def export_ultralytics(
     opset: int | None = None,
     dynamic: bool = False,
     nms: bool = False,
+    nms_conf: float = 0.25,
+    nms_iou: float = 0.45,
     out_dir: str | os.PathLike | None = None,
     root: str | os.PathLike | None = None,
 ) -> LocalEntry:
@@ -33,6 +35,11 @@ def export_ultralytics(
     The ONNX lands in the model cache (or ``out_dir``), and an entry with its sha256,
     class names, image size and opset is written to the local registry, so that
     ``Detector(name)`` loads it and verifies it on every load.
+
+    With ``nms=True`` the graph ends in NMS (output ``[B, 300, 6]``), and ``nms_conf`` /
+    ``nms_iou`` are baked into it: at run time a higher ``conf`` still filters, but a
+    lower one cannot bring boxes back, and ``iou`` has no effect. The defaults are
+    ``Detector``'s own, so both exports of one checkpoint give the same detections.
     """
     try:
         from ultralytics import YOLO
@@ -48,7 +55,11 @@ def export_ultralytics(
     if src.suffix == ".pt" and not src.is_file():
         raise ModelError(f"checkpoint {src} not found (Ultralytics would try to download it; yolo-edge never does)")
     name = name or src.stem
+    if not (0.0 <= nms_conf < 1.0 and 0.0 < nms_iou <= 1.0):
+        raise ConfigError(f"need 0 <= nms_conf < 1 and 0 < nms_iou <= 1, got nms_conf={nms_conf}, nms_iou={nms_iou}")
     kwargs = dict(format="onnx", imgsz=imgsz, dynamic=dynamic, nms=nms, simplify=True)
+    if nms:
+        kwargs.update(conf=nms_conf, iou=nms_iou)
     if opset:
         kwargs["opset"] = opset
     try:

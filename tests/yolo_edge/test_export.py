@@ -44,3 +44,6 @@ def test_export_refuses_bad_inputs(tmp_path):
         export_ultralytics(tmp_path / "model.onnx", root=tmp_path)
     with pytest.raises(ModelError, match="never does"):
         export_ultralytics(tmp_path / "missing.pt", root=tmp_path)
+    (tmp_path / "m.pt").write_bytes(b"x")
+    with pytest.raises(ConfigError, match="nms_iou=1.5"):
+        export_ultralytics(tmp_path / "m.pt", nms=True, nms_iou=1.5, root=tmp_path)
