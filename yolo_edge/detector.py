@@ -60,6 +60,8 @@ class Detector:
     instance; ``backend_options`` go to it (``precision``, ``max_batch``, ``cache_dir``,
     ``device``, ``half``, ``prefer``: see :func:`yolo_edge.backends.select.select_backend`).
     A Detector keeps no per-call state, so one instance can be shared by threads.
+    On a model exported with NMS inside (``[B, 300, 6]``) ``iou`` has no effect and
+    ``conf`` can only raise the threshold baked into the graph.
 
     >>> det = Detector()                                    # doctest: +SKIP
     >>> dets = det("bus.jpg")                               # doctest: +SKIP
@@ -91,6 +93,9 @@ class Detector:
         self.backend: Backend = self._make_backend(backend, resolved, threads, providers, backend_options or {})
         self.info = self._describe(resolved, output_format)
         log.info("Detector ready: %s (%s) on %s %s", self.info.name, self.info.sha256[:12], self.backend.name, list(self.backend.providers))
+        if self.info.output_format == "nms":
+            log.info("%s has NMS inside the graph: iou has no effect, and conf only filters above the "
+                     "threshold it was exported with", self.info.name)
 
     @staticmethod
     def _make_backend(

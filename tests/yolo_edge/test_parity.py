@@ -116,9 +116,11 @@ def nms_export(fall_model_path, tmp_path_factory):
     return entry.name, root
 
 
-def test_nms_included_export_of_the_real_model_matches_our_nms(nms_export, fall_detector, sample_photos):
+def test_nms_included_export_of_the_real_model_matches_our_nms(nms_export, fall_detector, sample_photos, caplog):
     name, root = nms_export
-    det = Detector(name, root=root)
+    with caplog.at_level("INFO", logger="yolo_edge.detector"):
+        det = Detector(name, root=root)
+    assert "NMS inside the graph: iou has no effect" in caplog.text  # said, not silently ignored
     assert det.info.output_format == "nms" and det.info.names == fall_detector.info.names
     assert det.backend.output_shapes[0][1:] == [300, 6]
     import onnx
