@@ -46,6 +46,7 @@ from bentoml.exceptions import BentoMLException, InvalidArgument, ServiceUnavail
 import yolo_edge
 from bentos import metrics
 from bentos.guard import Guard
+from yolo_edge.backends.engine_cache import PRECISIONS
 from yolo_edge.backends.select import describe_backend
 from yolo_edge.errors import ImageError, ImageTooLargeError
 from yolo_edge.image import decode_image
@@ -96,8 +97,8 @@ class Settings:
                 raise ValueError(f"{key} must be an integer, got {raw!r}") from None
 
         precision = (env.get("YOLO_EDGE_PRECISION") or "").lower() or None
-        if precision not in (None, "fp16", "fp32"):
-            raise ValueError(f"YOLO_EDGE_PRECISION must be fp16 or fp32, got {env.get('YOLO_EDGE_PRECISION')!r}")
+        if precision is not None and precision not in PRECISIONS:
+            raise ValueError(f"YOLO_EDGE_PRECISION must be {' or '.join(PRECISIONS)}, got {env.get('YOLO_EDGE_PRECISION')!r}")
         home = env.get("YOLO_EDGE_HOME")
         if not home and _BAKED_HOME.is_dir():  # inside a Bento: the model baked in by bentos.bake
             home = str(_BAKED_HOME)

@@ -13,6 +13,7 @@ import sys
 import zipfile
 
 import numpy as np
+import onnx
 import pytest
 
 from yolo_edge import Detector
@@ -123,8 +124,6 @@ def test_nms_included_export_of_the_real_model_matches_our_nms(nms_export, fall_
     assert "NMS inside the graph: iou has no effect" in caplog.text  # said, not silently ignored
     assert det.info.output_format == "nms" and det.info.names == fall_detector.info.names
     assert det.backend.output_shapes[0][1:] == [300, 6]
-    import onnx
-
     ops = {n.op_type for n in onnx.load(det.info.path, load_external_data=False).graph.node}
     assert "NonMaxSuppression" in ops  # real NMS in the graph, not a trace of one image's result
     for photo in sample_photos:
