@@ -1,20 +1,22 @@
 """edge_agent: local-first YOLO inference that offloads overflow frames to the cloud.
 
-The pure parts (:mod:`edge_agent.policy`, :mod:`edge_agent.estimators`,
-:mod:`edge_agent.breaker`, :mod:`edge_agent.reorder`) hold the decisions; the runner and
-the simulator drive the same functions, one with threads and a wall clock, the other with
-a virtual clock over traces.
+All of the device's logic lives in one sans-I/O state machine,
+:class:`edge_agent.core.DeviceCore` (with the pure :mod:`edge_agent.policy`,
+:mod:`edge_agent.estimators` and :mod:`edge_agent.breaker` it uses): timestamped events
+in, actions out. :class:`edge_agent.runner.Agent` drives it with threads, the real
+detector and cloud client and the wall clock; :mod:`edge_agent.sim` drives the very same
+core with an event heap and sampled service times on a virtual clock.
 
-    >>> from edge_agent.policy import PolicyConfig, Observation, CloudState, decide
-    >>> d = decide(Observation(frame_age_s=0.0, local_queued=0, local_busy=0,
-    ...                        local_service_s=0.04, cloud_state=CloudState.READY,
-    ...                        cloud_rtt_s=0.1), PolicyConfig(latency_budget_s=0.5))
-    >>> d.route.value
-    'local'
+    >>> from edge_agent.core import CoreConfig, DeviceCore, FrameCaptured
+    >>> DeviceCore(CoreConfig(), cloud=False).handle(FrameCaptured(at=0.0, seq=0))
+    [RunLocal(seq=0)]
 """
 
 from __future__ import annotations
 
-from .policy import CloudState, Decision, Observation, PolicyConfig, Route, decide
+from .core import CoreConfig, DeviceCore
+from .frames import FrameResult, Outcome, Route
+from .policy import CloudState, Decision, Observation, PolicyConfig, decide
 
-__all__ = ["CloudState", "Decision", "Observation", "PolicyConfig", "Route", "decide"]
+__all__ = ["CloudState", "CoreConfig", "Decision", "DeviceCore", "FrameResult", "Observation", "Outcome",
+           "PolicyConfig", "Route", "decide"]

@@ -73,34 +73,53 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
 
 
 def build_agent(cfg: AgentConfig, *, detector=None):
-    """The real Detector and CloudClient wired into an Agent (plus its sinks)."""
-    from yolo_edge import Detector
+    """The real Detector and CloudClient wired into an Agent (plus its sinks).
 
+    Without ``detector`` the local Detector is built on a background thread (a TensorRT
+    engine build can take minutes on a Jetson) while the agent already serves through the
+    cloud; the model's sha256 for the cloud check comes from the registry at once.
+    """
+    from yolo_edge import Detector
+    from yolo_edge.backends.select import describe_backend
+    from yolo_edge.models.resolve import resolve_model
+
+    from .metrics import AgentMetrics
     from .runner import Agent
     from .sinks import AnnotatedSink, make_sink
 
-    detector = detector or Detector(cfg.model, backend=cfg.backend, threads=cfg.local_threads, conf=cfg.conf,
-                                    iou=cfg.iou)
+    metrics = AgentMetrics()
+    sha256 = detector.info.sha256 if detector is not None else resolve_model(cfg.model).sha256
     cloud = None
     if cfg.cloud and cfg.mode != "local":
         from yolo_edge.cloud import CloudClient
 
-        # no retries: the policy re-routes a failed frame itself, within the frame's budget
+        # no retries: the device core re-routes a failed frame itself, within the frame's budget
         cloud = CloudClient(cfg.cloud, token=cfg.token, timeout=cfg.timeout_s, max_retries=0,
-                            expected_sha256=detector.info.sha256, allow_model_mismatch=cfg.allow_model_mismatch)
+                            expected_sha256=sha256, allow_model_mismatch=cfg.allow_model_mismatch)
     sinks = [make_sink(s) for s in cfg.sinks]
     if cfg.annotate_dir:
         sinks.append(AnnotatedSink(cfg.annotate_dir))
-    return Agent(cfg, detector=detector, cloud=cloud, sinks=sinks), detector, cloud
+
+    def load() -> Detector:
+        built = Detector(cfg.model, backend=cfg.backend, threads=cfg.local_threads, conf=cfg.conf, iou=cfg.iou)
+        metrics.set_backend(describe_backend(built.backend))
+        return built
+
+    if detector is not None:
+        metrics.set_backend(describe_backend(detector.backend))
+        agent = Agent(cfg, detector=detector, cloud=cloud, sinks=sinks, metrics=metrics)
+    else:
+        agent = Agent(cfg, load_detector=load, cloud=cloud, sinks=sinks, metrics=metrics)
+    return agent, cloud
 
 
 def run(cfg: AgentConfig, *, summary_json: str | None = None, detector=None, out=None) -> dict:
     from .metrics import MetricsServer
-    from .sources import open_source
+    from .sources import is_live, open_source
 
     out = out or sys.stdout
 
-    agent, detector, cloud = build_agent(cfg, detector=detector)
+    agent, cloud = build_agent(cfg, detector=detector)
     stop = threading.Event()
 
     def on_signal(signum, frame):  # noqa: ARG001
@@ -113,6 +132,13 @@ def run(cfg: AgentConfig, *, summary_json: str | None = None, detector=None, out
     try:
         if cfg.metrics_port is not None:
             server = MetricsServer(agent.metrics, agent.health, host=cfg.metrics_host, port=cfg.metrics_port).start()
+        agent.start()
+        if cloud is None and not is_live(cfg.source):
+            # a recorded file can wait for the local backend: with no cloud, every frame replayed
+            # before it is ready would only be dropped (a live camera cannot wait: it is served at once)
+            if not agent.wait_local_ready(stop) and agent.local_error:
+                raise YoloEdgeError(f"the local detector failed to load ({agent.local_error}) and no cloud is "
+                                    "configured: nothing can run the frames")
         frames = open_source(cfg.source, fps=cfg.fps, realtime=cfg.realtime, loop=cfg.loop, max_frames=cfg.max_frames)
         stats = agent.run(frames, stop=stop)
     finally:
@@ -133,8 +159,9 @@ def run(cfg: AgentConfig, *, summary_json: str | None = None, detector=None, out
 def simulate_cmd(args: argparse.Namespace, out=None) -> list[dict]:
     from dataclasses import replace
 
+    from .oracle import oracle_bound
     from .sim import STRATEGIES, simulate_fleet
-    from .traces import SCENARIOS, scenario
+    from .traces import SCENARIOS, sample, scenario
 
     out = out or sys.stdout
     names = sorted(SCENARIOS) if args.scenario == "all" else [args.scenario]
@@ -146,16 +173,24 @@ def simulate_cmd(args: argparse.Namespace, out=None) -> list[dict]:
         if args.devices > 1:  # one autoscaled service for the fleet: replicas start as load shows up
             trace = replace(trace, autoscale=True, max_replicas=args.max_replicas, cloud_service_s=0.01,
                             cloud_slots=4, max_batch=4, cloud_cold_start_s=max(trace.cloud_cold_start_s, 10.0))
-        for strategy in STRATEGIES:
-            rows.append(simulate_fleet(trace, strategy=strategy, devices=args.devices).row())
+        for seed in range(args.seeds):
+            seeded = replace(trace, seed=trace.seed + seed)
+            bound = oracle_bound(sample(seeded)).within_share if args.devices == 1 else None
+            for strategy in STRATEGIES:
+                row = simulate_fleet(seeded, strategy=strategy, devices=args.devices).row()
+                row.update(seed=seeded.seed, oracle=None if bound is None else round(bound, 4),
+                           of_oracle=None if not bound else round(row["within_budget"] / bound, 4))
+                rows.append(row)
     if args.json:
         print(json.dumps(rows, indent=2), file=out)
     else:
-        print(f"{'trace':<12} {'strategy':<10} {'in budget':>9} {'fps/dev':>8} {'offload':>8} {'late':>6} "
-              f"{'dropped':>8} {'local p99':>10} {'cloud p99':>10}", file=out)
+        print(f"{'trace':<14} {'seed':>4} {'strategy':<10} {'in budget':>9} {'oracle':>7} {'of oracle':>9} "
+              f"{'fps/dev':>8} {'offload':>8} {'late':>6} {'dropped':>8} {'local p99':>10} {'cloud p99':>10}", file=out)
         for r in rows:
-            print(f"{r['trace']:<12} {r['strategy']:<10} {r['within_budget']:>9.2%} {r['throughput_fps']:>8.2f} "
-                  f"{r['offload_ratio']:>8.1%} {r['late']:>6} {r['dropped']:>8} "
+            oracle = "-" if r["oracle"] is None else f"{r['oracle']:.2%}"
+            share = "-" if r["of_oracle"] is None else f"{r['of_oracle']:.2%}"
+            print(f"{r['trace']:<14} {r['seed']:>4} {r['strategy']:<10} {r['within_budget']:>9.2%} {oracle:>7} "
+                  f"{share:>9} {r['throughput_fps']:>8.2f} {r['offload_ratio']:>8.1%} {r['late']:>6} {r['dropped']:>8} "
                   f"{str(r['local_p99_ms']):>10} {str(r['cloud_p99_ms']):>10}", file=out)
     return rows
 
@@ -193,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sp.add_argument("--devices", type=int, default=1, help="simulate a fleet sharing one autoscaled service")
     sp.add_argument("--max-replicas", type=int, default=6, dest="max_replicas")
     sp.add_argument("--duration", type=float)
+    sp.add_argument("--seeds", type=int, default=1, help="run each scenario with this many seeds")
     sp.add_argument("--json", action="store_true")
     dp = sub.add_parser("demo", help="hybrid demo: local service as the cloud, clip at 2x local capacity")
     dp.add_argument("--out", default="out")

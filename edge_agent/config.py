@@ -18,6 +18,7 @@ from typing import Any, Mapping
 from yolo_edge.errors import ConfigError
 
 from .breaker import BreakerConfig
+from .core import CoreConfig
 from .policy import Mode, PolicyConfig
 
 __all__ = ["AgentConfig", "load_config"]
@@ -37,13 +38,13 @@ class AgentConfig:
     mode: str = "hybrid"  # hybrid | local | cloud
     max_inflight: int = 4  # cloud requests in flight
     max_batch: int = 1  # frames per cloud request (batch-aware sending)
-    cloud_timeout_s: float | None = None  # default: budget + reorder grace
+    cloud_timeout_s: float | None = None  # default: the latency budget
     allow_model_mismatch: bool = False
     wake_timeout_s: float = 120.0
-    reorder_window: int = 256
-    late_grace_s: float = 1.0
+    reorder_window: int = 256  # frames held for in-order release
     breaker_threshold: int = 3
-    breaker_cooldown_s: float = 5.0
+    breaker_cooldown_s: float = 0.25  # doubles on each failed probe, up to breaker_max_cooldown_s
+    breaker_max_cooldown_s: float = 0.5
     fps: float | None = None  # replay pace for files; None: the file's own fps
     realtime: bool = True  # pace files like a live camera (False: as fast as admitted)
     loop: bool = False
@@ -57,28 +58,30 @@ class AgentConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sinks", tuple(self.sinks))
-        if self.local_workers < 1 or self.max_inflight < 1 or self.max_batch < 1:
-            raise ConfigError(
-                f"local_workers, max_inflight and max_batch must be >= 1, got {self.local_workers}, "
-                f"{self.max_inflight}, {self.max_batch}"
-            )
-        if self.fps is not None and self.fps <= 0:
-            raise ConfigError(f"fps must be positive, got {self.fps!r}")
-        Mode(self.mode)  # raises ValueError naming the bad mode
-        self.policy()  # validate budgets early
-        self.breaker()
+        if self.fps is not None and not (isinstance(self.fps, (int, float)) and self.fps > 0):
+            raise ConfigError(f"fps must be a positive number of frames per second, got {self.fps!r}")
+        self.core()  # validates every budget, bound and threshold, with a ConfigError naming it
 
     def policy(self) -> PolicyConfig:
+        if not isinstance(self.latency_budget_ms, (int, float)) or isinstance(self.latency_budget_ms, bool):
+            raise ConfigError(f"latency_budget_ms must be a number of milliseconds, got {self.latency_budget_ms!r}")
         return PolicyConfig(latency_budget_s=self.latency_budget_ms / 1000.0, queue_budget=self.queue_budget,
-                            mode=Mode(self.mode))
+                            mode=self.mode)
 
     def breaker(self) -> BreakerConfig:
         return BreakerConfig(threshold=self.breaker_threshold, cooldown_s=self.breaker_cooldown_s,
-                             max_cooldown_s=max(60.0, self.breaker_cooldown_s))
+                             max_cooldown_s=max(self.breaker_max_cooldown_s, self.breaker_cooldown_s))
+
+    def core(self) -> CoreConfig:
+        """The device core's settings."""
+        return CoreConfig(policy=self.policy(), breaker=self.breaker(), local_workers=self.local_workers,
+                          max_inflight=self.max_inflight, max_batch=self.max_batch, cloud_timeout_s=self.cloud_timeout_s,
+                          window=self.reorder_window, wake_timeout_s=self.wake_timeout_s)
 
     @property
     def timeout_s(self) -> float:
-        return self.cloud_timeout_s or (self.latency_budget_ms / 1000.0 + self.late_grace_s)
+        """How long one cloud request may take (the client's timeout): by default the budget."""
+        return self.core().request_timeout_s
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> "AgentConfig":

@@ -1,8 +1,12 @@
 """Prometheus metrics of one agent (its own registry) and a tiny /metrics + /healthz server.
 
+Released results are counted as they leave (:meth:`AgentMetrics.observe`); the device's
+state (queues, cloud state, estimates) and the core's counters (decisions, requests,
+failures) are read from the agent when Prometheus scrapes, so they are never stale.
+
 >>> m = AgentMetrics()
->>> from edge_agent.reorder import FrameResult
->>> m.observe(FrameResult(seq=0, outcome="cloud", route="cloud", finished_at=0.2))
+>>> from edge_agent.frames import FrameResult, Outcome, Route
+>>> m.observe(FrameResult(seq=0, outcome=Outcome.CLOUD, route=Route.CLOUD, released_at=0.2))
 >>> b"edge_agent_frames_total" in m.exposition()
 True
 """
@@ -12,14 +16,16 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections import Counter as _Tally
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from .frames import FrameResult, Outcome, Route
 from .policy import CloudState
-from .reorder import FrameResult
 
 __all__ = ["AgentMetrics", "MetricsServer"]
 
@@ -34,40 +40,50 @@ class AgentMetrics:
         r = self.registry
         self.frames = Counter("edge_agent_frames", "Frames by final outcome and route", ["outcome", "route"], registry=r)
         self.dropped = Counter("edge_agent_dropped_frames", "Dropped frames by reason", ["reason"], registry=r)
-        self.latency = Histogram("edge_agent_latency_seconds", "End-to-end latency, capture to result, by route",
+        self.late = Counter("edge_agent_late_frames", "Frames not answered by the time they had to leave, by reason",
+                            ["route", "reason"], registry=r)
+        self.latency = Histogram("edge_agent_latency_seconds", "Capture to release, by route, of answers within budget",
                                  ["route"], buckets=_BUCKETS, registry=r)
-        self.deadline_misses = Counter("edge_agent_deadline_misses", "Answers that came after their deadline",
-                                       ["route"], registry=r)
-        self.discarded = Counter("edge_agent_discarded_results", "Results that arrived after their frame was "
-                                 "released as dropped[no_result]", registry=r)
-        self.decisions = Counter("edge_agent_decisions", "Policy decisions by route and reason", ["route", "reason"],
-                                 registry=r)
-        self.local_queue = Gauge("edge_agent_local_queue_depth", "Frames waiting for the local worker", registry=r)
-        self.cloud_pending = Gauge("edge_agent_cloud_pending", "Frames queued for or in flight to the cloud", registry=r)
-        self.cloud_state = Gauge("edge_agent_cloud_state", "1 for the cloud's current state", ["state"], registry=r)
-        self.offload_ratio = Gauge("edge_agent_offload_ratio", "Share of answered frames answered by the cloud",
+        self.late_answers = Counter("edge_agent_late_answers", "Answers that arrived after their frame had left",
+                                    ["route"], registry=r)
+        self.within_budget = Gauge("edge_agent_within_budget_ratio", "Share of released frames answered within budget",
                                    registry=r)
-        self.local_service = Gauge("edge_agent_local_service_seconds", "Moving estimate of local service time",
-                                   registry=r)
-        self.cloud_rtt = Gauge("edge_agent_cloud_rtt_seconds", "Moving estimate of the cloud round trip", registry=r)
+        self.offload_ratio = Gauge("edge_agent_offload_ratio",
+                                   "Share of the frames run somewhere that ran in the cloud", registry=r)
+        self.local_service = Gauge("edge_agent_local_service_seconds", "Last local inference time", registry=r)
         self.backend = Gauge("edge_agent_local_backend_info", "The local inference backend (value 1)",
                              ["name", "providers", "selected"], registry=r)
-        self._answered = 0
-        self._cloud = 0
-        self.set_cloud_state(CloudState.DISABLED)
+        self._released = 0
+        self._within = 0
+        self._ran = _Tally()
+        self._snapshot: Callable | None = None
+        self._counters: _Tally | None = None
+        r.register(_StateCollector(self))
+
+    def watch(self, snapshot: Callable, counters: _Tally) -> None:
+        """Read the device's state (``snapshot()``) and the core's ``counters`` at each scrape."""
+        self._snapshot, self._counters = snapshot, counters
 
     def observe(self, r: FrameResult) -> None:
-        route = r.route or "none"
-        self.frames.labels(r.outcome, route).inc()
-        if r.outcome == "dropped":
+        route = r.route.value if r.route is not None else "none"
+        self.frames.labels(r.outcome.value, route).inc()
+        self._released += 1
+        if r.outcome is Outcome.DROPPED:
             self.dropped.labels(r.reason or "unknown").inc()
-            return
-        self.latency.labels(route).observe(max(0.0, r.latency_s))
-        if r.outcome == "late":
-            self.deadline_misses.labels(route).inc()
-        self._answered += 1
-        self._cloud += route == "cloud"
-        self.offload_ratio.set(self._cloud / self._answered)
+        else:
+            self._ran[r.route] += 1
+            if r.outcome is Outcome.LATE:
+                self.late.labels(route, r.reason or "unknown").inc()
+            else:
+                self._within += 1
+                self.latency.labels(route).observe(max(0.0, r.latency_s))
+        self.within_budget.set(self._within / self._released)
+        ran = self._ran[Route.LOCAL] + self._ran[Route.CLOUD]
+        if ran:
+            self.offload_ratio.set(self._ran[Route.CLOUD] / ran)
+
+    def late_answer(self, route: Route) -> None:
+        self.late_answers.labels(route.value).inc()
 
     def set_backend(self, info: dict) -> None:
         """Record which local backend runs (``yolo_edge.backends.select.describe_backend``)."""
@@ -75,12 +91,52 @@ class AgentMetrics:
         self.backend.labels(str(info.get("name", "")), ",".join(info.get("providers", [])),
                             str(info.get("selected") or "")).set(1)
 
-    def set_cloud_state(self, state: CloudState) -> None:
-        for s in CloudState:
-            self.cloud_state.labels(s.value).set(1.0 if s is state else 0.0)
-
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _StateCollector:
+    """The device's gauges and the core's counters, read at scrape time."""
+
+    def __init__(self, metrics: AgentMetrics) -> None:
+        self.m = metrics
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        snap = self.m._snapshot() if self.m._snapshot is not None else None
+        state = snap.cloud_state if snap is not None else CloudState.DISABLED
+        g = GaugeMetricFamily("edge_agent_cloud_state", "1 for the cloud's current state", labels=["state"])
+        for s in CloudState:
+            g.add_metric([s.value], 1.0 if s is state else 0.0)
+        yield g
+        gauges = [
+            ("edge_agent_local_ready", "1 once the local backend is ready", snap and float(snap.local_ready)),
+            ("edge_agent_local_queue_depth", "Frames waiting for a local worker", snap and snap.local_queued),
+            ("edge_agent_local_busy", "Frames in local inference now", snap and snap.local_busy),
+            ("edge_agent_cloud_pending", "Frames queued for or in flight to the cloud", snap and snap.cloud_pending),
+            ("edge_agent_pending_frames", "Frames seen and not yet released", snap and snap.pending),
+            ("edge_agent_local_service_estimate_seconds", "Local service time the device plans with",
+             snap and snap.local_service_s),
+            ("edge_agent_cloud_rtt_seconds", "Median cloud answer time with nothing ahead", snap and snap.cloud_rtt_s),
+        ]
+        for name, doc, value in gauges:
+            fam = GaugeMetricFamily(name, doc)
+            fam.add_metric([], float(value or 0.0))
+            yield fam
+        counters = self.m._counters or {}
+        decisions = CounterMetricFamily("edge_agent_decisions", "Routing decisions by route and reason",
+                                        labels=["route", "reason"])
+        events = CounterMetricFamily("edge_agent_core_events", "Cloud requests, failures, timeouts and wakes",
+                                     labels=["event"])
+        for key, n in sorted(counters.items(), key=lambda kv: str(kv[0])):
+            if isinstance(key, tuple) and key[0] == "decision":
+                decisions.add_metric([key[1], key[2]], n)
+            elif isinstance(key, str):
+                events.add_metric([key], n)
+        yield decisions
+        yield events
 
 
 class MetricsServer:

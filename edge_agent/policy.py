@@ -1,24 +1,32 @@
-"""The offload policy: a pure function from observed state to a route.
+"""The offload policy: a pure function from one observed state to a route.
 
-No threads, sockets, clocks or OpenCV here: the runner and the simulator both build an
-:class:`Observation` and call :func:`decide`, so what the simulator shows is what the
-device does.
+No threads, sockets, clocks or OpenCV here. :class:`edge_agent.core.DeviceCore` builds an
+:class:`Observation` for every frame and calls a policy on it, in the agent and in the
+simulator alike.
 
 A frame goes **local** while the estimated local completion, ``(frames ahead + 1) x
 local service time``, fits inside a share of its remaining budget and the local queue is
-under the queue budget. Otherwise it goes to the **cloud** when the cloud is ready and its
-estimated round trip fits; otherwise it falls back to local if local can still make the
-deadline, and is **dropped** with a reason if not.
+under the queue budget. Otherwise it goes to the **cloud** when the cloud is ready, not
+saturated, and its estimated round trip fits; otherwise it falls back to local if local
+can still make the deadline, goes to the cloud anyway when the cloud has a real chance
+(its optimistic round trip fits, or its estimate is stale and needs a fresh sample), and
+is **dropped** with a reason if none of that holds. A frame with nowhere better to go is
+worth a try: a late answer costs nothing a drop would not.
+
+Estimates are quantiles of recent samples (:mod:`edge_agent.estimators`): local service
+at ``local_quantile``; the cloud's answer time, measured at the same queue depth as this
+frame would find, at ``cloud_quantile`` for planning and at ``cloud_chance_quantile`` for
+the last-chance try. One outlier moves none of them far.
 
 Hysteresis: once offloading, local takes a frame only below a lower threshold
 (``local_low`` rather than ``local_high``) and a shorter queue, so routes come in runs
 instead of flapping frame by frame. The cloud is woken (``wake_cloud``) as soon as the
-local queue starts to rise, before it is needed, because a scaled-to-zero service takes
-seconds to minutes to start.
+local queue starts to rise (or while the local backend is still warming up), before it is
+needed, because a scaled-to-zero service takes seconds to minutes to start.
 
 >>> cfg = PolicyConfig(latency_budget_s=0.5, queue_budget=8)
 >>> busy = Observation(frame_age_s=0.0, local_queued=7, local_busy=1, local_service_s=0.05,
-...                    cloud_state=CloudState.READY, cloud_rtt_s=0.12)
+...                    cloud_state=CloudState.READY, cloud_eta_s=0.12)
 >>> d = decide(busy, cfg)
 >>> d.route.value, d.reason
 ('cloud', 'local_over_budget')
@@ -29,20 +37,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import Enum
+from typing import Callable
 
 from yolo_edge.errors import ConfigError
 
-__all__ = ["CloudState", "Route", "Mode", "PolicyConfig", "Observation", "Decision", "decide", "local_eta"]
+from .frames import Route
 
-
-class Route(str, Enum):
-    LOCAL = "local"
-    CLOUD = "cloud"
-    DROP = "drop"
+__all__ = ["CloudState", "Route", "Mode", "PolicyConfig", "Observation", "Decision", "Policy", "decide",
+           "local_eta", "threshold_policy", "make_policy", "STRATEGIES"]
 
 
 class CloudState(str, Enum):
-    """What the agent knows about the cloud service."""
+    """What the device knows about a cloud endpoint."""
 
     DISABLED = "disabled"  # none configured, or refused (model mismatch, auth)
     COLD = "cold"  # not known to be up: scaled to zero or never asked
@@ -64,13 +70,16 @@ class PolicyConfig:
     latency_budget_s: float = 0.5
     #: frames allowed to wait in the local queue (not counting those in service)
     queue_budget: int = 8
-    #: local admission: estimated completion <= local_high x remaining budget
-    local_high: float = 0.8
-    #: ... and while offloading, <= local_low x remaining (hysteresis)
-    local_low: float = 0.6
+    #: local admission: estimated completion <= local_high x remaining budget; past it the
+    #: overflow goes to the cloud while the local queue still has room to absorb a slow spell
+    #: of the cloud (frames fall back to local up to the whole remaining budget)
+    local_high: float = 0.5
+    #: ... and while offloading, <= local_low x remaining (hysteresis; off by default: routes
+    #: in runs bunch frames at the cloud, and the simulator measured that costing frames)
+    local_low: float = 0.5
     #: while offloading the local queue limit is lowered by this many frames
-    queue_hysteresis: int = 1
-    #: the cloud is used only when its estimated round trip <= cloud_margin x remaining
+    queue_hysteresis: int = 0
+    #: the cloud is planned for only when its estimated round trip <= cloud_margin x remaining
     cloud_margin: float = 0.9
     #: wake a cold cloud once local completion passes this share of the budget ...
     wake_at: float = 0.4
@@ -79,13 +88,18 @@ class PolicyConfig:
     #: estimates used before the first measurement
     local_service_prior_s: float = 0.05
     cloud_rtt_prior_s: float = 0.3
+    #: quantiles of the recent samples that the device plans with
+    local_quantile: float = 0.75
+    cloud_quantile: float = 0.9
+    cloud_chance_quantile: float = 0.25
     mode: Mode = Mode.HYBRID
 
     def __post_init__(self) -> None:
-        if not (self.latency_budget_s > 0 and math.isfinite(self.latency_budget_s)):
+        if not (isinstance(self.latency_budget_s, (int, float)) and math.isfinite(self.latency_budget_s)
+                and self.latency_budget_s > 0):
             raise ConfigError(f"latency_budget_s must be a positive number of seconds, got {self.latency_budget_s!r}")
-        if self.queue_budget < 1:
-            raise ConfigError(f"queue_budget must be >= 1 frame, got {self.queue_budget!r}")
+        if not isinstance(self.queue_budget, int) or self.queue_budget < 1:
+            raise ConfigError(f"queue_budget must be a whole number of frames >= 1, got {self.queue_budget!r}")
         if not 0 < self.local_low <= self.local_high <= 1:
             raise ConfigError(
                 f"need 0 < local_low <= local_high <= 1, got local_low={self.local_low}, local_high={self.local_high}"
@@ -94,7 +108,13 @@ class PolicyConfig:
             raise ConfigError(f"cloud_margin must be in (0, 1] and wake_at in [0, 1], got {self.cloud_margin}, {self.wake_at}")
         if not 0 <= self.queue_hysteresis < self.queue_budget:
             raise ConfigError(f"queue_hysteresis must be in [0, queue_budget), got {self.queue_hysteresis}")
-        object.__setattr__(self, "mode", Mode(self.mode))
+        for name in ("local_quantile", "cloud_quantile", "cloud_chance_quantile"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ConfigError(f"{name} must be in (0, 1], got {getattr(self, name)!r}")
+        try:
+            object.__setattr__(self, "mode", Mode(self.mode))
+        except ValueError:
+            raise ConfigError(f"mode must be one of {[m.value for m in Mode]}, got {self.mode!r}") from None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,16 +124,19 @@ class Observation:
     frame_age_s: float  # now - capture time
     local_queued: int  # frames waiting for a local worker
     local_busy: int  # frames in local service now
-    local_service_s: float | None  # moving estimate; None before the first sample
+    local_service_s: float | None  # planning estimate; None before the first sample
     cloud_state: CloudState
-    cloud_rtt_s: float | None  # moving (upper) estimate; None before the first sample
+    #: when this frame's answer would be back if it joined the cloud queue now (planning
+    #: quantile of recent answers at the same queue depth); None before the first sample
+    cloud_eta_s: float | None = None
+    cloud_eta_low_s: float | None = None  # the same at an optimistic (low) quantile
     local_workers: int = 1
+    local_ready: bool = True  # False while the local backend is still loading or building
     cloud_pending: int = 0  # frames sent or waiting for a send slot
     cloud_capacity: int = 1  # frames that may be in flight at once (requests x batch)
     offloading: bool = False  # the previous mode, for hysteresis
     budget_s: float | None = None  # per-frame override of the configured budget
-    #: no round trip measured for a while: a frame that would be dropped for "cloud_too_slow"
-    #: goes to the cloud instead, so a stale estimate (after a congestion) gets refreshed
+    #: no round trip measured for a while: a frame with nowhere better to go refreshes it
     cloud_probe_due: bool = False
 
 
@@ -127,20 +150,28 @@ class Decision:
     cloud_eta_s: float | None = None
 
 
+#: a policy maps one observation to a decision (``decide`` with a config bound, or a baseline)
+Policy = Callable[[Observation], Decision]
+
+
 def local_eta(obs: Observation, service_s: float) -> float:
     """Estimated completion of a new local frame: (frames ahead + 1) x service time."""
+    if not obs.local_ready:
+        return math.inf
     workers = max(1, obs.local_workers)
     ahead = max(0, obs.local_queued) + max(0, obs.local_busy)
     return math.ceil((ahead + 1) / workers) * service_s
 
 
-def _cloud_eta(obs: Observation, rtt_s: float) -> float:
-    # frames beyond the in-flight capacity wait for a whole round trip per "wave"
-    return math.ceil((max(0, obs.cloud_pending) + 1) / max(1, obs.cloud_capacity)) * rtt_s
+def _cloud_eta(obs: Observation, cfg: PolicyConfig, estimate: float | None) -> float:
+    if estimate is not None:
+        return estimate
+    # nothing measured yet: the prior round trip per "wave" of frames beyond the in-flight capacity
+    return math.ceil((max(0, obs.cloud_pending) + 1) / max(1, obs.cloud_capacity)) * cfg.cloud_rtt_prior_s
 
 
 def _cloud_blocker(obs: Observation, cfg: PolicyConfig, remaining: float, cloud_eta: float) -> str | None:
-    """Why the cloud cannot take this frame, or None when it can."""
+    """Why the cloud cannot be planned for with this frame, or None when it can."""
     if obs.cloud_state is not CloudState.READY:
         return f"cloud_{obs.cloud_state.value}"
     if obs.cloud_pending >= 2 * max(1, obs.cloud_capacity):
@@ -150,45 +181,98 @@ def _cloud_blocker(obs: Observation, cfg: PolicyConfig, remaining: float, cloud_
     return None
 
 
+def _cloud_chance(obs: Observation, cfg: PolicyConfig, remaining: float) -> bool:
+    """A frame with nowhere better to go: is the cloud worth a try anyway?
+
+    Only while a request slot is free: a long shot queued behind other frames takes a turn
+    that a frame with a real chance could have had.
+    """
+    if obs.cloud_pending >= max(1, obs.cloud_capacity):
+        return False
+    if obs.cloud_probe_due:
+        return True
+    low = obs.cloud_eta_low_s if obs.cloud_eta_low_s is not None else obs.cloud_eta_s
+    return _cloud_eta(obs, cfg, low) <= remaining
+
+
 def decide(obs: Observation, cfg: PolicyConfig) -> Decision:
     """Route one frame: local, cloud, or drop with a reason. Pure and deterministic."""
     budget = obs.budget_s if obs.budget_s is not None else cfg.latency_budget_s
     remaining = budget - max(0.0, obs.frame_age_s)
     service = obs.local_service_s if obs.local_service_s is not None else cfg.local_service_prior_s
-    rtt = obs.cloud_rtt_s if obs.cloud_rtt_s is not None else cfg.cloud_rtt_prior_s
     l_eta = local_eta(obs, service)
-    c_eta = _cloud_eta(obs, rtt)
+    c_eta = _cloud_eta(obs, cfg, obs.cloud_eta_s)
     if remaining <= 0:
         return Decision(Route.DROP, "expired", obs.offloading, False, l_eta, c_eta)
+    local_room = obs.local_ready and obs.local_queued < cfg.queue_budget
 
     if cfg.mode is Mode.LOCAL:
         # the same safety margin as hybrid admission, so the baseline is a fair one
-        if l_eta <= cfg.local_high * remaining and obs.local_queued < cfg.queue_budget:
+        if local_room and l_eta <= cfg.local_high * remaining:
             return Decision(Route.LOCAL, "local_only", False, False, l_eta, None)
-        return Decision(Route.DROP, "local_full", False, False, l_eta, None)
+        return Decision(Route.DROP, "local_full" if obs.local_ready else "local_warming", False, False, l_eta, None)
     if cfg.mode is Mode.CLOUD:
         blocker = _cloud_blocker(obs, cfg, remaining, c_eta)
         wake = obs.cloud_state is CloudState.COLD
-        if blocker is None or (blocker == "cloud_too_slow" and obs.cloud_probe_due):
+        if blocker is None or (blocker == "cloud_too_slow" and _cloud_chance(obs, cfg, remaining)):
             return Decision(Route.CLOUD, "cloud_only", True, False, l_eta, c_eta)
         return Decision(Route.DROP, blocker, True, wake, l_eta, c_eta)
 
     share = cfg.local_low if obs.offloading else cfg.local_high
     q_limit = cfg.queue_budget - (cfg.queue_hysteresis if obs.offloading else 0)
-    rising = l_eta >= cfg.wake_at * remaining or obs.local_queued >= cfg.wake_queue
+    rising = not obs.local_ready or l_eta >= cfg.wake_at * remaining or obs.local_queued >= cfg.wake_queue
     wake = obs.cloud_state is CloudState.COLD and rising
-    if l_eta <= share * remaining and obs.local_queued < q_limit:
+    if obs.local_ready and l_eta <= share * remaining and obs.local_queued < q_limit:
         return Decision(Route.LOCAL, "local_fits", False, wake, l_eta, c_eta)
 
-    why_not_local = "local_queue_full" if obs.local_queued >= q_limit else "local_over_budget"
+    if not obs.local_ready:
+        why_not_local = "local_warming"
+    else:
+        why_not_local = "local_queue_full" if obs.local_queued >= q_limit else "local_over_budget"
     blocker = _cloud_blocker(obs, cfg, remaining, c_eta)
     wake = obs.cloud_state is CloudState.COLD
     if blocker is None:
         return Decision(Route.CLOUD, why_not_local, True, False, l_eta, c_eta)
-    # the cloud cannot help: local still takes the frame if it can make the deadline at all
-    if l_eta <= remaining and obs.local_queued < cfg.queue_budget:
+    # the cloud cannot be planned for: local still takes the frame if it can make the deadline at all
+    if local_room and l_eta <= remaining:
         return Decision(Route.LOCAL, f"fallback_{blocker}", True, wake, l_eta, c_eta)
-    if blocker == "cloud_too_slow" and obs.cloud_probe_due:
-        # this frame is lost anyway: spend it on measuring the cloud again
-        return Decision(Route.CLOUD, "cloud_probe", True, False, l_eta, c_eta)
+    if blocker == "cloud_too_slow" and _cloud_chance(obs, cfg, remaining):
+        return Decision(Route.CLOUD, "cloud_chance", True, False, l_eta, c_eta)
+    if not obs.local_ready and blocker == "cloud_disabled":
+        blocker = "local_warming"
     return Decision(Route.DROP, blocker, True, wake, l_eta, c_eta)
+
+
+def threshold_policy(queue_threshold: int) -> Policy:
+    """The naive baseline: offload when the local queue reaches a fixed depth.
+
+    No deadline arithmetic, no hysteresis, no early wake, no local fallback.
+    """
+
+    def fn(obs: Observation) -> Decision:
+        if obs.local_ready and obs.local_queued < queue_threshold:
+            return Decision(Route.LOCAL, "below_threshold", False)
+        if obs.cloud_state is CloudState.READY and obs.cloud_pending < 2 * max(1, obs.cloud_capacity):
+            return Decision(Route.CLOUD, "above_threshold", True)
+        reason = "cloud_busy" if obs.cloud_state is CloudState.READY else f"cloud_{obs.cloud_state.value}"
+        return Decision(Route.DROP, reason, True, obs.cloud_state is CloudState.COLD)
+
+    return fn
+
+
+#: the policies the simulator compares: ours and three baselines
+STRATEGIES = ("local", "cloud", "threshold", "policy")
+
+
+def make_policy(strategy: str, cfg: PolicyConfig) -> Policy:
+    """``policy`` (ours, in ``cfg.mode``), ``local``, ``cloud`` or ``threshold`` as a Policy."""
+    from dataclasses import replace
+
+    if strategy == "policy":
+        return lambda obs: decide(obs, cfg)
+    if strategy in ("local", "cloud"):
+        base = replace(cfg, mode=Mode(strategy))
+        return lambda obs: decide(obs, base)
+    if strategy == "threshold":
+        return threshold_policy(max(1, cfg.queue_budget // 2))
+    raise ConfigError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}")

@@ -1,18 +1,24 @@
-"""The agent at run time: admission through the policy, a local worker, cloud senders,
-in-order release to sinks and metrics.
+"""The agent at run time: the threaded driver of the device core.
 
-Everything with side effects comes in as a parameter (``detector=``, ``cloud=``,
-``clock=``, ``sinks=``), so tests drive it with honest fakes and the CLI with the real
-Detector and CloudClient.
+:class:`Agent` owns no decision logic. It feeds :class:`~edge_agent.core.DeviceCore` the
+events of the real world, timestamped with ``clock`` (frames from the source, answers
+from the local workers and the cloud, wake results, timer ticks), and carries out the
+actions the core answers with: a local worker thread runs the detector, a pool of sender
+threads calls the cloud endpoint, a wake thread polls a scaled-to-zero service, and
+released results go to the sinks, the run statistics and the metrics, in frame order.
+The simulator (:mod:`edge_agent.sim`) drives the same core on a virtual clock.
+
+Everything with side effects comes in as a parameter (``detector=``/``load_detector=``,
+``cloud=``, ``sinks=``, ``clock=``), so tests drive it with honest fakes and the CLI with the
+real Detector and CloudClient.
 
 >>> import numpy as np
 >>> from yolo_edge import Detections
 >>> from edge_agent.config import AgentConfig
->>> fake = lambda img: Detections.empty()
->>> agent = Agent(AgentConfig(latency_budget_ms=500), detector=fake)
+>>> agent = Agent(AgentConfig(latency_budget_ms=500), detector=lambda img: Detections.empty())
 >>> with agent:
 ...     seq = agent.submit(np.zeros((8, 8, 3), np.uint8))
->>> agent.stats.outcomes["local"]
+>>> agent.stats.outcomes[Outcome.LOCAL]
 1
 """
 
@@ -21,83 +27,74 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from queue import SimpleQueue
 from typing import Any, Callable, Iterable, Sequence
 
-from yolo_edge.backends.select import describe_backend
-from yolo_edge.errors import CloudError, CloudModelMismatchError, CloudUnavailableError, YoloEdgeError
+from yolo_edge.errors import (
+    CloudError, CloudModelMismatchError, CloudTimeoutError, CloudUnavailableError, ConfigError, YoloEdgeError,
+)
 
-from .breaker import Breaker, effective_cloud, on_failure, on_success
 from .config import AgentConfig
-from .estimators import Ewma
+from .core import (
+    Action, Close, CloudDone, DeviceCore, Event, Failure, Flush, FrameCaptured, FrameSkipped, LateAnswer, LocalDone,
+    LocalReady, Release, RunLocal, SendBatch, Tick, Wake, WakeDone,
+)
+from .frames import FrameResult, Outcome
 from .metrics import AgentMetrics
-from .policy import CloudState, Observation, Route, decide
-from .reorder import FrameResult, ReorderBuffer, classify
-from .sinks import Sink
+from .policy import Mode, Policy
+from .protocols import CloudEndpoint, LocalDetector, Sink
+from .sources import SourceFrame
 from .stats import RunStats
 
-__all__ = ["Agent"]
+__all__ = ["Agent", "Outcome"]
 
 logger = logging.getLogger(__name__)
 
-#: refresh the cloud round-trip estimate with a would-be-dropped frame after this long
-PROBE_AFTER_S = 1.0
-
-
-@dataclass
-class _Frame:
-    seq: int
-    image: Any
-    captured: float
-    deadline: float
-    reason: str = ""
-
 
 class Agent:
-    """One device's agent. ``submit`` frames (from any one thread), ``close`` to drain.
+    """One device's agent. ``submit`` frames (from one thread), ``close`` to drain.
 
-    ``detector(image) -> Detections`` runs locally; ``cloud`` is a
-    :class:`yolo_edge.cloud.CloudClient` (or anything with ``detect_many(images,
-    return_meta=True)``, ``wake(wait_s)`` and ``verify_model()``), or None for local only.
+    ``detector(image) -> Detections`` runs locally. Pass ``load_detector`` instead to build
+    it on a background thread (a TensorRT engine can take minutes on a Jetson): the agent
+    serves at once, frames going to the cloud or dropped as ``local_warming`` until it is
+    ready. ``cloud`` is a :class:`~edge_agent.protocols.CloudEndpoint` (a
+    :class:`yolo_edge.cloud.CloudClient`), or None for local only. ``policy`` replaces the
+    configured policy (the benchmarks pass baselines). ``cloud_warm=True`` says the endpoint
+    was woken before the run, so it is used at once instead of being woken first.
     """
 
-    def __init__(self, config: AgentConfig, *, detector: Callable[[Any], Any], cloud: Any = None,
+    def __init__(self, config: AgentConfig, *, detector: LocalDetector | None = None,
+                 load_detector: Callable[[], LocalDetector] | None = None, cloud: CloudEndpoint | None = None,
                  sinks: Sequence[Sink] = (), metrics: AgentMetrics | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, policy: Policy | None = None,
+                 cloud_warm: bool = False) -> None:
+        if (detector is None) == (load_detector is None):
+            raise ConfigError("pass exactly one of detector= (ready now) or load_detector= (built in the background)")
         self.cfg = config
-        self.policy_cfg = config.policy()
-        self.breaker_cfg = config.breaker()
         self.detector = detector
-        self.cloud = cloud
+        self._load_detector = load_detector
+        self.cloud = cloud if config.mode != Mode.LOCAL.value else None
         self.sinks = list(sinks)
-        self.keep_images = any(getattr(s, "wants_images", False) for s in self.sinks)
-        self.metrics = metrics or AgentMetrics()
+        self.keep_images = any(s.wants_images for s in self.sinks)
         self.clock = clock
-        self.stats = RunStats(budget_s=self.policy_cfg.latency_budget_s)
-        self.budget_s = self.policy_cfg.latency_budget_s
+        self.core = DeviceCore(config.core(), cloud=self.cloud is not None, cloud_warm=cloud_warm,
+                               local_ready=detector is not None, policy=policy)
+        self.stats = RunStats(budget_s=config.core().budget_s)
+        self.metrics = metrics or AgentMetrics()
+        self.metrics.watch(self.snapshot, self.core.counters)
 
         self._lock = threading.Lock()
-        self._work = threading.Condition(self._lock)
-        self._local_q: deque[_Frame] = deque()
-        self._cloud_q: deque[_Frame] = deque()
-        self._local_busy = 0
-        self._cloud_frames = 0  # queued for, or in flight to, the cloud
-        self._requests = 0
-        self._service = Ewma(alpha=0.2, prior=None)
-        self._rtt = Ewma(alpha=0.2, prior=None)
-        self._last_rtt_at = clock()
-        self._phase = CloudState.COLD if cloud is not None else CloudState.DISABLED
-        self._breaker = Breaker()
-        self._offloading = False
-        self._seq = 0
-        self._reorder = ReorderBuffer(window=config.reorder_window, grace_s=config.late_grace_s)
-        self._stopping = False
+        self._changed = threading.Condition(self._lock)  # the core's timers or pending set changed
+        self._images: dict[int, Any] = {}
+        self._local_jobs: SimpleQueue[tuple[int, Any] | None] = SimpleQueue()
+        self._senders = ThreadPoolExecutor(max_workers=config.max_inflight, thread_name_prefix="edge-agent-cloud")
         self._threads: list[threading.Thread] = []
+        self._timer_due: float | None = None  # when the timer thread means to wake, while it waits
         self._started = False
-        self.metrics.set_cloud_state(self._phase)
-        if getattr(detector, "backend", None) is not None:  # a yolo_edge.Detector, not a bare callable
-            self.metrics.set_backend(describe_backend(detector.backend))
+        self._stopped = False
+        self._local_failed = False
+        self.local_error: str | None = None  # why the local backend failed to load
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> "Agent":
@@ -106,33 +103,37 @@ class Agent:
         self._started = True
         for i in range(self.cfg.local_workers):
             self._spawn(self._local_loop, f"edge-agent-local-{i}")
-        if self.cloud is not None and self._phase is not CloudState.DISABLED:
-            for i in range(self.cfg.max_inflight):
-                self._spawn(self._cloud_loop, f"edge-agent-cloud-{i}")
-        self._emitter = self._spawn(self._emit_loop, "edge-agent-emit")
+        self._spawn(self._timer_loop, "edge-agent-timer")
+        if self._load_detector is not None:
+            self._spawn(self._load, "edge-agent-load")
         return self
 
-    def _spawn(self, target: Callable[[], None], name: str) -> threading.Thread:
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
         t = threading.Thread(target=target, name=name, daemon=True)
         t.start()
         self._threads.append(t)
-        return t
 
     def close(self, drain_timeout_s: float | None = None) -> RunStats:
-        """Stop taking frames, finish or account for every frame in flight, close sinks."""
-        limit = drain_timeout_s if drain_timeout_s is not None else self.cfg.timeout_s + self.cfg.late_grace_s + 1.0
+        """Stop taking frames; every frame pending leaves by its deadline (or at the drain timeout)."""
+        limit = drain_timeout_s if drain_timeout_s is not None else self.core.cfg.budget_s + 1.0
         end = time.monotonic() + limit
         with self._lock:
-            self._stopping = True
-            self._work.notify_all()
-            while self._reorder.pending and time.monotonic() < end:
-                self._work.wait(0.05)
+            if self._stopped:
+                return self.stats
+            self._feed(Close(at=self.clock()))
+            while not self.core.idle and time.monotonic() < end:
+                self._changed.wait(min(0.05, max(0.0, end - time.monotonic())))
+            if not self.core.idle:
+                logger.warning("drain time ran out with %d frame(s) pending: they leave as dropped/late[shutdown]",
+                               self.core.pending)
+                self._feed(Flush(at=self.clock()))
+            self._stopped = True
+            self._changed.notify_all()
+        for _ in range(self.cfg.local_workers):
+            self._local_jobs.put(None)
+        self._senders.shutdown(wait=False, cancel_futures=True)  # answers still in flight are late anyway
         for t in self._threads:
-            t.join(timeout=max(0.1, end - time.monotonic()))
-        with self._lock:
-            # anything still unresolved leaves as dropped[no_result]: never silently lost
-            leftovers = self._reorder.pop_ready(self.clock(), flush=True)
-        self._publish(leftovers)
+            t.join(timeout=0.5)
         for s in self.sinks:
             try:
                 s.close()
@@ -146,237 +147,74 @@ class Agent:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- admission ---------------------------------------------------------------------
-    def submit(self, image: Any, captured_at: float | None = None) -> int:
+    # -- frames in ---------------------------------------------------------------------
+    def submit(self, image: Any, captured_at: float | None = None, budget_s: float | None = None) -> int:
         """Admit one frame; returns its sequence number. Never blocks on inference."""
-        now = self.clock()
-        captured = now if captured_at is None else captured_at
         with self._lock:
-            seq = self._seq
-            self._seq += 1
-            frame = _Frame(seq, image, captured, captured + self.budget_s)
-            self._reorder.expect(seq, frame.deadline, captured)
-            if self._stopping:
-                self._finish(frame, "dropped", None, now, "shutdown")
-            else:
-                self._route(frame, now)
-        return seq
+            seq = self.core.next_seq
+            self._images[seq] = image  # until the frame is released
+            self._feed(FrameCaptured(at=self.clock(), seq=seq, captured_at=captured_at, budget_s=budget_s))
+            return seq
 
     def record_drop(self, reason: str, captured_at: float | None = None) -> int:
         """Account for a frame the source had to skip (e.g. a live stream overran)."""
-        now = self.clock()
         with self._lock:
-            seq = self._seq
-            self._seq += 1
-            captured = now if captured_at is None else captured_at
-            self._reorder.expect(seq, captured + self.budget_s, captured)
-            self._finish(_Frame(seq, None, captured, captured + self.budget_s), "dropped", None, now, reason)
-        return seq
+            seq = self.core.next_seq
+            self._feed(FrameSkipped(at=self.clock(), seq=seq, reason=reason, captured_at=captured_at))
+            return seq
 
     def run(self, frames: Iterable[Any], stop: threading.Event | None = None) -> RunStats:
-        """Submit every item of ``frames`` (images, or SourceFrame-like objects) then drain."""
+        """Submit every item of ``frames`` (images or :class:`SourceFrame`) then drain."""
         self.start()
         try:
             for item in frames:
                 if stop is not None and stop.is_set():
                     break
-                if getattr(item, "dropped_reason", None):
-                    self.record_drop(item.dropped_reason, getattr(item, "captured_at", None))
-                elif hasattr(item, "image") and hasattr(item, "captured_at"):
-                    self.submit(item.image, item.captured_at)
+                if isinstance(item, SourceFrame):
+                    if item.dropped_reason:
+                        self.record_drop(item.dropped_reason, item.captured_at)
+                    else:
+                        self.submit(item.image, item.captured_at)
                 else:
                     self.submit(item)
         finally:
             stats = self.close()
         return stats
 
-    # -- decisions (called with the lock held) ------------------------------------------
-    def _observe(self, f: _Frame, now: float) -> Observation:
-        state, cap = effective_cloud(self._phase, self._breaker, now, self.cfg.max_inflight * self.cfg.max_batch)
-        return Observation(
-            frame_age_s=now - f.captured, local_queued=len(self._local_q), local_busy=self._local_busy,
-            local_workers=self.cfg.local_workers, local_service_s=self._service.upper(1.0), cloud_state=state,
-            cloud_rtt_s=self._rtt.upper(1.0), cloud_pending=self._cloud_frames, cloud_capacity=cap,
-            offloading=self._offloading, budget_s=self.budget_s,
-            cloud_probe_due=self._cloud_frames == 0 and (not self._rtt.count or now - self._last_rtt_at > PROBE_AFTER_S),
-        )
+    # -- the core ------------------------------------------------------------------------
+    def _feed(self, event: Event) -> None:
+        """Hand one event to the core and carry out its actions (lock held)."""
+        for action in self.core.handle(event):
+            self._act(action)
+        due = self.core.next_timer()
+        if (due is not None and (self._timer_due is None or due < self._timer_due)) or self.core.idle:
+            self._changed.notify_all()  # the timer thread must wake sooner, or close() may return
 
-    def _route(self, f: _Frame, now: float, *, fallback: bool = False) -> None:
-        d = decide(self._observe(f, now), self.policy_cfg)
-        if not fallback:
-            self._offloading = d.offloading
-        self.metrics.decisions.labels(d.route.value, d.reason).inc()
-        if d.wake_cloud and self._phase is CloudState.COLD:
-            self._set_phase(CloudState.WAKING)
-            # not joined at close: a wake may poll for minutes and holds no frame
-            threading.Thread(target=self._wake, name="edge-agent-wake", daemon=True).start()
-        f.reason = d.reason
-        if d.route is Route.LOCAL:
-            self._local_q.append(f)
-        elif d.route is Route.CLOUD:
-            self._cloud_q.append(f)
-            self._cloud_frames += 1
-        else:
-            self._finish(f, "dropped", None, now, d.reason)
-        self._gauges()
-        self._work.notify_all()
-
-    def _finish(self, f: _Frame, outcome: str, route: str | None, now: float, reason: str | None = None,
-                detections: Any = None, meta: dict | None = None) -> None:
-        if outcome != "dropped":
-            outcome = classify(outcome, now, f.deadline)
-        res = FrameResult(seq=f.seq, outcome=outcome, route=route, reason=reason, captured_at=f.captured,
-                          deadline=f.deadline, finished_at=now, detections=detections, meta=meta or {},
-                          image=f.image if self.keep_images else None)
-        f.image = None
-        if not self._reorder.put(res):
-            self.metrics.discarded.inc()
-        self._work.notify_all()
-
-    def _set_phase(self, phase: CloudState) -> None:
-        self._phase = phase
-        self.metrics.set_cloud_state(phase)
-
-    def _gauges(self) -> None:
-        self.metrics.local_queue.set(len(self._local_q))
-        self.metrics.cloud_pending.set(self._cloud_frames)
-
-    # -- local worker ------------------------------------------------------------------
-    def _local_loop(self) -> None:
-        while True:
-            with self._lock:
-                while not self._local_q and not self._stopping:
-                    self._work.wait()
-                if not self._local_q:
-                    return
-                f = self._local_q.popleft()
-                now = self.clock()
-                if now >= f.deadline:  # stale: running it could only produce a late answer
-                    self._finish(f, "dropped", None, now, "expired_in_queue")
-                    continue
-                self._local_busy += 1
-                self._gauges()
-            start = time.perf_counter()
+    def _act(self, action: Action) -> None:
+        if isinstance(action, Release):
+            self._deliver(action.results)
+        elif isinstance(action, RunLocal):
+            self._local_jobs.put((action.seq, self._images.get(action.seq)))
+        elif isinstance(action, SendBatch):
+            images = [self._images.get(seq) for seq in action.seqs]
             try:
-                dets, err = self.detector(f.image), None
-            except Exception as exc:  # a bad frame must not kill the worker
-                dets, err = None, exc
-            took = time.perf_counter() - start
-            with self._lock:
-                self._local_busy -= 1
-                now = self.clock()
-                if err is not None:
-                    logger.warning("local inference failed on frame %d: %s", f.seq, err)
-                    self._finish(f, "dropped", None, now, "local_error")
-                else:
-                    self._service.update(took)
-                    self.metrics.local_service.set(self._service.mean)
-                    self._finish(f, "local", "local", now, f.reason, dets)
-                self._gauges()
+                self._senders.submit(self._send, action, images)
+            except RuntimeError:  # closed: the request is never sent, so it fails now
+                self._feed(CloudDone(at=self.clock(), request=action.request, failure=Failure.ERROR,
+                                     message="agent shutting down"))
+        elif isinstance(action, Wake):
+            # not joined at close: a wake may poll for minutes and holds no frame
+            threading.Thread(target=self._wake, args=(action,), name="edge-agent-wake", daemon=True).start()
+        elif isinstance(action, LateAnswer):
+            self.stats.add_late_answer(action.route)
+            self.metrics.late_answer(action.route)
 
-    # -- cloud -----------------------------------------------------------------------
-    def _cloud_loop(self) -> None:
-        while True:
-            with self._lock:
-                batch = self._take_cloud_batch()
-                if batch is None:
-                    return
-                self._requests += 1
-            self._send(batch)
-
-    def _take_cloud_batch(self) -> list[_Frame] | None:
-        """Wait (lock held) until a batch may go; None when shutting down with nothing left."""
-        while True:
-            now = self.clock()
-            state, cap = effective_cloud(self._phase, self._breaker, now, self.cfg.max_inflight)
-            if self._cloud_q and state is not CloudState.READY:
-                # the cloud went away under queued frames: they go back through the policy
-                while self._cloud_q:
-                    f = self._cloud_q.popleft()
-                    self._cloud_frames -= 1
-                    self._route(f, now, fallback=True)
-                continue
-            if self._cloud_q and self._requests < cap:
-                n = min(self.cfg.max_batch, len(self._cloud_q))
-                return [self._cloud_q.popleft() for _ in range(n)]
-            if self._stopping and not self._cloud_q:
-                return None
-            self._work.wait(0.05)
-
-    def _send(self, batch: list[_Frame]) -> None:
-        sent = self.clock()
-        try:
-            dets, metas = self.cloud.detect_many([f.image for f in batch], return_meta=True)
-            err = None
-        except CloudModelMismatchError as exc:
-            dets, metas, err = None, None, exc
-            logger.error("OFFLOAD REFUSED: %s -- the cloud runs a different model than this device; "
-                         "every frame stays local. Deploy the same model or pass --allow-model-mismatch.", exc)
-        except YoloEdgeError as exc:
-            dets, metas, err = None, None, exc
-        except Exception as exc:  # anything else from the transport counts as a cloud failure
-            dets, metas, err = None, None, CloudError(f"cloud request failed: {exc!r}")
-        with self._lock:
-            now = self.clock()
-            self._requests -= 1
-            self._cloud_frames -= len(batch)
-            if err is None:
-                self._rtt.update(now - sent)
-                self._last_rtt_at = now
-                self.metrics.cloud_rtt.set(self._rtt.mean)
-                self._breaker = on_success(self._breaker)
-                for f, d, m in zip(batch, dets, metas):
-                    self._finish(f, "cloud", "cloud", now, f.reason, d, m)
-            else:
-                if isinstance(err, CloudModelMismatchError):
-                    self._set_phase(CloudState.DISABLED)
-                else:
-                    retry = getattr(err, "retry_after_s", None) if isinstance(err, CloudUnavailableError) else None
-                    self._breaker = on_failure(self._breaker, now=now, cfg=self.breaker_cfg, retry_after_s=retry)
-                    logger.warning("cloud request of %d frame(s) failed (%s); breaker %s", len(batch), err,
-                                   self._breaker.state(now))
-                    state, _ = effective_cloud(self._phase, self._breaker, now, 1)
-                    self.metrics.set_cloud_state(state)
-                for f in batch:
-                    self._route(f, now, fallback=True)
-            self._gauges()
-
-    def _wake(self) -> None:
-        """Wake a scaled-to-zero service and check it runs our model before using it."""
-        ok = False
-        try:
-            ok = bool(self.cloud.wake(wait_s=self.cfg.wake_timeout_s))
-            if ok and hasattr(self.cloud, "verify_model") and getattr(self.cloud, "expected_sha256", None):
-                self.cloud.verify_model()
-        except CloudModelMismatchError as exc:
-            logger.error("OFFLOAD REFUSED: %s -- the cloud runs a different model than this device.", exc)
-            with self._lock:
-                self._set_phase(CloudState.DISABLED)
-            return
-        except YoloEdgeError as exc:
-            logger.warning("cloud wake failed: %s", exc)
-            ok = False
-        with self._lock:
-            if self._phase is CloudState.WAKING:
-                self._set_phase(CloudState.READY if ok else CloudState.COLD)
-                if ok:
-                    self._last_rtt_at = self.clock()
-                logger.info("cloud %s", "ready" if ok else "not ready yet; will wake again when needed")
-            self._work.notify_all()
-
-    # -- output ------------------------------------------------------------------------
-    def _emit_loop(self) -> None:
-        while True:
-            with self._lock:
-                self._work.wait(0.02)
-                out = self._reorder.pop_ready(self.clock())
-                done = self._stopping and not self._reorder.pending
-            self._publish(out)
-            if done:
-                return
-
-    def _publish(self, results: list[FrameResult]) -> None:
+    def _deliver(self, results: Sequence[FrameResult]) -> None:
+        """Released results go to the sinks now, in order, from the releasing thread."""
         for r in results:
+            image = self._images.pop(r.seq, None)
+            if self.keep_images:
+                r.image = image
             self.stats.add(r)
             self.metrics.observe(r)
             for s in self.sinks:
@@ -384,14 +222,109 @@ class Agent:
                     s.emit(r)
                 except Exception:
                     logger.exception("sink %r failed on frame %d", s, r.seq)
+            r.image = None
+
+    def _timer_loop(self) -> None:
+        with self._lock:
+            while not self._stopped:
+                due = self.core.next_timer()
+                wait = None if due is None else due - self.clock()
+                if wait is not None and wait <= 0:
+                    self._feed(Tick(at=self.clock()))
+                else:
+                    self._timer_due = due
+                    self._changed.wait(wait)
+                    self._timer_due = None
+
+    # -- local ---------------------------------------------------------------------------
+    def _load(self) -> None:
+        try:
+            detector = self._load_detector()
+        except Exception as exc:  # the agent keeps serving through the cloud
+            logger.exception("loading the local detector failed")
+            with self._lock:
+                self._local_failed = True
+                self.local_error = f"{type(exc).__name__}: {exc}"
+                self._feed(LocalReady(at=self.clock(), ok=False, error=str(exc)))
+            return
+        with self._lock:
+            self.detector = detector
+            logger.info("local detector ready")
+            self._feed(LocalReady(at=self.clock()))
+
+    def _local_loop(self) -> None:
+        while (job := self._local_jobs.get()) is not None:
+            seq, image = job
+            start = time.perf_counter()
+            try:
+                answer, error = self.detector(image), None
+            except Exception as exc:  # a bad frame must not kill the worker
+                answer, error = None, f"{type(exc).__name__}: {exc}"
+                logger.warning("local inference failed on frame %d: %s", seq, error)
+            took = time.perf_counter() - start
+            with self._lock:
+                self.metrics.local_service.set(took)
+                self._feed(LocalDone(at=self.clock(), seq=seq, service_s=took, answer=answer, error=error))
+
+    # -- cloud ---------------------------------------------------------------------------
+    def _send(self, action: SendBatch, images: list[Any]) -> None:
+        failure, retry_after, message, dets, metas = None, None, "", None, None
+        try:
+            dets, metas = self.cloud.detect_many(images, return_meta=True)
+        except CloudModelMismatchError as exc:
+            failure, message = Failure.MISMATCH, str(exc)
+        except CloudTimeoutError as exc:
+            failure, message = Failure.TIMEOUT, str(exc)
+        except CloudUnavailableError as exc:
+            failure, message, retry_after = Failure.UNAVAILABLE, str(exc), exc.retry_after_s
+        except (CloudError, YoloEdgeError) as exc:
+            failure, message = Failure.ERROR, str(exc)
+        except Exception as exc:  # anything else from the transport counts as a cloud failure
+            failure, message = Failure.ERROR, f"cloud request failed: {exc!r}"
+        with self._lock:
+            if failure is None:
+                self._feed(CloudDone(at=self.clock(), request=action.request, answers=dets, metas=metas))
+            else:
+                self._feed(CloudDone(at=self.clock(), request=action.request, failure=failure,
+                                     retry_after_s=retry_after, message=message))
+
+    def _wake(self, action: Wake) -> None:
+        """Wake a scaled-to-zero service and check it runs our model before using it."""
+        failure, message, ok = None, "", False
+        try:
+            ok = bool(self.cloud.wake(wait_s=action.wait_s))
+            if ok and self.cloud.expected_sha256:
+                self.cloud.verify_model()
+        except CloudModelMismatchError as exc:
+            failure, message, ok = Failure.MISMATCH, str(exc), False
+        except YoloEdgeError as exc:
+            failure, message, ok = Failure.ERROR, str(exc), False
+        with self._lock:
+            self._feed(WakeDone(at=self.clock(), endpoint=action.endpoint, ok=ok, failure=failure, message=message))
+
+    def wait_local_ready(self, stop: threading.Event | None = None, timeout_s: float | None = None) -> bool:
+        """Block until the local backend is ready (or failed to load, or ``stop`` is set)."""
+        end = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._lock:
+            while not self.core.snapshot(self.clock()).local_ready and not self._local_failed:
+                if (stop is not None and stop.is_set()) or (end is not None and time.monotonic() >= end):
+                    return False
+                self._changed.wait(0.1)
+            return not self._local_failed
 
     # -- introspection -----------------------------------------------------------------
-    def health(self) -> dict:
+    def snapshot(self):
+        """The core's state now (for /healthz and the metrics)."""
         with self._lock:
-            state, _ = effective_cloud(self._phase, self._breaker, self.clock(), 1)
-            return {
-                "status": "ok" if self._started and not self._stopping else "stopping",
-                "cloud": state.value, "local_queue": len(self._local_q), "cloud_pending": self._cloud_frames,
-                "frames": self._seq, "local_service_ms": round(1000 * (self._service.value or 0), 2),
-                "cloud_rtt_ms": round(1000 * (self._rtt.value or 0), 2),
-            }
+            return self.core.snapshot(self.clock())
+
+    def health(self) -> dict:
+        snap = self.snapshot()
+        return {
+            "status": "ok" if self._started and not self.core.closing else "stopping",
+            "local": "ready" if snap.local_ready else "warming", "cloud": snap.cloud_state.value,
+            "local_queue": snap.local_queued, "cloud_pending": snap.cloud_pending, "pending": snap.pending,
+            "frames": self.core.next_seq,
+            "local_service_ms": None if snap.local_service_s is None else round(1000 * snap.local_service_s, 2),
+            "cloud_rtt_ms": None if snap.cloud_rtt_s is None else round(1000 * snap.cloud_rtt_s, 2),
+        }

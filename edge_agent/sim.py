@@ -1,17 +1,20 @@
-"""Discrete-event simulator: the agent's policy on a virtual clock over traces.
+"""Discrete-event simulator: the device core on a virtual clock over traces.
 
-The simulated device does what :mod:`edge_agent.runner` does, with the same
-:func:`edge_agent.policy.decide`, :class:`~edge_agent.estimators.Ewma` and circuit
-breaker: admit each frame through the policy, serve a local FIFO queue, send offloaded
-frames in batches with a bound on requests in flight, fall back on cloud failures, wake a
-cold cloud. The cloud is one service (FIFO over ``slots x replicas``) shared by every
-simulated device, so a fleet of hundreds of devices can be run against one autoscaled
-deployment.
+Each simulated device is a :class:`~edge_agent.core.DeviceCore`, the very object the
+threaded agent drives; this module is only its other driver. It turns the core's actions
+into future events on a heap (a local frame finishes after its sampled service time, a
+request comes back after its sampled network time and its turn at the cloud), feeds the
+events back, and counts the released results with the agent's own
+:class:`~edge_agent.stats.RunStats`. No decision is made here.
+
+The cloud is one service (FIFO over ``slots x replicas``, cold start, outages that refuse,
+answer 503 + Retry-After or hang, autoscaling) shared by every simulated device, so a
+fleet of hundreds of devices can be run against one deployment.
 
 >>> from edge_agent.traces import scenario
 >>> s = simulate(scenario("steady", duration_s=10, warmup_s=2), strategy="policy")
->>> s.unaccounted
-0
+>>> s.unaccounted, s.stats.dishonest
+(0, 0)
 """
 
 from __future__ import annotations
@@ -19,336 +22,41 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-import random
-from collections import Counter, deque
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Any, Callable
 
 from yolo_edge.errors import ConfigError
 
-from .breaker import Breaker, BreakerConfig, effective_cloud, on_failure, on_success
-from .estimators import Ewma
-from .policy import CloudState, Decision, Mode, Observation, PolicyConfig, Route, decide
-from .traces import Trace
+from .breaker import BreakerConfig
+from .core import (
+    Close, CloudDone, CoreConfig, DeviceCore, Failure, FrameCaptured, LateAnswer, LocalDone, LocalReady, Release,
+    RunLocal, SendBatch, Tick, Wake, WakeDone,
+)
+from .policy import STRATEGIES, PolicyConfig, make_policy
+from .stats import RunStats
+from .traces import Trace, TraceSample, sample
 
-__all__ = ["simulate", "simulate_fleet", "SimSummary", "STRATEGIES", "threshold_policy"]
-
-#: refresh the cloud round-trip estimate with a probe frame after this long without a sample
-PROBE_AFTER_S = 1.0
-
-PolicyFn = Callable[[Observation], Decision]
-
-
-def threshold_policy(queue_threshold: int) -> PolicyFn:
-    """The naive baseline: offload when the local queue exceeds a fixed depth.
-
-    No deadline arithmetic, no hysteresis, no early wake, no local fallback.
-    """
-
-    def fn(obs: Observation) -> Decision:
-        if obs.local_queued < queue_threshold:
-            return Decision(Route.LOCAL, "below_threshold", False)
-        if obs.cloud_state is CloudState.READY and obs.cloud_pending < 2 * obs.cloud_capacity:
-            return Decision(Route.CLOUD, "above_threshold", True)
-        reason = "cloud_busy" if obs.cloud_state is CloudState.READY else f"cloud_{obs.cloud_state.value}"
-        return Decision(Route.DROP, reason, True, obs.cloud_state is CloudState.COLD)
-
-    return fn
+__all__ = ["simulate", "simulate_fleet", "SimSummary", "STRATEGIES", "core_config_for", "compare"]
 
 
-def _make_policy(strategy: str, budget_s: float, cfg: PolicyConfig | None) -> PolicyFn:
-    base = replace(cfg or PolicyConfig(), latency_budget_s=budget_s)
-    if strategy == "policy":
-        return lambda obs: decide(obs, base)
-    if strategy == "local":
-        local_cfg = replace(base, mode=Mode.LOCAL)
-        return lambda obs: decide(obs, local_cfg)
-    if strategy == "cloud":
-        cloud_cfg = replace(base, mode=Mode.CLOUD)
-        return lambda obs: decide(obs, cloud_cfg)
-    if strategy == "threshold":
-        return threshold_policy(base.queue_budget // 2)
-    raise ConfigError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}")
+def core_config_for(trace: Trace, policy_config: PolicyConfig | None = None,
+                    breaker_config: BreakerConfig | None = None) -> CoreConfig:
+    """The device settings a trace runs with (the agent's defaults, the trace's budget and caps)."""
+    pcfg = replace(policy_config or PolicyConfig(), latency_budget_s=trace.budget_s, queue_budget=trace.queue_budget)
+    return CoreConfig(policy=pcfg, breaker=breaker_config or BreakerConfig(), local_workers=trace.local_workers,
+                      max_inflight=trace.max_inflight, max_batch=trace.max_batch)
 
 
-STRATEGIES = ("local", "cloud", "threshold", "policy")
+class EventLoop:
+    """A virtual clock and a heap of timed callbacks."""
 
-
-@dataclass
-class SimSummary:
-    strategy: str
-    trace: str
-    frames: int = 0
-    frames_after_warmup: int = 0
-    within_budget: int = 0  # after warm-up
-    outcomes: Counter = field(default_factory=Counter)
-    drops: Counter = field(default_factory=Counter)
-    latencies: dict = field(default_factory=lambda: {"local": [], "cloud": []})
-    duration_s: float = 0.0
-    devices: int = 1
-    unaccounted: int = 0
-
-    @property
-    def answered(self) -> int:
-        return self.outcomes["local"] + self.outcomes["cloud"] + self.outcomes["late"]
-
-    @property
-    def within_share(self) -> float:
-        return self.within_budget / self.frames_after_warmup if self.frames_after_warmup else 1.0
-
-    @property
-    def throughput_fps(self) -> float:
-        """Frames answered within budget per second, per device."""
-        return (self.outcomes["local"] + self.outcomes["cloud"]) / self.duration_s / self.devices
-
-    @property
-    def offload_ratio(self) -> float:
-        done = self.outcomes["local"] + self.outcomes["cloud"]
-        return self.outcomes["cloud"] / done if done else 0.0
-
-    def percentile(self, route: str, q: float) -> float | None:
-        xs = sorted(self.latencies[route])
-        if not xs:
-            return None
-        return xs[min(len(xs) - 1, int(math.ceil(q / 100 * len(xs))) - 1)]
-
-    def row(self) -> dict:
-        p = {f"{r}_p{q}_ms": (None if (v := self.percentile(r, q)) is None else round(1000 * v, 1))
-             for r in ("local", "cloud") for q in (50, 99)}
-        return {
-            "trace": self.trace, "strategy": self.strategy, "devices": self.devices, "frames": self.frames,
-            "within_budget": round(self.within_share, 4), "throughput_fps": round(self.throughput_fps, 2),
-            "offload_ratio": round(self.offload_ratio, 3), "late": self.outcomes["late"],
-            "dropped": self.outcomes["dropped"], "drop_reasons": dict(self.drops), **p,
-        }
-
-
-class _Cloud:
-    """One service: FIFO queue over replicas x slots, cold start, outages, autoscaling."""
-
-    def __init__(self, sim: "_Sim", trace: Trace) -> None:
-        self.sim, self.t = sim, trace
-        self.ready_at: float | None = None if trace.cloud_cold_start_s > 0 else 0.0
-        self.replicas = 0 if trace.cloud_cold_start_s > 0 else 1
-        self.busy = 0
-        self.queue: deque = deque()
-        self.inflight = 0  # requests inside the service (queued or running)
-        self.scaling = 0
-
-    def wake(self, now: float) -> float:
-        """A GET /readyz; returns when the service will answer ready."""
-        if self.ready_at is None:
-            self.ready_at = now + self.t.cloud_cold_start_s
-            self.sim.at(self.ready_at, self._first_replica)
-        ready = max(now + self.t.net_rtt_s, self.ready_at)
-        while self.t.outage(ready):  # /readyz fails until the outage ends
-            ready = next(end for start, end in self.t.cloud_outages if start <= ready < end)
-        return ready
-
-    def _first_replica(self) -> None:
-        self.replicas = max(self.replicas, 1)
-        self._pump()
-        if self.t.autoscale:
-            self.sim.at(self.sim.now + 5.0, self._autoscale)
-
-    def _autoscale(self) -> None:
-        want = min(self.t.max_replicas, math.ceil(self.inflight / self.t.target_inflight_per_replica))
-        missing = want - self.replicas - self.scaling
-        for _ in range(max(0, missing)):
-            self.scaling += 1
-            self.sim.at(self.sim.now + self.t.replica_start_s, self._replica_up)
-        if self.sim.now < self.t.duration_s:
-            self.sim.at(self.sim.now + 5.0, self._autoscale)
-
-    def _replica_up(self) -> None:
-        self.scaling -= 1
-        self.replicas += 1
-        self._pump()
-
-    def request(self, n: int, done: Callable[[bool], None]) -> None:
-        """Send n frames in one request; ``done(ok)`` runs when the answer is back."""
-        now = self.sim.now
-        up = self.sim.rng.lognormvariate(*_lognorm(self.t.net_rtt_s, self.t.net_jitter_s)) / 2
-        arrive = now + up
-        if self.t.outage(arrive) or self.replicas == 0:
-            self.sim.at(now + self.t.outage_fail_s, done, False)
-            return
-        self.sim.at(arrive, self._arrive, n, done, up)
-
-    def _arrive(self, n: int, done, half_rtt: float) -> None:
-        self.inflight += 1
-        self.queue.append((n, done, half_rtt))
-        self._pump()
-
-    def _pump(self) -> None:
-        while self.queue and self.busy < self.replicas * self.t.cloud_slots:
-            n, done, half_rtt = self.queue.popleft()
-            self.busy += 1
-            # a GPU batch costs less than n single frames
-            service = self.t.cloud_service_s * (1 + 0.5 * (n - 1))
-            self.sim.at(self.sim.now + service, self._finish, done, half_rtt)
-
-    def _finish(self, done, half_rtt: float) -> None:
-        self.busy -= 1
-        self.inflight -= 1
-        ok = not self.t.outage(self.sim.now)
-        self.sim.at(self.sim.now + half_rtt, done, ok)
-        self._pump()
-
-
-def _lognorm(mean: float, std: float) -> tuple[float, float]:
-    sigma = math.sqrt(math.log(1 + (std / mean) ** 2)) if mean > 0 and std > 0 else 0.0
-    return math.log(max(mean, 1e-9)) - sigma * sigma / 2, sigma
-
-
-@dataclass
-class _Frame:
-    seq: int
-    captured: float
-    deadline: float
-    warm: bool
-
-
-class _Device:
-    """The runner's logic on the virtual clock."""
-
-    def __init__(self, sim: "_Sim", cloud: _Cloud, trace: Trace, policy: PolicyFn, summary: SimSummary,
-                 breaker_cfg: BreakerConfig, start: float) -> None:
-        self.sim, self.cloud, self.t, self.policy, self.s = sim, cloud, trace, policy, summary
-        self.local_q: deque[_Frame] = deque()
-        self.local_busy = 0
-        self.service = Ewma(alpha=0.2)
-        self.rtt = Ewma(alpha=0.2)
-        self.last_rtt_at = 0.0
-        self.phase = CloudState.COLD
-        self.breaker = Breaker()
-        self.breaker_cfg = breaker_cfg
-        self.offloading = False
-        self.cloud_q: deque[_Frame] = deque()
-        self.requests = 0
-        self.cloud_frames = 0
-        self.open_frames = 0
-        self.seq = itertools.count()
-        sim.at(start, self._next_frame)
-
-    # --- frames in
-    def _next_frame(self) -> None:
-        now = self.sim.now
-        if now >= self.t.duration_s:
-            return
-        f = _Frame(next(self.seq), now, now + self.t.budget_s, now >= self.t.warmup_s)
-        self.s.frames += 1
-        self.s.frames_after_warmup += f.warm
-        self.open_frames += 1
-        self._route(f, now)
-        self.sim.at(now + 1.0 / self.t.fps_at(now), self._next_frame)
-
-    def _observe(self, f: _Frame, now: float) -> Observation:
-        state, cap = effective_cloud(self.phase, self.breaker, now, self.t.max_inflight * self.t.max_batch)
-        return Observation(
-            frame_age_s=now - f.captured, local_queued=len(self.local_q), local_busy=self.local_busy,
-            local_service_s=self.service.upper(1.0), cloud_state=state, cloud_rtt_s=self.rtt.upper(1.0),
-            cloud_pending=self.cloud_frames, cloud_capacity=cap, offloading=self.offloading,
-            budget_s=self.t.budget_s, cloud_probe_due=self.cloud_frames == 0 and (not self.rtt.count or now - self.last_rtt_at > PROBE_AFTER_S),
-        )
-
-    def _route(self, f: _Frame, now: float, fallback: bool = False) -> None:
-        d = self.policy(self._observe(f, now))
-        if not fallback:
-            self.offloading = d.offloading
-        if d.wake_cloud and self.phase is CloudState.COLD:
-            self.phase = CloudState.WAKING
-            self.sim.at(self.cloud.wake(now), self._woken)
-        if d.route is Route.LOCAL:
-            self.local_q.append(f)
-            self._serve_local()
-        elif d.route is Route.CLOUD:
-            self.cloud_q.append(f)
-            self.cloud_frames += 1
-            self._send()
-        else:
-            self._finish(f, "dropped", None, now, d.reason)
-
-    def _woken(self) -> None:
-        self.phase = CloudState.READY
-        self._send()
-
-    # --- local worker
-    def _serve_local(self) -> None:
-        while self.local_busy < 1 and self.local_q:
-            f = self.local_q.popleft()
-            now = self.sim.now
-            if now >= f.deadline:  # stale: running it would only produce a late answer
-                self._finish(f, "dropped", None, now, "expired_in_queue")
-                continue
-            self.local_busy += 1
-            mu, sigma = _lognorm(self.t.local_service_s * self.t.slow_factor(now), self.t.local_cv * self.t.local_service_s)
-            dt = self.sim.rng.lognormvariate(mu, sigma)
-            self.sim.at(now + dt, self._local_done, f, dt)
-
-    def _local_done(self, f: _Frame, dt: float) -> None:
-        self.local_busy -= 1
-        self.service.update(dt)
-        self._finish(f, "local", "local", self.sim.now)
-        self._serve_local()
-
-    # --- cloud sender
-    def _send(self) -> None:
-        state, cap = effective_cloud(self.phase, self.breaker, self.sim.now, self.t.max_inflight)
-        while self.cloud_q and self.requests < cap:
-            if state is not CloudState.READY:
-                break
-            batch = [self.cloud_q.popleft() for _ in range(min(self.t.max_batch, len(self.cloud_q)))]
-            self.requests += 1
-            sent = self.sim.now
-            self.cloud.request(len(batch), lambda ok, b=batch, s=sent: self._cloud_done(b, s, ok))
-        # frames stuck behind a non-ready cloud go back through the policy
-        if state is not CloudState.READY:
-            while self.cloud_q:
-                f = self.cloud_q.popleft()
-                self.cloud_frames -= 1
-                self._route(f, self.sim.now, fallback=True)
-
-    def _cloud_done(self, batch: list[_Frame], sent: float, ok: bool) -> None:
-        now = self.sim.now
-        self.requests -= 1
-        self.cloud_frames -= len(batch)
-        if ok:
-            self.rtt.update(now - sent)
-            self.last_rtt_at = now
-            self.breaker = on_success(self.breaker)
-            for f in batch:
-                self._finish(f, "cloud", "cloud", now)
-        else:
-            self.breaker = on_failure(self.breaker, now=now, cfg=self.breaker_cfg)
-            if self.breaker.state(now) == "open":
-                self.sim.at(self.breaker.open_until, self._send)
-            for f in batch:
-                self._route(f, now, fallback=True)
-        self._send()
-
-    def _finish(self, f: _Frame, outcome: str, route: str | None, now: float, reason: str | None = None) -> None:
-        self.open_frames -= 1
-        if outcome != "dropped" and now > f.deadline:
-            outcome = "late"
-        if f.warm:
-            self.s.outcomes[outcome] += 1
-            if outcome == "dropped":
-                self.s.drops[reason] += 1
-            elif outcome != "late":
-                self.s.within_budget += 1
-                self.s.latencies[route].append(now - f.captured)
-
-
-class _Sim:
-    def __init__(self, seed: int) -> None:
+    def __init__(self) -> None:
         self.now = 0.0
-        self.rng = random.Random(seed)
         self._q: list = []
         self._n = itertools.count()
 
-    def at(self, t: float, fn, *args) -> None:
-        heapq.heappush(self._q, (t, next(self._n), fn, args))
+    def at(self, t: float, fn: Callable[..., None], *args: Any) -> None:
+        heapq.heappush(self._q, (max(t, self.now), next(self._n), fn, args))
 
     def run(self) -> None:
         while self._q:
@@ -357,22 +65,223 @@ class _Sim:
             fn(*args)
 
 
-def simulate_fleet(trace: Trace, *, strategy: str = "policy", devices: int = 1, policy_config: PolicyConfig | None = None,
-                   breaker_config: BreakerConfig | None = None) -> SimSummary:
-    """Run ``devices`` copies of the agent against one shared cloud service."""
-    if devices < 1:
-        raise ConfigError(f"devices must be >= 1, got {devices}")
-    sim = _Sim(trace.seed)
-    cloud = _Cloud(sim, trace)
-    summary = SimSummary(strategy=strategy, trace=trace.name, duration_s=trace.duration_s - trace.warmup_s, devices=devices)
-    policy = _make_policy(strategy, trace.budget_s, policy_config)
-    fleet = [
-        _Device(sim, cloud, trace, policy, summary, breaker_config or BreakerConfig(), start=sim.rng.uniform(0, 1 / trace.fps))
-        for _ in range(devices)
-    ]
-    sim.run()
-    summary.unaccounted = sum(d.open_frames for d in fleet)
-    return summary
+class SimCloud:
+    """One cloud service shared by every simulated device."""
+
+    def __init__(self, loop: EventLoop, trace: Trace) -> None:
+        self.loop, self.t = loop, trace
+        self.ready_at: float | None = None if trace.cloud_cold_start_s > 0 else 0.0
+        self.replicas = 0 if trace.cloud_cold_start_s > 0 else 1
+        self.busy = 0
+        self.queue: list = []
+        self.queue_head = 0
+        self.inflight = 0  # requests inside the service (queued or running)
+        self.scaling = 0
+        self.frames_served = 0
+
+    # -- /readyz -----------------------------------------------------------------------------
+    def wake(self, wait_s: float, done: Callable[[bool], None]) -> None:
+        """Poll /readyz until ready or ``wait_s`` passes; ``done(ok)`` then."""
+        now = self.loop.now
+        if self.ready_at is None:
+            self.ready_at = now + self.t.cloud_cold_start_s
+            self.loop.at(self.ready_at, self._first_replica)
+        ready = self.t.outage_end(max(now + self.t.net_rtt_s, self.ready_at))
+        if ready <= now + wait_s:
+            self.loop.at(ready, done, True)
+        else:
+            self.loop.at(now + wait_s, done, False)
+
+    def _first_replica(self) -> None:
+        self.replicas = max(self.replicas, 1)
+        self._pump()
+        if self.t.autoscale:
+            self.loop.at(self.loop.now + 5.0, self._autoscale)
+
+    def _autoscale(self) -> None:
+        want = min(self.t.max_replicas, math.ceil(self.inflight / self.t.target_inflight_per_replica))
+        for _ in range(max(0, want - self.replicas - self.scaling)):
+            self.scaling += 1
+            self.loop.at(self.loop.now + self.t.replica_start_s, self._replica_up)
+        if self.loop.now < self.t.duration_s:
+            self.loop.at(self.loop.now + 5.0, self._autoscale)
+
+    def _replica_up(self) -> None:
+        self.scaling -= 1
+        self.replicas += 1
+        self._pump()
+
+    # -- requests ----------------------------------------------------------------------------
+    def request(self, n: int, network_s: float, timeout_s: float,
+                done: Callable[[Failure | None, float | None], None]) -> None:
+        """Send ``n`` frames in one request; ``done(failure, retry_after)`` runs when it is over."""
+        now = self.loop.now
+        half = network_s / 2
+        arrive = now + half
+        state = {"over": False}
+
+        def finish(failure: Failure | None, retry_after: float | None = None) -> None:
+            if not state["over"]:
+                state["over"] = True
+                done(failure, retry_after)
+
+        # the client gives up after timeout_s, whatever the service does
+        self.loop.at(now + timeout_s, finish, Failure.TIMEOUT)
+        if self.t.outage(arrive) or self.replicas == 0:
+            if self.t.cloud_hangs and self.t.outage(arrive):
+                return  # the timeout above answers
+            kind = Failure.UNAVAILABLE
+            self.loop.at(now + self.t.outage_fail_s, finish, kind, self.t.outage_retry_after_s)
+            return
+        self.loop.at(arrive, self._arrive, n, half, finish)
+
+    def _arrive(self, n: int, half: float, finish) -> None:
+        self.inflight += 1
+        self.queue.append((n, half, finish))
+        self._pump()
+
+    def _pump(self) -> None:
+        while self.queue_head < len(self.queue) and self.busy < self.replicas * self.t.cloud_slots:
+            n, half, finish = self.queue[self.queue_head]
+            self.queue[self.queue_head] = None
+            self.queue_head += 1
+            self.busy += 1
+            self.loop.at(self.loop.now + self.t.cloud_batch_s(n, self.loop.now), self._served, n, half, finish)
+        if self.queue_head > 1024 and self.queue_head * 2 > len(self.queue):
+            del self.queue[:self.queue_head]
+            self.queue_head = 0
+
+    def _served(self, n: int, half: float, finish) -> None:
+        self.busy -= 1
+        self.inflight -= 1
+        if self.t.outage(self.loop.now):
+            if not self.t.cloud_hangs:
+                self.loop.at(self.loop.now + self.t.outage_fail_s, finish, Failure.UNAVAILABLE,
+                             self.t.outage_retry_after_s)
+        else:
+            self.frames_served += n
+            self.loop.at(self.loop.now + half, finish, None)
+        self._pump()
+
+
+class SimDevice:
+    """One device: a DeviceCore driven by the event loop and a trace sample."""
+
+    def __init__(self, loop: EventLoop, cloud: SimCloud | None, tsample: TraceSample, cfg: CoreConfig,
+                 stats: RunStats, *, policy=None) -> None:
+        self.loop, self.cloud, self.s, self.stats = loop, cloud, tsample, stats
+        t = tsample.trace
+        self.core = DeviceCore(cfg, cloud=cloud is not None, local_ready=t.local_warmup_s <= 0, policy=policy)
+        self._tick_at: float | None = None
+        self._requests: dict[int, tuple[int, ...]] = {}
+        for seq, captured in enumerate(tsample.captured):
+            loop.at(float(captured), self._frame, seq)
+        if t.local_warmup_s > 0:
+            loop.at(t.local_warmup_s, self._feed, LocalReady)
+        loop.at(t.duration_s, self._feed, Close)
+
+    def _frame(self, seq: int) -> None:
+        self._do(self.core.handle(FrameCaptured(at=self.loop.now, seq=seq)))
+
+    def _feed(self, event_type) -> None:
+        self._do(self.core.handle(event_type(at=self.loop.now)))
+
+    def _tick(self, at: float) -> None:
+        if self._tick_at == at:
+            self._tick_at = None
+        self._do(self.core.handle(Tick(at=self.loop.now)))
+
+    def _do(self, actions: list) -> None:
+        now = self.loop.now
+        for a in actions:
+            if isinstance(a, RunLocal):
+                dt = self.s.local_time(a.seq, now)
+                self.loop.at(now + dt, self._local_done, a.seq, dt)
+            elif isinstance(a, SendBatch):
+                self._requests[a.request] = a.seqs
+                net = self.s.network_time(a.seqs[0], now)
+                self.cloud.request(len(a.seqs), net, a.timeout_s,
+                                   lambda failure, retry, rid=a.request: self._cloud_done(rid, failure, retry))
+            elif isinstance(a, Wake):
+                self.cloud.wake(a.wait_s, lambda ok, ep=a.endpoint: self._do(
+                    self.core.handle(WakeDone(at=self.loop.now, endpoint=ep, ok=ok))))
+            elif isinstance(a, Release):
+                for r in a.results:
+                    self.stats.add(r)
+            elif isinstance(a, LateAnswer):
+                self.stats.add_late_answer(a.route)
+        nxt = self.core.next_timer()
+        if nxt is not None and (self._tick_at is None or nxt < self._tick_at):
+            self._tick_at = nxt
+            self.loop.at(nxt, self._tick, nxt)
+
+    def _local_done(self, seq: int, dt: float) -> None:
+        self._do(self.core.handle(LocalDone(at=self.loop.now, seq=seq, service_s=dt, answer=None)))
+
+    def _cloud_done(self, rid: int, failure: Failure | None, retry_after: float | None) -> None:
+        n = len(self._requests.pop(rid))
+        if failure is None:
+            ev = CloudDone(at=self.loop.now, request=rid, answers=[None] * n, metas=[{}] * n)
+        else:
+            ev = CloudDone(at=self.loop.now, request=rid, failure=failure, retry_after_s=retry_after)
+        self._do(self.core.handle(ev))
+
+
+@dataclass
+class SimSummary:
+    strategy: str
+    trace: str
+    stats: RunStats
+    devices: int = 1
+    duration_s: float = 0.0
+    unaccounted: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def within_share(self) -> float:
+        return self.stats.within_share
+
+    @property
+    def offload_ratio(self) -> float:
+        return self.stats.offload_ratio
+
+    @property
+    def throughput_fps(self) -> float:
+        """Frames answered within budget per second, per device."""
+        return self.stats.within_budget / self.duration_s / self.devices
+
+    def row(self) -> dict:
+        d = self.stats.as_dict()
+        return {
+            "trace": self.trace, "strategy": self.strategy, "devices": self.devices, "frames": self.stats.frames,
+            "within_budget": round(self.within_share, 4), "throughput_fps": round(self.throughput_fps, 2),
+            "offload_ratio": round(self.offload_ratio, 3), "late": d["outcomes"]["late"],
+            "dropped": d["outcomes"]["dropped"], "drop_reasons": d["drops"], "late_reasons": d["late"],
+            "released_after_deadline_within_budget": self.stats.dishonest, "unaccounted": self.unaccounted,
+            **{k: v for k, v in d.items() if k.endswith("_ms") and k != "budget_ms"}, **self.extra,
+        }
+
+
+def simulate_fleet(trace: Trace, *, strategy: str = "policy", devices: int = 1,
+                   policy_config: PolicyConfig | None = None, breaker_config: BreakerConfig | None = None,
+                   ) -> SimSummary:
+    """Run ``devices`` copies of the device core against one shared cloud service."""
+    if not isinstance(devices, int) or devices < 1:
+        raise ConfigError(f"devices must be a whole number >= 1, got {devices!r}")
+    cfg = core_config_for(trace, policy_config, breaker_config)
+    policy = make_policy(strategy, cfg.policy)
+    loop = EventLoop()
+    cloud = SimCloud(loop, trace)
+    fleet = []
+    for i in range(devices):
+        stats = RunStats(budget_s=trace.budget_s, count_from=trace.warmup_s)
+        fleet.append(SimDevice(loop, cloud, sample(trace, device=i), cfg, stats, policy=policy))
+    loop.run()
+    total = RunStats(budget_s=trace.budget_s, count_from=trace.warmup_s)
+    for d in fleet:
+        total.merge(d.stats)
+    return SimSummary(strategy=strategy, trace=trace.name, stats=total, devices=devices,
+                      duration_s=trace.duration_s - trace.warmup_s, unaccounted=sum(d.core.pending for d in fleet))
 
 
 def simulate(trace: Trace, *, strategy: str = "policy", policy_config: PolicyConfig | None = None) -> SimSummary:

@@ -17,24 +17,21 @@ import queue
 import sys
 import threading
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO
 
 from yolo_edge.errors import ConfigError
 
-from .reorder import FrameResult
+from .frames import FrameResult
+from .protocols import Sink
 
 __all__ = ["Sink", "JsonlSink", "StdoutSink", "WebhookSink", "AnnotatedSink", "make_sink"]
 
 logger = logging.getLogger(__name__)
 
 
-class Sink(Protocol):
-    def emit(self, result: FrameResult) -> None: ...
-
-    def close(self) -> None: ...
-
-
 class JsonlSink:
+    wants_images = False
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,6 +46,8 @@ class JsonlSink:
 
 
 class StdoutSink:
+    wants_images = False
+
     def __init__(self, stream: IO[str] | None = None) -> None:
         self._stream = stream
 
@@ -63,6 +62,8 @@ class StdoutSink:
 
 class WebhookSink:
     """POSTs each result as JSON from a background thread; a full queue drops deliveries (counted)."""
+
+    wants_images = False
 
     def __init__(self, url: str, *, timeout: float = 2.0, max_queue: int = 1000, session=None) -> None:
         if not url.startswith(("http://", "https://")):

@@ -23,7 +23,7 @@ import numpy as np
 
 from yolo_edge.errors import ConfigError, ImageDecodeError
 
-__all__ = ["SourceFrame", "open_source", "replay", "LiveSource", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES"]
+__all__ = ["SourceFrame", "open_source", "replay", "is_live", "LiveSource", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES"]
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +105,8 @@ def _folder_frames(folder: Path, loop: bool) -> Iterator[np.ndarray]:
             return
 
 
-def _is_live(spec: str) -> bool:
+def is_live(spec: str) -> bool:
+    """Whether a source spec is a live stream or camera (served as it comes) rather than a recording."""
     return (spec.isdigit() or spec.startswith(("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "/dev/video"))
             or "!" in spec)  # a GStreamer pipeline (Jetson: nvarguscamerasrc ! ... ! appsink)
 
@@ -118,7 +119,7 @@ def open_source(spec: Any, *, fps: float | None = None, realtime: bool = True, l
     if isinstance(spec, Sequence) and not isinstance(spec, str):
         return replay(iter(spec), fps=fps or 30.0, realtime=realtime, max_frames=max_frames, clock=clock, sleep=sleep)
     spec = str(spec)
-    if _is_live(spec):
+    if is_live(spec):
         return iter(LiveSource(spec, max_frames=max_frames, clock=clock))
     path = Path(spec)
     if path.is_dir():

@@ -1,10 +1,17 @@
-"""Run statistics and the one-screen summary (pure: fed FrameResults).
+"""Run statistics and the one-screen summary, fed the released FrameResults (pure).
 
->>> from edge_agent.reorder import FrameResult
+The agent and the simulator both count with this class, so "within budget" and the
+offload ratio mean the same thing everywhere:
+
+- within budget: released to the sinks by its deadline with an answer (``local``/``cloud``).
+- offload ratio: of the frames the device ran somewhere (answered or late), the share it
+  sent to the cloud.
+
+>>> from edge_agent.frames import FrameResult, Outcome, Route
 >>> s = RunStats(budget_s=0.5)
->>> s.add(FrameResult(seq=0, outcome="local", route="local", finished_at=0.1))
->>> s.add(FrameResult(seq=1, outcome="dropped", reason="expired"))
->>> s.frames, s.outcomes["local"], s.drops["expired"]
+>>> s.add(FrameResult(seq=0, outcome=Outcome.LOCAL, route=Route.LOCAL, released_at=0.1))
+>>> s.add(FrameResult(seq=1, outcome=Outcome.DROPPED, reason="expired"))
+>>> s.frames, s.outcomes[Outcome.LOCAL], s.drops["expired"]
 (2, 1, 1)
 """
 
@@ -14,7 +21,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .reorder import FrameResult
+from .frames import FrameResult, Outcome, Route
 
 __all__ = ["RunStats", "percentile"]
 
@@ -29,43 +36,78 @@ def percentile(values: list[float], q: float) -> float | None:
 @dataclass
 class RunStats:
     budget_s: float
+    #: frames captured before this time are not counted (the simulator's warm-up)
+    count_from: float = -math.inf
     frames: int = 0
     outcomes: Counter = field(default_factory=Counter)
     drops: Counter = field(default_factory=Counter)
-    latencies: dict = field(default_factory=lambda: {"local": [], "cloud": []})
-    late_by_route: Counter = field(default_factory=Counter)
+    late_reasons: Counter = field(default_factory=Counter)
+    routed: Counter = field(default_factory=Counter)  # frames run locally / in the cloud (answered or late)
+    latencies: dict = field(default_factory=lambda: {Route.LOCAL: [], Route.CLOUD: []})
+    late_answers: Counter = field(default_factory=Counter)  # answers that came after their frame left
+    #: released after the deadline while counted within budget: 0 by construction, counted to prove it
+    dishonest: int = 0
     first_at: float | None = None
     last_at: float | None = None
     seqs_in_order: bool = True
     _last_seq: int = -1
 
     def add(self, r: FrameResult) -> None:
-        self.frames += 1
-        self.outcomes[r.outcome] += 1
         if r.seq <= self._last_seq:
             self.seqs_in_order = False
         self._last_seq = r.seq
-        if r.outcome == "dropped":
+        if r.captured_at < self.count_from:
+            return
+        self.frames += 1
+        self.outcomes[r.outcome] += 1
+        if r.outcome is Outcome.DROPPED:
             self.drops[r.reason or "unknown"] += 1
-        elif r.route in self.latencies:
-            self.latencies[r.route].append(r.latency_s)
-            if r.outcome == "late":
-                self.late_by_route[r.route] += 1
+        else:
+            if r.route is not None:
+                self.routed[r.route] += 1
+            if r.outcome is Outcome.LATE:
+                self.late_reasons[r.reason or "unknown"] += 1
+            elif r.route is not None:
+                self.latencies[r.route].append(r.latency_s)
+                if r.released_at > r.deadline:
+                    self.dishonest += 1
         self.first_at = r.captured_at if self.first_at is None else min(self.first_at, r.captured_at)
-        self.last_at = r.finished_at if self.last_at is None else max(self.last_at, r.finished_at)
+        self.last_at = r.released_at if self.last_at is None else max(self.last_at, r.released_at)
+
+    def add_late_answer(self, route: Route) -> None:
+        self.late_answers[route] += 1
+
+    def merge(self, other: "RunStats") -> None:
+        """Add another device's counts (a fleet's summary); order is per device."""
+        self.frames += other.frames
+        for mine, theirs in ((self.outcomes, other.outcomes), (self.drops, other.drops),
+                             (self.late_reasons, other.late_reasons), (self.routed, other.routed),
+                             (self.late_answers, other.late_answers)):
+            mine.update(theirs)
+        for route, xs in other.latencies.items():
+            self.latencies[route].extend(xs)
+        self.dishonest += other.dishonest
+        self.seqs_in_order &= other.seqs_in_order
+        for attr, pick in (("first_at", min), ("last_at", max)):
+            a, b = getattr(self, attr), getattr(other, attr)
+            setattr(self, attr, b if a is None else a if b is None else pick(a, b))
 
     @property
     def answered(self) -> int:
-        return self.outcomes["local"] + self.outcomes["cloud"] + self.outcomes["late"]
+        return self.outcomes[Outcome.LOCAL] + self.outcomes[Outcome.CLOUD]
 
     @property
     def within_budget(self) -> int:
-        return self.outcomes["local"] + self.outcomes["cloud"]
+        return self.answered
+
+    @property
+    def within_share(self) -> float:
+        return self.within_budget / self.frames if self.frames else 1.0
 
     @property
     def offload_ratio(self) -> float:
-        sent = self.outcomes["cloud"] + self.late_by_route["cloud"]
-        return sent / self.answered if self.answered else 0.0
+        ran = self.routed[Route.LOCAL] + self.routed[Route.CLOUD]
+        return self.routed[Route.CLOUD] / ran if ran else 0.0
 
     @property
     def wall_s(self) -> float:
@@ -73,37 +115,41 @@ class RunStats:
 
     def as_dict(self) -> dict:
         out = {
-            "frames": self.frames, "outcomes": dict(self.outcomes), "drops": dict(self.drops),
-            "within_budget_share": round(self.within_budget / self.frames, 4) if self.frames else None,
-            "answered_within_budget_share": round(self.within_budget / self.answered, 4) if self.answered else None,
+            "frames": self.frames, "outcomes": {o.value: self.outcomes[o] for o in Outcome},
+            "drops": dict(self.drops), "late": dict(self.late_reasons),
+            "within_budget_share": round(self.within_share, 4) if self.frames else None,
             "offload_ratio": round(self.offload_ratio, 4),
-            "throughput_fps": round(self.answered / self.wall_s, 2) if self.wall_s else None,
+            "throughput_fps": round(self.within_budget / self.wall_s, 2) if self.wall_s else None,
+            "late_answers": {r.value: n for r, n in self.late_answers.items()},
+            "released_after_deadline_within_budget": self.dishonest,
             "in_order": self.seqs_in_order, "budget_ms": round(1000 * self.budget_s, 1),
         }
         for route, xs in self.latencies.items():
             for q in (50, 99):
                 v = percentile(xs, q)
-                out[f"{route}_p{q}_ms"] = None if v is None else round(1000 * v, 1)
+                out[f"{route.value}_p{q}_ms"] = None if v is None else round(1000 * v, 1)
         return out
 
     def render(self) -> str:
         """The summary printed at exit."""
         d = self.as_dict()
-        lines = [f"frames {self.frames}  budget {d['budget_ms']:.0f} ms  throughput {d['throughput_fps']} fps  "
+        lines = [f"frames {self.frames}  budget {d['budget_ms']:.0f} ms  in-budget throughput {d['throughput_fps']} fps  "
                  f"offload ratio {d['offload_ratio']:.1%}"]
-        for outcome in ("local", "cloud", "late", "dropped"):
+        for outcome in Outcome:
             n = self.outcomes[outcome]
             share = n / self.frames if self.frames else 0.0
-            lines.append(f"  {outcome:<8} {n:>7}  {share:6.1%}")
-        for reason, n in self.drops.most_common():
-            lines.append(f"    dropped[{reason}] {n}")
-        for route in ("local", "cloud"):
-            p50, p99 = d[f"{route}_p50_ms"], d[f"{route}_p99_ms"]
+            lines.append(f"  {outcome.value:<8} {n:>7}  {share:6.1%}")
+            details = self.drops if outcome is Outcome.DROPPED else self.late_reasons if outcome is Outcome.LATE else {}
+            for reason, k in Counter(details).most_common():
+                lines.append(f"    {outcome.value}[{reason}] {k}")
+        for route in (Route.LOCAL, Route.CLOUD):
+            p50, p99 = d[f"{route.value}_p50_ms"], d[f"{route.value}_p99_ms"]
             if p50 is not None:
-                ok = "within" if p99 <= d["budget_ms"] else "OVER"
-                lines.append(f"  {route:<6} latency p50 {p50:7.1f} ms  p99 {p99:7.1f} ms  ({ok} budget)")
+                lines.append(f"  {route.value:<6} latency p50 {p50:7.1f} ms  p99 {p99:7.1f} ms  (released by the deadline)")
+        if self.late_answers:
+            lines.append("  answers after their frame left: " +
+                         ", ".join(f"{r.value} {n}" for r, n in self.late_answers.items()))
         if self.frames:
-            lines.append(f"  within budget: {self.within_budget / self.frames:.1%} of all frames, "
-                         f"{(self.within_budget / self.answered if self.answered else 0):.1%} of answered; "
+            lines.append(f"  within budget: {self.within_share:.1%} of all frames; "
                          f"order {'preserved' if self.seqs_in_order else 'BROKEN'}")
         return "\n".join(lines)

@@ -1,30 +1,41 @@
-"""Scenario traces for the simulator: arrivals, device speed and cloud behaviour over time.
+"""Scenario traces: arrivals, device speed and cloud behaviour over time, and their samples.
+
+A :class:`Trace` describes a scenario; :func:`sample` draws one realization of it for one
+device (capture times, each frame's local service time, each frame's network round trip)
+from the trace's seed alone. The simulator, the oracle bound and the threaded agent's
+trace-driven fakes all read the same :class:`TraceSample`, so a frame takes the same time
+everywhere and differences between them come from the code, not from the dice.
 
 >>> t = SCENARIOS["cold_start"]
 >>> t.cloud_cold_start_s
 30.0
->>> t.fps_at(0.0) == t.fps
-True
+>>> s = sample(scenario("steady", duration_s=2.0, warmup_s=0.5))
+>>> len(s.captured), bool(s.local_service[0] > 0)
+(60, True)
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
+
+import numpy as np
 
 from yolo_edge.errors import ConfigError
 
-__all__ = ["Trace", "SCENARIOS", "scenario"]
+__all__ = ["Trace", "TraceSample", "SCENARIOS", "scenario", "sample", "lognormal_params", "CAPACITY_SCENARIOS"]
 
 Window = tuple[float, float, float]  # (start_s, end_s, value)
+Ramp = tuple[float, float, float, float]  # (start_s, peak_s, end_s, factor at the peak)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Trace:
-    """One scenario. Times in seconds; the cloud is one service shared by all devices."""
+    """One scenario. Times in seconds; in a fleet the cloud is shared by all devices."""
 
     name: str = "custom"
     duration_s: float = 60.0
-    warmup_s: float = 5.0
+    warmup_s: float = 5.0  # frames captured before this are not counted
     fps: float = 30.0
     bursts: tuple[Window, ...] = ()  # (start, end, fps) overriding ``fps``
     budget_s: float = 0.5
@@ -32,15 +43,20 @@ class Trace:
     local_service_s: float = 0.04
     local_cv: float = 0.15  # spread of local service times
     slow: tuple[Window, ...] = ()  # (start, end, factor) multiplying local service time
-    # the network, per request
-    net_rtt_s: float = 0.05
-    net_jitter_s: float = 0.01  # standard deviation of the round trip
+    local_workers: int = 1
+    local_warmup_s: float = 0.0  # the local backend is ready this long after the start
+    # the network, per request: lognormal round trip
+    net_rtt_s: float = 0.05  # mean
+    net_jitter_s: float = 0.01  # standard deviation
     # the cloud service
     cloud_service_s: float = 0.02  # per frame on one slot
     cloud_slots: int = 4  # concurrent requests per replica
+    cloud_degrade: tuple[Ramp, ...] = ()  # round trip and service slow down and recover
     cloud_cold_start_s: float = 0.0  # time from the first wake until the first replica is ready
     cloud_outages: tuple[tuple[float, float], ...] = ()  # (start, end): requests and /readyz fail
     outage_fail_s: float = 0.01  # how long a failing request takes (refused: fast)
+    outage_retry_after_s: float | None = None  # failing requests say 503 + Retry-After instead of refusing
+    cloud_hangs: bool = False  # during outages requests hang until the client's timeout instead
     # fleet autoscaling (replicas start at 1 after the cold start)
     autoscale: bool = False
     max_replicas: int = 1
@@ -49,11 +65,14 @@ class Trace:
     # agent settings the simulated device uses
     max_inflight: int = 4
     max_batch: int = 1
+    queue_budget: int = 8
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.duration_s <= 0 or self.fps <= 0 or self.local_service_s <= 0 or self.cloud_slots < 1:
             raise ConfigError(f"trace {self.name!r}: duration, fps, local_service_s and cloud_slots must be positive")
+        if self.warmup_s >= self.duration_s:
+            raise ConfigError(f"trace {self.name!r}: warmup_s ({self.warmup_s}) must be shorter than duration_s")
 
     def fps_at(self, t: float) -> float:
         for start, end, fps in self.bursts:
@@ -67,20 +86,92 @@ class Trace:
                 return factor
         return 1.0
 
+    def degrade_factor(self, t: float) -> float:
+        for start, peak, end, factor in self.cloud_degrade:
+            if start <= t < peak:
+                return 1.0 + (factor - 1.0) * (t - start) / (peak - start)
+            if peak <= t < end:
+                return factor - (factor - 1.0) * (t - peak) / (end - peak)
+        return 1.0
+
     def outage(self, t: float) -> bool:
         return any(start <= t < end for start, end in self.cloud_outages)
 
+    def outage_end(self, t: float) -> float:
+        """The end of the outage covering ``t`` (``t`` itself when none does)."""
+        while True:
+            ends = [end for start, end in self.cloud_outages if start <= t < end]
+            if not ends:
+                return t
+            t = max(ends)
+
+    def cloud_batch_s(self, n: int, t: float) -> float:
+        """Service time of a batch of ``n`` frames started at ``t`` (a GPU batch costs less than n singles)."""
+        return self.cloud_service_s * (1 + 0.5 * (n - 1)) * self.degrade_factor(t)
+
     @property
     def local_capacity_fps(self) -> float:
-        return 1.0 / self.local_service_s
+        return self.local_workers / self.local_service_s
 
     @property
     def cloud_capacity_fps(self) -> float:
         return self.cloud_slots * self.max_replicas / self.cloud_service_s
 
+    @property
+    def peak_fps(self) -> float:
+        return max([self.fps] + [b[2] for b in self.bursts])
+
+
+def lognormal_params(mean: float, std: float) -> tuple[float, float]:
+    """(mu, sigma) of the lognormal with this mean and standard deviation."""
+    sigma = math.sqrt(math.log(1 + (std / mean) ** 2)) if mean > 0 and std > 0 else 0.0
+    return math.log(max(mean, 1e-9)) - sigma * sigma / 2, sigma
+
+
+@dataclass(frozen=True)
+class TraceSample:
+    """One device's realization of a trace: frame i is captured at ``captured[i]``, takes
+    ``local_service[i]`` (times the trace's slow factor) on a local worker, and a request
+    whose first frame is i spends ``net_rtt[i]`` (times the degrade factor) on the network."""
+
+    trace: Trace
+    captured: np.ndarray
+    local_service: np.ndarray
+    net_rtt: np.ndarray
+
+    def local_time(self, seq: int, start: float) -> float:
+        return float(self.local_service[seq]) * self.trace.slow_factor(start)
+
+    def network_time(self, seq: int, at: float) -> float:
+        return float(self.net_rtt[seq]) * self.trace.degrade_factor(at)
+
+
+def _arrivals(trace: Trace, offset: float) -> np.ndarray:
+    times, t = [], offset
+    while t < trace.duration_s:
+        times.append(t)
+        t += 1.0 / trace.fps_at(t)
+    return np.asarray(times, dtype=np.float64)
+
+
+def sample(trace: Trace, *, device: int = 0, offset: float | None = None) -> TraceSample:
+    """Draw device ``device``'s realization of ``trace`` (deterministic in seed and device)."""
+    rng = np.random.default_rng([trace.seed, device])
+    if offset is None:
+        offset = float(rng.uniform(0, 1.0 / trace.fps)) if device else 0.0
+    captured = _arrivals(trace, offset)
+    n = len(captured)
+    mu, sigma = lognormal_params(trace.local_service_s, trace.local_cv * trace.local_service_s)
+    local = rng.lognormal(mu, sigma, n) if sigma > 0 else np.full(n, trace.local_service_s)
+    mu, sigma = lognormal_params(trace.net_rtt_s, trace.net_jitter_s)
+    net = rng.lognormal(mu, sigma, n) if sigma > 0 else np.full(n, trace.net_rtt_s)
+    return TraceSample(trace, captured, local, net)
+
 
 # local 25 fps, cloud 12.5 fps: 37.5 fps of capacity for 30 fps of frames (1.25x)
 _BASE = Trace(name="steady", fps=30.0, local_service_s=0.04, cloud_service_s=0.08, cloud_slots=1)
+# heavy tail: lognormal round trip with p99 = 5 x the median (sigma = ln 5 / 2.326)
+_HEAVY_SIGMA = math.log(5) / 2.326
 
 SCENARIOS: dict[str, Trace] = {
     "steady": _BASE,
@@ -90,7 +181,37 @@ SCENARIOS: dict[str, Trace] = {
     "jitter": replace(_BASE, name="jitter", net_rtt_s=0.12, net_jitter_s=0.06),
     "slow_device": replace(_BASE, name="slow_device", fps=18.0, slow=((15.0, 40.0, 2.5),)),
     "double_rate": replace(_BASE, name="double_rate", fps=50.0, cloud_service_s=0.02, cloud_slots=2),
+    # local + cloud exactly 1.2x the load, with a jittery network: 25 + 11 fps for 30
+    "capacity_1_2x": replace(_BASE, name="capacity_1_2x", cloud_service_s=1 / 11, net_rtt_s=0.08, net_jitter_s=0.03),
+    # two local workers (a GPU running two streams), 1.2x
+    "two_workers": replace(_BASE, name="two_workers", fps=48.0, local_workers=2, local_service_s=0.05,
+                           cloud_service_s=1 / 17.6, net_jitter_s=0.02),
+    # a heavy-tailed network: median 0.1 s, p99 0.5 s
+    "heavy_tail": replace(_BASE, name="heavy_tail", cloud_slots=2,
+                          net_rtt_s=0.1 * math.exp(_HEAVY_SIGMA ** 2 / 2),
+                          net_jitter_s=0.1 * math.exp(_HEAVY_SIGMA ** 2 / 2) * math.sqrt(math.exp(_HEAVY_SIGMA ** 2) - 1)),
+    # the cloud slowly degrades to 3.2x its answer time (0.45 s of a 0.5 s budget) and recovers
+    "degrading": replace(_BASE, name="degrading", net_rtt_s=0.08, net_jitter_s=0.02, cloud_service_s=0.06,
+                         cloud_slots=2, cloud_degrade=((10.0, 30.0, 50.0, 3.2),)),
+    # ... and a brown-out: 6x, past the budget for 20 s, where only local can answer
+    "brownout": replace(_BASE, name="brownout", net_rtt_s=0.08, net_jitter_s=0.02, cloud_service_s=0.06,
+                        cloud_degrade=((10.0, 30.0, 50.0, 6.0),)),
+    # on/off bursts past the total capacity: 40 fps for 2 s every 6 s, 15 fps between
+    "on_off": replace(_BASE, name="on_off", fps=15.0,
+                      bursts=tuple((float(s), float(s + 2), 40.0) for s in range(6, 58, 6))),
+    # a self-hosted service that answers 503 + Retry-After while it is down
+    "retry_after": replace(_BASE, name="retry_after", cloud_outages=((20.0, 30.0),), outage_retry_after_s=1.0),
+    # a frozen cloud: requests hang until the client times out
+    "frozen": replace(_BASE, name="frozen", cloud_outages=((20.0, 30.0),), cloud_hangs=True),
+    # the local backend builds its engine for 20 s: the cloud carries what it can meanwhile
+    "local_warmup": replace(_BASE, name="local_warmup", local_warmup_s=20.0, cloud_slots=3),
 }
+
+#: scenarios where local + cloud capacity is at least 1.2x the load at every moment, with a
+#: jittery round trip, and the cloud never fails: nearly every frame must be answered within
+#: its budget. ("jitter" is not one: its round trip alone exceeds the budget for ~0.5% of
+#: cloud frames, p99.9 of 120 +- 60 ms lognormal plus 80 ms of service being 541 ms.)
+CAPACITY_SCENARIOS = ("steady", "double_rate", "capacity_1_2x", "two_workers")
 
 
 def scenario(key: str, **overrides) -> Trace:

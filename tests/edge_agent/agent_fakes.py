@@ -64,3 +64,20 @@ class FakeCloud:
         finally:
             with self._lock:
                 self._in -= 1
+
+
+class ListSink:
+    """Keeps every released result and when it arrived (the agent's clock)."""
+
+    wants_images = False
+
+    def __init__(self) -> None:
+        self.results = []
+        self.received_at = []
+
+    def emit(self, r) -> None:
+        self.results.append(r)
+        self.received_at.append(time.monotonic())
+
+    def close(self) -> None:
+        pass

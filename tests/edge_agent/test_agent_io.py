@@ -13,35 +13,13 @@ import requests
 from edge_agent.cli import main
 from edge_agent.config import AgentConfig, load_config
 from edge_agent.metrics import AgentMetrics, MetricsServer
-from edge_agent.reorder import FrameResult, ReorderBuffer
+from edge_agent.frames import FrameResult, Outcome, Route
 from edge_agent.runner import Agent
 from edge_agent.sinks import JsonlSink, WebhookSink, make_sink
 from yolo_edge import Detections
 from yolo_edge.errors import ConfigError
 
 from agent_fakes import SlowDetector
-
-
-def test_reorder_releases_in_order_and_times_out_missing():
-    rb = ReorderBuffer(window=8, grace_s=0.5)
-    for s in range(5):
-        rb.expect(s, deadline=1.0)
-    rb.put(FrameResult(seq=1, outcome="local", route="local"))
-    assert rb.pop_ready(now=0.5) == []
-    out = rb.pop_ready(now=1.6)  # frame 0 never answered: released as dropped[no_result]
-    assert [(r.seq, r.outcome, r.reason) for r in out][:2] == [(0, "dropped", "no_result"), (1, "local", None)]
-    assert not rb.put(FrameResult(seq=0, outcome="cloud", route="cloud"))  # too late: refused, not double-counted
-
-
-def test_reorder_window_bounds_memory():
-    rb = ReorderBuffer(window=2, grace_s=100)
-    for s in range(4):
-        rb.expect(s, deadline=10)
-    for s in (1, 2, 3):
-        rb.put(FrameResult(seq=s, outcome="local", route="local"))
-    assert [r.seq for r in rb.pop_ready(now=0)] == [0, 1, 2, 3]
-    with pytest.raises(ConfigError):
-        rb.expect(1, deadline=1)
 
 
 def test_jsonl_and_webhook_sinks(tmp_path):
@@ -59,7 +37,7 @@ def test_jsonl_and_webhook_sinks(tmp_path):
     srv = HTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     dets = Detections([[1, 2, 3, 4]], [0.5], [0], {0: "person"})
-    res = FrameResult(seq=7, outcome="cloud", route="cloud", captured_at=1.0, deadline=1.5, finished_at=1.2,
+    res = FrameResult(seq=7, outcome=Outcome.CLOUD, route=Route.CLOUD, captured_at=1.0, deadline=1.5, released_at=1.2,
                       detections=dets)
     sink = JsonlSink(tmp_path / "r.jsonl")
     hook = WebhookSink(f"http://127.0.0.1:{srv.server_address[1]}/hook")
@@ -88,6 +66,8 @@ def test_metrics_and_health_endpoints():
         text = requests.get(server.url + "/metrics", timeout=2).text
         assert 'edge_agent_frames_total{outcome="local",route="local"} 3.0' in text
         assert "edge_agent_latency_seconds_bucket" in text and "edge_agent_local_queue_depth" in text
+        assert 'edge_agent_decisions_total{reason="local_fits",route="local"} 3.0' in text
+        assert "edge_agent_within_budget_ratio 1.0" in text
         assert 'edge_agent_cloud_state{state="disabled"} 1.0' in text
         assert requests.get(server.url + "/nope", timeout=2).status_code == 404
     finally:
@@ -97,9 +77,10 @@ def test_metrics_and_health_endpoints():
 def test_local_backend_is_visible_in_metrics(default_detector):
     from prometheus_client.parser import text_string_to_metric_families
 
-    metrics = AgentMetrics()
-    Agent(AgentConfig(latency_budget_ms=500), detector=default_detector, metrics=metrics)
-    families = {f.name: f for f in text_string_to_metric_families(metrics.exposition().decode())}
+    from edge_agent.cli import build_agent
+
+    agent, _ = build_agent(AgentConfig(latency_budget_ms=500, sinks=()), detector=default_detector)
+    families = {f.name: f for f in text_string_to_metric_families(agent.metrics.exposition().decode())}
     (sample,) = families["edge_agent_local_backend_info"].samples
     assert sample.value == 1 and sample.labels["name"] == "onnxruntime"
     assert "CPUExecutionProvider" in sample.labels["providers"] and "auto" in sample.labels["selected"]
@@ -113,14 +94,18 @@ def test_config_files(tmp_path):
     assert load_config(tmp_path / "a.yaml").queue_budget == 3
     with pytest.raises(ConfigError, match="unknown agent setting"):
         load_config(tmp_path / "bad.yaml")
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="mode must be one of"):
         AgentConfig(mode="sometimes")
+    with pytest.raises(ConfigError, match="max_inflight"):
+        AgentConfig(max_inflight=0)
+    assert load_config(tmp_path / "a.toml").core().budget_s == 0.25
 
 
 def test_cli_simulate_json(capsys):
     assert main(["simulate", "--scenario", "steady", "--duration", "10", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert {r["strategy"] for r in rows} == {"local", "cloud", "threshold", "policy"}
+    assert all(0 < r["of_oracle"] <= 1.0 for r in rows)  # the oracle bounds every strategy
 
 
 def test_cli_run_local_writes_results(tmp_path, capsys, sample_photos, default_model_path):

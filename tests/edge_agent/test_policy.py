@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from edge_agent.policy import CloudState, Mode, Observation, PolicyConfig, Route, decide, local_eta
+from edge_agent.policy import (
+    CloudState, Mode, Observation, PolicyConfig, Route, decide, local_eta, make_policy, threshold_policy,
+)
 from yolo_edge.errors import ConfigError
 
-CFG = PolicyConfig(latency_budget_s=0.5, queue_budget=8, local_high=0.8, local_low=0.6, wake_at=0.4, wake_queue=2)
+# hysteresis on (it is off by default) so its rows are tested too
+CFG = PolicyConfig(latency_budget_s=0.5, queue_budget=8, local_high=0.8, local_low=0.6, queue_hysteresis=1,
+                   wake_at=0.4, wake_queue=2)
 R, C = CloudState.READY, CloudState.COLD
 
 
 def obs(**kw):
     base = dict(frame_age_s=0.0, local_queued=0, local_busy=0, local_service_s=0.05,
-                cloud_state=R, cloud_rtt_s=0.1, cloud_pending=0, cloud_capacity=4)
+                cloud_state=R, cloud_eta_s=0.1, cloud_pending=0, cloud_capacity=4)
     base.update(kw)
     return Observation(**base)
 
@@ -29,10 +33,20 @@ CASES = [
      obs(local_queued=8, local_busy=1, local_service_s=0.001), Route.CLOUD, "local_queue_full", False),
     ("old frame has less budget left", obs(frame_age_s=0.3, local_queued=2, local_busy=1), Route.CLOUD, "local_over_budget", False),
     ("expired frame is dropped", obs(frame_age_s=0.5), Route.DROP, "expired", False),
-    ("cloud too slow falls back to local", obs(local_queued=7, local_busy=1, cloud_rtt_s=0.6),
+    ("cloud too slow falls back to local", obs(local_queued=7, local_busy=1, cloud_eta_s=0.6),
      Route.LOCAL, "fallback_cloud_too_slow", False),
-    ("cloud too slow and local hopeless drops", obs(local_queued=8, local_busy=1, local_service_s=0.1, cloud_rtt_s=0.6),
+    ("cloud too slow and local hopeless drops", obs(local_queued=8, local_busy=1, local_service_s=0.1, cloud_eta_s=0.6),
      Route.DROP, "cloud_too_slow", False),
+    ("a real chance in an idle cloud is taken", obs(local_queued=8, local_busy=1, local_service_s=0.1, cloud_eta_s=0.6,
+                                                   cloud_eta_low_s=0.4), Route.CLOUD, "cloud_chance", False),
+    ("no long shot into a busy cloud", obs(local_queued=8, local_busy=1, local_service_s=0.1, cloud_eta_s=0.6,
+                                           cloud_eta_low_s=0.4, cloud_pending=4), Route.DROP, "cloud_too_slow", False),
+    ("a stale estimate gets a probe", obs(local_queued=8, local_busy=1, local_service_s=0.1, cloud_eta_s=0.9,
+                                          cloud_probe_due=True), Route.CLOUD, "cloud_chance", False),
+    ("warming local: the cloud takes it", obs(local_ready=False), Route.CLOUD, "local_warming", False),
+    ("warming local, cold cloud: wake and drop", obs(local_ready=False, cloud_state=C), Route.DROP, "cloud_cold", True),
+    ("warming local, no cloud", obs(local_ready=False, cloud_state=CloudState.DISABLED), Route.DROP, "local_warming",
+     False),
     ("cold cloud wakes when the queue rises", obs(local_queued=2, local_busy=1, cloud_state=C), Route.LOCAL, "local_fits", True),
     ("cold cloud not woken when idle", obs(local_queued=0, local_busy=1, cloud_state=C), Route.LOCAL, "local_fits", False),
     ("cold cloud: overflow falls back to local", obs(local_queued=7, local_busy=1, cloud_state=C),
@@ -48,7 +62,10 @@ CASES = [
     ("cloud in-flight bound", obs(local_queued=8, local_busy=1, cloud_pending=8, cloud_capacity=4),
      Route.DROP, "cloud_busy", False),
     # pending 4 of capacity 4: a second wave, 2 x 0.1 = 0.2 <= 0.45: still fits
-    ("cloud waits one wave", obs(local_queued=8, local_busy=1, cloud_pending=4), Route.CLOUD, "local_queue_full", False),
+    ("cloud answer time at depth fits", obs(local_queued=8, local_busy=1, cloud_pending=4, cloud_eta_s=0.3),
+     Route.CLOUD, "local_queue_full", False),
+    ("no estimate yet: the prior per wave", obs(local_queued=8, local_busy=1, cloud_pending=4, cloud_eta_s=None),
+     Route.DROP, "cloud_too_slow", False),
     ("unknown local service uses prior", obs(local_service_s=None, local_queued=3), Route.LOCAL, "local_fits", False),
     ("per-frame budget override", obs(local_queued=3, local_busy=1, budget_s=0.2), Route.CLOUD, "local_over_budget", False),
 ]
@@ -58,7 +75,7 @@ CASES = [
 def test_decide_table(name, o, route, reason, wake):
     d = decide(o, CFG)
     assert (d.route, d.reason, d.wake_cloud) == (route, reason, wake)
-    assert d.offloading == (reason != "local_fits" and route is not Route.DROP or route is Route.DROP and reason != "expired")
+    assert d.offloading == (reason not in ("local_fits", "expired"))
 
 
 def test_hysteresis_needs_lower_threshold_to_return_local():
@@ -99,8 +116,29 @@ def test_local_eta_counts_workers():
     assert local_eta(obs(local_queued=3, local_busy=1, local_workers=2), 0.1) == pytest.approx(0.3)
 
 
-@pytest.mark.parametrize("kw", [dict(latency_budget_s=0), dict(queue_budget=0), dict(local_low=0.9, local_high=0.8),
-                                dict(cloud_margin=1.5), dict(queue_hysteresis=8), dict(mode="sometimes")])
+def test_local_eta_is_infinite_while_warming():
+    assert local_eta(obs(local_ready=False), 0.1) == float("inf")
+
+
+def test_threshold_baseline_counts_frames_not_time():
+    fn = threshold_policy(4)
+    assert fn(obs(local_queued=3, local_service_s=1.0)).route is Route.LOCAL  # even when hopeless
+    assert fn(obs(local_queued=4)).route is Route.CLOUD
+    assert fn(obs(local_queued=4, cloud_pending=8)).reason == "cloud_busy"
+    assert fn(obs(local_queued=4, cloud_state=C)).wake_cloud
+
+
+def test_make_policy_strategies():
+    cfg = PolicyConfig()
+    assert make_policy("local", cfg)(obs(local_queued=20)).reason == "local_full"
+    assert make_policy("cloud", cfg)(obs()).route is Route.CLOUD
+    with pytest.raises(ConfigError, match="unknown strategy"):
+        make_policy("random", cfg)
+
+
+@pytest.mark.parametrize("kw", [dict(latency_budget_s=0), dict(latency_budget_s="1"), dict(queue_budget=0),
+                                dict(queue_budget=2.5), dict(local_low=0.9, local_high=0.8), dict(cloud_margin=1.5),
+                                dict(queue_hysteresis=8), dict(mode="sometimes"), dict(cloud_quantile=0)])
 def test_config_validation(kw):
-    with pytest.raises((ConfigError, ValueError)):
+    with pytest.raises(ConfigError):
         PolicyConfig(**kw)

@@ -1,0 +1,175 @@
+"""An offline upper bound on what any routing could answer within budget, for one trace sample.
+
+The oracle knows every arrival, every frame's local service time and network round trip,
+and every outage in advance. No online policy can answer more frames within their budget
+than it, so the simulator reports the policy's share *of this bound*.
+
+The bound is exact for a relaxed device, and the relaxations only ever help the oracle:
+
+- the local workers are one machine ``local_workers`` times as fast, the cloud's
+  ``slots x replicas`` one machine that many times as fast, both preemptive (a job set
+  feasible on c machines is feasible on one machine c times as fast with preemption);
+- a cloud batch costs its cheapest per-frame share, and the cloud is warm from the start
+  (the oracle wakes it at time 0);
+- each frame's network window is widened to a monotone envelope (release: the earliest of
+  its own and every later frame's; deadline: the latest of its own and every earlier one).
+
+With constant budgets every window is then *agreeable* (a later frame is released no
+earlier and due no earlier), so preemptive EDF never preempts and serving each machine's
+frames in capture order is optimal (Kise, Ibaraki & Mine, 1978). A dynamic program over
+frames in order, keeping the Pareto front of (frames answered, local busy-until, cloud
+busy-until), then finds the best split between the two machines exactly. A state is pruned
+only when another state is ahead by more frames than can still arrive before its machines
+are free, which cannot lose the optimum.
+
+>>> from edge_agent.traces import scenario, sample
+>>> b = oracle_bound(sample(scenario("steady", duration_s=6, warmup_s=1)))
+>>> b.within_share > 0.99, b.local_only_share < b.within_share
+(True, True)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .traces import TraceSample
+
+__all__ = ["OracleBound", "oracle_bound", "needed_offload"]
+
+#: completion times are rounded *down* to this grid to merge near-identical states (in the
+#: oracle's favour, so the bound stays a bound)
+_GRID_S = 1e-4
+
+
+@dataclass(frozen=True)
+class OracleBound:
+    frames: int  # frames counted (captured after the warm-up)
+    within: int  # the most that can be answered within budget
+    local_only: int  # the most the local machine alone can answer
+
+    @property
+    def within_share(self) -> float:
+        return self.within / self.frames if self.frames else 1.0
+
+    @property
+    def local_only_share(self) -> float:
+        return self.local_only / self.frames if self.frames else 1.0
+
+    @property
+    def min_offload(self) -> float:
+        """Of the frames the oracle answers, the smallest share that must come from the cloud."""
+        return (self.within - self.local_only) / self.within if self.within else 0.0
+
+
+def _cloud_start(t: float, dur: float, blocked: list[tuple[float, float]]) -> float:
+    """Earliest start >= t of a job of length ``dur`` that overlaps no blocked interval."""
+    for start, end in blocked:
+        if t + dur <= start:
+            break
+        if t < end:
+            t = end
+    return t
+
+
+def _floor(t: float) -> float:
+    return math.floor(t / _GRID_S) * _GRID_S
+
+
+def _best(sample: TraceSample, *, use_cloud: bool) -> int:
+    tr = sample.trace
+    r = sample.captured
+    n = len(r)
+    weight = r >= tr.warmup_s
+    d = r + tr.budget_s
+    half = sample.net_rtt / 2
+    # monotone envelope of the cloud windows: arrival at the cloud, and the last moment a reply
+    # can leave it; the degrade factor applies at capture time (the oracle sends at once)
+    factor = np.array([tr.degrade_factor(float(t)) for t in r]) if tr.cloud_degrade else np.ones(n)
+    arrive = np.minimum.accumulate((r + half * factor)[::-1])[::-1]
+    leave = np.maximum.accumulate(d - half * factor)
+    speed = tr.cloud_slots * tr.max_replicas
+    per_frame = tr.cloud_service_s * (0.5 if tr.max_batch > 1 else 1.0) / speed
+    blocked = sorted([(0.0, tr.cloud_cold_start_s)] if tr.cloud_cold_start_s > 0 else []) + sorted(tr.cloud_outages)
+    local_from = tr.local_warmup_s
+    workers = tr.local_workers
+    p_min = float(np.min(sample.local_service)) / workers
+    q_min = per_frame * min([1.0] + [ramp[3] for ramp in tr.cloud_degrade])
+
+    states: list[tuple[int, float, float]] = [(0, -math.inf, -math.inf)]
+    for j in range(n):
+        w = int(weight[j])
+        rj, dj = float(r[j]), float(d[j])
+        new: list[tuple[int, float, float]] = []
+        for c, cl, cc in states:
+            new.append((c, cl, cc))
+            start = max(rj, cl, local_from)
+            fin = start + sample.local_time(j, start) / workers
+            if fin <= dj:
+                new.append((c + w, _floor(fin), cc))
+            if use_cloud:
+                dur = per_frame * (tr.degrade_factor(rj) if tr.cloud_degrade else 1.0)
+                start = _cloud_start(max(float(arrive[j]), cc), dur, blocked)
+                fin = start + dur
+                if fin <= float(leave[j]):
+                    new.append((c + w, cl, _floor(fin)))
+        if j + 1 < n:
+            states = _prune(new, max(float(r[j + 1]), local_from), float(arrive[j + 1]), p_min, q_min)
+        else:
+            states = new
+    return max(c for c, _, _ in states)
+
+
+def _prune(states: list[tuple[int, float, float]], local_free: float, cloud_free: float, p_min: float,
+           q_min: float) -> list[tuple[int, float, float]]:
+    """Drop every state that another state provably matches or beats from here on.
+
+    State A beats state B when ``count_A - count_B`` is at least the number of frames B can
+    fit on each machine while A's is still busy: any continuation of B is then available to
+    A, minus those frames. Busy-until times are first clamped to when the next frame could
+    start at all (``local_free``, ``cloud_free``), which merges states that differ only in the past.
+    """
+    norm = {}
+    for c, cl, cc in states:
+        key = (max(cl, local_free), max(cc, cloud_free))
+        if norm.get(key, -1) < c:
+            norm[key] = c
+    ordered = sorted(((c, cl, cc) for (cl, cc), c in norm.items()), key=lambda s: (-s[0], s[1], s[2]))
+    kept: list[tuple[int, float, float]] = []
+    for c, cl, cc in ordered:
+        for ka, la, ca in kept:
+            gain = (math.ceil((la - cl) / p_min - 1e-9) if la > cl else 0) + \
+                   (math.ceil((ca - cc) / q_min - 1e-9) if ca > cc else 0)
+            if ka - c >= gain:
+                break
+        else:
+            kept.append((c, cl, cc))
+    return kept
+
+
+def oracle_bound(sample: TraceSample) -> OracleBound:
+    """The offline bound for one device's sample of a trace."""
+    frames = int(np.sum(sample.captured >= sample.trace.warmup_s))
+    return OracleBound(frames=frames, within=_best(sample, use_cloud=True), local_only=_best(sample, use_cloud=False))
+
+
+def needed_offload(sample: TraceSample) -> float:
+    """The share of a trace's counted frames that local capacity cannot take, moment by moment.
+
+    A frame captured when the frame rate exceeds what the local workers sustain (their mean
+    service time, the slow factor, nothing before the local backend is ready) is overflow:
+    any routing that answers it must send it to the cloud. This is the floor against which
+    the policy's offload ratio is judged.
+    """
+    tr = sample.trace
+    counted = sample.captured[sample.captured >= tr.warmup_s]
+    if not len(counted):
+        return 0.0
+    overflow = 0.0
+    for t in counted:
+        t = float(t)
+        local = 0.0 if t < tr.local_warmup_s else tr.local_workers / (tr.local_service_s * tr.slow_factor(t))
+        overflow += max(0.0, 1.0 - local / tr.fps_at(t))
+    return overflow / len(counted)

@@ -1,0 +1,62 @@
+"""The agent's collaborators, as small protocols: what the runner needs of each, nothing more.
+
+A :class:`yolo_edge.Detector` is a :class:`LocalDetector`; a :class:`yolo_edge.cloud.CloudClient`
+is a :class:`CloudEndpoint`; every sink in :mod:`edge_agent.sinks` is a :class:`Sink`. Tests pass
+honest fakes that satisfy the same protocols.
+
+>>> from yolo_edge import Detections
+>>> def fake(image):
+...     return Detections.empty()
+>>> isinstance(fake, LocalDetector)
+True
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+from .frames import FrameResult
+
+__all__ = ["LocalDetector", "CloudEndpoint", "Sink"]
+
+
+@runtime_checkable
+class LocalDetector(Protocol):
+    """Runs one frame on the device: ``detector(image) -> Detections``."""
+
+    def __call__(self, image: Any) -> Any: ...
+
+
+@runtime_checkable
+class CloudEndpoint(Protocol):
+    """A cloud service the device may offload to."""
+
+    #: the model the device runs; when set, the endpoint's model is checked against it
+    expected_sha256: str | None
+
+    def detect_many(self, images: Sequence[Any], *, return_meta: bool = False) -> Any:
+        """One request for several frames: ``(detections, metas)`` with ``return_meta=True``."""
+
+    def wake(self, wait_s: float = 0) -> bool:
+        """Start a scaled-to-zero service; True once it answers ready (within ``wait_s``)."""
+
+    def verify_model(self) -> dict:
+        """Raise ``CloudModelMismatchError`` if the endpoint serves another model."""
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Where released results go, in frame order, from the thread that releases them.
+
+    ``emit`` must return quickly (a sink with slow I/O queues internally): a result counts
+    as within budget only if it reaches the sinks by its deadline.
+    """
+
+    #: whether results should carry the frame itself (annotated output)
+    wants_images: bool
+
+    def emit(self, result: FrameResult) -> None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,384 @@
+"""The device core on a virtual clock: events in, actions out; no sleeps, no threads, deterministic."""
+
+from __future__ import annotations
+
+import ast
+import random
+from pathlib import Path
+
+import pytest
+
+import edge_agent
+from edge_agent.breaker import BreakerConfig
+from edge_agent.core import (
+    Close, CloudDone, CoreConfig, DeviceCore, Failure, Flush, FrameCaptured, FrameSkipped, LateAnswer, LocalDone,
+    LocalReady, Release, RunLocal, SendBatch, Tick, Wake, WakeDone,
+)
+from edge_agent.frames import Outcome, Route
+from edge_agent.policy import CloudState, PolicyConfig
+from yolo_edge.errors import ConfigError
+
+BUDGET = 0.5
+
+
+def cfg(**kw) -> CoreConfig:
+    policy = kw.pop("policy", PolicyConfig(latency_budget_s=BUDGET, queue_budget=kw.pop("queue_budget", 8)))
+    return CoreConfig(policy=policy, **kw)
+
+
+class Driver:
+    """Feeds a core and remembers every action, like the real drivers do."""
+
+    def __init__(self, core: DeviceCore) -> None:
+        self.core = core
+        self.released = []
+        self.late = []
+        self.local, self.sent, self.wakes = [], [], []
+        self.now = 0.0
+
+    def feed(self, event):
+        self.now = max(self.now, event.at)
+        actions = self.core.handle(event)
+        for a in actions:
+            if isinstance(a, Release):
+                self.released.extend(a.results)
+            elif isinstance(a, LateAnswer):
+                self.late.append(a)
+            elif isinstance(a, RunLocal):
+                self.local.append(a.seq)
+            elif isinstance(a, SendBatch):
+                self.sent.append(a)
+            elif isinstance(a, Wake):
+                self.wakes.append(a)
+        return actions
+
+    def frame(self, at, **kw):
+        return self.feed(FrameCaptured(at=at, seq=self.core.next_seq, **kw))
+
+    def tick_until(self, t):
+        """Deliver every timer up to ``t`` exactly when it is due."""
+        while (due := self.core.next_timer()) is not None and due <= t:
+            self.feed(Tick(at=due))
+        self.now = t
+
+
+def outcomes(results):
+    return [(r.seq, r.outcome, r.route) for r in results]
+
+
+def test_local_frames_run_and_release_in_order():
+    d = Driver(DeviceCore(cfg(), cloud=False))
+    assert d.frame(0.0) == [RunLocal(0)]
+    assert d.frame(0.01) == []  # one worker: the second waits
+    d.feed(LocalDone(at=0.04, seq=0, service_s=0.04, answer="a"))
+    assert d.local == [0, 1] and outcomes(d.released) == [(0, Outcome.LOCAL, Route.LOCAL)]
+    d.feed(LocalDone(at=0.08, seq=1, service_s=0.04, answer="b"))
+    assert [r.detections for r in d.released] == ["a", "b"]
+    assert d.core.idle and d.core.next_timer() is None
+
+
+def test_n_local_workers_run_in_parallel():
+    d = Driver(DeviceCore(cfg(local_workers=3), cloud=False))
+    for i in range(4):
+        d.frame(0.001 * i)
+    assert d.local == [0, 1, 2]
+
+
+def test_results_out_of_order_leave_in_order():
+    d = Driver(DeviceCore(cfg(local_workers=2), cloud=False))
+    d.frame(0.0)
+    d.frame(0.0)
+    d.feed(LocalDone(at=0.03, seq=1, service_s=0.03))
+    assert d.released == []  # 1 waits for 0
+    d.feed(LocalDone(at=0.05, seq=0, service_s=0.05))
+    assert [r.seq for r in d.released] == [0, 1]
+
+
+def test_head_not_back_by_its_deadline_leaves_late_and_later_frames_flow():
+    """Honest delivery: the window never holds an answered frame past its own deadline."""
+    d = Driver(DeviceCore(cfg(local_workers=2), cloud=False))
+    d.frame(0.0)  # 0: will hang
+    d.frame(0.1)  # 1: answered quickly
+    d.feed(LocalDone(at=0.15, seq=1, service_s=0.05, answer="one"))
+    assert d.released == [] and d.core.next_timer() == pytest.approx(0.5)
+    d.tick_until(0.5)
+    (late, on_time) = d.released
+    assert (late.seq, late.outcome, late.route, late.reason) == (0, Outcome.LATE, Route.LOCAL, "deadline")
+    assert (on_time.seq, on_time.outcome) == (1, Outcome.LOCAL)
+    assert on_time.released_at == pytest.approx(0.5) and on_time.released_at <= on_time.deadline
+    # the hung frame's answer comes later: counted as a late answer, never released twice
+    d.feed(LocalDone(at=0.9, seq=0, service_s=0.9, answer="zero"))
+    assert [a.seq for a in d.late] == [0] and len(d.released) == 2
+    assert d.core.counters[("late_answer", "local")] == 1
+
+
+def test_queued_frame_at_its_deadline_is_dropped_not_run():
+    d = Driver(DeviceCore(cfg(), cloud=False))
+    d.frame(0.0)
+    d.frame(0.0)  # waits behind a frame that never ends in time
+    d.tick_until(0.5)
+    assert outcomes(d.released) == [(0, Outcome.LATE, Route.LOCAL), (1, Outcome.DROPPED, None)]
+    assert d.released[1].reason == "expired_in_queue"
+    d.feed(LocalDone(at=0.6, seq=0, service_s=0.6))
+    assert d.local == [0]  # frame 1 never ran: its worker time went to nothing
+
+
+def test_per_frame_budget_never_holds_an_answer_past_its_deadline():
+    d = Driver(DeviceCore(cfg(local_workers=2), cloud=False))
+    d.frame(0.0, budget_s=2.0)  # 0: long budget, slow
+    d.frame(0.0, budget_s=0.3)  # 1: short budget, done at once
+    d.feed(LocalDone(at=0.1, seq=1, service_s=0.1))
+    d.tick_until(0.3)
+    assert [(r.seq, r.outcome, r.reason) for r in d.released] == [(0, Outcome.LATE, "held_order"),
+                                                                 (1, Outcome.LOCAL, "local_fits")]
+    assert d.released[1].released_at <= d.released[1].deadline
+
+
+def test_window_full_forces_the_oldest_out():
+    d = Driver(DeviceCore(cfg(window=3, local_workers=4), cloud=False))
+    for i in range(4):
+        d.frame(0.001 * i)
+    for seq in (1, 2, 3):
+        d.feed(LocalDone(at=0.01, seq=seq, service_s=0.01))
+    assert [(r.seq, r.outcome, r.reason) for r in d.released][:1] == [(0, Outcome.LATE, "window_full")]
+    assert [r.seq for r in d.released] == [0, 1, 2, 3]
+
+
+def test_overflow_goes_to_the_cloud_in_batches_within_the_inflight_cap():
+    d = Driver(DeviceCore(cfg(max_inflight=1, max_batch=3), cloud_warm=True))
+    for i in range(12):
+        d.frame(0.001 * i)
+    assert d.sent and d.sent[0].endpoint == 0 and len(d.sent) == 1  # one request in flight at most
+    first = d.sent[0]
+    d.feed(CloudDone(at=0.1, request=first.request, answers=["c"] * len(first.seqs), metas=[{}] * len(first.seqs)))
+    assert len(d.sent) == 2 and len(d.sent[1].seqs) > 1  # the frames that waited go out together
+    assert all(dl == pytest.approx(s * 0.001 + BUDGET) for s, dl in zip(d.sent[1].seqs, d.sent[1].deadlines))
+
+
+def drive_cloud_failures(d, n, at, **kw):
+    """Send n frames that need the cloud and fail each request."""
+    for _ in range(n):
+        d.frame(at)
+        for req in list(d.sent):
+            if req.request in d.core._requests:
+                d.feed(CloudDone(at=at + 0.01, request=req.request, failure=kw.get("failure", Failure.UNAVAILABLE),
+                                 retry_after_s=kw.get("retry_after_s")))
+        at += 0.02
+    return at
+
+
+def cloud_only(**kw):
+    return cfg(policy=PolicyConfig(latency_budget_s=BUDGET, mode="cloud"), **kw)
+
+
+def test_breaker_opens_then_probes_as_soon_as_cooldown_allows_and_resumes():
+    d = Driver(DeviceCore(cloud_only(breaker=BreakerConfig(threshold=3, cooldown_s=0.25, max_cooldown_s=0.5)),
+                          cloud_warm=True))
+    at = drive_cloud_failures(d, 3, 0.0)
+    assert d.core.snapshot(at).cloud_state is CloudState.FAILING
+    d.frame(at)
+    assert d.released[-1].reason == "cloud_failing"  # no cloud, no local in cloud mode: dropped with the reason
+    # the cloud answers again from t=0.4: the first frame after the cool-down is the probe
+    sent = len(d.sent)
+    d.frame(0.31)
+    probe = d.sent[sent]
+    assert len(probe.seqs) == 1
+    d.feed(CloudDone(at=0.4, request=probe.request, answers=["x"], metas=[{}]))
+    assert d.core.snapshot(0.4).cloud_state is CloudState.READY
+    d.frame(0.41)
+    assert len(d.sent) == sent + 2  # offloading resumed within one round trip of the cloud answering
+
+
+def test_retry_after_is_honoured():
+    d = Driver(DeviceCore(cloud_only(), cloud_warm=True))
+    drive_cloud_failures(d, 1, 0.0, retry_after_s=2.0)  # a 503 with Retry-After opens at once
+    assert d.core.snapshot(1.9).cloud_state is CloudState.FAILING
+    n = len(d.sent)
+    d.frame(1.9)
+    assert len(d.sent) == n  # no probe before the server's time
+    d.frame(2.05)
+    assert len(d.sent) == n + 1
+
+
+def test_request_timeout_counts_as_a_failure_and_frees_the_slot():
+    d = Driver(DeviceCore(cloud_only(cloud_timeout_s=0.3, max_inflight=1), cloud_warm=True))
+    d.frame(0.0)
+    req = d.sent[0]
+    d.tick_until(0.3)
+    assert d.core.counters["cloud_timeouts"] == 1 and d.core._endpoints[0].requests == 0
+    # the frame goes back through the policy with 0.2 s left: the cloud just showed it takes longer
+    (r,) = d.released
+    assert (r.outcome, r.reason, r.released_at) == (Outcome.DROPPED, "cloud_too_slow", 0.3)
+    d.feed(CloudDone(at=0.7, request=req.request, answers=["x"], metas=[{}]))  # the real answer, much later
+    assert d.late and d.late[-1].route is Route.CLOUD
+
+
+def test_cold_cloud_is_woken_when_the_queue_rises_and_used_once_ready():
+    d = Driver(DeviceCore(cfg()))
+    d.frame(0.0)
+    assert d.wakes == []  # idle: no need
+    for i in range(3):
+        d.frame(0.001 * (i + 1))
+    assert len(d.wakes) == 1 and d.core.snapshot(0.01).cloud_state is CloudState.WAKING
+    for i in range(10):
+        d.frame(0.01 + 0.001 * i)
+    assert d.sent == []  # not ready yet
+    d.feed(WakeDone(at=0.05, ok=True))
+    for i in range(10):
+        d.frame(0.06 + 0.001 * i)
+    assert d.sent
+
+
+def test_failed_wake_goes_back_to_cold_and_wakes_again():
+    d = Driver(DeviceCore(cloud_only()))
+    d.frame(0.0)
+    d.feed(WakeDone(at=1.0, ok=False))
+    assert d.core.snapshot(1.0).cloud_state is CloudState.COLD and d.core.counters["wake_failures"] == 1
+    d.frame(1.1)
+    assert len(d.wakes) == 2
+
+
+def test_model_mismatch_disables_the_cloud_for_good(caplog):
+    d = Driver(DeviceCore(cfg()))
+    for i in range(4):
+        d.frame(0.001 * i)
+    d.feed(WakeDone(at=0.1, ok=False, failure=Failure.MISMATCH, message="sha256 bbbb, expected aaaa"))
+    assert d.core.snapshot(0.1).cloud_state is CloudState.DISABLED and "OFFLOAD REFUSED" in caplog.text
+    for i in range(20):
+        d.frame(0.2 + 0.001 * i)
+    assert d.sent == [] and len(d.wakes) == 1
+
+
+def test_local_warmup_sends_frames_to_the_cloud_until_ready():
+    d = Driver(DeviceCore(cfg(), local_ready=False))
+    d.frame(0.0)
+    assert d.wakes and d.released[-1].reason == "cloud_cold"  # woken at once; nothing could take this frame
+    d.feed(WakeDone(at=0.05, ok=True))
+    d.frame(0.1)
+    assert d.sent and d.local == []
+    d.feed(LocalReady(at=0.2))
+    d.frame(0.21)
+    assert d.local == [2]
+
+
+def test_local_only_agent_drops_as_local_warming_until_ready():
+    d = Driver(DeviceCore(cfg(), cloud=False, local_ready=False))
+    d.frame(0.0)
+    assert (d.released[0].outcome, d.released[0].reason) == (Outcome.DROPPED, "local_warming")
+    d.feed(LocalReady(at=0.1, ok=False, error="engine build failed"))
+    d.frame(0.2)
+    assert d.released[-1].reason == "local_warming"
+
+
+def test_local_error_is_a_drop_with_reason():
+    d = Driver(DeviceCore(cfg(), cloud=False))
+    d.frame(0.0)
+    d.feed(LocalDone(at=0.01, seq=0, service_s=0.01, error="RuntimeError: boom"))
+    assert (d.released[0].outcome, d.released[0].reason) == (Outcome.DROPPED, "local_error")
+
+
+def test_close_then_flush_accounts_for_everything():
+    d = Driver(DeviceCore(cfg(local_workers=1), cloud=False))
+    for i in range(3):
+        d.frame(0.0)
+    d.feed(Close(at=0.01))
+    d.frame(0.02)
+    assert d.released == [] or d.released[-1].reason != "shutdown"  # frame 3 waits behind 0..2
+    d.feed(Flush(at=0.03))
+    assert [(r.seq, r.outcome, r.reason) for r in d.released] == [
+        (0, Outcome.LATE, "shutdown"), (1, Outcome.DROPPED, "shutdown"), (2, Outcome.DROPPED, "shutdown"),
+        (3, Outcome.DROPPED, "shutdown")]
+    assert d.core.idle
+
+
+def test_skipped_frames_are_accounted():
+    d = Driver(DeviceCore(cfg(), cloud=False))
+    d.feed(FrameSkipped(at=0.0, seq=0, reason="stale_source"))
+    assert (d.released[0].outcome, d.released[0].reason) == (Outcome.DROPPED, "stale_source")
+
+
+def test_bad_events_are_typed_errors():
+    core = DeviceCore(cfg(), cloud=False)
+    with pytest.raises(ConfigError, match="expected 0, got 5"):
+        core.handle(FrameCaptured(at=0.0, seq=5))
+    with pytest.raises(ConfigError, match="never sent"):
+        core.handle(CloudDone(at=0.0, request=99))
+    with pytest.raises(ConfigError, match="core event"):
+        core.handle("frame")
+    with pytest.raises(ConfigError):
+        CoreConfig(local_workers=0)
+    with pytest.raises(ConfigError):
+        core.handle(FrameCaptured(at=0.0, seq=0, budget_s=-1))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_event_orders_end_every_frame_exactly_once_in_order_and_honestly(seed):
+    """A driver with a random clock: answers, failures, timeouts, wakes in any order."""
+    rng = random.Random(seed)
+    core = DeviceCore(cfg(local_workers=rng.choice([1, 2]), max_inflight=rng.choice([1, 3]),
+                          max_batch=rng.choice([1, 4]), window=rng.choice([4, 256]), cloud_timeout_s=0.4,
+                          breaker=BreakerConfig(threshold=2, cooldown_s=0.1, max_cooldown_s=0.3)),
+                      local_ready=rng.random() < 0.7)
+    d = Driver(core)
+    pending = []  # (at, event factory)
+    t = 0.0
+    for _ in range(400):
+        t += rng.expovariate(40)
+        while pending and pending[0][0] <= t:
+            at, make = pending.pop(0)
+            d.tick_until(at)
+            d.feed(make(at))
+        d.tick_until(t)
+        before = (len(d.local), len(d.sent), len(d.wakes))
+        d.frame(t, budget_s=rng.choice([None, None, 0.2, 0.8]))
+        for seq in d.local[before[0]:]:
+            dt = rng.lognormvariate(-3.2, 0.5)
+            fail = rng.random() < 0.05
+            pending.append((t + dt, lambda at, s=seq, dt=dt, f=fail: LocalDone(at=at, seq=s, service_s=dt,
+                                                                                error="boom" if f else None)))
+        for req in d.sent[before[1]:]:
+            dt = rng.lognormvariate(-2.0, 0.8)
+            fail = rng.choice([None, None, None, Failure.UNAVAILABLE, Failure.TIMEOUT])
+            n = len(req.seqs)
+            pending.append((t + dt, lambda at, r=req.request, f=fail, n=n: CloudDone(
+                at=at, request=r, answers=None if f else [None] * n, metas=None if f else [{}] * n, failure=f)))
+        for _w in d.wakes[before[2]:]:
+            pending.append((t + rng.uniform(0.05, 1.0), lambda at: WakeDone(at=at, ok=rng.random() < 0.8)))
+        if rng.random() < 0.01:
+            pending.append((t + 0.01, lambda at: LocalReady(at=at)))
+        pending.sort(key=lambda p: p[0])
+    d.feed(Close(at=t))
+    for at, make in pending:
+        d.tick_until(at)
+        d.feed(make(at))
+    d.tick_until(t + 2.0)
+    seqs = [r.seq for r in d.released]
+    assert seqs == list(range(core.next_seq)) and core.idle
+    for r in d.released:
+        if r.outcome.within_budget:
+            assert r.released_at <= r.deadline and r.route is not None
+        if r.outcome is Outcome.DROPPED:
+            assert r.reason
+
+
+def _imports(module) -> set[str]:
+    tree = ast.parse(Path(module.__file__).read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("name", ["core", "policy", "breaker", "estimators", "frames", "stats", "oracle", "traces"])
+def test_device_logic_imports_no_io(name):
+    """No clocks, threads, sleeps, sockets or OpenCV in the device's logic."""
+    import importlib
+
+    module = importlib.import_module(f"edge_agent.{name}")
+    forbidden = {"time", "threading", "socket", "asyncio", "cv2", "requests", "http", "subprocess", "concurrent",
+                 "queue", "select"}
+    assert not _imports(module) & forbidden, _imports(module) & forbidden
+    assert edge_agent.core.DeviceCore  # the package exports the core
