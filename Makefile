@@ -11,7 +11,7 @@ CONSTRAINTS := -c constraints.txt
 export YOLO_CONFIG_DIR ?= $(CURDIR)/.cache/ultralytics
 PYTEST_ARGS ?=
 
-.PHONY: demo test install install-test models clean bench bench-service bench-agent serve bento nginx
+.PHONY: demo test install install-test models clean bench bench-service bench-agent serve bento nginx promtool
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(VENV)/bin/python:
@@ -40,7 +40,12 @@ demo: install models
 nginx:
 	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nginx; }
 
-test: install-test models nginx
+# tests/deploy/test_observability.py checks deploy/prometheus with promtool (Debian's
+# prometheus package; its server is not started)
+promtool:
+	@command -v promtool >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+test: install-test models nginx promtool
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install-test models
@@ -52,8 +57,9 @@ bench-service: install-test models
 bench-agent: install-test models
 	$(PY) benchmarks/agent_bench.py --seconds 20 --json out/agent_bench.json
 
+# bentos.serve is `bentoml serve` with a metrics directory of its own (several per host)
 serve: install models
-	$(VENV)/bin/bentoml serve bentos.service:YoloEdge --host 127.0.0.1 --port 3000
+	$(PY) -m bentos.serve --host 127.0.0.1 --port 3000
 
 bento: install models
 	$(PY) -m bentos.bake && $(VENV)/bin/bentoml build -f bentos/bentofile.yaml .

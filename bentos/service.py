@@ -46,6 +46,7 @@ from bentoml.exceptions import BentoMLException, InvalidArgument, ServiceUnavail
 import yolo_edge
 from bentos import metrics
 from bentos.guard import Guard
+from bentos.image import IMAGE
 from yolo_edge.backends.engine_cache import PRECISIONS
 from yolo_edge.backends.select import describe_backend
 from yolo_edge.errors import ImageError, ImageTooLargeError
@@ -240,6 +241,8 @@ def _decode_upload(index: int, raw: bytes, options: Options, received: float) ->
 
 
 @bentoml.service(
+    image=IMAGE,  # CUDA 12.6 + cuDNN 9 + onnxruntime-gpu built for them (bentos/image.py)
+    resources={"gpu": 1, "gpu_type": "nvidia-l4"},  # what BentoCloud gives it (deployment.yaml: gpu.l4.1)
     workers=1,  # one model copy; onnxruntime already uses every core for one batch
     threads=1,  # the batcher runs one batch at a time per worker anyway
     traffic={"timeout": 60, "concurrency": 16},

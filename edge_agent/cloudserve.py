@@ -53,11 +53,12 @@ class LocalService:
         self.log_path = self.log_dir / f"edge-agent-cloud-{self.port}.log"
 
     def start(self, wait: bool = True) -> "LocalService":
-        bentoml_cli = Path(sys.executable).parent / "bentoml"
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
+            # bentos.serve: `bentoml serve` with a metrics directory of its own, so several
+            # local services (and the user's) keep their own /metrics
             self.proc = subprocess.Popen(
-                [str(bentoml_cli), "serve", "bentos.service:YoloEdge", "--host", "127.0.0.1", "--port", str(self.port)],
+                [sys.executable, "-m", "bentos.serve", "--host", "127.0.0.1", "--port", str(self.port)],
                 cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         if wait:

@@ -412,6 +412,19 @@ def test_no_gpu_or_bad_device(tiny_onnx, tmp_path):
         TensorRTBackend(tiny_onnx, cache_dir=tmp_path, trt=make_fake_trt(), cuda=CudaRuntime(FakeCudart()), device=-1)
 
 
+def test_no_driver_library_is_no_gpu_not_a_crash(tiny_onnx, tmp_path):
+    """cuda-python 12.6+ raises RuntimeError('Failed to dlopen libcuda.so.1') on a host without a driver."""
+    cudart = FakeCudart()
+
+    def no_driver():
+        raise RuntimeError("Failed to dlopen libcuda.so.1")
+
+    cudart.cudaGetDeviceCount = no_driver
+    assert CudaRuntime(cudart).device_count() == 0
+    with pytest.raises(BackendError, match="no NVIDIA GPU or driver"):
+        TensorRTBackend(tiny_onnx, cache_dir=tmp_path, trt=make_fake_trt(), cuda=CudaRuntime(cudart))
+
+
 def test_cuda_errors_become_backend_errors(cudart):
     rt = CudaRuntime(cudart)
     cudart.cudaMalloc = lambda n: (FakeCudart.cudaError_t.cudaErrorMemoryAllocation, 0)

@@ -82,7 +82,7 @@ def _start_nginx(prefix: Path, upstreams: list[str]) -> Balancer:
     conf.write_text(render.render(upstreams, listen=f"127.0.0.1:{port}", worker_processes="1",
                                   max_body_bytes=UPLOAD_LIMIT))
     # as root, workers would switch to 'nobody', which cannot enter pytest's 0700 tmp dirs
-    main = f"daemon off; pid {prefix / 'nginx.pid'};" + (" user root;" if os.geteuid() == 0 else "")
+    main = "daemon off;" + (" user root;" if os.geteuid() == 0 else "")  # the pid file: the template's own
     with (prefix / "logs" / "stderr.log").open("wb") as out:
         proc = subprocess.Popen([NGINX, "-p", str(prefix), "-c", str(conf), "-e", "logs/error.log", "-g", main],
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

@@ -13,10 +13,13 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
+
+from edge_agent.cloudserve import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFEST = REPO / "deploy" / "k8s" / "yolo-edge.yaml"
@@ -41,11 +44,10 @@ def docs() -> dict[str, dict]:
     return by_kind
 
 
-# -- Kubernetes ---------------------------------------------------------------------------------
+# -- Kubernetes (schemas and the rest: test_manifests.py) ------------------------------------------
 
-def test_manifest_has_the_three_objects(docs):
-    assert set(docs) == {"Deployment", "Service", "HorizontalPodAutoscaler"}
-    assert {d["apiVersion"] for d in docs.values()} == {"apps/v1", "v1", "autoscaling/v2"}
+def test_manifest_objects(docs):
+    assert set(docs) == {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor"}
 
 
 def test_deployment_probes_gpu_and_token(docs):
@@ -74,11 +76,6 @@ def test_service_and_hpa_point_at_the_deployment(docs):
     ref = hpa["spec"]["scaleTargetRef"]
     assert (ref["kind"], ref["name"]) == ("Deployment", dep["metadata"]["name"])
     assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
-
-
-def test_hpa_on_cpu_is_documented_as_a_placeholder():
-    text = MANIFEST.read_text()
-    assert "placeholder" in text.lower() and "concurrency" in text.lower()
 
 
 # -- nginx renderer --------------------------------------------------------------------------------
@@ -131,17 +128,49 @@ def test_cli_writes_the_config_and_the_prefix(tmp_path):
     assert bad.returncode == 2 and "host:port" in bad.stderr
 
 
-def test_rendered_config_passes_nginx_t(tmp_path):
+def _nginx() -> str:
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
     if nginx is None:
         pytest.skip("nginx not installed: apt-get install nginx (make test does this)")
+    return nginx
+
+
+def test_rendered_config_passes_nginx_t(tmp_path):
+    nginx = _nginx()
     render.make_prefix(tmp_path)
     conf = tmp_path / "nginx.conf"
     conf.write_text(render.render(["127.0.0.1:3001", "127.0.0.1:3002"], listen="127.0.0.1:18080"))
-    main = f"pid {tmp_path / 'nginx.pid'};" + (" user root;" if os.geteuid() == 0 else "")
-    check = subprocess.run([nginx, "-t", "-p", str(tmp_path), "-c", str(conf), "-e", "logs/error.log", "-g", main],
+    cmd = [nginx, "-t", "-p", str(tmp_path), "-c", str(conf), "-e", "logs/error.log"]
+    check = subprocess.run(cmd + (["-g", "user root;"] if os.geteuid() == 0 else []),
                            capture_output=True, text=True, timeout=30)
     assert check.returncode == 0, check.stderr
+
+
+def test_nginx_writes_its_own_pid_file_and_stops_by_it(tmp_path):
+    """The README's commands: start with -p PREFIX, stop with -s quit; the pid file is the prefix's."""
+    nginx = _nginx()
+    render.make_prefix(tmp_path)
+    conf = tmp_path / "yolo-edge.conf"
+    conf.write_text(render.render([f"127.0.0.1:{free_port()}"], listen=f"127.0.0.1:{free_port()}", worker_processes="1"))
+    base = [nginx, "-p", str(tmp_path), "-c", conf.name, "-e", "logs/error.log"]
+    user = ["-g", "user root;"] if os.geteuid() == 0 else []
+    proc = subprocess.Popen(base + ["-g", "daemon off;" + (" user root;" if user else "")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    pid_file = tmp_path / "logs" / "nginx.pid"
+    try:
+        deadline = time.monotonic() + 10
+        while not (pid_file.is_file() and pid_file.read_text().strip()) and proc.poll() is None:
+            assert time.monotonic() < deadline, "nginx wrote no pid file under its prefix within 10 s"
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read().decode(errors="replace")
+        assert int(pid_file.read_text()) == proc.pid
+        quit_ = subprocess.run(base + user + ["-s", "quit"], capture_output=True, text=True, timeout=30)
+        assert quit_.returncode == 0, quit_.stderr
+        assert proc.wait(timeout=10) == 0  # stopped through its own pid file
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+            proc.wait(timeout=5)
 
 
 def test_render_docstring_example():

@@ -63,6 +63,8 @@ class CudaRuntime:
             return int(self._call(self._rt.cudaGetDeviceCount(), "cudaGetDeviceCount"))
         except BackendError:
             return 0  # no driver / no device: that is an answer, not an error
+        except RuntimeError:  # cuda-python 12.6+ without libcuda.so.1: "Failed to dlopen libcuda.so.1"
+            return 0
 
     def set_device(self, device: int) -> None:
         self._call(self._rt.cudaSetDevice(device), f"cudaSetDevice({device})")
