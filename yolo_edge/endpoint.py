@@ -19,11 +19,12 @@ OpenVINO Model Server). :func:`open_endpoint` picks the client from the URL:
 from __future__ import annotations
 
 import os
-from typing import Any, Protocol, Sequence, runtime_checkable
+import time
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 from .errors import ConfigError
 
-__all__ = ["Endpoint", "open_endpoint"]
+__all__ = ["Endpoint", "open_endpoint", "poll_ready"]
 
 
 @runtime_checkable
@@ -83,3 +84,20 @@ def open_endpoint(url: str, *, model: str | os.PathLike | None = None, **options
         return CloudClient(url, **options)
     raise ConfigError(f"endpoint must be 'http(s)://HOST:PORT' (a yolo-edge service) or "
                       f"'oip+http(s)://HOST:PORT/v2/models/NAME' (Triton, KServe, OpenVINO), got {url!r}")
+
+
+def poll_ready(ready: Callable[[], bool], wait_s: float, sleep: Callable[[float], None] = time.sleep,
+               every_s: float = 0.5) -> bool:
+    """Call ``ready()`` until it says True or ``wait_s`` has passed; once when ``wait_s`` is 0.
+
+    What ``wake(wait_s)`` does: the first probe is the wake-up signal for a deployment
+    scaled to zero, the next ones wait for it.
+    """
+    deadline = time.monotonic() + max(0.0, float(wait_s))
+    while True:
+        if ready():
+            return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        sleep(min(every_s, remaining))

@@ -36,6 +36,7 @@ import numpy as np
 
 from .backends.onnx_info import OnnxInfo, read_onnx_info
 from .detector import Detector
+from .endpoint import poll_ready
 from .errors import (
     CloudDeadlineExpiredError,
     CloudError,
@@ -118,7 +119,7 @@ class OipBackend:
     @property
     def max_batch(self) -> int:
         served = self._served
-        if served is None:  # not verified yet: the caller's limit, or one request per call
+        if served is None:  # not verified yet (Detector(backend=...) asks before the first run)
             return self.max_batch_limit or 64
         return served.max_batch
 
@@ -131,19 +132,20 @@ class OipBackend:
 
     # -- the endpoint ------------------------------------------------------------------
     def ready(self) -> bool:
-        """Server and model ready (``/v2/health/ready`` and ``.../ready``); never raises."""
+        """``GET .../v2/models/NAME/ready`` answered 200; never raises.
+
+        Not the server-wide ``/v2/health/ready``: under Triton's strict readiness (its
+        default) that turns false when any *other* model in the repository failed to load.
+        """
         import requests
 
-        for path in (self.url.model_path + "/ready",):
-            try:
-                resp = self._session.get(self.url.base + path, headers=self._headers(),
-                                         timeout=min(_READY_TIMEOUT_S, self.timeout))
-            except requests.RequestException as exc:
-                logger.debug("%s%s failed: %s", self.url.base, path, exc)
-                return False
-            if resp.status_code != 200:
-                return False
-        return True
+        url = self.url.base + self.url.model_path + "/ready"
+        try:
+            resp = self._session.get(url, headers=self._headers(), timeout=min(_READY_TIMEOUT_S, self.timeout))
+        except requests.RequestException as exc:
+            logger.debug("%s failed: %s", url, exc)
+            return False
+        return resp.status_code == 200
 
     def served(self) -> ServedModel:
         """The verified served model (verifying it on first use)."""
@@ -187,6 +189,8 @@ class OipBackend:
                 delay = min(_MAX_BACKOFF_S, self.backoff_s * 2 ** attempt) * (0.5 + random.random() / 2)
                 if exc.retry_after_s is not None:
                     delay = max(delay, exc.retry_after_s)
+                if deadline is not None and time.monotonic() + delay >= deadline:
+                    raise  # no time left for another try: say the endpoint is unavailable
                 logger.info("%s: %s; retry %d/%d in %.2f s", url, exc, attempt, self.max_retries, delay)
                 self._sleep(delay)
                 continue
@@ -318,15 +322,8 @@ class OipClient:
         return self.backend.ready()
 
     def wake(self, wait_s: float = 0) -> bool:
-        """Ask for readiness (which wakes a scaled-to-zero KServe service); optionally wait until ready."""
-        deadline = time.monotonic() + max(0.0, float(wait_s))
-        while True:
-            if self.ready():
-                return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            self._sleep(min(0.5, remaining))
+        """Ask for readiness (which wakes a scaled-to-zero KServe service); poll up to ``wait_s`` until ready."""
+        return poll_ready(self.ready, wait_s, self._sleep)
 
     def verify_model(self, expected_sha256: str | None = None) -> dict[str, Any]:
         """Check the served model against the local one (interface and sha256); return what is served."""

@@ -45,9 +45,10 @@ class ServedModel:
 
 
 def check_output(header: dict, arrays: dict[str, np.ndarray], served: ServedModel, batch: int, url: str) -> np.ndarray:
-    version = header.get("model_version")
-    if served.version and version not in (None, "", served.version):
-        raise CloudModelMismatchError(f"{url} answered from model version {version}, not the verified {served.version}")
+    name, version = header.get("model_name"), header.get("model_version")
+    if name not in (None, "", served.name) or (served.version and version not in (None, "", served.version)):
+        raise CloudModelMismatchError(f"{url} answered from model {name!r} version {version}, "
+                                      f"not the verified {served.name!r} version {served.version}")
     out = arrays.get(served.output_name)
     if out is None:
         raise CloudError(f"{url} answered outputs {sorted(arrays)}, without {served.output_name!r}")
@@ -59,6 +60,14 @@ def check_output(header: dict, arrays: dict[str, np.ndarray], served: ServedMode
 
 def check_served(meta: Any, config: Any, local: OnnxInfo, url: OipUrl, limit: int | None) -> ServedModel:
     """The served model's interface, or CloudModelMismatchError saying how it differs from the local one."""
+    try:
+        return _check_served(meta, config, local, url, limit)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:  # JSON of an unexpected form
+        raise CloudError(f"{url}: malformed model metadata or config ({type(exc).__name__}: {exc}): "
+                         f"{str(meta)[:200]!r}") from exc
+
+
+def _check_served(meta: Any, config: Any, local: OnnxInfo, url: OipUrl, limit: int | None) -> ServedModel:
     where = str(url)
     if not isinstance(meta, dict) or not isinstance(meta.get("inputs"), list) or not isinstance(meta.get("outputs"), list):
         raise CloudError(f"{where}: the model metadata {str(meta)[:200]!r} has no 'inputs'/'outputs' lists; "

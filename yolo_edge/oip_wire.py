@@ -139,8 +139,14 @@ def decode_infer_response(body: bytes, headers: Mapping[str, str], url: str = ""
     outputs = header.get("outputs") if isinstance(header, dict) else None
     if not isinstance(outputs, list):
         raise CloudError(f"{url} answered {str(header)[:200]!r}: expected a JSON object with 'outputs'")
+    try:
+        return header, _arrays(outputs, body, n, url)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:  # JSON of an unexpected form
+        raise CloudError(f"{url}: malformed inference response ({type(exc).__name__}: {exc})") from exc
+
+
+def _arrays(outputs: list, body: bytes, offset: int, url: str) -> dict[str, np.ndarray]:
     arrays: dict[str, np.ndarray] = {}
-    offset = n
     for out in outputs:
         name, dtype, shape = _output_spec(out, url)
         size = (out.get("parameters") or {}).get("binary_data_size")
@@ -155,7 +161,7 @@ def decode_infer_response(body: bytes, headers: Mapping[str, str], url: str = ""
         else:
             raise CloudError(f"{url}: output {name!r} carries neither binary data nor 'data'")
         arrays[name] = arr.astype(np.float32)
-    return header, arrays
+    return arrays
 
 
 def _output_spec(out: Any, url: str) -> tuple[str, np.dtype, list[int]]:

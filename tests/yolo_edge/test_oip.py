@@ -305,3 +305,23 @@ def test_another_interface_is_refused(default_detector, field, value, match):
     with _client(fake) as client:
         with pytest.raises(CloudModelMismatchError, match=match):
             client.verify_model()
+
+
+@pytest.mark.parametrize("field, value", [
+    ("inputs", ["images"]),
+    ("inputs", [{"name": "images", "datatype": "FP32", "shape": ["batch", 3, 416, 416]}]),
+    ("outputs", [{"name": "output0", "datatype": "FP32", "shape": None}]),
+])
+def test_malformed_metadata_is_a_cloud_error(default_detector, field, value):
+    fake = FakeOip(default_detector)
+    setattr(fake, field, value)
+    with _client(fake) as client:
+        with pytest.raises(CloudError, match="malformed model metadata"):
+            client.verify_model()
+
+
+def test_malformed_outputs_are_a_cloud_error(default_detector, photos):
+    bad = {"outputs": [{"name": "output0", "datatype": "FP32", "shape": [1, 2535, 85], "data": "zeros"}]}
+    with _client(FakeOip(default_detector, infer=lambda h, b: (200, bad))) as client:
+        with pytest.raises(CloudError, match="malformed inference response"):
+            client.detect(photos[0])

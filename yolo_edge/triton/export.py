@@ -219,7 +219,8 @@ def _config(resolved: ResolvedModel, name: str, platform: str, kind: str, onnx_p
     from ..detector import Detector
 
     info = read_onnx_info(onnx_path)
-    described = Detector(resolved, backend="onnxruntime", providers=["CPUExecutionProvider"]).info
+    with Detector(resolved, backend="onnxruntime", providers=["CPUExecutionProvider"]) as detector:
+        described = detector.info  # names, imgsz, stride, output layout exactly as detect() sees them
     metadata = {"names": described.names, "imgsz": list(described.imgsz), "stride": described.stride,
                 "task": described.task, "batch": max_batch, "output_format": described.output_format,
                 "model": described.name, "sha256": resolved.sha256}
