@@ -113,9 +113,8 @@ def export_triton(
         elif platform == "python":
             shutil.copyfile(Path(__file__).with_name("python_model.py"), model_file)
         served_sha = sha256_file(model_file if platform == "tensorrt" else onnx_path)
-        config = _config(resolved, name, platform, kind, onnx_path, wire_type, output_types, served_sha, max_batch=int(max_batch), instances=int(instances),
-                         batching=DynamicBatching(preferred_batch_size=tuple(int(b) for b in preferred_batch_sizes),
-                                                  max_queue_delay_microseconds=int(max_queue_delay_us)),
+        config = _config(resolved, name, platform, kind, onnx_path, wire_type, output_types, served_sha,
+                         max_batch=int(max_batch), instances=int(instances), batching=batching,
                          extra={"precision": precision} if platform == "tensorrt" else {})
         if platform == "tensorrt":
             onnx_path.unlink()  # Triton loads the plan only

@@ -32,13 +32,8 @@ class TritonPythonModel:
         import onnxruntime as ort
 
         config = json.loads(args["model_config"])
-        params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
-        path = os.path.join(args["model_repository"], args["model_version"], params.get("onnx_file", "model.onnx"))
-        options = ort.SessionOptions()
-        threads = int(params.get("intra_op_threads", "0") or 0)
-        if threads:
-            options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
+        path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
+        self.session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
         self.input_name = config["input"][0]["name"]
         self.output_specs = [(o["name"], _NUMPY[o["data_type"]]) for o in config["output"]]
         onnx_type = self.session.get_inputs()[0].type  # "tensor(float)" or "tensor(float16)"
