@@ -11,7 +11,7 @@ CONSTRAINTS := -c constraints.txt
 export YOLO_CONFIG_DIR ?= $(CURDIR)/.cache/ultralytics
 PYTEST_ARGS ?=
 
-.PHONY: demo test install install-test models clean bench bench-service bench-agent serve bento nginx promtool
+.PHONY: demo test install install-test models clean bench bench-service bench-agent serve bento nginx promtool triton
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(VENV)/bin/python:
@@ -45,7 +45,19 @@ nginx:
 promtool:
 	@command -v promtool >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
-test: install-test models nginx promtool
+# tests/triton run a real Triton server: the tritonserver binary (with the Python backend)
+# inside the nvidia-pytriton wheel. It pins numpy<2, so it gets its own virtual environment;
+# onnxruntime there runs the exported model inside Triton's Python backend.
+TRITON_VENV ?= .venv-triton
+
+$(TRITON_VENV)/.installed:
+	$(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip --disable-pip-version-check install -q nvidia-pytriton==0.7.0 'onnxruntime>=1.17'
+	touch $@
+
+triton: $(TRITON_VENV)/.installed
+
+test: install-test models nginx promtool triton
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install-test models
@@ -65,4 +77,4 @@ bento: install models
 	$(PY) -m bentos.bake && $(VENV)/bin/bentoml build -f bentos/bentofile.yaml .
 
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) $(TRITON_VENV) out .pytest_cache

@@ -11,6 +11,7 @@ from .cloud import CloudClient
 from .detector import Detector, StageTimings
 from .errors import YoloEdgeError
 from .image import load_image
+from .oip import OipClient
 from .types import Detections, ModelInfo
 
 __version__ = "0.1.0"
@@ -20,6 +21,7 @@ __all__ = [
     "Detections",
     "Detector",
     "ModelInfo",
+    "OipClient",
     "StageTimings",
     "YoloEdgeError",
     "__version__",

@@ -43,20 +43,25 @@ def detect(
 
     Locally by default: the model (default ``yolov3-tiny-coco``) is loaded once and
     reused by later calls. With ``endpoint=`` the image is sent to a yolo-edge service
-    instead, and the answer has the same form and coordinates.
+    instead, and the answer has the same form and coordinates; an ``oip+http://`` endpoint
+    is a Triton, KServe or OpenVINO server serving ``model`` (see :mod:`yolo_edge.oip`).
 
     >>> import yolo_edge
     >>> dets = yolo_edge.detect("bus.jpg")                          # doctest: +SKIP
     >>> dets = yolo_edge.detect(frame, endpoint="http://127.0.0.1:3000")  # doctest: +SKIP
+    >>> dets = yolo_edge.detect(frame, endpoint="oip+http://127.0.0.1:8000/v2/models/yolo")  # doctest: +SKIP
     """
     opts = dict(conf=conf, iou=iou, max_det=max_det, classes=classes)
     single = not isinstance(image, (list, tuple))
     images = [image] if single else list(image)
     if endpoint is not None:
-        from .cloud import CloudClient
+        from .endpoint import open_endpoint
 
-        with CloudClient(endpoint, token=token, **cloud_options) as client:
+        client = open_endpoint(endpoint, model=model, token=token, **cloud_options)
+        try:
             results = client.detect_many(images, channels=channels, **opts)
+        finally:
+            client.close()
     else:
         results, _ = _shared_detector(model, backend).predict(images, channels=channels, **opts)
     return results[0] if single else results

@@ -1,4 +1,4 @@
-"""``yolo-edge``: detect on images, manage models, export Ultralytics checkpoints."""
+"""``yolo-edge``: detect on images, manage models, export Ultralytics checkpoints and Triton repositories."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .cli_engine import add_build_engine_parser
+from .cli_triton import add_export_triton_parser
 from .errors import YoloEdgeError
 
 log = logging.getLogger("yolo_edge.cli")
@@ -144,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     add_build_engine_parser(sub)
+    add_export_triton_parser(sub)
     return parser
 
 

@@ -6,7 +6,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence, overload
+from typing import Any, Callable, Mapping, Sequence, overload
 
 import numpy as np
 
@@ -55,7 +55,8 @@ class Detector:
     """Detect objects with a YOLO model.
 
     ``model`` is a registry name (default ``yolov3-tiny-coco``), a name registered by
-    ``yolo-edge export``, or a path to an ONNX file. ``backend`` is ``"auto"``,
+    ``yolo-edge export``, a path to an ONNX file, or an already verified
+    :class:`~yolo_edge.models.resolve.ResolvedModel`. ``backend`` is ``"auto"``,
     ``"onnxruntime"``, ``"tensorrt"``, ``"torch"`` or a :class:`~yolo_edge.backends.Backend`
     instance; ``backend_options`` go to it (``precision``, ``max_batch``, ``cache_dir``,
     ``device``, ``half``, ``prefer``: see :func:`yolo_edge.backends.select.select_backend`).
@@ -71,7 +72,7 @@ class Detector:
 
     def __init__(
         self,
-        model: str | os.PathLike | None = None,
+        model: str | os.PathLike | ResolvedModel | None = None,
         *,
         backend: str | Backend = "auto",
         conf: float = 0.25,
@@ -171,8 +172,15 @@ class Detector:
         iou: float | None = None,
         max_det: int | None = None,
         classes: Sequence[int] | None = None,
+        infer: Callable[[np.ndarray], Sequence[np.ndarray]] | None = None,
     ) -> tuple[list[Detections], StageTimings]:
-        """Detect in a list of images, batching up to the backend's limit; also returns timings."""
+        """Detect in a list of images, batching up to the backend's limit; also returns timings.
+
+        ``infer`` runs each letterboxed batch in place of ``self.backend.run``, for this
+        call only: a remote engine given per-request options (the frame's deadline, see
+        :class:`yolo_edge.oip.OipClient`), while image loading, letterbox, decode and NMS
+        stay exactly this Detector's.
+        """
         conf = self.conf if conf is None else float(conf)
         iou = self.iou if iou is None else float(iou)
         max_det = self.max_det if max_det is None else int(max_det)
@@ -183,13 +191,14 @@ class Detector:
         t_decode = time.perf_counter() - t0
         t_pre = t_inf = t_post = 0.0
         results: list[Detections] = []
+        run = self.backend.run if infer is None else infer
         step = max(1, self.backend.max_batch)
         for start in range(0, len(frames), step):
             chunk = frames[start : start + step]
             t0 = time.perf_counter()
             blob, params = make_batch(chunk, self.info.imgsz)
             t1 = time.perf_counter()
-            pred = self.backend.run(blob)[0]
+            pred = run(blob)[0]
             t2 = time.perf_counter()
             for i, p in enumerate(params):
                 xyxy, score, cls = postprocess(pred[i], self.info.output_format, p, conf=conf, iou=iou, max_det=max_det, classes=classes)

@@ -21,7 +21,8 @@ with ``raise ... from exc`` so the original stays in the traceback.
         ├── CloudTimeoutError      the request took longer than allowed
         ├── CloudAuthError         401/403: missing or wrong token
         ├── CloudRequestError      4xx: the service rejected what we sent
-        └── CloudModelMismatchError  the service runs another model than expected
+        ├── CloudModelMismatchError  the service runs another model than expected
+        └── CloudDeadlineExpiredError  the frame's deadline passed before its batch started
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ __all__ = [
     "CloudAuthError",
     "CloudRequestError",
     "CloudModelMismatchError",
+    "CloudDeadlineExpiredError",
 ]
 
 
@@ -129,3 +131,12 @@ class CloudRequestError(CloudError):
 
 class CloudModelMismatchError(CloudError):
     """The service runs a different model (sha256) than the caller expects."""
+
+
+class CloudDeadlineExpiredError(CloudError):
+    """The request's deadline passed before the server started its batch, so nothing was computed.
+
+    Raised when the server rejected the request because its ``timeout`` ran out in the
+    queue (Triton: "Request timeout expired"), or before sending when no budget is left.
+    Not a fault of the endpoint: do not retry it, and do not count it against the endpoint's health.
+    """

@@ -23,12 +23,17 @@ class ResolvedModel:
     output_format: str = "auto"
 
 
-def resolve_model(model: str | os.PathLike | None, root: str | os.PathLike | None = None) -> ResolvedModel:
+def resolve_model(
+    model: str | os.PathLike | ResolvedModel | None, root: str | os.PathLike | None = None
+) -> ResolvedModel:
     """Registry name, locally registered export, or path to an ``.onnx`` file -> verified file.
 
     Pinned and registered models are checked against their sha256 on every load; a
     plain path is hashed so results can still name exactly which model produced them.
+    A ResolvedModel is already verified and comes back as it is.
     """
+    if isinstance(model, ResolvedModel):
+        return model
     model = DEFAULT_MODEL if model is None else model
     root_path = Path(root) if root is not None else None
     if isinstance(model, str) and model in MODELS:

@@ -1,0 +1,48 @@
+"""Both remote clients satisfy ``yolo_edge.endpoint.Endpoint``, so the agent's pool can take either."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from yolo_edge.cloud import CloudClient
+from yolo_edge.endpoint import Endpoint, open_endpoint
+from yolo_edge.errors import ConfigError
+from yolo_edge.oip import OipClient
+
+_METHODS = [name for name, value in vars(Endpoint).items() if inspect.isfunction(value) and not name.startswith("_")]
+
+
+def test_the_protocol_is_small_and_named():
+    assert sorted(_METHODS) == ["close", "detect_many", "ready", "verify_model", "wake"]
+    assert "endpoint" in Endpoint.__annotations__
+
+
+@pytest.mark.parametrize("cls", [CloudClient, OipClient])
+@pytest.mark.parametrize("method", _METHODS)
+def test_each_client_takes_every_call_the_protocol_allows(cls, method):
+    """Every parameter of the Protocol's method exists in the client's, of the same kind and default."""
+    want = inspect.signature(getattr(Endpoint, method)).parameters
+    have = inspect.signature(getattr(cls, method)).parameters
+    for name, param in want.items():
+        assert name in have, f"{cls.__name__}.{method} lacks {name}"
+        assert have[name].kind == param.kind, f"{cls.__name__}.{method}({name}) is {have[name].kind}"
+        assert have[name].default == param.default, f"{cls.__name__}.{method}({name}) defaults to {have[name].default}"
+    extra = [p for n, p in have.items() if n not in want and p.default is inspect.Parameter.empty
+             and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    assert not extra, f"{cls.__name__}.{method} requires {extra}, which the Protocol's callers never pass"
+
+
+def test_open_endpoint_picks_the_client_from_the_url(default_model_path):
+    cloud = open_endpoint("http://127.0.0.1:3000", timeout=3)
+    oip = open_endpoint("oip+http://127.0.0.1:8000/v2/models/yolo", timeout=3)
+    try:
+        assert isinstance(cloud, CloudClient) and isinstance(cloud, Endpoint) and cloud.timeout == 3
+        assert isinstance(oip, OipClient) and isinstance(oip, Endpoint)
+        assert oip.endpoint == "oip+http://127.0.0.1:8000/v2/models/yolo"
+    finally:
+        cloud.close()
+        oip.close()
+    with pytest.raises(ConfigError, match="oip\\+http"):
+        open_endpoint("grpc://127.0.0.1:8001")

@@ -1,0 +1,103 @@
+"""What every remote detection endpoint offers, whichever server is behind it.
+
+:class:`Endpoint` is the small interface the SDK's ``detect(endpoint=...)`` and the
+agent's endpoint pool use, satisfied by :class:`~yolo_edge.cloud.CloudClient` (a
+yolo-edge BentoML service) and :class:`~yolo_edge.oip.OipClient` (Triton, KServe,
+OpenVINO Model Server). :func:`open_endpoint` picks the client from the URL:
+
+==================================================  ==============================
+``http://HOST:PORT``, ``https://...``                a yolo-edge service (CloudClient)
+``oip+http://HOST:PORT/v2/models/NAME[/versions/V]`` an Open Inference Protocol model (OipClient)
+==================================================  ==============================
+
+>>> client = open_endpoint("http://127.0.0.1:3000")
+>>> isinstance(client, Endpoint), type(client).__name__
+(True, 'CloudClient')
+>>> client.close()
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+
+from .errors import ConfigError
+
+__all__ = ["Endpoint", "open_endpoint", "poll_ready"]
+
+
+@runtime_checkable
+class Endpoint(Protocol):
+    """A remote detector: health, model identity, batched detection."""
+
+    #: the URL it was opened with, for logs and metrics labels
+    endpoint: str
+
+    def ready(self) -> bool:
+        """One quick readiness probe; False on any failure, never raises."""
+        ...
+
+    def wake(self, wait_s: float = 0) -> bool:
+        """Probe readiness (waking a scaled-to-zero deployment), polling up to ``wait_s``."""
+        ...
+
+    def verify_model(self, expected_sha256: str | None = None) -> dict[str, Any]:
+        """Check the served model's sha256; raise CloudModelMismatchError when it differs."""
+        ...
+
+    def detect_many(
+        self,
+        images: Sequence[Any],
+        *,
+        conf: float | None = None,
+        iou: float | None = None,
+        classes: Sequence[int] | None = None,
+        max_det: int | None = None,
+        channels: str = "bgr",
+        return_meta: bool = False,
+    ) -> Any:
+        """Detections for ``images`` (and per-image ``{"model", "timing"}`` metas with ``return_meta``)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections. Idempotent."""
+        ...
+
+
+def open_endpoint(url: str, *, model: str | os.PathLike | None = None, **options: Any) -> Endpoint:
+    """The client for ``url``: an :class:`~yolo_edge.oip.OipClient` for ``oip+http(s)://``, else a CloudClient.
+
+    ``model`` is the local model an OIP endpoint must serve (it decodes the answers; a
+    yolo-edge service decodes on its side, so there it is not used); ``options`` go to
+    the client's constructor.
+    """
+    from .oip_wire import OIP_SCHEMES
+
+    if isinstance(url, str) and url.startswith(OIP_SCHEMES):
+        from .oip import OipClient
+
+        return OipClient(url, model=model, **options)
+    if isinstance(url, str) and url.startswith(("http://", "https://")):
+        from .cloud import CloudClient
+
+        return CloudClient(url, **options)
+    raise ConfigError(f"endpoint must be 'http(s)://HOST:PORT' (a yolo-edge service) or "
+                      f"'oip+http(s)://HOST:PORT/v2/models/NAME' (Triton, KServe, OpenVINO), got {url!r}")
+
+
+def poll_ready(ready: Callable[[], bool], wait_s: float, sleep: Callable[[float], None] = time.sleep,
+               every_s: float = 0.5) -> bool:
+    """Call ``ready()`` until it says True or ``wait_s`` has passed; once when ``wait_s`` is 0.
+
+    What ``wake(wait_s)`` does: the first probe is the wake-up signal for a deployment
+    scaled to zero, the next ones wait for it.
+    """
+    deadline = time.monotonic() + max(0.0, float(wait_s))
+    while True:
+        if ready():
+            return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        sleep(min(every_s, remaining))

@@ -1,0 +1,379 @@
+"""Offload detection to Triton, KServe or OpenVINO Model Server (the Open Inference Protocol).
+
+:class:`OipClient` sends the letterboxed batch as one binary tensor (FP16 when the
+served model takes FP16) and decodes the raw output locally with the very
+:class:`~yolo_edge.detector.Detector` pipeline ``detect()`` uses: a remote
+:class:`OipBackend` stands where onnxruntime would, so a remote answer equals a local one.
+
+Before the first inference (and on :meth:`OipClient.verify_model`) the client checks
+that the endpoint serves *this* model: one FP32/FP16 input of shape ``[-1|N, 3, H, W]``
+matching the local model, an output of the local model's shape, and the sha256 that
+``yolo-edge export-triton`` writes into the Triton config's ``parameters`` (read from
+``GET /v2/models/NAME/config``). Another model raises
+:class:`~yolo_edge.errors.CloudModelMismatchError`; requests then go to the verified
+model version only, so answers of two models are never mixed.
+
+A frame's remaining budget travels as the request ``timeout`` (microseconds, Triton's
+schedule-policy extension): the server drops a request still queued when it runs out
+and the client raises :class:`~yolo_edge.errors.CloudDeadlineExpiredError`.
+
+>>> client = OipClient("oip+http://127.0.0.1:8000/v2/models/yolo")       # doctest: +SKIP
+>>> client.wake(wait_s=30)                                               # doctest: +SKIP
+True
+>>> dets = client.detect("bus.jpg", budget_s=0.2)                        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .backends.onnx_info import OnnxInfo, read_onnx_info
+from .detector import Detector
+from .endpoint import poll_ready
+from .errors import (
+    CloudDeadlineExpiredError,
+    CloudError,
+    CloudModelMismatchError,
+    CloudRequestError,
+    CloudTimeoutError,
+    CloudUnavailableError,
+    ConfigError,
+)
+from .models.resolve import ResolvedModel, resolve_model
+from .oip_model import ServedModel, check_output, check_served, identity_problem
+from .oip_wire import OipUrl, decode_infer_response, encode_infer_request, error_for_status, parse_oip_url
+from .types import Detections
+
+__all__ = ["OipClient", "OipBackend", "ServedModel"]
+
+logger = logging.getLogger(__name__)
+
+_READY_TIMEOUT_S = 2.0
+_MAX_BACKOFF_S = 2.0
+
+
+class OipBackend:
+    """A :class:`~yolo_edge.backends.Backend` whose ``run`` is an inference on an OIP endpoint.
+
+    It describes the local model (input size, outputs, metadata: what the Detector
+    decodes with) and sends batches to ``url``. :class:`OipClient` wraps it with
+    deadlines, readiness and the endpoint interface the agent uses; ``Detector(model,
+    backend=OipBackend(...))`` works too.
+    """
+
+    name = "oip"
+
+    def __init__(
+        self,
+        url: str | OipUrl,
+        local: OnnxInfo,
+        *,
+        expected_sha256: str,
+        token: str | None = None,
+        timeout: float = 10.0,
+        max_batch: int | None = None,
+        max_retries: int = 1,
+        backoff_s: float = 0.2,
+        allow_model_mismatch: bool = False,
+        session: Any | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not timeout or timeout <= 0:
+            raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if max_batch is not None and int(max_batch) < 1:
+            raise ConfigError(f"max_batch must be >= 1, got {max_batch!r}")
+        if int(max_retries) < 0 or backoff_s < 0:
+            raise ConfigError(f"max_retries and backoff_s must be >= 0, got {max_retries!r} and {backoff_s!r}")
+        import requests  # only the client needs it: `import yolo_edge` stays light
+
+        self.url = url if isinstance(url, OipUrl) else parse_oip_url(url)
+        self.local = local
+        self.input_shape = (None, *local.input_shape[1:])
+        self.output_shapes = [list(s) for s in local.output_shapes]
+        self.metadata = dict(local.metadata)
+        self.expected_sha256 = expected_sha256.lower()
+        self.token = token
+        self.timeout = float(timeout)
+        self.max_batch_limit = None if max_batch is None else int(max_batch)
+        self.max_retries = int(max_retries)
+        self.backoff_s = float(backoff_s)
+        self.allow_model_mismatch = bool(allow_model_mismatch)
+        self._owns_session = session is None
+        self._session = session if session is not None else requests.Session()
+        self._sleep = sleep
+        self._served: ServedModel | None = None
+        self._lock = threading.Lock()
+
+    # -- Backend interface -----------------------------------------------------------
+    @property
+    def providers(self) -> tuple[str, ...]:
+        return (str(self.url),)
+
+    @property
+    def max_batch(self) -> int:
+        served = self._served
+        if served is None:  # not verified yet (Detector(backend=...) asks before the first run)
+            return self.max_batch_limit or 64
+        return served.max_batch
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        return self.infer(batch)
+
+    def close(self) -> None:
+        if self._owns_session:
+            self._session.close()
+
+    # -- the endpoint ------------------------------------------------------------------
+    def ready(self) -> bool:
+        """``GET .../v2/models/NAME/ready`` answered 200; never raises.
+
+        Not the server-wide ``/v2/health/ready``: under Triton's strict readiness (its
+        default) that turns false when any *other* model in the repository failed to load.
+        """
+        import requests
+
+        url = self.url.base + self.url.model_path + "/ready"
+        try:
+            resp = self._session.get(url, headers=self._headers(), timeout=min(_READY_TIMEOUT_S, self.timeout))
+        except requests.RequestException as exc:
+            logger.debug("%s failed: %s", url, exc)
+            return False
+        return resp.status_code == 200
+
+    def served(self) -> ServedModel:
+        """The verified served model (verifying it on first use)."""
+        served = self._served
+        return served if served is not None else self.verify()
+
+    def verify(self, expected_sha256: str | None = None) -> ServedModel:
+        """Read the model's metadata and config and check them against the local model."""
+        expected = (expected_sha256 or self.expected_sha256).lower()
+        meta = self._get_json(self.url.model_path)
+        config = self._get_json(self.url.model_path + "/config", optional=True)
+        served = check_served(meta, config, self.local, self.url, self.max_batch_limit)
+        problem = identity_problem(served, expected, self.url)
+        if problem:
+            if not self.allow_model_mismatch:
+                raise CloudModelMismatchError(problem + "; or pass allow_model_mismatch=True to accept it")
+            logger.warning("%s (accepted: allow_model_mismatch=True)", problem)
+        with self._lock:
+            self._served = served
+            if served.version:  # pin it: a new version loaded later is never mixed in
+                self.url = self.url.with_version(served.version)
+        return served
+
+    def infer(self, batch: np.ndarray, *, deadline: float | None = None) -> list[np.ndarray]:
+        """Run ``batch`` remotely; ``deadline`` (``time.monotonic()``) bounds its wait in the server's queue."""
+        served = self.served()
+        if batch.ndim != 4 or batch.shape[0] > served.max_batch:
+            raise ConfigError(f"batch of shape {batch.shape}: expected [B<={served.max_batch}, 3, H, W]")
+        url = self.url.base + self.url.model_path + "/infer"
+        attempt = 0
+        while True:
+            timeout_us = _remaining_us(deadline, url)
+            body, headers = encode_infer_request(batch, input_name=served.input_name, datatype=served.datatype,
+                                                 output_name=served.output_name, timeout_us=timeout_us)
+            try:
+                resp = self._post(url, body, headers)
+            except CloudUnavailableError as exc:
+                if attempt >= self.max_retries:
+                    raise
+                attempt += 1
+                delay = min(_MAX_BACKOFF_S, self.backoff_s * 2 ** attempt) * (0.5 + random.random() / 2)
+                if exc.retry_after_s is not None:
+                    delay = max(delay, exc.retry_after_s)
+                if deadline is not None and time.monotonic() + delay >= deadline:
+                    raise  # no time left for another try: say the endpoint is unavailable
+                logger.info("%s: %s; retry %d/%d in %.2f s", url, exc, attempt, self.max_retries, delay)
+                self._sleep(delay)
+                continue
+            header, arrays = decode_infer_response(resp.content, resp.headers, url)
+            return [check_output(header, arrays, served, batch.shape[0], url)]
+
+    # -- internals ---------------------------------------------------------------------
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def _post(self, url: str, body: bytes, headers: dict[str, str]) -> Any:
+        import requests
+
+        try:
+            resp = self._session.post(url, data=body, headers={**self._headers(), **headers}, timeout=self.timeout)
+        except requests.Timeout as exc:
+            raise CloudTimeoutError(f"POST {url} took longer than {self.timeout:g} s; raise timeout= "
+                                    "or check the server's load") from exc
+        except requests.ConnectionError as exc:
+            raise CloudUnavailableError(f"cannot connect to {url}: {exc}; is the server running "
+                                        "(or scaled to zero: call wake())?") from exc
+        except requests.RequestException as exc:
+            raise CloudError(f"POST {url} failed: {exc}") from exc
+        if resp.status_code >= 300:
+            raise error_for_status("POST", url, resp.status_code, resp.content, _retry_after(resp))
+        return resp
+
+    def _get_json(self, path: str, *, optional: bool = False) -> Any:
+        import requests
+
+        url = self.url.base + path
+        try:
+            resp = self._session.get(url, headers=self._headers(), timeout=self.timeout)
+        except requests.Timeout as exc:
+            raise CloudTimeoutError(f"GET {url} took longer than {self.timeout:g} s") from exc
+        except requests.RequestException as exc:
+            raise CloudUnavailableError(f"cannot connect to {url}: {exc}; is the server running "
+                                        "(or scaled to zero: call wake())?") from exc
+        if optional and resp.status_code in (400, 404, 405, 501):  # no such extension on this server
+            return None
+        if resp.status_code >= 300:
+            error = error_for_status("GET", url, resp.status_code, resp.content, _retry_after(resp))
+            if resp.status_code in (400, 404):
+                raise CloudRequestError(f"{error}: does the server serve a model named {self.url.model!r}"
+                                        f"{' version ' + self.url.version if self.url.version else ''}?",
+                                        status_code=resp.status_code) from None
+            raise error
+        try:
+            return resp.json()
+        except ValueError as exc:
+            raise CloudError(f"GET {url} answered non-JSON: {resp.text[:200]!r}",
+                             status_code=resp.status_code) from exc
+
+
+def _retry_after(resp: Any) -> float | None:
+    try:
+        return max(0.0, float(resp.headers.get("Retry-After", "")))
+    except ValueError:
+        return None
+
+
+def _remaining_us(deadline: float | None, url: str) -> int | None:
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise CloudDeadlineExpiredError(f"the frame's deadline passed {-left * 1e3:.1f} ms ago: "
+                                        f"not sent to {url}")
+    return max(1, int(left * 1e6))
+
+
+class OipClient:
+    """A detection client for one model on an Open Inference Protocol endpoint.
+
+    ``url`` is ``oip+http://HOST:PORT[/PREFIX]/v2/models/NAME[/versions/V]``. ``model``
+    names the local model it serves (default ``yolov3-tiny-coco``): its sha256 is what the
+    endpoint must serve, and its metadata decodes the answers. ``max_batch`` caps the
+    frames per request (default: the server's ``max_batch_size``). Creating a client does
+    no network I/O; the first inference verifies the endpoint.
+
+    Same methods as :class:`~yolo_edge.cloud.CloudClient` (see
+    :class:`yolo_edge.endpoint.Endpoint`), plus ``budget_s`` on ``detect``/``detect_many``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        model: str | os.PathLike | ResolvedModel | None = None,
+        token: str | None = None,
+        timeout: float = 10.0,
+        max_batch: int | None = None,
+        max_retries: int = 1,
+        backoff_s: float = 0.2,
+        expected_sha256: str | None = None,
+        allow_model_mismatch: bool = False,
+        session: Any | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        root: str | os.PathLike | None = None,
+    ) -> None:
+        oip_url = parse_oip_url(url)
+        resolved = resolve_model(model, root)
+        self.backend = OipBackend(
+            oip_url, read_onnx_info(resolved.path), expected_sha256=expected_sha256 or resolved.sha256,
+            token=token, timeout=timeout, max_batch=max_batch, max_retries=max_retries, backoff_s=backoff_s,
+            allow_model_mismatch=allow_model_mismatch, session=session, sleep=sleep,
+        )
+        self.detector = Detector(resolved, backend=self.backend)
+        self.endpoint = str(oip_url)
+        self._sleep = sleep
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the HTTP session if this client created it. Idempotent."""
+        self.backend.close()
+
+    def __enter__(self) -> "OipClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"OipClient({self.endpoint!r}, model={self.detector.info.name!r})"
+
+    # -- health ------------------------------------------------------------------------
+    def ready(self) -> bool:
+        """Server and model ready; False on any failure, never raises."""
+        return self.backend.ready()
+
+    def wake(self, wait_s: float = 0) -> bool:
+        """Ask for readiness (which wakes a scaled-to-zero KServe service); poll up to ``wait_s`` until ready."""
+        return poll_ready(self.ready, wait_s, self._sleep)
+
+    def verify_model(self, expected_sha256: str | None = None) -> dict[str, Any]:
+        """Check the served model against the local one (interface and sha256); return what is served."""
+        return self.backend.verify(expected_sha256).to_dict()
+
+    # -- detection ---------------------------------------------------------------------
+    def detect(self, image: Any, *, budget_s: float | None = None, **options: Any) -> Detections:
+        """Detect in one image; ``options`` as for :meth:`detect_many`."""
+        return self.detect_many([image], budget_s=budget_s, **options)[0]
+
+    def detect_many(
+        self,
+        images: Sequence[Any],
+        *,
+        conf: float | None = None,
+        iou: float | None = None,
+        classes: Sequence[int] | None = None,
+        max_det: int | None = None,
+        channels: str = "bgr",
+        return_meta: bool = False,
+        budget_s: float | None = None,
+    ) -> Any:
+        """Detect in several images: one request per ``max_batch`` frames, decoded locally.
+
+        ``budget_s`` is the time left for these frames: it travels as the request timeout,
+        and a request whose budget ran out raises :class:`CloudDeadlineExpiredError`.
+        With ``return_meta=True`` the result is ``(detections, metas)``, each meta
+        ``{"model": {"name", "sha256", "version"}, "timing": {"roundtrip_ms"}}``.
+        """
+        if isinstance(images, (str, bytes, np.ndarray)) or not isinstance(images, Sequence):
+            raise ConfigError("detect_many expects a list of images; use detect() for a single image")
+        if not images:
+            return ([], []) if return_meta else []
+        if budget_s is not None and not budget_s > 0:
+            raise CloudDeadlineExpiredError(f"no budget left ({budget_s} s): not sent to {self.endpoint}")
+        deadline = None if budget_s is None else time.monotonic() + float(budget_s)
+        served = self.backend.served()
+        roundtrips: list[float] = []
+
+        def infer(batch: np.ndarray) -> list[np.ndarray]:
+            start = time.perf_counter()
+            out = self.backend.infer(batch, deadline=deadline)
+            roundtrips.append((time.perf_counter() - start) * 1e3)
+            return out
+
+        dets, _ = self.detector.predict(list(images), conf=conf, iou=iou, classes=classes, max_det=max_det,
+                                        channels=channels, infer=infer)  # type: ignore[arg-type]
+        if not return_meta:
+            return dets
+        model = {"name": served.name, "sha256": served.sha256, "version": served.version}
+        metas = [{"model": model, "timing": {"roundtrip_ms": roundtrips[i // served.max_batch]}}
+                 for i in range(len(dets))]
+        return dets, metas
