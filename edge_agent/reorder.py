@@ -22,6 +22,7 @@ True
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from yolo_edge.errors import ConfigError
@@ -46,6 +47,7 @@ class FrameResult:
     detections: Any = None  # yolo_edge.Detections when answered
     meta: dict = field(default_factory=dict)
     image: Any = None  # the frame itself, kept only when annotated output is on
+    wall_offset_s: float | None = None  # add to captured_at/finished_at for Unix time (set by the agent)
 
     @property
     def latency_s(self) -> float:
@@ -61,11 +63,19 @@ class FrameResult:
             "latency_ms": round(1000 * self.latency_s, 3),
             "deadline_ms": round(1000 * (self.deadline - self.captured_at), 3),
         }
+        if self.wall_offset_s is not None:  # wall-clock times, ISO-8601 UTC, for joining with other logs
+            d["captured_wall"] = _iso(self.captured_at + self.wall_offset_s)
+            d["finished_wall"] = _iso(self.finished_at + self.wall_offset_s)
         if self.detections is not None:
             d["detections"] = self.detections.to_dict()["detections"]
         if self.meta:
             d["meta"] = self.meta
         return d
+
+
+def _iso(unix_s: float) -> str:
+    """``2026-11-29T23:12:01.123456Z``"""
+    return datetime.fromtimestamp(unix_s, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def classify(route: str, finished_at: float, deadline: float) -> str:

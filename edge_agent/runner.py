@@ -74,6 +74,7 @@ class Agent:
         self.keep_images = any(getattr(s, "wants_images", False) for s in self.sinks)
         self.metrics = metrics or AgentMetrics()
         self.clock = clock
+        self._wall_offset_s = time.time() - clock()  # once: results carry wall-clock times too
         self.stats = RunStats(budget_s=self.policy_cfg.latency_budget_s)
         self.budget_s = self.policy_cfg.latency_budget_s
 
@@ -377,6 +378,7 @@ class Agent:
 
     def _publish(self, results: list[FrameResult]) -> None:
         for r in results:
+            r.wall_offset_s = self._wall_offset_s
             self.stats.add(r)
             self.metrics.observe(r)
             for s in self.sinks:
