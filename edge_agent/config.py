@@ -111,7 +111,7 @@ def load_config(path: str | Path) -> AgentConfig:
     try:
         if path.suffix == ".toml":
             if sys.version_info >= (3, 11):
-                import tomllib
+                import tomllib  # novermin: this branch runs on Python 3.11+ only
             else:  # Python 3.10: the same parser, from PyPI (a dependency there)
                 import tomli as tomllib
 
