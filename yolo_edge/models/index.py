@@ -30,7 +30,7 @@ import logging
 import re
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
@@ -60,7 +60,7 @@ class IndexConfig:
     proxy: str | None = None
     timeout_s: float = 15.0
     origin: str = "pip's defaults"  # where these settings came from, for error messages
-    user_agent: str = field(default="yolo-edge models fetch")
+    user_agent: str = "yolo-edge models fetch"
 
 
 class Link(NamedTuple):
@@ -225,7 +225,7 @@ class _Fetcher:
             raise _NotThere("404 not found")
         if r.status_code in (401, 403):
             raise ModelFetchError(
-                f"{url} refused access ({r.status_code}): give pip the index credentials (in the index URL "
+                f"{_display(url)} refused access ({r.status_code}): give pip the index credentials (in the index URL "
                 "or ~/.netrc) or point PIP_INDEX_URL at an index you can read"
             )
         r.raise_for_status()
