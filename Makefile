@@ -16,7 +16,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip  # no setuptools or wheel: models fetch must not need them
+	$(PIP) install -q --upgrade pip  # not wheel or setuptools: models fetch needs neither
 
 $(VENV)/.installed: pyproject.toml constraints.txt | $(VENV)/bin/python
 	$(PIP) install -q $(CONSTRAINTS) -e '.[cloud,agent]'
