@@ -11,12 +11,12 @@ CONSTRAINTS := -c constraints.txt
 export YOLO_CONFIG_DIR ?= $(CURDIR)/.cache/ultralytics
 PYTEST_ARGS ?=
 
-.PHONY: demo test install install-test models clean bench bench-service bench-agent serve bento nginx promtool triton
+.PHONY: demo test install install-test models clean bench bench-service bench-agent serve bento nginx promtool triton test-py310
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PIP) install -q --upgrade pip  # not wheel or setuptools: models fetch needs neither
 
 $(VENV)/.installed: pyproject.toml constraints.txt | $(VENV)/bin/python
 	$(PIP) install -q $(CONSTRAINTS) -e '.[cloud,agent]'
@@ -60,6 +60,18 @@ triton: $(TRITON_VENV)/.installed
 test: install-test models nginx promtool triton
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Python 3.10, the stated minimum, for real: the SDK and agent tests on a 3.10 interpreter (pyenv's or
+# Debian's python3.10). Not part of `make test`; tests/test_python_versions.py checks 3.10 statically there.
+# Left out: Ultralytics references and the service (no [export]/[cloud] extras here) and slow tests.
+PYTHON310 ?= python3.10
+VENV310 ?= .venv310
+test-py310: models
+	[ -x $(VENV310)/bin/python ] || $(PYTHON310) -m venv $(VENV310)
+	$(VENV310)/bin/python -m pip install -q --disable-pip-version-check $(CONSTRAINTS) -e '.[agent,test]'
+	$(VENV310)/bin/python -m pytest -q -p no:cacheprovider -m "not slow and not parity" \
+	    -k "not letterbox_matches_ultralytics" --ignore=tests/edge_agent/test_agent_integration.py \
+	    tests/yolo_edge tests/edge_agent tests/models tests/test_docstring_examples.py tests/test_python_versions.py
+
 bench: install-test models
 	$(PY) benchmarks/detect_bench.py --rounds 40
 
@@ -77,4 +89,4 @@ bento: install models
 	$(PY) -m bentos.bake && $(VENV)/bin/bentoml build -f bentos/bentofile.yaml .
 
 clean:
-	rm -rf $(VENV) $(TRITON_VENV) out .pytest_cache
+	rm -rf $(VENV) $(TRITON_VENV) $(VENV310) out photos .pytest_cache

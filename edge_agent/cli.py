@@ -18,13 +18,13 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from yolo_edge.errors import YoloEdgeError
 
 from .config import AgentConfig, load_config
 
-__all__ = ["main", "build_agent"]
+__all__ = ["main", "build_agent", "build_parser", "CloudWithOptions"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-frames", type=int, dest="max_frames")
     p.add_argument("--metrics-port", type=int, dest="metrics_port", help="serve /metrics and /healthz here")
     p.add_argument("--allow-model-mismatch", action="store_true", default=None, dest="allow_model_mismatch")
+    p.add_argument("--classes", help="keep only these classes, by name or id, on both routes: person,bus or 0,5")
     p.add_argument("--summary-json", help="also write the summary as JSON here")
 
 
@@ -59,7 +60,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
     changes = {k: getattr(args, k, None) for k in (
         "source", "model", "backend", "cloud", "token", "latency_budget_ms", "queue_budget", "mode", "local_threads",
         "max_inflight", "max_batch", "annotate_dir", "fps", "loop", "max_frames", "metrics_port",
-        "allow_model_mismatch")}
+        "allow_model_mismatch", "classes")}
     if args.sinks:
         changes["sinks"] = tuple(args.sinks)
     if args.as_fast_as_possible:
@@ -94,14 +95,20 @@ def build_agent(cfg: AgentConfig, *, detector=None):
         from yolo_edge.cloud import CloudClient
 
         # no retries: the device core re-routes a failed frame itself, within the frame's budget
-        cloud = CloudClient(cfg.cloud, token=cfg.token, timeout=cfg.timeout_s, max_retries=0,
-                            expected_sha256=sha256, allow_model_mismatch=cfg.allow_model_mismatch)
+        client = CloudClient(cfg.cloud, token=cfg.token, timeout=cfg.timeout_s, max_retries=0,
+                             expected_sha256=sha256, allow_model_mismatch=cfg.allow_model_mismatch)
+        classes = None
+        if cfg.classes is not None:  # names to ids once, from the model file (the backend may still be building)
+            info = detector.info if detector is not None else _model_info(resolve_model(cfg.model))
+            classes = info.class_ids(cfg.classes, check_ids=True)
+        cloud = CloudWithOptions(client, conf=cfg.conf, iou=cfg.iou, classes=classes)
     sinks = [make_sink(s) for s in cfg.sinks]
     if cfg.annotate_dir:
         sinks.append(AnnotatedSink(cfg.annotate_dir))
 
     def load() -> Detector:
-        built = Detector(cfg.model, backend=cfg.backend, threads=cfg.local_threads, conf=cfg.conf, iou=cfg.iou)
+        built = Detector(cfg.model, backend=cfg.backend, threads=cfg.local_threads, conf=cfg.conf, iou=cfg.iou,
+                         classes=cfg.classes)
         metrics.set_backend(describe_backend(built.backend))
         return built
 
@@ -111,6 +118,39 @@ def build_agent(cfg: AgentConfig, *, detector=None):
     else:
         agent = Agent(cfg, load_detector=load, cloud=cloud, sinks=sinks, metrics=metrics)
     return agent, cloud
+
+
+def _model_info(resolved):
+    """A model's name, sha256 and class names from its file, without building a backend."""
+    from yolo_edge.backends.onnx_info import read_onnx_info
+    from yolo_edge.models.resolve import parse_metadata
+    from yolo_edge.types import ModelInfo, as_names
+
+    meta = parse_metadata(read_onnx_info(resolved.path).metadata)
+    return ModelInfo(name=resolved.name, sha256=resolved.sha256, path=str(resolved.path),
+                     names=as_names(meta["names"]) if "names" in meta else {}, imgsz=(0, 0))
+
+
+class CloudWithOptions:
+    """A cloud client that sends the agent's detection options (conf, iou, classes) with every
+    request, so a frame answered in the cloud is filtered like one answered locally."""
+
+    def __init__(self, client: Any, *, conf: float, iou: float, classes: list[int] | None) -> None:
+        self.client = client
+        self.expected_sha256 = client.expected_sha256
+        self.options = {"conf": conf, "iou": iou, "classes": classes}
+
+    def detect_many(self, images: Sequence[Any], **kwargs: Any) -> Any:
+        return self.client.detect_many(images, **{**self.options, **kwargs})
+
+    def wake(self, wait_s: float = 0) -> bool:
+        return self.client.wake(wait_s=wait_s)
+
+    def verify_model(self) -> dict:
+        return self.client.verify_model()
+
+    def close(self) -> None:
+        self.client.close()
 
 
 def run(cfg: AgentConfig, *, summary_json: str | None = None, detector=None, out=None) -> dict:
@@ -217,10 +257,13 @@ def demo_cmd(args: argparse.Namespace, out=None) -> dict:
         return run(cfg, summary_json=str(out_dir / "agent_summary.json"), detector=detector, out=out)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    from yolo_edge.cli import version_line
+
     parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--version", action="version", version=version_line("edge-agent"))
     sub = parser.add_subparsers(dest="cmd", required=True)
     _run_args(sub.add_parser("run", help="run the agent on a source"))
     sp = sub.add_parser("simulate", help="compare local-only, cloud-only, threshold and our policy over traces")
@@ -235,7 +278,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     dp.add_argument("--seconds", type=float, default=20.0)
     dp.add_argument("--latency-budget-ms", type=float, default=500.0, dest="latency_budget_ms")
     dp.add_argument("--queue-budget", type=int, default=8, dest="queue_budget")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

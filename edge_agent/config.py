@@ -11,6 +11,7 @@ are read only by the CLI.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -55,9 +56,14 @@ class AgentConfig:
     metrics_port: int | None = None  # None: no /metrics server
     conf: float = 0.25
     iou: float = 0.45
+    classes: tuple[int | str, ...] | None = None  # names or ids ("person,bus"); None: every class
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sinks", tuple(self.sinks))
+        if isinstance(self.classes, str):
+            object.__setattr__(self, "classes", tuple(c.strip() for c in self.classes.split(",") if c.strip()))
+        elif self.classes is not None:
+            object.__setattr__(self, "classes", tuple(self.classes))
         if self.fps is not None and not (isinstance(self.fps, (int, float)) and self.fps > 0):
             raise ConfigError(f"fps must be a positive number of frames per second, got {self.fps!r}")
         self.core()  # validates every budget, bound and threshold, with a ConfigError naming it
@@ -107,7 +113,10 @@ def load_config(path: str | Path) -> AgentConfig:
     text = path.read_text()
     try:
         if path.suffix == ".toml":
-            import tomllib
+            if sys.version_info >= (3, 11):
+                import tomllib  # novermin: this branch runs on Python 3.11+ only
+            else:  # Python 3.10: the same parser, from PyPI (a dependency there)
+                import tomli as tomllib
 
             data = tomllib.loads(text)
         elif path.suffix in (".yaml", ".yml"):

@@ -21,6 +21,7 @@ answered within its budget, and by whom:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
@@ -63,6 +64,7 @@ class FrameResult:
     detections: Any = None  # yolo_edge.Detections when answered
     meta: dict = field(default_factory=dict)
     image: Any = None  # the frame itself, kept only for sinks that want images
+    wall_offset_s: float | None = None  # add to the times above for Unix time (set by the agent)
 
     def __post_init__(self) -> None:
         self.outcome = Outcome(self.outcome)
@@ -88,8 +90,16 @@ class FrameResult:
             "latency_ms": round(1000 * self.latency_s, 3),
             "deadline_ms": round(1000 * (self.deadline - self.captured_at), 3),
         }
+        if self.wall_offset_s is not None:  # wall-clock times, ISO-8601 UTC, for joining with other logs
+            d["captured_wall"] = _iso(self.captured_at + self.wall_offset_s)
+            d["finished_wall"] = _iso(self.released_at + self.wall_offset_s)
         if self.detections is not None:
             d["detections"] = self.detections.to_dict()["detections"]
         if self.meta:
             d["meta"] = self.meta
         return d
+
+
+def _iso(unix_s: float) -> str:
+    """``2026-11-29T23:12:01.123456Z``"""
+    return datetime.fromtimestamp(unix_s, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

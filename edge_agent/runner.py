@@ -78,6 +78,7 @@ class Agent:
         self.sinks = list(sinks)
         self.keep_images = any(s.wants_images for s in self.sinks)
         self.clock = clock
+        self._wall_offset_s = time.time() - clock()  # once: results carry wall-clock times too
         self.core = DeviceCore(config.core(), cloud=self.cloud is not None, cloud_warm=cloud_warm,
                                local_ready=detector is not None, policy=policy)
         self.stats = RunStats(budget_s=config.core().budget_s)
@@ -215,6 +216,7 @@ class Agent:
             image = self._images.pop(r.seq, None)
             if self.keep_images:
                 r.image = image
+            r.wall_offset_s = self._wall_offset_s
             self.stats.add(r)
             self.metrics.observe(r)
             for s in self.sinks:

@@ -67,3 +67,13 @@ def fall_detector(fall_model_path: Path):
     from yolo_edge import Detector
 
     return Detector("yolov8s-fall")
+
+
+@pytest.fixture(scope="session")
+def local_service(tmp_path_factory, default_model_path):
+    """A real `bentoml serve` of the service on a free 127.0.0.1 port, shared by the README and examples tests."""
+    from edge_agent.cloudserve import LocalService
+
+    tmp = tmp_path_factory.mktemp("local-service")
+    with LocalService(threads=1, log_dir=tmp, env={"BENTOML_HOME": str(tmp / "bentoml")}) as svc:
+        yield svc

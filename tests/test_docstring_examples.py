@@ -12,6 +12,7 @@ MODULES = [
     "edge_agent.stats", "edge_agent.frames", "edge_agent.sim", "edge_agent.oracle", "edge_agent.traces",
     "edge_agent.breaker", "edge_agent.estimators", "edge_agent.protocols", "edge_agent.livesim",
     "yolo_edge.oip_wire", "yolo_edge.endpoint", "yolo_edge.triton.config",
+    "yolo_edge.coco", "yolo_edge.models.index", "yolo_edge.samples", "yolo_edge.inputs",
 ]
 
 

@@ -1,11 +1,11 @@
 """yolo-edge: fast YOLO object detection on edge devices and in the cloud.
 
 >>> import yolo_edge
->>> dets = yolo_edge.detect("bus.jpg")          # doctest: +SKIP
+>>> dets = yolo_edge.detect(yolo_edge.samples.path("bus.jpg"))   # doctest: +SKIP
 >>> det = yolo_edge.Detector("yolov8s-fall")    # doctest: +SKIP
 """
 
-from . import errors
+from . import errors, samples
 from .api import detect
 from .cloud import CloudClient
 from .detector import Detector, StageTimings
@@ -28,4 +28,5 @@ __all__ = [
     "detect",
     "errors",
     "load_image",
+    "samples",
 ]

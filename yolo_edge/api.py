@@ -32,7 +32,7 @@ def detect(
     conf: float = 0.25,
     iou: float = 0.45,
     max_det: int = 300,
-    classes: Sequence[int] | None = None,
+    classes: str | Sequence[int | str] | None = None,
     channels: str = "bgr",
     backend: str = "auto",
     endpoint: str | None = None,

@@ -11,56 +11,81 @@ from typing import Sequence
 
 from .cli_engine import add_build_engine_parser
 from .cli_triton import add_export_triton_parser
-from .errors import YoloEdgeError
+from .errors import ConfigError, YoloEdgeError
 
 log = logging.getLogger("yolo_edge.cli")
 
 
-def _progress_iter(items: Sequence, enabled: bool, desc: str):
-    if not enabled or len(items) < 2:
-        return items
-    from tqdm import tqdm
-
-    return tqdm(items, desc=desc, unit="img", file=sys.stderr)
-
-
 def cmd_detect(args: argparse.Namespace) -> int:
     from .detector import Detector
-    from .image import load_image
+    from .inputs import count_frames, expand, frames
 
-    paths = [Path(p) for p in args.images]
+    files, problems = expand(args.images)
+    if not files:
+        raise ConfigError(f"nothing to detect on: {'; '.join(f'{a}: {p}' for a, p in problems)}. "
+                          "Give image or video files, folders or patterns like 'photos/*.jpg'")
+    for arg, problem in problems:
+        log.error("%s: %s", arg, problem)
+    if args.every < 1:
+        raise ConfigError(f"--every must be >= 1, got {args.every}")
     det = Detector(args.model, backend=args.backend, conf=args.conf, iou=args.iou, max_det=args.max_det,
-                   classes=args.classes)
+                   classes=_split_classes(args.classes))
     save = Path(args.save) if args.save else None
     if save:
         save.mkdir(parents=True, exist_ok=True)
-    results = []
-    failed = 0
-    for path in _progress_iter(paths, not args.no_progress and not args.json, "detect"):
+    items = frames(files, every=args.every)
+    if not args.no_progress and not args.json and (len(files) > 1 or count_frames(files, args.every) > 1):
+        from tqdm import tqdm
+
+        items = tqdm(items, total=count_frames(files, args.every), desc="detect", unit="img", file=sys.stderr)
+    results = [{"image": arg, "frame": None, "time_s": None, "error": problem} for arg, problem in problems]
+    failed = len(problems)
+    for item in items:
+        record: dict = {"image": str(item.source), "frame": item.index, "time_s": item.time_s}
         try:
-            frame = load_image(path)
-            (dets,), timings = det.predict([frame])
+            if item.error is not None:
+                raise item.error
+            (dets,), timings = det.predict([item.image])
         except YoloEdgeError as exc:  # one bad file must not stop a batch run
             failed += 1
-            log.error("%s: %s", path, exc)
-            results.append({"image": str(path), "error": str(exc)})
+            log.error("%s: %s", item.source, exc)
+            results.append({**record, "error": str(exc)})
             continue
-        record = {"image": str(path), "model": det.info.name, "model_sha256": det.info.sha256,
-                  **dets.to_dict(), "timing": timings.to_dict()}
+        record.update(model=det.info.name, model_sha256=det.info.sha256, **dets.to_dict(), timing=timings.to_dict())
         results.append(record)
         if save:
             import cv2
 
-            cv2.imwrite(str(save / path.name), dets.draw(frame))
-            (save / (path.stem + ".json")).write_text(json.dumps(record, indent=2))
+            cv2.imwrite(str(save / (item.stem + (item.source.suffix if item.index is None else ".jpg"))),
+                        dets.draw(item.image))
+            (save / (item.stem + ".json")).write_text(json.dumps(record, indent=2))
         if not args.json:
             labels = ", ".join(f"{d['label']} {d['confidence']:.2f}" for d in record["detections"]) or "nothing"
-            print(f"{path}: {len(dets)} objects ({labels}) in {timings.total_s * 1e3:.1f} ms")
-    if args.json:
-        print(json.dumps(results if len(results) != 1 else results[0], indent=2))
+            where = item.source if item.index is None else f"{item.source} frame {item.index}"
+            print(f"{where}: {len(dets)} objects ({labels}) in {timings.total_s * 1e3:.1f} ms")
+    if args.json:  # always a list, one record per image or video frame, whatever the number of inputs
+        print(json.dumps(results, indent=2))
     if save:
         print(f"annotated images and JSON written to {save}/", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _split_classes(values: Sequence[str] | None) -> list[str] | None:
+    """``--classes person,bus 0`` -> ['person', 'bus', '0']."""
+    if values is None:
+        return None
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+def cmd_samples(args: argparse.Namespace) -> int:
+    from . import samples
+
+    paths = samples.fetch(progress=lambda m: print(f"  {m}", file=sys.stderr))
+    if args.dest:
+        paths = samples.copy_to(args.dest)
+    for p in paths:
+        print(p)
+    return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -108,18 +133,23 @@ def cmd_export(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yolo-edge", description="YOLO object detection on the edge and in the cloud")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument("--version", action="version", version=version_line("yolo-edge"))
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("detect", help="detect objects in image files")
-    p.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
+    p = sub.add_parser("detect", help="detect objects in images and videos")
+    p.add_argument("images", nargs="+", metavar="INPUT",
+                   help="image or video files, folders (their images and videos) or patterns like 'photos/*.jpg'")
     p.add_argument("--model", default=None, help="registry name, registered export or .onnx path (default: yolov3-tiny-coco)")
     p.add_argument("--backend", default="auto", help="auto, onnxruntime, tensorrt or torch")
     p.add_argument("--conf", type=float, default=0.25, help="confidence threshold (default 0.25)")
     p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
     p.add_argument("--max-det", type=int, default=300)
-    p.add_argument("--classes", type=int, nargs="+", default=None, help="keep only these class ids")
-    p.add_argument("--save", metavar="DIR", help="write annotated images and one JSON per image here")
-    p.add_argument("--json", action="store_true", help="print results as JSON instead of a summary")
+    p.add_argument("--classes", nargs="+", default=None, metavar="CLASS",
+                   help="keep only these classes, by name or id: --classes person,bus or --classes 0 5")
+    p.add_argument("--every", type=int, default=1, metavar="N", help="videos: detect on every Nth frame (default 1)")
+    p.add_argument("--save", metavar="DIR", help="write annotated images and one JSON per image or frame here")
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON list, one record per image or video frame, instead of a summary")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_detect)
 
@@ -129,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="every pinned model and the sample images")
     p.add_argument("--force", action="store_true", help="fetch again even if cached")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("samples", help="fetch the sample photos (bus.jpg, zidane.jpg); copy them into DIR")
+    p.add_argument("dest", nargs="?", metavar="DIR", help="copy the photos here (e.g. photos); default: print their paths")
+    p.set_defaults(func=cmd_samples)
 
     p = sub.add_parser("export", help="export an Ultralytics .pt to ONNX and register it (needs yolo-edge[export])")
     p.add_argument("weights", help="Ultralytics checkpoint (.pt) or model yaml")
@@ -147,6 +181,23 @@ def build_parser() -> argparse.ArgumentParser:
     add_build_engine_parser(sub)
     add_export_triton_parser(sub)
     return parser
+
+
+def version_line(prog: str) -> str:
+    """``yolo-edge 0.1.0 (Python 3.11.7, onnxruntime 1.23.2, OpenCV 4.12.0)``: what a bug report needs."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
+
+    parts = [f"Python {platform.python_version()}"]
+    for dist, label in (("onnxruntime", "onnxruntime"), ("onnxruntime-gpu", "onnxruntime-gpu"),
+                        ("opencv-python-headless", "OpenCV")):
+        try:
+            parts.append(f"{label} {version(dist)}")
+        except PackageNotFoundError:
+            pass
+    return f"{prog} {__version__} ({', '.join(parts)})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

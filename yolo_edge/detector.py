@@ -78,7 +78,7 @@ class Detector:
         conf: float = 0.25,
         iou: float = 0.45,
         max_det: int = 300,
-        classes: Sequence[int] | None = None,
+        classes: str | Sequence[int | str] | None = None,
         threads: int | None = None,
         providers: Sequence[Any] | None = None,
         backend_options: Mapping[str, Any] | None = None,
@@ -88,11 +88,12 @@ class Detector:
     ) -> None:
         _check_thresholds(conf, iou, max_det)
         self.conf, self.iou, self.max_det = float(conf), float(iou), int(max_det)
-        self.classes = None if classes is None else [int(c) for c in classes]
         self.max_pixels = int(max_pixels)
         resolved = resolve_model(model, root)
         self.backend: Backend = self._make_backend(backend, resolved, threads, providers, backend_options or {})
         self.info = self._describe(resolved, output_format)
+        # ids or names ("person,bus"), checked against the model's classes once, here
+        self.classes = self.info.class_ids(classes, check_ids=True)
         log.info("Detector ready: %s (%s) on %s %s", self.info.name, self.info.sha256[:12], self.backend.name, list(self.backend.providers))
         if self.info.output_format == "nms":
             log.info("%s has NMS inside the graph: iou has no effect, and conf only filters above the "
@@ -171,7 +172,7 @@ class Detector:
         conf: float | None = None,
         iou: float | None = None,
         max_det: int | None = None,
-        classes: Sequence[int] | None = None,
+        classes: str | Sequence[int | str] | None = None,
         infer: Callable[[np.ndarray], Sequence[np.ndarray]] | None = None,
     ) -> tuple[list[Detections], StageTimings]:
         """Detect in a list of images, batching up to the backend's limit; also returns timings.
@@ -184,7 +185,7 @@ class Detector:
         conf = self.conf if conf is None else float(conf)
         iou = self.iou if iou is None else float(iou)
         max_det = self.max_det if max_det is None else int(max_det)
-        classes = self.classes if classes is None else [int(c) for c in classes]
+        classes = self.classes if classes is None else self.info.class_ids(classes)
         _check_thresholds(conf, iou, max_det)
         t0 = time.perf_counter()
         frames = [load_image(img, channels=channels, max_pixels=self.max_pixels) for img in images]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .coco import coco91_ids
 from .errors import ConfigError
 
 __all__ = ["Detections", "ModelInfo"]
@@ -128,13 +130,27 @@ class Detections:
     def to_coco(self, image_id: int = 0, category_ids: Mapping[int, int] | None = None) -> list[dict[str, Any]]:
         """COCO results format: ``bbox`` as [x, y, width, height], ``score`` and ``category_id``.
 
-        ``category_ids`` maps our class ids to COCO category ids (COCO-80 to the 91-id
-        scheme, say); by default class ids are used as they are.
+        ``category_ids`` maps class ids to category ids. By default a COCO-80 model (its
+        names are COCO's 80 classes: the default model, any Ultralytics COCO export) gets
+        COCO's own 91-id scheme, so person is 1 and bus 6, as COCO's annotations and
+        evaluation tools expect; any other model keeps its own class ids. Pass
+        ``{i: i for i in dets.names}`` to keep a COCO model's 0-79 ids.
+
+        >>> d = Detections(xyxy=[[10, 20, 110, 220]], confidence=[0.9], class_id=[0], names={0: "Normal", 1: "Fall"})
+        >>> d.to_coco(image_id=7)
+        [{'image_id': 7, 'category_id': 0, 'bbox': [10.0, 20.0, 100.0, 200.0], 'score': 0.9}]
         """
+        mapping = coco91_ids(self.names) if category_ids is None else category_ids
         out = []
         for box, conf, cls in zip(self.xyxy, self.confidence, self.class_id):
             x1, y1, x2, y2 = (float(v) for v in box)
-            cat = int(category_ids[int(cls)]) if category_ids else int(cls)
+            try:
+                cat = int(mapping[int(cls)]) if mapping is not None else int(cls)
+            except KeyError:
+                raise ConfigError(
+                    f"category_ids has no entry for class id {int(cls)} ({self.names.get(int(cls), '?')}): "
+                    "map every class the detections contain"
+                ) from None
             out.append({
                 "image_id": image_id,
                 "category_id": cat,
@@ -142,6 +158,30 @@ class Detections:
                 "score": round(float(conf), 6),
             })
         return out
+
+    def to_supervision(self) -> Any:
+        """The same detections as a ``supervision.Detections`` (needs ``yolo-edge[supervision]``).
+
+        Boxes, confidences and class ids carry over; ``data["class_name"]`` holds the labels,
+        as supervision's own model connectors set it.
+
+        >>> d = Detections(xyxy=[[10, 20, 110, 220]], confidence=[0.9], class_id=[5], names={5: "bus"})
+        >>> sv_dets = d.to_supervision()
+        >>> sv_dets.data["class_name"].tolist()
+        ['bus']
+        """
+        try:
+            import supervision as sv
+        except ImportError as exc:
+            raise ConfigError(
+                "Detections.to_supervision() needs the supervision package: pip install 'yolo-edge[supervision]'"
+            ) from exc
+        return sv.Detections(
+            xyxy=self.xyxy.copy(),
+            confidence=self.confidence.copy(),
+            class_id=self.class_id.copy(),
+            data={"class_name": np.array(self.labels, dtype=str)},
+        )
 
     def draw(self, image: np.ndarray, *, thickness: int = 2, font_scale: float = 0.5) -> np.ndarray:
         """Return a copy of ``image`` (HxWx3 uint8, any channel order) with boxes and labels."""
@@ -181,6 +221,44 @@ class ModelInfo:
     dynamic_batch: bool = False
     version: str = ""
     task: str = "detect"
+
+    def class_ids(self, classes: str | Iterable[int | str] | None, *, check_ids: bool = False) -> list[int] | None:
+        """Class ids for ``classes`` given as ids, names (any case) or a comma-separated string.
+
+        None keeps every class. An unknown name raises :class:`ConfigError` listing what the
+        model has; so does an id the model does not have with ``check_ids``, otherwise such
+        an id is kept and simply matches nothing.
+
+        >>> info = ModelInfo(name="m", sha256="", path="", names={0: "person", 5: "bus"}, imgsz=(640, 640))
+        >>> info.class_ids("bus,Person"), info.class_ids([0, "5", 7])
+        ([5, 0], [0, 5, 7])
+        """
+        if classes is None:
+            return None
+        items = classes.split(",") if isinstance(classes, str) else list(classes)
+        by_name = {name.lower(): i for i, name in self.names.items()}
+        ids: list[int] = []
+        for item in items:
+            key = str(item).strip()
+            if isinstance(item, (int, np.integer)) or key.isdigit():
+                cid = int(key)
+                if check_ids and self.names and cid not in self.names:
+                    raise ConfigError(f"class id {cid} is not one of {self.name}'s classes: expected "
+                                      f"{min(self.names)}-{max(self.names)} or a name, e.g. {self._some_names()}")
+            elif key.lower() in by_name:
+                cid = by_name[key.lower()]
+            else:
+                close = difflib.get_close_matches(key.lower(), list(by_name), n=3)
+                hint = f"did you mean {', '.join(close)}? " if close else ""
+                raise ConfigError(f"unknown class {key!r} for model {self.name}: {hint}expected a class id or "
+                                  f"one of its {len(self.names)} names, e.g. {self._some_names()}")
+            if cid not in ids:
+                ids.append(cid)
+        return ids
+
+    def _some_names(self) -> str:
+        names = list(self.names.values())
+        return ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -109,3 +109,14 @@ def test_timings_and_info(default_detector, bus_jpg):
     assert t.inference_s > 0 and t.decode_s > 0 and t.total_s >= t.inference_s
     assert default_detector.info.to_dict()["sha256"] == default_detector.info.sha256
     assert "CPUExecutionProvider" in default_detector.backend.providers
+
+
+def test_classes_by_name(default_model_path, default_detector, bus_jpg):
+    only_bus = Detector("yolov3-tiny-coco", classes="bus")
+    assert only_bus.classes == [5] and set(only_bus(bus_jpg).labels) == {"bus"}
+    (persons,), _ = default_detector.predict([bus_jpg], classes=["Person"])
+    assert set(persons.labels) == {"person"} and len(persons) >= 3
+    with pytest.raises(ConfigError, match="unknown class 'buss'.*did you mean bus"):
+        Detector("yolov3-tiny-coco", classes=["buss"])
+    with pytest.raises(ConfigError, match="class id 80 is not one of yolov3-tiny-coco's classes"):
+        Detector("yolov3-tiny-coco", classes=[80])

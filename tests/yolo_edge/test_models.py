@@ -56,23 +56,17 @@ def test_refetch_from_cached_artifact_rebuilds_identically(home_copy):
     assert sha256_file(path) == MODELS["yolov3-tiny-coco"].onnx_sha256
 
 
-def test_tampered_artifact_member_is_refused(home_copy):
+def test_tampered_artifact_member_is_refused(home_copy, monkeypatch):
     shutil.rmtree(home_copy / "models" / "yolov8s-fall")
     artifact = home_copy / "artifacts" / MODELS["yolov8s-fall"].artifact.filename
     artifact.write_bytes(artifact.read_bytes()[:-10])  # truncated: fails the artifact pin
     # a corrupt cached artifact is thrown away and re-downloaded; forbid the download here
-    from yolo_edge.models import fetch as fetch_mod
-
     def no_network(*a, **k):
         raise AssertionError("tests must not download")
 
-    orig = fetch_mod.subprocess.run
-    fetch_mod.subprocess.run = no_network
-    try:
-        with pytest.raises(AssertionError, match="must not download"):
-            fetch_model("yolov8s-fall", home_copy)
-    finally:
-        fetch_mod.subprocess.run = orig
+    monkeypatch.setattr("yolo_edge.models.fetch.download_file", no_network)
+    with pytest.raises(AssertionError, match="must not download"):
+        fetch_model("yolov8s-fall", home_copy)
     assert not artifact.exists()
 
 

@@ -7,7 +7,7 @@ import yolo_edge
 def test_exported_members():
     assert set(yolo_edge.__all__) == {
         "CloudClient", "Detections", "Detector", "ModelInfo", "OipClient", "StageTimings", "YoloEdgeError", "__version__",
-        "detect", "errors", "load_image",
+        "detect", "errors", "load_image", "samples",
     }
     for name in yolo_edge.__all__:
         assert hasattr(yolo_edge, name)

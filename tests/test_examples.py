@@ -1,0 +1,97 @@
+"""Each example in examples/ runs as its header says, from a directory like a fresh clone's."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+
+
+def _run(cwd: Path, *argv: str, timeout: float = 300, **extra_env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, **extra_env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "PYTHONPATH": str(REPO)}
+    r = subprocess.run(list(argv), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, f"{argv} exited {r.returncode}:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+    return r
+
+
+@pytest.fixture
+def clone(tmp_path, sample_photos, default_model_path):
+    (tmp_path / "examples").symlink_to(EXAMPLES)
+    (tmp_path / "photos").mkdir()
+    for p in sample_photos:  # what `yolo-edge samples photos` leaves
+        shutil.copy(p, tmp_path / "photos")
+    return tmp_path
+
+
+def test_every_example_is_listed_and_exists():
+    table = (EXAMPLES / "README.md").read_text()
+    for name in ("sdk.py", "cloud_client.py", "agent.toml"):
+        assert (EXAMPLES / name).is_file() and f"examples/{name}" in table
+    assert "endpoint pool" in table  # its place, for when issue 10 lands
+
+
+def test_sdk_example(clone):
+    r = _run(clone, sys.executable, "examples/sdk.py")
+    assert "bus.jpg: Detections(5: 4 person, 1 bus)" in r.stdout
+    out = clone / "out" / "sdk"
+    assert sorted(p.name for p in out.iterdir()) == ["bus.jpg", "bus.json", "coco_results.json", "zidane.jpg", "zidane.json"]
+    coco = json.loads((out / "coco_results.json").read_text())
+    assert {c["image_id"] for c in coco} == {1, 2} and {1, 6} <= {c["category_id"] for c in coco}  # person, bus
+    r = _run(clone, sys.executable, "examples/sdk.py", "--classes", "bus", "--out", "out/bus")
+    assert "bus.jpg: Detections(1: 1 bus)" in r.stdout
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_agent_config_example(clone):
+    """`edge-agent run --config examples/agent.toml`: local only, classes by name, wall-clock times."""
+    start = datetime.now(timezone.utc)
+    _run(clone, "edge-agent", "run", "--config", "examples/agent.toml")
+    end = datetime.now(timezone.utc)
+    lines = _jsonl(clone / "out" / "agent" / "results.jsonl")
+    assert [x["seq"] for x in lines] == list(range(20))
+    labels = {d["label"] for x in lines for d in x.get("detections", [])}
+    assert labels == {"person", "bus"}  # zidane.jpg's ties are filtered out
+    for x in lines:
+        captured = datetime.fromisoformat(x["captured_wall"].replace("Z", "+00:00"))
+        finished = datetime.fromisoformat(x["finished_wall"].replace("Z", "+00:00"))
+        assert start <= captured <= finished <= end
+        assert abs((finished - captured).total_seconds() * 1000 - x["latency_ms"]) < 1.0
+    assert len(list((clone / "out" / "agent" / "frames").iterdir())) > 0
+
+
+@pytest.mark.slow
+def test_cloud_client_example_and_agent_classes_in_the_cloud(clone, local_service):
+    r = _run(clone, sys.executable, "examples/cloud_client.py", "--url", local_service.url)
+    assert "the same model as this device" in r.stdout and re.search(r"bus.jpg: cloud Detections\(\d+: ", r.stdout)
+    # every frame through the cloud, filtered there by the same classes as locally
+    _run(clone, "edge-agent", "run", "--config", "examples/agent.toml", "--cloud", local_service.url,
+         "--mode", "cloud", "--classes", "person", "--sink", "jsonl:out/cloud.jsonl")
+    lines = _jsonl(clone / "out" / "cloud.jsonl")
+    answered = [x for x in lines if x["outcome"] != "dropped"]  # the first frames may find the cloud cold
+    assert len(lines) == 20 and answered and {x["route"] for x in answered} == {"cloud"}, lines
+    assert {d["label"] for x in answered for d in x["detections"]} == {"person"}  # no bus, no tie
+
+
+@pytest.mark.slow
+def test_make_demo_command(tmp_path, sample_photos, default_model_path):
+    """`make demo` runs `edge-agent demo --out out`: here on a 3 s clip."""
+    _run(tmp_path, "edge-agent", "demo", "--out", "out", "--seconds", "3", BENTOML_HOME=str(tmp_path / "bentoml"))
+    out = tmp_path / "out"
+    summary = json.loads((out / "agent_summary.json").read_text())
+    lines = _jsonl(out / "agent_results.jsonl")
+    assert summary["frames"] == len(lines) > 0 and (out / "sample_clip.avi").is_file()
+    assert any((out / "agent_frames").iterdir())

@@ -1,0 +1,170 @@
+"""The README runs as written.
+
+Its reader has a fresh clone after `make demo` (models and sample photos fetched, the
+demo's clip in `out/sample_clip.avi`) and has typed the quick start's
+`source .venv/bin/activate` and `yolo-edge samples photos`. The `clone` fixture makes that
+state in a temporary directory (the clip is made the way the demo makes it, `examples/`
+is linked in), and everything runs there:
+
+- every `yolo-edge ...` and `edge-agent ...` command in a bash block parses with the real
+  parsers; all but the few in ``PARSE_ONLY`` (each with its reason) also run, through
+  bash, in README order, and must exit 0;
+- every Python block runs in a fresh interpreter; a ``print(x)  # text`` line must print
+  ``text``;
+- blocks and commands that talk to the service at ``127.0.0.1:3000`` run against a real
+  `bentoml serve` on a free port: ``127.0.0.1:3000`` is replaced by its address, and a
+  ``--metrics-port 9100`` by another free port. That is the only change made to any line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from edge_agent.cli import build_parser as agent_parser
+from edge_agent.cloudserve import free_port
+from yolo_edge.cli import build_parser as yolo_parser
+
+REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text()
+SERVICE = "127.0.0.1:3000"
+
+PARSE_ONLY = {
+    "yolo-edge export": "needs an Ultralytics checkpoint (yolov8n.pt) that no package ships; "
+                        "tests/yolo_edge/test_export.py exports a real one",
+    "yolo-edge build-engine": "needs TensorRT and an NVIDIA GPU (tests/backends)",
+    "edge-agent demo": "what `make demo` runs (20 s); tests/test_examples.py runs it on a short clip",
+}
+
+
+@dataclass(frozen=True)
+class Command:
+    line: str  # as written, continuation lines joined
+    argv: list[str]
+
+    @property
+    def needs_service(self) -> bool:
+        return SERVICE in self.line
+
+    def parse_only(self) -> str | None:
+        return next((why for prefix, why in PARSE_ONLY.items() if self.line.startswith(prefix)), None)
+
+
+def blocks(lang: str) -> list[str]:
+    """The README's fenced blocks in ``lang`` (indented ones too), dedented."""
+    fence = re.compile(r"^([ \t]*)```(\w*)\n(.*?)^\1```", re.S | re.M)
+    return [textwrap.dedent(m.group(3)) for m in fence.finditer(README) if m.group(2) == lang]
+
+
+def commands() -> list[Command]:
+    """Every `yolo-edge`/`edge-agent` command of the bash blocks (a line may hold several, joined by &&)."""
+    out = []
+    for block in blocks("bash"):
+        for line in block.replace("\\\n", " ").splitlines():
+            for part in line.split("&&"):
+                argv = shlex.split(part, comments=True)
+                if argv and argv[0] in ("yolo-edge", "edge-agent"):
+                    out.append(Command(" ".join(part.split("#")[0].split()), argv))
+    return out
+
+
+def python_blocks(*, service: bool) -> list[str]:
+    return [b for b in blocks("python") if (SERVICE in b) == service]
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory, default_model_path, fall_model_path, sample_photos):
+    """A directory in the state the README's reader is in after `make demo` and the quick start."""
+    from edge_agent.demo import make_clip
+
+    root = tmp_path_factory.mktemp("clone")
+    (root / "examples").symlink_to(REPO / "examples")
+    make_clip(root / "out" / "sample_clip.avi", frames=30, fps=15.0, size=(640, 360))
+    assert "yolo-edge samples photos" in [c.line for c in commands()], "the quick start should fetch the photos"
+    _run_line(root, "yolo-edge samples photos")
+    return root
+
+
+def _env() -> dict[str, str]:
+    # `source .venv/bin/activate`: the commands of this environment first on PATH
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONPATH": str(REPO)}
+
+
+def _run_line(cwd: Path, line: str, url: str | None = None) -> subprocess.CompletedProcess:
+    if url:
+        line = line.replace(f"http://{SERVICE}", url).replace("--metrics-port 9100", f"--metrics-port {free_port()}")
+    r = subprocess.run(["bash", "-c", line], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"`{line}` exited {r.returncode}:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+    return r
+
+
+def _run_python(cwd: Path, code: str, url: str | None = None) -> None:
+    if url:
+        code = code.replace(f"http://{SERVICE}", url)
+    r = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"README block failed:\n{code}\n{r.stderr[-3000:]}"
+    for expected in re.findall(r"^print\(.*\)\s+#\s*(.+?)\s*$", code, re.M):
+        assert expected in r.stdout, f"the README says {expected!r}, the block printed:\n{r.stdout}"
+
+
+def test_readme_has_what_a_user_types():
+    lines = [c.line for c in commands()]
+    assert len(lines) >= 15 and len(python_blocks(service=False)) >= 3 and len(python_blocks(service=True)) == 1
+    for must in ("yolo-edge samples photos", "yolo-edge detect photos/*.jpg", "yolo-edge --version",
+                 "edge-agent --version", "edge-agent run --config examples/agent.toml", "yolo-edge models fetch --all"):
+        assert any(line.startswith(must) for line in lines), must
+
+
+@pytest.mark.parametrize("command", commands(), ids=lambda c: c.line[:60])
+def test_command_parses(command):
+    parser = yolo_parser() if command.argv[0] == "yolo-edge" else agent_parser()
+    try:
+        args = parser.parse_args(command.argv[1:])
+    except SystemExit as exc:  # --version and --help exit 0; a bad option exits 2
+        assert exc.code == 0, f"`{command.line}` does not parse"
+        return
+    assert getattr(args, "func", None) or getattr(args, "cmd", None)
+
+
+@pytest.mark.slow
+def test_commands_run(clone):
+    ran = []
+    for command in commands():
+        if command.needs_service or command.parse_only():
+            continue
+        r = _run_line(clone, command.line)
+        ran.append(command.line)
+        if command.argv[-1] == "--version":
+            assert r.stdout.startswith(f"{command.argv[0]} ")
+    assert len(ran) >= 15
+    assert sorted(p.name for p in (clone / "out" / "detect").glob("*.jpg")) == ["bus.jpg", "zidane.jpg"]
+    assert (clone / "out" / "agent" / "results.jsonl").is_file()  # examples/agent.toml's sink
+
+
+@pytest.mark.parametrize("index", range(len(python_blocks(service=False))))
+def test_python_block_runs(clone, index):
+    _run_python(clone, python_blocks(service=False)[index])
+
+
+@pytest.mark.slow
+def test_service_blocks_and_commands_run(clone, local_service):
+    for code in python_blocks(service=True):
+        _run_python(clone, code, local_service.url)
+    lines = [c.line for c in commands() if c.needs_service and not c.parse_only()]
+    assert any(line.startswith("edge-agent run --source out/sample_clip.avi --cloud") for line in lines)
+    for line in lines:
+        _run_line(clone, line, local_service.url)
+    assert (clone / "out" / "results.jsonl").read_text().count("\n") == 30  # every frame of the clip accounted for
+    for block in blocks("bash"):  # the curl lines of the "Serve locally" block
+        for line in block.splitlines():
+            if line.startswith("curl ") and SERVICE in line:
+                assert _run_line(clone, line, local_service.url).stdout.startswith(("[", "{"))
