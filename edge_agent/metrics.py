@@ -13,13 +13,17 @@ import json
 import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from .policy import CloudState
 from .reorder import FrameResult
+
+if TYPE_CHECKING:
+    from .sinks import Sink
 
 __all__ = ["AgentMetrics", "MetricsServer"]
 
@@ -55,6 +59,12 @@ class AgentMetrics:
         self._answered = 0
         self._cloud = 0
         self.set_cloud_state(CloudState.DISABLED)
+        self._sinks = _SinkCollector()
+        r.register(self._sinks)
+
+    def watch_sinks(self, sinks: Iterable["Sink"]) -> None:
+        """Export each sink's delivery counts (read from ``Sink.report()`` at every scrape)."""
+        self._sinks.sinks.extend(sinks)
 
     def observe(self, r: FrameResult) -> None:
         route = r.route or "none"
@@ -81,6 +91,33 @@ class AgentMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _SinkCollector:
+    """edge_agent_sink_*{sink}: what became of the results each sink was given."""
+
+    _COUNTERS = (("received", "Results handed to the sink"),
+                 ("delivered", "Results that reached the sink's destination (replayed ones included)"),
+                 ("replayed", "Results delivered from an earlier run's spool"),
+                 ("rejected", "Results the destination refused as invalid (kept in the rejected file)"),
+                 ("lost", "Results neither delivered nor kept: I/O errors"),
+                 ("retries", "Delivery attempts that failed and were retried"))
+
+    def __init__(self) -> None:
+        self.sinks: list = []
+
+    def collect(self):
+        reports = [s.report() for s in self.sinks]
+        for field, doc in self._COUNTERS:
+            fam = CounterMetricFamily(f"edge_agent_sink_{field}", doc, labels=["sink"])
+            for r in reports:
+                fam.add_metric([r.name], getattr(r, field))
+            yield fam
+        fam = GaugeMetricFamily("edge_agent_sink_spooled", "Results waiting in the sink's spool file, not yet "
+                                "delivered", labels=["sink"])
+        for r in reports:
+            fam.add_metric([r.name], r.spooled)
+        yield fam
 
 
 class MetricsServer:

@@ -34,7 +34,7 @@ from .estimators import Ewma
 from .metrics import AgentMetrics
 from .policy import CloudState, Observation, Route, decide
 from .reorder import FrameResult, ReorderBuffer, classify
-from .sinks import Sink
+from .sinks import Sink, close_sinks
 from .stats import RunStats
 
 __all__ = ["Agent"]
@@ -71,8 +71,9 @@ class Agent:
         self.detector = detector
         self.cloud = cloud
         self.sinks = list(sinks)
-        self.keep_images = any(getattr(s, "wants_images", False) for s in self.sinks)
+        self.keep_images = any(s.wants_images for s in self.sinks)
         self.metrics = metrics or AgentMetrics()
+        self.metrics.watch_sinks(self.sinks)
         self.clock = clock
         self.stats = RunStats(budget_s=self.policy_cfg.latency_budget_s)
         self.budget_s = self.policy_cfg.latency_budget_s
@@ -133,11 +134,7 @@ class Agent:
             # anything still unresolved leaves as dropped[no_result]: never silently lost
             leftovers = self._reorder.pop_ready(self.clock(), flush=True)
         self._publish(leftovers)
-        for s in self.sinks:
-            try:
-                s.close()
-            except Exception:
-                logger.exception("closing sink %r failed", s)
+        self.stats.sinks = close_sinks(self.sinks)  # what each sink delivered, spooled or lost
         return self.stats
 
     def __enter__(self) -> "Agent":
@@ -377,13 +374,14 @@ class Agent:
 
     def _publish(self, results: list[FrameResult]) -> None:
         for r in results:
-            self.stats.add(r)
-            self.metrics.observe(r)
+            # sinks first: a result /metrics counts is already in every sink (or its spool)
             for s in self.sinks:
                 try:
                     s.emit(r)
                 except Exception:
-                    logger.exception("sink %r failed on frame %d", s, r.seq)
+                    logger.exception("sink %s failed on frame %d", s.name, r.seq)
+            self.stats.add(r)
+            self.metrics.observe(r)
 
     # -- introspection -----------------------------------------------------------------
     def health(self) -> dict:

@@ -14,6 +14,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
+from .delivery import Delivery, SinkReport
 from .reorder import FrameResult
 
 __all__ = ["RunStats", "percentile"]
@@ -38,6 +39,7 @@ class RunStats:
     last_at: float | None = None
     seqs_in_order: bool = True
     _last_seq: int = -1
+    sinks: list[SinkReport] = field(default_factory=list)  # set when the agent closes its sinks
 
     def add(self, r: FrameResult) -> None:
         self.frames += 1
@@ -79,6 +81,7 @@ class RunStats:
             "offload_ratio": round(self.offload_ratio, 4),
             "throughput_fps": round(self.answered / self.wall_s, 2) if self.wall_s else None,
             "in_order": self.seqs_in_order, "budget_ms": round(1000 * self.budget_s, 1),
+            "sinks": [r.as_dict() for r in self.sinks], "delivery": Delivery.of(self.sinks).value,
         }
         for route, xs in self.latencies.items():
             for q in (50, 99):
@@ -106,4 +109,5 @@ class RunStats:
             lines.append(f"  within budget: {self.within_budget / self.frames:.1%} of all frames, "
                          f"{(self.within_budget / self.answered if self.answered else 0):.1%} of answered; "
                          f"order {'preserved' if self.seqs_in_order else 'BROKEN'}")
+        lines += [r.render() for r in self.sinks]
         return "\n".join(lines)

@@ -9,6 +9,7 @@ MODULES = [
     "yolo_edge.types", "yolo_edge.image", "yolo_edge.preprocess", "yolo_edge.postprocess",
     "yolo_edge.detector", "yolo_edge.api", "yolo_edge.backends.select", "yolo_edge.backends.providers",
     "edge_agent.metrics", "edge_agent.policy",
+    "edge_agent.sinks", "edge_agent.delivery", "edge_agent.spool", "edge_agent.webhook",
 ]
 
 

@@ -20,6 +20,7 @@ import pytest
 
 from edge_agent.cloudserve import LocalService
 from edge_agent.config import AgentConfig
+from edge_agent.delivery import SinkReport
 from edge_agent.demo import measure_local_fps
 from edge_agent.runner import Agent
 from edge_agent.sources import replay
@@ -28,14 +29,21 @@ from yolo_edge.image import load_image
 
 
 class ListSink:
+    name = "list"
+    wants_images = False
+
     def __init__(self) -> None:
         self.results = []
 
     def emit(self, r) -> None:
         self.results.append(r)
 
-    def close(self) -> None:
-        pass
+    def report(self) -> SinkReport:
+        n = len(self.results)
+        return SinkReport(name=self.name, received=n, delivered=n)
+
+    def close(self) -> SinkReport:
+        return self.report()
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from edge_agent.config import AgentConfig, load_config
 from edge_agent.metrics import AgentMetrics, MetricsServer
 from edge_agent.reorder import FrameResult, ReorderBuffer
 from edge_agent.runner import Agent
-from edge_agent.sinks import JsonlSink, WebhookSink, make_sink
+from edge_agent.sinks import JsonlSink, WebhookOptions, WebhookSink, make_sink
 from yolo_edge import Detections
 from yolo_edge.errors import ConfigError
 
@@ -62,10 +62,13 @@ def test_jsonl_and_webhook_sinks(tmp_path):
     res = FrameResult(seq=7, outcome="cloud", route="cloud", captured_at=1.0, deadline=1.5, finished_at=1.2,
                       detections=dets)
     sink = JsonlSink(tmp_path / "r.jsonl")
-    hook = WebhookSink(f"http://127.0.0.1:{srv.server_address[1]}/hook")
+    hook = WebhookSink(f"http://127.0.0.1:{srv.server_address[1]}/hook",
+                       WebhookOptions(spool=str(tmp_path / "hook.jsonl")))
     for s in (sink, hook):
         s.emit(res)
-        s.close()
+        report = s.close()
+        assert (report.received, report.delivered, report.spooled) == (1, 1, 0)
+    assert not (tmp_path / "hook.jsonl").exists()  # nothing left to deliver: no spool left behind
     srv.shutdown()
     line = json.loads((tmp_path / "r.jsonl").read_text())
     assert line["seq"] == 7 and line["outcome"] == "cloud" and line["latency_ms"] == pytest.approx(200)
