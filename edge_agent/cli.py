@@ -163,9 +163,13 @@ def replay_cmd(args: argparse.Namespace, out=None) -> Delivery:
     if not specs:
         raise YoloEdgeError("nothing to replay: name a webhook sink as given to --sink (webhook[,spool=PATH]:URL), "
                             "or --config with one")
-    sinks = [open_webhook(SinkSpec.parse(s), spool_dir=spool_dir or default_spool_dir(), drain_s=args.drain_s)
-             for s in specs]
-    reports = close_sinks(sinks)
+    sinks = []
+    try:  # each opens (and locks) its spool and starts delivering at once
+        for spec in specs:
+            sinks.append(open_webhook(SinkSpec.parse(spec), spool_dir=spool_dir or default_spool_dir(),
+                                      drain_s=args.drain_s))
+    finally:
+        reports = close_sinks(sinks)
     for r in reports:
         print(r.render() if r.delivered or r.spooled or r.rejected or r.lost else f"  sink {r.name}: nothing waiting",
               file=out)

@@ -126,7 +126,7 @@ class JsonlSink(_Counted):
             return
         try:
             write_line(self._fd, (json.dumps(result.to_dict()) + "\n").encode())
-        except OSError as exc:
+        except (OSError, TypeError, ValueError) as exc:  # disk trouble, or a result JSON cannot hold
             self._lose(result, exc)
         else:
             self._count("delivered")
@@ -154,7 +154,7 @@ class StdoutSink(_Counted):
         try:
             stream.write(json.dumps(result.to_dict()) + "\n")
             stream.flush()
-        except (OSError, ValueError) as exc:  # a closed pipe or stream
+        except (OSError, TypeError, ValueError) as exc:  # a closed pipe or stream, or a result JSON cannot hold
             self._lose(result, exc)
         else:
             self._count("delivered")
@@ -180,12 +180,17 @@ class AnnotatedSink(_Counted):
             return
         import cv2
 
-        canvas = result.detections.draw(result.image)
-        label = f"#{result.seq} {result.outcome} {1000 * result.latency_s:.0f} ms"
-        cv2.putText(canvas, label, (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.9, (0, 0, 0), 4, cv2.LINE_AA)
-        cv2.putText(canvas, label, (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.9, (255, 255, 255), 2, cv2.LINE_AA)
         path = self.dir / f"{result.seq:06d}.jpg"
-        if cv2.imwrite(str(path), canvas, [cv2.IMWRITE_JPEG_QUALITY, self.quality]):
+        try:
+            canvas = result.detections.draw(result.image)
+            label = f"#{result.seq} {result.outcome} {1000 * result.latency_s:.0f} ms"
+            cv2.putText(canvas, label, (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.9, (0, 0, 0), 4, cv2.LINE_AA)
+            cv2.putText(canvas, label, (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.9, (255, 255, 255), 2, cv2.LINE_AA)
+            written = cv2.imwrite(str(path), canvas, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        except (cv2.error, OSError, ValueError) as exc:
+            self._lose(result, exc)
+            return
+        if written:
             self._count("delivered")
         else:
             self._lose(result, OSError(f"cv2.imwrite could not write {path}"))

@@ -158,7 +158,11 @@ class WebhookSink:
 
     # -- producer side -----------------------------------------------------------------
     def emit(self, result: FrameResult) -> None:
-        stored = self._spool.append({"key": f"{self._run}-{result.seq}", "result": result.to_dict()})
+        try:
+            stored = self._spool.append({"key": f"{self._run}-{result.seq}", "result": result.to_dict()})
+        except (TypeError, ValueError):  # a result that is not JSON-serialisable (a custom meta value)
+            logger.exception("%s: result %d cannot be written as JSON", self.name, result.seq)
+            stored = False
         with self._cv:
             self._received += 1
             if stored:

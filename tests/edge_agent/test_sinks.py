@@ -86,6 +86,25 @@ def test_jsonl_write_errors_are_counted_as_lost(tmp_path, caplog):
     assert "LOST" in caplog.text
 
 
+def test_results_json_cannot_hold_are_counted_lost_and_annotated_skips_dropped_frames(tmp_path):
+    odd = FrameResult(seq=1, outcome="local", route="local", meta={"when": object()})
+    jsonl, hook = JsonlSink(tmp_path / "r.jsonl"), webhook(down_url(), tmp_path / "hook.jsonl", drain_s=0)
+    for sink in (jsonl, hook):
+        sink.emit(result(0))
+        sink.emit(odd)
+    assert jsonl.close().lost == 1 and [x["seq"] for x in lines(tmp_path / "r.jsonl")] == [0]
+    hooked = hook.close()
+    assert (hooked.lost, hooked.spooled, hooked.delivery) == (1, 1, Delivery.FAILED)
+    annotated = make_sink(f"annotated:{tmp_path / 'frames'}")
+    answered = result(2)
+    answered.image = np.zeros((48, 64, 3), np.uint8)
+    annotated.emit(answered)
+    annotated.emit(FrameResult(seq=3, outcome="dropped", reason="expired"))
+    report = annotated.close()
+    assert (report.delivered, report.skipped, report.delivery) == (1, 1, Delivery.COMPLETE)
+    assert [p.name for p in (tmp_path / "frames").iterdir()] == ["000002.jpg"]
+
+
 def test_sink_specs_are_parsed_into_typed_options(tmp_path):
     spec = SinkSpec.parse("webhook,spool=/tmp/h.jsonl,timeout_s=2.5,drain_s=0:http://127.0.0.1:9/in")
     opts = spec.typed(WebhookOptions)
