@@ -25,7 +25,11 @@ __all__ = ["Delivery", "SinkReport"]
 
 @dataclass(frozen=True, kw_only=True)
 class SinkReport:
-    """One sink's counts; a snapshot while running, final after ``close()``."""
+    """One sink's counts; a snapshot while running, final after ``close()``.
+
+    After close, ``received`` plus what earlier runs had spooled equals ``delivered +
+    spooled + rejected + lost + skipped``: every result is accounted for.
+    """
 
     name: str  # kind and target, without credentials (safe as a metrics label)
     received: int = 0  # results handed to the sink by this run

@@ -132,11 +132,16 @@ class Spool:
                 raise ConfigError(f"spool {self.path} is in use by another process (an agent or replay-spool "
                                   "with the same webhook); give each one its own spool") from exc
             raise ConfigError(f"cannot lock spool {self.path}: {exc}") from exc
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-        size = os.fstat(self._fd).st_size
-        if not _ends_with_newline(self._fd, size):  # a torn line from a power loss: keep it apart
-            write_line(self._fd, b"\n")
-            size += 1
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            size = os.fstat(self._fd).st_size
+            if not _ends_with_newline(self._fd, size):  # a torn line from a power loss: keep it apart
+                write_line(self._fd, b"\n")
+                size += 1
+        except OSError as exc:
+            os.close(self._state_fd)
+            raise ConfigError(f"cannot open spool {self.path}: {exc}; pass a writable spool path") from exc
+        self._inode = os.fstat(self._fd).st_ino
         self._end = size
         self._cursor = self._load_cursor()
         self._pending = _count_lines(self._fd, self._cursor, self._end)
@@ -153,7 +158,7 @@ class Spool:
         # the spool was rewritten (new inode) or truncated after the state was written: the
         # file holds only unacknowledged records then; a cursor not on a line start is
         # damaged, and starting over offers records twice rather than losing any
-        if inode != os.fstat(self._fd).st_ino or cursor > self._end:
+        if inode != self._inode or cursor > self._end:
             return 0
         if cursor and os.pread(self._fd, 1, cursor - 1) != b"\n":
             logger.warning("spool state %s points inside a line; replaying %s from its start", self.state_path,
@@ -162,7 +167,7 @@ class Spool:
         return cursor
 
     def _write_state(self) -> None:
-        line = b"%20d %20d\n" % (self._cursor, os.fstat(self._fd).st_ino)  # fixed width: one in-place write
+        line = b"%20d %20d\n" % (self._cursor, self._inode)  # fixed width: one in-place write
         os.pwrite(self._state_fd, line, 0)
 
     # -- producer --------------------------------------------------------------------
@@ -243,6 +248,7 @@ class Spool:
                 os.replace(tmp, self.path)
                 old, self._fd = self._fd, os.open(self.path, os.O_RDWR | os.O_APPEND)
                 os.close(old)
+                self._inode = os.fstat(self._fd).st_ino
                 self._end -= start
                 self._cursor = 0
                 self._write_state()  # a crash before this line leaves the old inode in the state: cursor 0

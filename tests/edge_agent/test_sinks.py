@@ -321,6 +321,17 @@ def test_spool_state_from_before_a_truncation_is_not_trusted(tmp_path):
     assert [r["n"] for r in read_pending(path)] == [1, 2]
     again = Spool(path)
     assert again.pending == 2 and again.peek().record == {"n": 1}
+    again.ack(again.peek())
+    again.append({"n": 3})
+    again.close()
+    # a crash between swapping in a rewritten file and recording it: the state names the old inode
+    state.write_text(f"{path.stat().st_size} {path.stat().st_ino}\n")
+    tmp = path.with_name("rewritten")
+    tmp.write_bytes(path.read_bytes())
+    tmp.replace(path)
+    assert [r["n"] for r in read_pending(path)] == [2, 3]
+    again = Spool(path)
+    assert again.pending == 2 and again.peek().record == {"n": 2}
     again.close()
 
 
