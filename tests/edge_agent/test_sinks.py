@@ -398,7 +398,6 @@ def test_cli_exit_code_says_results_wait_and_the_next_run_delivers_them_first(tm
     assert [x["seq"] for x in lines(tmp_path / "r.jsonl")] == [0, 1, 2, 3, 0, 1, 2, 3]  # appended
 
 
-@pytest.mark.slow
 def test_sigkill_mid_run_every_counted_result_is_in_the_sink_or_the_spool(tmp_path, sample_photos,
                                                                           default_model_path, capsys):
     import shutil
