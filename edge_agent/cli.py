@@ -6,6 +6,12 @@
     edge-agent simulate --scenario all
     edge-agent simulate --scenario steady --devices 200
     edge-agent demo --out out
+    edge-agent replay-spool 'webhook:https://hooks.example.com/detections'
+
+Exit codes of ``run`` and ``replay-spool``: 0 every result reached every sink; 3 some results
+wait in a webhook spool (the next run with that sink, or ``replay-spool``, delivers them);
+4 some results were lost or refused by a receiver (see the log and the summary); 2 bad
+settings or input.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Any, Sequence
 from yolo_edge.errors import YoloEdgeError
 
 from .config import AgentConfig, load_config
+from .delivery import Delivery
 
 __all__ = ["main", "build_agent", "build_parser", "CloudWithOptions"]
 
@@ -43,7 +50,10 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-inflight", type=int, dest="max_inflight")
     p.add_argument("--max-batch", type=int, dest="max_batch", help="frames per cloud request")
     p.add_argument("--sink", action="append", dest="sinks",
-                   help="stdout | jsonl:PATH | webhook:URL | annotated:DIR (repeatable)")
+                   help="stdout | jsonl[,overwrite]:PATH (appends) | webhook[,spool=PATH,...]:URL | annotated:DIR "
+                        "(repeatable)")
+    p.add_argument("--spool-dir", dest="spool_dir", help="where webhook sinks keep what they could not deliver yet "
+                   "(default: $EDGE_AGENT_SPOOL_DIR or ~/.local/state/edge-agent/spool)")
     p.add_argument("--annotate-dir", dest="annotate_dir", help="write annotated frames here")
     p.add_argument("--fps", type=float, help="replay pace of a file or folder (default: native)")
     p.add_argument("--as-fast-as-possible", action="store_true", help="do not pace files like a camera")
@@ -60,7 +70,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
     changes = {k: getattr(args, k, None) for k in (
         "source", "model", "backend", "cloud", "token", "latency_budget_ms", "queue_budget", "mode", "local_threads",
         "max_inflight", "max_batch", "annotate_dir", "fps", "loop", "max_frames", "metrics_port",
-        "allow_model_mismatch", "classes")}
+        "allow_model_mismatch", "classes", "spool_dir")}
     if args.sinks:
         changes["sinks"] = tuple(args.sinks)
     if args.as_fast_as_possible:
@@ -68,9 +78,19 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
     cfg = base.replace(**changes)
     if not cfg.token and cfg.cloud:  # environment read at the entry point only
         cfg = cfg.replace(token=os.environ.get("EDGE_AGENT_TOKEN") or os.environ.get("YOLO_EDGE_TOKEN"))
+    if not cfg.spool_dir:
+        cfg = cfg.replace(spool_dir=str(default_spool_dir()))
     if not cfg.source:
         raise YoloEdgeError("no source: pass --source (a video file, folder, stream URL or camera index)")
     return cfg
+
+
+def default_spool_dir() -> Path:
+    """$EDGE_AGENT_SPOOL_DIR, else $XDG_STATE_HOME/edge-agent/spool, else ~/.local/state/edge-agent/spool."""
+    if os.environ.get("EDGE_AGENT_SPOOL_DIR"):
+        return Path(os.environ["EDGE_AGENT_SPOOL_DIR"])
+    state = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(state) / "edge-agent" / "spool"
 
 
 def build_agent(cfg: AgentConfig, *, detector=None):
@@ -102,7 +122,7 @@ def build_agent(cfg: AgentConfig, *, detector=None):
             info = detector.info if detector is not None else _model_info(resolve_model(cfg.model))
             classes = info.class_ids(cfg.classes, check_ids=True)
         cloud = CloudWithOptions(client, conf=cfg.conf, iou=cfg.iou, classes=classes)
-    sinks = [make_sink(s) for s in cfg.sinks]
+    sinks = [make_sink(s, spool_dir=cfg.spool_dir) for s in cfg.sinks]
     if cfg.annotate_dir:
         sinks.append(AnnotatedSink(cfg.annotate_dir))
 
@@ -196,6 +216,32 @@ def run(cfg: AgentConfig, *, summary_json: str | None = None, detector=None, out
     return summary
 
 
+def replay_cmd(args: argparse.Namespace, out=None) -> Delivery:
+    """Deliver what webhook sinks left in their spools; the verdict is the exit code."""
+    from .sinks import SinkSpec, close_sinks, open_webhook
+
+    out = out or sys.stdout
+    specs, spool_dir = list(args.sinks), args.spool_dir
+    if args.config:
+        cfg = load_config(args.config)
+        specs = specs or [s for s in cfg.sinks if SinkSpec.parse(s).kind == "webhook"]
+        spool_dir = spool_dir or cfg.spool_dir
+    if not specs:
+        raise YoloEdgeError("nothing to replay: name a webhook sink as given to --sink (webhook[,spool=PATH]:URL), "
+                            "or --config with one")
+    sinks = []
+    try:  # each opens (and locks) its spool and starts delivering at once
+        for spec in specs:
+            sinks.append(open_webhook(SinkSpec.parse(spec), spool_dir=spool_dir or default_spool_dir(),
+                                      drain_s=args.drain_s))
+    finally:
+        reports = close_sinks(sinks)
+    for r in reports:
+        print(r.render() if r.delivered or r.spooled or r.rejected or r.lost else f"  sink {r.name}: nothing waiting",
+              file=out)
+    return Delivery.of(reports)
+
+
 def simulate_cmd(args: argparse.Namespace, out=None) -> list[dict]:
     from dataclasses import replace
 
@@ -253,7 +299,8 @@ def demo_cmd(args: argparse.Namespace, out=None) -> dict:
     with LocalService(threads=1, log_dir=out_dir) as svc:
         cfg = AgentConfig(source=str(clip), cloud=svc.url, latency_budget_ms=args.latency_budget_ms,
                           queue_budget=args.queue_budget, local_threads=1, max_inflight=4,
-                          sinks=(f"jsonl:{out_dir / 'agent_results.jsonl'}",), annotate_dir=str(out_dir / "agent_frames"))
+                          sinks=(f"jsonl,overwrite:{out_dir / 'agent_results.jsonl'}",),
+                          annotate_dir=str(out_dir / "agent_frames"))
         return run(cfg, summary_json=str(out_dir / "agent_summary.json"), detector=detector, out=out)
 
 
@@ -278,6 +325,14 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--seconds", type=float, default=20.0)
     dp.add_argument("--latency-budget-ms", type=float, default=500.0, dest="latency_budget_ms")
     dp.add_argument("--queue-budget", type=int, default=8, dest="queue_budget")
+    rp = sub.add_parser("replay-spool", help="deliver what webhook sinks could not deliver yet (their spools)")
+    rp.add_argument("sinks", nargs="*", metavar="SINK", help="webhook sinks as given to --sink "
+                    "(webhook:URL or webhook,spool=PATH:URL); default: those in --config")
+    rp.add_argument("--config", help="the agent's TOML or YAML file: replay its webhook sinks")
+    rp.add_argument("--spool-dir", dest="spool_dir", help="as given to run (default: $EDGE_AGENT_SPOOL_DIR or "
+                    "~/.local/state/edge-agent/spool)")
+    rp.add_argument("--drain-s", type=float, default=60.0, dest="drain_s",
+                    help="give up (leaving the rest spooled) after this many seconds (default 60)")
     return parser
 
 
@@ -287,7 +342,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.cmd == "run":
-            run(config_from_args(args), summary_json=args.summary_json)
+            delivery = Delivery(run(config_from_args(args), summary_json=args.summary_json)["delivery"])
+            if delivery is not Delivery.COMPLETE:
+                print(f"edge-agent: not every result was delivered ({delivery.value}): see the sink lines above; "
+                      f"exit {delivery.exit_code}", file=sys.stderr)
+            return delivery.exit_code
+        elif args.cmd == "replay-spool":
+            return replay_cmd(args).exit_code
         elif args.cmd == "simulate":
             simulate_cmd(args)
         else:

@@ -52,6 +52,8 @@ class AgentConfig:
     max_frames: int | None = None
     sinks: tuple[str, ...] = ("stdout",)
     annotate_dir: str | None = None
+    spool_dir: str | None = None  # webhook spools not named in their spec; the CLI's default: the user's state dir
+    spool_dir: str | None = None  # webhook spools not named in their spec; the CLI's default: the user's state dir
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None  # None: no /metrics server
     conf: float = 0.25

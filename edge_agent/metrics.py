@@ -18,7 +18,7 @@ import logging
 import threading
 from collections import Counter as _Tally
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -26,6 +26,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from .frames import FrameResult, Outcome, Route
 from .policy import CloudState
+
+if TYPE_CHECKING:
+    from .protocols import Sink
 
 __all__ = ["AgentMetrics", "MetricsServer"]
 
@@ -59,6 +62,12 @@ class AgentMetrics:
         self._snapshot: Callable | None = None
         self._counters: _Tally | None = None
         r.register(_StateCollector(self))
+        self._sinks = _SinkCollector()
+        r.register(self._sinks)
+
+    def watch_sinks(self, sinks: Iterable["Sink"]) -> None:
+        """Export each sink's delivery counts (read from ``Sink.report()`` at every scrape)."""
+        self._sinks.sinks.extend(sinks)
 
     def watch(self, snapshot: Callable, counters: _Tally) -> None:
         """Read the device's state (``snapshot()``) and the core's ``counters`` at each scrape."""
@@ -137,6 +146,36 @@ class _StateCollector:
                 events.add_metric([key], n)
         yield decisions
         yield events
+
+
+class _SinkCollector:
+    """edge_agent_sink_*{sink}: what became of the results each sink was given."""
+
+    _COUNTERS = (("received", "Results handed to the sink"),
+                 ("delivered", "Results that reached the sink's destination (replayed ones included)"),
+                 ("replayed", "Results delivered from an earlier run's spool"),
+                 ("rejected", "Results the destination refused as invalid (kept in the rejected file)"),
+                 ("lost", "Results neither delivered nor kept: I/O errors"),
+                 ("retries", "Delivery attempts that failed and were retried"))
+
+    def __init__(self) -> None:
+        self.sinks: list = []
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        reports = [s.report() for s in self.sinks]
+        for name, doc in self._COUNTERS:
+            fam = CounterMetricFamily(f"edge_agent_sink_{name}", doc, labels=["sink"])
+            for r in reports:
+                fam.add_metric([r.name], getattr(r, name))
+            yield fam
+        fam = GaugeMetricFamily("edge_agent_sink_spooled", "Results waiting in the sink's spool file, not yet "
+                                "delivered", labels=["sink"])
+        for r in reports:
+            fam.add_metric([r.name], r.spooled)
+        yield fam
 
 
 class MetricsServer:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, Sequence, runtime_checkable
 
+from .delivery import SinkReport
 from .frames import FrameResult
 
 __all__ = ["LocalDetector", "CloudEndpoint", "Sink"]
@@ -50,13 +51,19 @@ class CloudEndpoint(Protocol):
 class Sink(Protocol):
     """Where released results go, in frame order, from the thread that releases them.
 
-    ``emit`` must return quickly (a sink with slow I/O queues internally): a result counts
-    as within budget only if it reaches the sinks by its deadline.
+    ``emit`` must return quickly and never raise (a sink with slow I/O queues or spools
+    internally): a result counts as within budget only if it reaches the sinks by its
+    deadline.
     """
 
-    #: whether results should carry the frame itself (annotated output)
-    wants_images: bool
+    name: str  # kind and target, without credentials: used in logs, the summary and metrics labels
+    wants_images: bool  # True: the agent keeps each frame's image on its FrameResult for this sink
 
-    def emit(self, result: FrameResult) -> None: ...
+    def emit(self, result: FrameResult) -> None:
+        """Take one result (called in frame order, from one thread); never raises."""
 
-    def close(self) -> None: ...
+    def report(self) -> SinkReport:
+        """Counts so far (thread-safe: read by /metrics while the agent runs)."""
+
+    def close(self) -> SinkReport:
+        """Finish (flush, sync, drain or spool) and return the final counts; never raises."""

@@ -44,6 +44,7 @@ from .frames import FrameResult, Outcome
 from .metrics import AgentMetrics
 from .policy import Mode, Policy
 from .protocols import CloudEndpoint, LocalDetector, Sink
+from .sinks import close_sinks
 from .sources import SourceFrame
 from .stats import RunStats
 
@@ -84,6 +85,7 @@ class Agent:
         self.stats = RunStats(budget_s=config.core().budget_s)
         self.metrics = metrics or AgentMetrics()
         self.metrics.watch(self.snapshot, self.core.counters)
+        self.metrics.watch_sinks(self.sinks)
 
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # the core's timers or pending set changed
@@ -135,11 +137,7 @@ class Agent:
         self._senders.shutdown(wait=False, cancel_futures=True)  # answers still in flight are late anyway
         for t in self._threads:
             t.join(timeout=0.5)
-        for s in self.sinks:
-            try:
-                s.close()
-            except Exception:
-                logger.exception("closing sink %r failed", s)
+        self.stats.sinks = close_sinks(self.sinks)  # what each sink delivered, spooled or lost
         return self.stats
 
     def __enter__(self) -> "Agent":
@@ -217,13 +215,14 @@ class Agent:
             if self.keep_images:
                 r.image = image
             r.wall_offset_s = self._wall_offset_s
-            self.stats.add(r)
-            self.metrics.observe(r)
+            # sinks first: a result /metrics counts is already in every sink (or its spool)
             for s in self.sinks:
                 try:
                     s.emit(r)
                 except Exception:
-                    logger.exception("sink %r failed on frame %d", s, r.seq)
+                    logger.exception("sink %s failed on frame %d", s.name, r.seq)
+            self.stats.add(r)
+            self.metrics.observe(r)
             r.image = None
 
     def _timer_loop(self) -> None:

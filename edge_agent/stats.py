@@ -21,6 +21,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
+from .delivery import Delivery, SinkReport
 from .frames import FrameResult, Outcome, Route
 
 __all__ = ["RunStats", "percentile"]
@@ -51,6 +52,7 @@ class RunStats:
     last_at: float | None = None
     seqs_in_order: bool = True
     _last_seq: int = -1
+    sinks: list[SinkReport] = field(default_factory=list)  # set when the agent closes its sinks
 
     def add(self, r: FrameResult) -> None:
         if r.seq <= self._last_seq:
@@ -123,6 +125,7 @@ class RunStats:
             "late_answers": {r.value: n for r, n in self.late_answers.items()},
             "released_after_deadline_within_budget": self.dishonest,
             "in_order": self.seqs_in_order, "budget_ms": round(1000 * self.budget_s, 1),
+            "sinks": [r.as_dict() for r in self.sinks], "delivery": Delivery.of(self.sinks).value,
         }
         for route, xs in self.latencies.items():
             for q in (50, 99):
@@ -152,4 +155,5 @@ class RunStats:
         if self.frames:
             lines.append(f"  within budget: {self.within_share:.1%} of all frames; "
                          f"order {'preserved' if self.seqs_in_order else 'BROKEN'}")
+        lines += [r.render() for r in self.sinks]
         return "\n".join(lines)

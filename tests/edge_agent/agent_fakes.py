@@ -69,6 +69,7 @@ class FakeCloud:
 class ListSink:
     """Keeps every released result and when it arrived (the agent's clock)."""
 
+    name = "list"
     wants_images = False
 
     def __init__(self) -> None:
@@ -79,5 +80,10 @@ class ListSink:
         self.results.append(r)
         self.received_at.append(time.monotonic())
 
-    def close(self) -> None:
-        pass
+    def report(self):
+        from edge_agent.delivery import SinkReport
+
+        return SinkReport(name=self.name, received=len(self.results), delivered=len(self.results))
+
+    def close(self):
+        return self.report()

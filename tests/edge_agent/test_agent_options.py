@@ -9,11 +9,12 @@ import pytest
 
 from edge_agent.cli import CloudWithOptions, build_parser, config_from_args, main
 from edge_agent.config import AgentConfig, load_config
-from edge_agent.reorder import FrameResult
+from edge_agent.frames import FrameResult, Outcome, Route
 
 
 def test_results_carry_wall_clock_times():
-    r = FrameResult(seq=3, outcome="local", route="local", captured_at=100.0, deadline=100.5, finished_at=100.25)
+    r = FrameResult(seq=3, outcome=Outcome.LOCAL, route=Route.LOCAL, captured_at=100.0, deadline=100.5,
+                    released_at=100.25)
     assert "captured_wall" not in r.to_dict()  # no offset known: monotonic times only
     now = time.time()
     r.wall_offset_s = now - 100.0
@@ -43,6 +44,8 @@ def test_bad_class_name_is_a_clear_error(capsys, tmp_path, default_model_path):
 
 def test_cloud_requests_carry_the_agents_options():
     class Client:
+        expected_sha256 = None
+
         def __init__(self):
             self.calls = []
 
