@@ -7,7 +7,7 @@ import pytest
 
 MODULES = [
     "yolo_edge.types", "yolo_edge.image", "yolo_edge.preprocess", "yolo_edge.postprocess",
-    "yolo_edge.detector", "yolo_edge.api", "yolo_edge.backends.select", "yolo_edge.backends.providers",
+    "yolo_edge.detector", "yolo_edge.api", "yolo_edge.wire", "yolo_edge.image_header", "yolo_edge.backends.select", "yolo_edge.backends.providers",
     "edge_agent.metrics", "edge_agent.policy",
 ]
 
