@@ -2,27 +2,75 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
 from typing import Any, Sequence
 
 from .detector import Detector
+from .errors import ConfigError
 from .image import ImageSource
 from .types import Detections
+from .wire import short_repr
 
-__all__ = ["detect"]
+__all__ = ["detect", "close_clients"]
 
 _detectors: dict[tuple, Detector] = {}
+_clients: dict[tuple, Any] = {}  # (endpoint, token, options) -> CloudClient
 _lock = threading.Lock()
 
 
 def _shared_detector(model: str | os.PathLike | None, backend: str) -> Detector:
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        raise ConfigError(f"model must be a model name like 'yolov3-tiny-coco' or a path to an .onnx file, "
+                          f"got {short_repr(model)}")
+    if not isinstance(backend, str):
+        raise ConfigError(f"backend must be a backend name like 'auto' or 'onnxruntime', got {short_repr(backend)}")
     key = (None if model is None else os.fspath(model), backend)
     with _lock:
         det = _detectors.get(key)
         if det is None:
             det = _detectors[key] = Detector(model, backend=backend)
         return det
+
+
+def _cloud_option_names() -> frozenset[str]:
+    from .cloud import CloudClient
+
+    params = inspect.signature(CloudClient.__init__).parameters
+    return frozenset(name for name, p in params.items() if p.kind is p.KEYWORD_ONLY and name != "token")
+
+
+def _shared_client(endpoint: Any, token: Any, options: dict[str, Any]) -> Any:
+    """One client per (endpoint, token, options): one connection pool and one /metadata lookup."""
+    from .cloud import CloudClient
+
+    unknown = set(options) - _cloud_option_names()
+    if unknown:
+        raise ConfigError(f"unknown option(s) {sorted(unknown)} for detect(endpoint=...): "
+                          f"expected {sorted(_cloud_option_names())}")
+    try:
+        key = (endpoint, token, tuple(sorted(options.items())))
+        hash(key)
+    except TypeError:
+        raise ConfigError(f"detect(endpoint=...) options must be plain values, got {short_repr(options)}") from None
+    with _lock:
+        client = _clients.get(key)
+        if client is None:
+            client = _clients[key] = CloudClient(endpoint, token=token, **options)
+        return client
+
+
+def close_clients() -> None:
+    """Close the cloud clients that :func:`detect` keeps per endpoint.
+
+    Safe to call at any time, from any thread; the next ``detect(endpoint=...)`` makes new ones.
+    """
+    with _lock:
+        clients = list(_clients.values())
+        _clients.clear()
+    for client in clients:
+        client.close()
 
 
 def detect(
@@ -43,7 +91,11 @@ def detect(
 
     Locally by default: the model (default ``yolov3-tiny-coco``) is loaded once and
     reused by later calls. With ``endpoint=`` the image is sent to a yolo-edge service
-    instead, and the answer has the same form and coordinates.
+    instead, and the answer is the same (same classes and boxes: the image is sent
+    losslessly unless ``jpeg_quality=`` asks otherwise); one client per endpoint is kept
+    and reused, so later calls share its connection and its model lookup
+    (:func:`close_clients` closes them). ``cloud_options`` are
+    :class:`~yolo_edge.cloud.CloudClient`'s (``timeout``, ``jpeg_quality``...).
 
     >>> import yolo_edge
     >>> dets = yolo_edge.detect("bus.jpg")                          # doctest: +SKIP
@@ -53,10 +105,14 @@ def detect(
     single = not isinstance(image, (list, tuple))
     images = [image] if single else list(image)
     if endpoint is not None:
-        from .cloud import CloudClient
-
-        with CloudClient(endpoint, token=token, **cloud_options) as client:
-            results = client.detect_many(images, channels=channels, **opts)
+        if model is not None or backend != "auto":
+            raise ConfigError("model= and backend= apply to local detection; with endpoint= the service's model "
+                              "answers: pin it with expected_sha256=Detector(model).info.sha256")
+        client = _shared_client(endpoint, token, cloud_options)
+        results = client.detect_many(images, channels=channels, **opts)
     else:
+        if cloud_options or token is not None:
+            raise ConfigError(f"{sorted({*cloud_options, *(['token'] if token is not None else [])})} only apply "
+                              "with endpoint=...: pass the service URL, or drop them to detect locally")
         results, _ = _shared_detector(model, backend).predict(images, channels=channels, **opts)
     return results[0] if single else results
