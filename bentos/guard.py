@@ -32,7 +32,7 @@ import logging
 from collections import deque
 from typing import Any, Awaitable, Callable
 
-__all__ = ["Guard", "OPEN_PATHS", "install_json_protocol_errors"]
+__all__ = ["Guard", "OPEN_PATHS", "ON_END", "install_json_protocol_errors"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ Send = Callable[[Message], Awaitable[None]]
 
 #: Paths reachable without a token: health probes and the metrics scrape.
 OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
+#: Scope key of a list of callbacks the Guard runs when a guarded request ends, however it ends.
+ON_END = "yolo_edge.on_end"
 
 
 class _Refused(Exception):
@@ -117,11 +119,15 @@ class Guard:
                                     {"Retry-After": str(self.retry_after_s)})
             self._in_flight += 1
             self._on_count("in_flight", self._in_flight)
+            on_end: list[Callable[[], None]] = []
+            scope[ON_END] = on_end  # the app may leave cleanups for the end of the request here
             try:
                 await self.app(scope, _replay(body, receive), shaped)
             finally:
                 self._in_flight -= 1
                 self._on_count("in_flight", self._in_flight)
+                for callback in on_end:
+                    callback()
         finally:
             self._buffered -= size
 

@@ -13,6 +13,7 @@ are read straight from memory and a text field is never taken for a URL to downl
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -20,12 +21,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from bentos.guard import ON_END
 from yolo_edge.errors import ConfigError, ImageError, ImageTooLargeError, UnsupportedImageError
 from yolo_edge.image import check_pixels, decode_image
 from yolo_edge.image_header import ImageHeader, read_header
 from yolo_edge.wire import LIMITS, DetectOptions
 
-__all__ = ["Frame", "IntakeLimits", "Rejected", "read_form", "decode_frames"]
+__all__ = ["Frame", "IntakeLimits", "PixelBudget", "Rejected", "read_form", "decode_frames"]
 
 #: Bytes of one option field as multipart carries it (the wire limit is in characters).
 _MAX_FIELD_BYTES = 4 * LIMITS.max_field_chars
@@ -50,6 +52,42 @@ class IntakeLimits:
     num_classes: int  # class ids must be below this (0: unknown, not checked)
 
 
+class PixelBudget:
+    """The decoded pixels this worker's requests may hold at once, from decode to answer.
+
+    Per-image and per-request limits bound one request; this bounds them all together,
+    so that many large requests at once cannot add up to gigabytes (a decode briefly
+    takes twice its image's memory in OpenCV, then the frame waits for its batch).
+    """
+
+    def __init__(self, capacity: int, on_change: Callable[[int], None] = lambda used: None) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self._lock = threading.Lock()
+        self._on_change = on_change
+
+    def acquire(self, pixels: int) -> Callable[[], None]:
+        """Take ``pixels`` (or raise Rejected 503); returns the idempotent release."""
+        with self._lock:
+            if self.used + pixels > self.capacity:
+                raise Rejected(HTTPStatus.SERVICE_UNAVAILABLE,
+                               f"the service is decoding {self.used / 1e6:.0f} MP for other requests (at most "
+                               f"{self.capacity / 1e6:.0f} MP at once): retry shortly", outcome="busy")
+            self.used += pixels
+            self._on_change(self.used)
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            with self._lock:
+                if not released:
+                    released = True
+                    self.used -= pixels
+                    self._on_change(self.used)
+
+        return release
+
+
 @dataclass
 class Frame:
     """One decoded upload on its way through the batcher."""
@@ -69,8 +107,13 @@ class Upload:
     header: ImageHeader
 
 
-async def read_form(request: Any, limits: IntakeLimits) -> tuple[DetectOptions, list[Upload]]:
-    """Parse and check a request (a Starlette ``Request``) without decoding any pixel."""
+async def read_form(request: Any, limits: IntakeLimits, budget: PixelBudget | None = None
+                    ) -> tuple[DetectOptions, list[Upload]]:
+    """Parse and check a request (a Starlette ``Request``) without decoding any pixel.
+
+    With a ``budget``, the request's pixels are taken from it, given back when the
+    request ends (through the scope's ``ON_END`` callbacks, which the Guard runs).
+    """
     ctype = request.headers.get("content-type", "")
     if not ctype.lower().startswith("multipart/form-data"):
         raise Rejected(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
@@ -101,6 +144,9 @@ async def read_form(request: Any, limits: IntakeLimits) -> tuple[DetectOptions, 
                        f"the {len(uploads)} images hold {total / 1e6:.1f} megapixels together, above the limit of "
                        f"{limits.max_request_pixels / 1e6:.0f} MP per request: send fewer or smaller images",
                        outcome="too_large")
+    on_end = request.scope.get(ON_END)
+    if budget is not None and on_end is not None:
+        on_end.append(budget.acquire(total))
     return options, uploads
 
 

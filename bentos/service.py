@@ -53,7 +53,7 @@ import yolo_edge
 from bentos import metrics
 from bentos.batch import run_batch
 from bentos.guard import Guard, install_json_protocol_errors
-from bentos.intake import Frame, IntakeLimits, Rejected, decode_frames, read_form
+from bentos.intake import Frame, IntakeLimits, PixelBudget, Rejected, decode_frames, read_form
 from bentos.openapi import OpenAPIDocs
 from yolo_edge.backends.engine_cache import PRECISIONS
 from yolo_edge.backends.select import describe_backend
@@ -94,6 +94,8 @@ class Settings:
     max_pixels: int = 40_000_000  # per image
     # per request: 32 full-HD frames, or two images at the per-image limit
     max_request_pixels: int = 80_000_000
+    # all requests of a worker together, from decode to answer
+    max_decoded_pixels: int = 160_000_000
     max_in_flight: int = 64  # requests whose body has arrived
     max_open_uploads: int = 256  # requests whose body is still arriving
     max_buffered_bytes: int = 256 << 20  # bodies held for those, together
@@ -101,8 +103,8 @@ class Settings:
     warmup_runs: int = 3
 
     def __post_init__(self) -> None:
-        for name in ("max_upload_bytes", "max_pixels", "max_request_pixels", "max_in_flight", "max_open_uploads",
-                     "max_buffered_bytes"):
+        for name in ("max_upload_bytes", "max_pixels", "max_request_pixels", "max_decoded_pixels", "max_in_flight",
+                     "max_open_uploads", "max_buffered_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"YOLO_EDGE_{name.upper()} must be a positive integer, got {getattr(self, name)}")
         if not 0 < self.body_timeout_s < REQUEST_TIMEOUT_S:
@@ -139,6 +141,7 @@ class Settings:
             max_upload_bytes=num("YOLO_EDGE_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
             max_pixels=num("YOLO_EDGE_MAX_PIXELS", cls.max_pixels),
             max_request_pixels=num("YOLO_EDGE_MAX_REQUEST_PIXELS", cls.max_request_pixels),
+            max_decoded_pixels=num("YOLO_EDGE_MAX_DECODED_PIXELS", cls.max_decoded_pixels),
             max_in_flight=num("YOLO_EDGE_MAX_IN_FLIGHT", cls.max_in_flight),
             max_open_uploads=num("YOLO_EDGE_MAX_OPEN_UPLOADS", cls.max_open_uploads),
             max_buffered_bytes=num("YOLO_EDGE_MAX_BUFFERED_BYTES", cls.max_buffered_bytes),
@@ -148,6 +151,8 @@ class Settings:
 
 
 SETTINGS = Settings.from_env()
+#: Decoded pixels held by this worker's requests (one budget per worker process).
+PIXELS = PixelBudget(SETTINGS.max_decoded_pixels, on_change=lambda used: metrics.decoded(used))
 
 
 class DetectInput(bentoml.IODescriptor):
@@ -172,7 +177,7 @@ class DetectInput(bentoml.IODescriptor):
         limits = _intake_limits(len(svc.info.names))
         m = metrics.get()
         try:
-            options, uploads = await read_form(request, limits)
+            options, uploads = await read_form(request, limits, PIXELS)
             frames = await anyio.to_thread.run_sync(
                 decode_frames, uploads, options, received, limits, m.decode_seconds.observe)
         except Rejected as exc:
@@ -192,14 +197,15 @@ def _service_ready() -> bool:
 
 
 class _ClientErrorsInOneLine(logging.Filter):
-    """BentoML logs every exception an API raises with its traceback; a client's 4xx is
-    not the service's fault, so it becomes one INFO line saying what was refused."""
+    """BentoML logs every exception an API raises with its traceback; a client's 4xx (or a
+    503 refusal: busy, warming up) is not a failure of the service, so it becomes one INFO
+    line saying what was refused."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         code = getattr(getattr(exc, "error_code", None), "value", 500)
-        if isinstance(exc, BentoMLException) and code < 500:
-            record.msg, record.args = "client error %d on %s: %s", (code, _path(record), str(exc)[:300])
+        if isinstance(exc, BentoMLException) and (code < 500 or code == 503):
+            record.msg, record.args = "refused %d on %s: %s", (code, _path(record), str(exc)[:300])
             record.exc_info, record.exc_text = None, None
             record.levelno, record.levelname = logging.INFO, "INFO"
         return True

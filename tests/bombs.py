@@ -103,10 +103,11 @@ def _webp_vp8l(side: int) -> bytes:
 
 
 def tiff(pages: list[tuple[int, int]], *, order: str = "<", big: bool = False, tile: tuple[int, int] | None = None,
-         pixels: bool = False) -> bytes:
+         pixels: bool = False, deflated_zeros: bool = False) -> bytes:
     """A TIFF with one 8-bit gray page per (width, height), written field by field.
 
     ``pixels=True`` stores real (uncompressed) pixel data, so OpenCV can decode it;
+    ``deflated_zeros=True`` stores black pixels, deflate-compressed (a real bomb: 1000:1);
     otherwise each page holds one byte of data (a bomb: the header is all that matters).
     """
     entry_fmt = order + ("HHQQ" if big else "HHII")
@@ -116,8 +117,12 @@ def tiff(pages: list[tuple[int, int]], *, order: str = "<", big: bool = False, t
                                                    else struct.pack(order + "HI", 42, 8))
     out = bytearray(header)
     for n, (w, h) in enumerate(pages):
-        data = bytes((x * 7 + y) % 251 for y in range(h) for x in range(w)) if pixels else b"\x00"
-        tags = [(256, 4, w), (257, 4, h), (258, 3, 8), (259, 3, 1), (262, 3, 1), (277, 3, 1)]
+        if deflated_zeros:
+            z, row = zlib.compressobj(9), b"\x00" * w
+            data = b"".join(z.compress(row) for _ in range(h)) + z.flush()
+        else:
+            data = bytes((x * 7 + y) % 251 for y in range(h) for x in range(w)) if pixels else b"\x00"
+        tags = [(256, 4, w), (257, 4, h), (258, 3, 8), (259, 3, 8 if deflated_zeros else 1), (262, 3, 1), (277, 3, 1)]
         if tile:
             tags += [(322, 4, tile[0]), (323, 4, tile[1])]
         ifd_at = len(out)
@@ -208,4 +213,4 @@ def real_bombs(side: int = 15000) -> dict[str, bytes]:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-    return {"png_of_zeros": png}
+    return {"png_of_zeros": png, "tiff_deflate_of_zeros": tiff([(side, side)], deflated_zeros=True)}

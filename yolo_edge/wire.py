@@ -18,7 +18,10 @@ answers with it, and :class:`~yolo_edge.Detector` checks its arguments against t
 
 A frame's status is its own: one frame that could not be processed never fails the
 others, and a frame that is not ``ok`` carries no detections, so it cannot be mistaken
-for an empty image. Options left out take the service's defaults.
+for an empty image. Options left out take the service's defaults. Per-frame request
+fields (a frame's remaining time budget, say) belong in one more form field holding a JSON
+list parallel to ``images``, parsed here beside the options; a frame dropped for its
+deadline is answered ``expired``.
 
 >>> opts = DetectOptions(conf=0.3, classes=[0, 2])
 >>> opts.to_form()

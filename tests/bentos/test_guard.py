@@ -254,3 +254,17 @@ def test_not_ready_answers_503_with_retry_after_on_detect_only():
     assert status == 503 and headers["retry-after"] == "1" and "warming up" in json.loads(body)["error"]
     assert run(call(guard, path="/metadata"))[0] == 200
     assert rejected == ["not_ready"]
+
+
+def test_cleanups_left_by_the_app_run_when_the_request_ends_even_on_error():
+    from bentos.guard import ON_END
+
+    ran = []
+
+    async def app(scope, receive, send):
+        scope[ON_END].append(lambda: ran.append("released"))
+        raise RuntimeError("the handler failed")
+
+    with pytest.raises(RuntimeError):
+        run(call(Guard(app)))
+    assert ran == ["released"]

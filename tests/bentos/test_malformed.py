@@ -13,6 +13,7 @@ import concurrent.futures as cf
 import json
 import socket
 import struct
+import time
 import zlib
 
 import cv2
@@ -177,6 +178,17 @@ def check_answer(kind: str, status: int, headers: dict[str, str], body: bytes, a
         assert isinstance(data["error"], str) and data["error"] and data["status"] == status, (kind, data)
 
 
+def decoded_pixels_settle_to_zero(url: str) -> bool:
+    """The pixel budget returns to 0 (a request releases it just after its answer is sent)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        text = requests.get(url + "/metrics", timeout=10).text
+        if "yolo_edge_decoded_pixels 0.0" in text:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def good_request(url: str) -> None:
     r = requests.post(url + "/detect", files=GOOD_FILES, timeout=60)
     assert r.status_code == 200 and r.json()[0]["status"] == "ok", r.text
@@ -196,9 +208,10 @@ def test_every_malformed_request_gets_a_json_4xx_or_a_correct_200(service):
         answers[kind] = status
         good_request(service.url)  # and the service is fine
     assert not [k for k, s in answers.items() if s >= 500]
+    assert decoded_pixels_settle_to_zero(service.url)  # every request gave its pixels back
     log = service.log.read_bytes()[log_start:].decode(errors="replace")
     assert "Traceback" not in log, log[-3000:]  # a client error is one line, not a traceback
-    assert "client error 400 on POST /detect: classes must hold class ids within the model's classes 0..79" in log
+    assert "refused 400 on POST /detect: classes must hold class ids within the model's classes 0..79" in log
 
 
 @pytest.mark.parametrize("case", [

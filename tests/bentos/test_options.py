@@ -58,3 +58,18 @@ def test_settings_precision(tmp_path):
     assert Settings.from_env({"YOLO_EDGE_HOME": str(tmp_path), "YOLO_EDGE_PRECISION": "FP32"}).precision == "fp32"
     with pytest.raises(ValueError, match="YOLO_EDGE_PRECISION must be fp16 or fp32, got 'int8'"):
         Settings.from_env({"YOLO_EDGE_PRECISION": "int8"})
+
+
+def test_pixel_budget_is_taken_and_given_back_once():
+    from http import HTTPStatus
+
+    from bentos.intake import PixelBudget, Rejected
+
+    budget = PixelBudget(100)
+    release = budget.acquire(60)
+    with pytest.raises(Rejected) as refused:
+        budget.acquire(50)
+    assert refused.value.status == HTTPStatus.SERVICE_UNAVAILABLE and "retry shortly" in str(refused.value)
+    release()
+    release()  # idempotent
+    assert budget.used == 0 and budget.acquire(100) is not None
