@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence, overload
 import numpy as np
 
 from .backends.base import Backend
-from .errors import ConfigError, UnsupportedModelError
+from .errors import BackendError, ConfigError, UnsupportedModelError, YoloEdgeError
 from .image import MAX_PIXELS, Channels, ImageSource, check_channels, check_limit, load_image
 from .models.resolve import ResolvedModel, parse_metadata, resolve_model
 from .postprocess import OUTPUT_FORMATS, detect_output_format, postprocess
@@ -153,7 +153,13 @@ class Detector:
             return backend
         from .backends.select import select_backend  # heavy runtimes import only inside the chosen branch
 
-        return select_backend(resolved.path, backend=backend, threads=threads, providers=providers, **options)
+        try:
+            return select_backend(resolved.path, backend=backend, threads=threads, providers=providers, **options)
+        except YoloEdgeError:
+            raise
+        except Exception as exc:  # a damaged file can fail deep inside a runtime (bad metadata text, say)
+            raise BackendError(f"could not load {resolved.path} with backend {backend!r}: {exc!r}; "
+                               "check the file is a complete ONNX model") from exc
 
     def _describe(self, resolved: ResolvedModel, output_format: str | None) -> ModelInfo:
         meta = parse_metadata(getattr(self.backend, "metadata", {}) or {})

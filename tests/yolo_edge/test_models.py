@@ -134,3 +134,17 @@ def test_local_registry_entries_are_type_checked(tmp_path):
         Detector("mine", root=tmp_path)
     with pytest.raises(ConfigError, match="plain word"):
         register_local(LocalEntry(name="x/y", path="m.onnx", sha256="0" * 64), tmp_path / "other")
+
+
+def test_a_damaged_model_file_is_a_typed_error(tmp_path, default_model_path):
+    from yolo_edge.errors import YoloEdgeError
+
+    copy = tmp_path / "damaged.onnx"
+    data = bytearray(default_model_path.read_bytes())
+    data[-100] ^= 0xFF  # inside the metadata text at the end of the file
+    copy.write_bytes(bytes(data))
+    with pytest.raises(YoloEdgeError):
+        Detector(copy)
+    copy.write_bytes(default_model_path.read_bytes()[: 1 << 20])  # cut short
+    with pytest.raises(YoloEdgeError):
+        Detector(copy)

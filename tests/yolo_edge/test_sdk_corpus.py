@@ -173,6 +173,9 @@ def corpus(tmp: Path, det) -> dict[str, callable]:
         "encode_image quality='high'": lambda: encode_image(IMG, quality="high"),
         "encode_image of text": lambda: encode_image("notarray"),
         "Detections.from_dict('x')": lambda: Detections.from_dict("x"),
+        "Detections(xyxy='abc')": lambda: Detections(xyxy="abc", confidence=[0.5], class_id=[1]),
+        "Detections(class_id=[10**30])": lambda: Detections(xyxy=[[0, 0, 1, 1]], confidence=[0.5], class_id=[10 ** 30]),
+        "Detections(xyxy of 3 numbers)": lambda: Detections(xyxy=[[0, 0, 1]], confidence=[0.5], class_id=[1]),
         "fetch_model('nope')": lambda: fetch_model("nope"),
         "get_spec(5)": lambda: get_spec(5),
         "register_local with '@' in the name":
