@@ -152,7 +152,7 @@ class Settings:
 
 SETTINGS = Settings.from_env()
 #: Decoded pixels held by this worker's requests (one budget per worker process).
-PIXELS = PixelBudget(SETTINGS.max_decoded_pixels, on_change=lambda used: metrics.decoded(used))
+PIXELS = PixelBudget(SETTINGS.max_decoded_pixels, on_change=metrics.decoded)
 
 
 class DetectInput(bentoml.IODescriptor):
