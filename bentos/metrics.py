@@ -24,9 +24,11 @@ class ServiceMetrics:
     batch_frames: Any  # Histogram: frames per model batch
     inference_seconds: Any  # Histogram: model time per batch (letterbox + run + NMS)
     decode_seconds: Any  # Histogram: JPEG/PNG decode time per frame
-    frames: Any  # Counter{outcome}: ok | invalid | too_large | error
-    rejected: Any  # Counter{reason}: unauthorized | too_large | overloaded | not_ready
+    frames: Any  # Counter{outcome}: ok | invalid | too_large | unsupported | busy | error | expired
+    rejected: Any  # Counter{reason}: unauthorized | too_large | overloaded | not_ready | timeout | uploads
     model_info: Any  # Gauge{name, sha256, version} = 1
+    requests_open: Any  # Gauge{stage}: uploads (body still arriving) | in_flight (body arrived)
+    decoded_pixels: Any  # Gauge: pixels held by requests from decode to answer (the worker's budget)
 
     def set_model(self, name: str, sha256: str, version: str) -> None:
         self.model_info.labels(name=name, sha256=sha256, version=version).set(1)
@@ -48,9 +50,24 @@ def get() -> ServiceMetrics:
         # an info metric as a gauge: prometheus' multiprocess mode has no Info type
         model_info=Gauge("yolo_edge_model_info", "The model this service runs", ["name", "sha256", "version"],
                          multiprocess_mode="max"),
+        requests_open=Gauge("yolo_edge_requests_open", "Detect requests open, by stage: uploads whose body is "
+                            "still arriving, and requests in flight (body arrived)", ["stage"],
+                            multiprocess_mode="livesum"),
+        decoded_pixels=Gauge("yolo_edge_decoded_pixels", "Pixels held by requests from decode to answer",
+                             multiprocess_mode="livesum"),
     )
 
 
 def reject(reason: str) -> None:
     """Count a refused request (the Guard middleware's callback)."""
     get().rejected.labels(reason=reason).inc()
+
+
+def decoded(pixels: int) -> None:
+    """Set how many decoded pixels requests hold (the pixel budget's callback)."""
+    get().decoded_pixels.set(pixels)
+
+
+def count(stage: str, n: int) -> None:
+    """Set how many detect requests are at ``stage`` (the Guard middleware's callback)."""
+    get().requests_open.labels(stage=stage).set(n)

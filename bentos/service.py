@@ -1,16 +1,22 @@
 """The yolo-edge BentoML service: a thin HTTP face on :class:`yolo_edge.Detector`.
 
 Decoding, letterbox, NMS and the result format all come from ``yolo_edge``, so the
-service answers exactly what ``yolo_edge.detect`` answers on the same image.
+service answers exactly what ``yolo_edge.detect`` answers on the same image; the request
+and the answer are :mod:`yolo_edge.wire`'s, the same code the client uses.
 
 Routes::
 
     POST /detect     multipart: images=<file> (repeatable); optional form fields conf, iou,
                      max_det and classes (a JSON list). Adaptive batching merges frames
                      of concurrent requests into one model batch.
-    GET  /metadata   model name, sha256, classes, input size, providers, version, max_batch
+    GET  /metadata   model name, sha256, classes, input size, providers, version, limits
     GET  /readyz     503 until the model is loaded AND warmed up, then 200
     GET  /metrics    BentoML's metrics plus yolo_edge_* (see bentos/metrics.py)
+    GET  /docs.json  the OpenAPI document (form fields and every error response)
+
+A request is checked whole before it joins a batch (``bentos/intake.py``): a bad
+request gets its own JSON 4xx and never touches the others; in a batch, each frame has
+its own status (``bentos/batch.py``). Client errors log one line, not a traceback.
 
 Run it (from the repository root)::
 
@@ -21,36 +27,38 @@ Settings come from the environment, read here only: ``YOLO_EDGE_MODEL`` (registr
 name or .onnx path; default ``yolov3-tiny-coco``), ``YOLO_EDGE_TOKEN`` (enables bearer
 auth), ``YOLO_EDGE_BACKEND``, ``YOLO_EDGE_PRECISION`` (``fp16``/``fp32`` on a GPU
 backend; unset: the backend's default), ``YOLO_EDGE_THREADS``, ``YOLO_EDGE_MAX_UPLOAD_BYTES``,
-``YOLO_EDGE_MAX_PIXELS``, ``YOLO_EDGE_MAX_IN_FLIGHT``, ``YOLO_EDGE_WARMUP_RUNS`` and
-``YOLO_EDGE_HOME`` (default: the model baked into the Bento by ``python -m bentos.bake``,
-else ``~/.cache/yolo-edge``).
+``YOLO_EDGE_MAX_PIXELS`` (per image), ``YOLO_EDGE_MAX_REQUEST_PIXELS`` (per request),
+``YOLO_EDGE_MAX_IN_FLIGHT``, ``YOLO_EDGE_MAX_OPEN_UPLOADS``, ``YOLO_EDGE_BODY_TIMEOUT_S``,
+``YOLO_EDGE_WARMUP_RUNS`` and ``YOLO_EDGE_HOME`` (default: the model baked into the Bento
+by ``python -m bentos.bake``, else ``~/.cache/yolo-edge``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import os
 import threading
 import time
 from dataclasses import dataclass
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 import anyio
 import bentoml
-import numpy as np
-from bentoml.exceptions import BentoMLException, InvalidArgument, ServiceUnavailable
+from bentoml.exceptions import BentoMLException, ServiceUnavailable
+from pydantic import Field
 
 import yolo_edge
 from bentos import metrics
-from bentos.guard import Guard
+from bentos.batch import run_batch
+from bentos.guard import Guard, install_json_protocol_errors
 from bentos.image import IMAGE
+from bentos.intake import Frame, IntakeLimits, PixelBudget, Rejected, decode_frames, read_form
+from bentos.openapi import OpenAPIDocs
 from yolo_edge.backends.engine_cache import PRECISIONS
 from yolo_edge.backends.select import describe_backend
-from yolo_edge.errors import ImageError, ImageTooLargeError
-from yolo_edge.image import decode_image
+from yolo_edge.wire import LIMITS, ModelRef, ServiceInfo
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +72,9 @@ logger = logging.getLogger(__name__)
 MAX_BATCH_SIZE = 8
 MAX_LATENCY_MS = 5000
 #: More images than this in one request are refused (400); send several requests instead.
-MAX_IMAGES_PER_REQUEST = 32
+MAX_IMAGES_PER_REQUEST = LIMITS.max_images
+#: BentoML answers 504 for a request that has not started its answer within this.
+REQUEST_TIMEOUT_S = 60
 
 
 #: Where ``python -m bentos.bake`` puts the model, relative to the build context.
@@ -82,20 +92,39 @@ class Settings:
     precision: str | None = None  # "fp16" / "fp32" for GPU backends; None: the backend's default
     threads: int | None = None
     max_upload_bytes: int = 32 << 20
-    max_pixels: int = 40_000_000
-    max_in_flight: int = 64
+    max_pixels: int = 40_000_000  # per image
+    # per request: 32 full-HD frames, or two images at the per-image limit
+    max_request_pixels: int = 80_000_000
+    # all requests of a worker together, from decode to answer
+    max_decoded_pixels: int = 160_000_000
+    max_in_flight: int = 64  # requests whose body has arrived
+    max_open_uploads: int = 256  # requests whose body is still arriving
+    max_buffered_bytes: int = 256 << 20  # bodies held for those, together
+    body_timeout_s: float = 30.0
     warmup_runs: int = 3
+
+    def __post_init__(self) -> None:
+        for name in ("max_upload_bytes", "max_pixels", "max_request_pixels", "max_decoded_pixels", "max_in_flight",
+                     "max_open_uploads", "max_buffered_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"YOLO_EDGE_{name.upper()} must be a positive integer, got {getattr(self, name)}")
+        if not 0 < self.body_timeout_s < REQUEST_TIMEOUT_S:
+            raise ValueError(f"YOLO_EDGE_BODY_TIMEOUT_S must be within (0, {REQUEST_TIMEOUT_S}) seconds, "
+                             f"got {self.body_timeout_s}")
 
     @classmethod
     def from_env(cls, env: Any = os.environ) -> "Settings":
-        def num(key: str, default: int | None) -> int | None:
+        def num(key: str, default: Any, kind: type = int) -> Any:
             raw = env.get(key)
             if raw in (None, ""):
                 return default
             try:
-                return int(raw)
+                value = kind(raw)
             except ValueError:
-                raise ValueError(f"{key} must be an integer, got {raw!r}") from None
+                raise ValueError(f"{key} must be {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
+            if kind is float and not math.isfinite(value):
+                raise ValueError(f"{key} must be a finite number, got {raw!r}")
+            return value
 
         precision = (env.get("YOLO_EDGE_PRECISION") or "").lower() or None
         if precision is not None and precision not in PRECISIONS:
@@ -112,62 +141,19 @@ class Settings:
             threads=num("YOLO_EDGE_THREADS", None),
             max_upload_bytes=num("YOLO_EDGE_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
             max_pixels=num("YOLO_EDGE_MAX_PIXELS", cls.max_pixels),
+            max_request_pixels=num("YOLO_EDGE_MAX_REQUEST_PIXELS", cls.max_request_pixels),
+            max_decoded_pixels=num("YOLO_EDGE_MAX_DECODED_PIXELS", cls.max_decoded_pixels),
             max_in_flight=num("YOLO_EDGE_MAX_IN_FLIGHT", cls.max_in_flight),
+            max_open_uploads=num("YOLO_EDGE_MAX_OPEN_UPLOADS", cls.max_open_uploads),
+            max_buffered_bytes=num("YOLO_EDGE_MAX_BUFFERED_BYTES", cls.max_buffered_bytes),
+            body_timeout_s=num("YOLO_EDGE_BODY_TIMEOUT_S", cls.body_timeout_s, float),
             warmup_runs=num("YOLO_EDGE_WARMUP_RUNS", cls.warmup_runs),
         )
 
 
 SETTINGS = Settings.from_env()
-
-
-@dataclass(frozen=True)
-class Options:
-    """Per-request detection options; hashable so a batch can be grouped by them."""
-
-    conf: float | None = None
-    iou: float | None = None
-    max_det: int | None = None
-    classes: tuple[int, ...] | None = None
-
-    @classmethod
-    def parse(cls, extra: dict[str, Any]) -> "Options":
-        unknown = set(extra) - {"conf", "iou", "max_det", "classes"}
-        if unknown:
-            raise InvalidArgument(f"unknown form field(s) {sorted(unknown)}: expected images, conf, iou, max_det, classes")
-
-        def unit(key: str) -> float | None:
-            value = extra.get(key)
-            if value is None:
-                return None
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-                raise InvalidArgument(f"{key} must be a number within [0, 1], got {value!r}")
-            return float(value)
-
-        max_det = extra.get("max_det")
-        if max_det is not None and (isinstance(max_det, bool) or not isinstance(max_det, int) or not 1 <= max_det <= 1000):
-            raise InvalidArgument(f"max_det must be an integer within 1..1000, got {max_det!r}")
-        classes = extra.get("classes")
-        if classes is not None:
-            if isinstance(classes, int) and not isinstance(classes, bool):
-                classes = [classes]
-            if not isinstance(classes, list) or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in classes):
-                raise InvalidArgument(f"classes must be a JSON list of class ids like [0, 2], got {classes!r}")
-            classes = tuple(classes)
-        return cls(unit("conf"), unit("iou"), max_det, classes)
-
-    def kwargs(self) -> dict[str, Any]:
-        return {"conf": self.conf, "iou": self.iou, "max_det": self.max_det,
-                "classes": None if self.classes is None else list(self.classes)}
-
-
-@dataclass
-class Frame:
-    """One decoded upload on its way through the batcher."""
-
-    image: np.ndarray
-    options: Options
-    received: float  # perf_counter when its request was parsed
-    decode_s: float
+#: Decoded pixels held by this worker's requests (one budget per worker process).
+PIXELS = PixelBudget(SETTINGS.max_decoded_pixels, on_change=metrics.decoded)
 
 
 class DetectInput(bentoml.IODescriptor):
@@ -175,35 +161,35 @@ class DetectInput(bentoml.IODescriptor):
 
     A batchable BentoML API takes exactly one argument, so the options of each request
     travel inside its frames (which also lets one batch mix requests with different
-    options). The request is parsed here rather than by BentoML's multipart reader so
-    that uploads are read straight from memory, a text field is never taken for a URL
-    to download, and decoding runs in a worker thread in the request's own path: a bad
-    upload gets its own 4xx and never fails a batch shared with other requests.
+    options). ``from_http_request`` parses the request itself (``bentos/intake.py``),
+    and the batch function receives list[Frame].
     """
 
-    images: list[Path]  # what OpenAPI shows; the batch function receives list[Frame]
+    # BentoML passes every field to the batch function, which takes exactly one: the
+    # options are documented by bentos/openapi.py instead of as fields here
+    images: list[Path] = Field(description=f"1 to {LIMITS.max_images} image files")
 
     @classmethod
     async def from_http_request(cls, request: Any, serde: Any) -> "DetectInput":
         received = time.perf_counter()
-        if not _service_ready():  # the Guard answers first; this covers a call that bypasses it
+        svc = bentoml.get_current_service()
+        if svc is None or not svc.ready:  # the Guard answers first; this covers a call that bypasses it
             raise ServiceUnavailable("the model is still loading or warming up: retry shortly")
-        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-            raise BentoMLException("expected multipart/form-data with one or more files in the field 'images' "
-                                   "(curl -F images=@photo.jpg ...)", error_code=HTTPStatus.UNSUPPORTED_MEDIA_TYPE)
+        limits = _intake_limits(len(svc.info.names))
+        m = metrics.get()
         try:
-            form = await request.form(max_files=MAX_IMAGES_PER_REQUEST, max_fields=8)
-        except Exception as exc:  # starlette's MultiPartException / HTTPException: a malformed body
-            raise InvalidArgument(f"could not parse the multipart body: {exc}") from exc
-        uploads = form.getlist("images")
-        if not uploads:
-            raise InvalidArgument("no images: send one or more files in the multipart field 'images'")
-        if not all(hasattr(u, "read") and hasattr(u, "filename") for u in uploads):
-            raise InvalidArgument("'images' must be file uploads (curl -F images=@photo.jpg), not text or URLs")
-        options = Options.parse({k: _form_value(k, v) for k, v in form.multi_items() if k != "images"})
-        data = [await u.read() for u in uploads]
-        frames = await anyio.to_thread.run_sync(_decode_all, data, options, received)
+            options, uploads = await read_form(request, limits, PIXELS)
+            frames = await anyio.to_thread.run_sync(
+                decode_frames, uploads, options, received, limits, m.decode_seconds.observe)
+        except Rejected as exc:
+            m.frames.labels(outcome=exc.outcome).inc()
+            raise BentoMLException(str(exc), error_code=exc.status) from None
         return cls.model_construct(images=frames)
+
+
+def _intake_limits(num_classes: int) -> IntakeLimits:
+    return IntakeLimits(max_upload_bytes=SETTINGS.max_upload_bytes, max_pixels=SETTINGS.max_pixels,
+                        max_request_pixels=SETTINGS.max_request_pixels, num_classes=num_classes)
 
 
 def _service_ready() -> bool:
@@ -211,33 +197,24 @@ def _service_ready() -> bool:
     return svc is not None and svc.ready
 
 
-def _form_value(key: str, value: Any) -> Any:
-    if not isinstance(value, str):
-        raise InvalidArgument(f"form field {key!r} must be a plain value, not a file")
-    try:
-        return json.loads(value)
-    except ValueError:
-        raise InvalidArgument(f"form field {key!r} must be a number or a JSON list, got {value[:50]!r}") from None
+class _ClientErrorsInOneLine(logging.Filter):
+    """BentoML logs every exception an API raises with its traceback; a client's 4xx (or a
+    503 refusal: busy, warming up) is not a failure of the service, so it becomes one INFO
+    line saying what was refused."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        code = getattr(getattr(exc, "error_code", None), "value", 500)
+        if isinstance(exc, BentoMLException) and (code < 500 or code == 503):
+            record.msg, record.args = "refused %d on %s: %s", (code, _path(record), str(exc)[:300])
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
 
 
-def _decode_all(data: list[bytes], options: Options, received: float) -> list[Frame]:
-    return [_decode_upload(i, raw, options, received) for i, raw in enumerate(data)]
-
-
-def _decode_upload(index: int, raw: bytes, options: Options, received: float) -> Frame:
-    m = metrics.get()
-    t0 = time.perf_counter()
-    try:
-        image = decode_image(raw, max_pixels=SETTINGS.max_pixels, max_bytes=SETTINGS.max_upload_bytes)
-    except ImageTooLargeError as exc:
-        m.frames.labels(outcome="too_large").inc()
-        raise BentoMLException(f"image {index}: {exc}", error_code=HTTPStatus.REQUEST_ENTITY_TOO_LARGE) from exc
-    except ImageError as exc:
-        m.frames.labels(outcome="invalid").inc()
-        raise InvalidArgument(f"image {index}: {exc}") from exc
-    decode_s = time.perf_counter() - t0
-    m.decode_seconds.observe(decode_s)
-    return Frame(image, options, received, decode_s)
+def _path(record: logging.LogRecord) -> str:
+    args = record.args if isinstance(record.args, tuple) else ()
+    return f"{args[1]} {args[0]}" if len(args) == 2 else "a request"
 
 
 @bentoml.service(
@@ -245,7 +222,7 @@ def _decode_upload(index: int, raw: bytes, options: Options, received: float) ->
     resources={"gpu": 1, "gpu_type": "nvidia-l4"},  # what BentoCloud gives it (deployment.yaml: gpu.l4.1)
     workers=1,  # one model copy; onnxruntime already uses every core for one batch
     threads=1,  # the batcher runs one batch at a time per worker anyway
-    traffic={"timeout": 60, "concurrency": 16},
+    traffic={"timeout": REQUEST_TIMEOUT_S, "concurrency": 16},
     metrics={"enabled": True, "namespace": "bentoml_service"},
 )
 class YoloEdge:
@@ -258,6 +235,7 @@ class YoloEdge:
                                            backend_options=options)
         logger.info("serving %s from %s", self.detector.info.name, self.detector.info.path)
         self.info = self.detector.info
+        self.model = ModelRef(self.info.name, self.info.sha256)
         self._ready = threading.Event()
         metrics.get().set_model(self.info.name, self.info.sha256, yolo_edge.__version__)
 
@@ -267,6 +245,8 @@ class YoloEdge:
 
     @bentoml.on_startup
     def _start_warmup(self) -> None:
+        install_json_protocol_errors()  # in the worker, where uvicorn runs
+        logging.getLogger("bentoml._internal.server.http_app").addFilter(_ClientErrorsInOneLine())
         # warm up in the background so /livez answers (and /readyz says "not yet") meanwhile
         threading.Thread(target=self._warmup, name="yolo-edge-warmup", daemon=True).start()
 
@@ -286,51 +266,29 @@ class YoloEdge:
     @bentoml.api(batchable=True, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS, input_spec=DetectInput)
     def detect(self, images: list[Frame]) -> list[dict[str, Any]]:
         """Detect objects in each uploaded image; boxes are in that image's pixels."""
-        start = time.perf_counter()
         m = metrics.get()
-        results: list[dict[str, Any]] = [{} for _ in images]
-        groups: dict[Options, list[int]] = {}
-        for i, frame in enumerate(images):
-            groups.setdefault(frame.options, []).append(i)
-        model = {"name": self.info.name, "sha256": self.info.sha256}
-        try:
-            for options, indices in groups.items():
-                dets, timings = self.detector.predict([images[i].image for i in indices], **options.kwargs())
-                compute_s = timings.preprocess_s + timings.inference_s + timings.postprocess_s
-                m.inference_seconds.observe(compute_s)
-                done = time.perf_counter()
-                for i, det in zip(indices, dets):
-                    frame = images[i]
-                    results[i] = {**det.to_dict(), "model": model, "timing": {
-                        "queue_ms": round((start - frame.received) * 1e3, 3),
-                        "decode_ms": round(frame.decode_s * 1e3, 3),
-                        "inference_ms": round(compute_s * 1e3, 3),
-                        "server_ms": round((done - frame.received) * 1e3, 3),
-                        "batch_frames": len(images),
-                    }}
-        except Exception:
-            m.frames.labels(outcome="error").inc(len(images))
-            raise
+        results = run_batch(self.detector, images, self.model, observe_compute=m.inference_seconds.observe)
         m.batch_frames.observe(len(images))
-        m.frames.labels(outcome="ok").inc(len(images))
-        return results
+        for r in results:
+            m.frames.labels(outcome=r.status.value).inc()
+        return [r.to_dict() for r in results]
 
     def metadata(self) -> dict[str, Any]:
         backend = self.detector.backend
-        return {
-            "name": self.info.name,
-            "sha256": self.info.sha256,
-            "names": {str(k): v for k, v in self.info.names.items()},
-            "imgsz": list(self.info.imgsz),
-            "providers": list(backend.providers),
-            "backend": backend.name,
-            "backend_info": describe_backend(backend),  # which backend auto chose, and why
-            "version": yolo_edge.__version__,
-            "model_version": self.info.version,
-            "max_batch": MAX_BATCH_SIZE,
-            "model_max_batch": backend.max_batch,
-            "ready": self.ready,
-        }
+        return ServiceInfo(
+            name=self.info.name, sha256=self.info.sha256, names=self.info.names, imgsz=self.info.imgsz,
+            version=yolo_edge.__version__, max_batch=MAX_BATCH_SIZE, max_images=LIMITS.max_images,
+            max_upload_bytes=SETTINGS.max_upload_bytes, max_pixels=SETTINGS.max_pixels,
+            max_request_pixels=SETTINGS.max_request_pixels,
+            extra={
+                "providers": list(backend.providers),
+                "backend": backend.name,
+                "backend_info": describe_backend(backend),  # which backend auto chose, and why
+                "model_version": self.info.version,
+                "model_max_batch": backend.max_batch,
+                "ready": self.ready,
+            },
+        ).to_dict()
 
 
 def _metadata_app() -> Any:
@@ -354,6 +312,12 @@ YoloEdge.add_asgi_middleware(
     token=SETTINGS.token,
     max_body_bytes=SETTINGS.max_upload_bytes,
     max_in_flight=SETTINGS.max_in_flight,
+    max_open_uploads=SETTINGS.max_open_uploads,
+    max_buffered_bytes=SETTINGS.max_buffered_bytes,
+    body_timeout_s=SETTINGS.body_timeout_s,
     on_reject=metrics.reject,
+    on_count=metrics.count,
     is_ready=_service_ready,
 )
+# inside the Guard: the docs need the token when the service does
+YoloEdge.add_asgi_middleware(OpenAPIDocs, service=YoloEdge, auth=SETTINGS.token is not None)

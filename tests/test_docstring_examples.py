@@ -7,7 +7,8 @@ import pytest
 
 MODULES = [
     "yolo_edge.types", "yolo_edge.image", "yolo_edge.preprocess", "yolo_edge.postprocess",
-    "yolo_edge.detector", "yolo_edge.api", "yolo_edge.backends.select", "yolo_edge.backends.providers",
+    "yolo_edge.detector", "yolo_edge.api", "yolo_edge.wire", "yolo_edge.image_header", "yolo_edge.backends.select",
+    "yolo_edge.backends.providers",
     "edge_agent", "edge_agent.metrics", "edge_agent.policy", "edge_agent.core", "edge_agent.runner",
     "edge_agent.stats", "edge_agent.frames", "edge_agent.sim", "edge_agent.oracle", "edge_agent.traces",
     "edge_agent.breaker", "edge_agent.estimators", "edge_agent.protocols", "edge_agent.livesim",

@@ -2,27 +2,84 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
 from typing import Any, Sequence
 
 from .detector import Detector
+from .errors import ConfigError
 from .image import ImageSource
 from .types import Detections
+from .wire import short_repr
 
-__all__ = ["detect"]
+__all__ = ["detect", "close_clients"]
 
 _detectors: dict[tuple, Detector] = {}
+_clients: dict[tuple, Any] = {}  # (endpoint, token, options) -> CloudClient
 _lock = threading.Lock()
 
 
 def _shared_detector(model: str | os.PathLike | None, backend: str) -> Detector:
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        raise ConfigError(f"model must be a model name like 'yolov3-tiny-coco' or a path to an .onnx file, "
+                          f"got {short_repr(model)}")
+    if not isinstance(backend, str):
+        raise ConfigError(f"backend must be a backend name like 'auto' or 'onnxruntime', got {short_repr(backend)}")
     key = (None if model is None else os.fspath(model), backend)
     with _lock:
         det = _detectors.get(key)
         if det is None:
             det = _detectors[key] = Detector(model, backend=backend)
         return det
+
+
+def _is_oip(endpoint: Any) -> bool:
+    from .oip_wire import OIP_SCHEMES
+
+    return isinstance(endpoint, str) and endpoint.startswith(OIP_SCHEMES)
+
+
+def _client_option_names(endpoint: Any) -> frozenset[str]:
+    if _is_oip(endpoint):
+        from .oip import OipClient as client_type
+    else:
+        from .cloud import CloudClient as client_type
+    params = inspect.signature(client_type.__init__).parameters
+    return frozenset(name for name, p in params.items() if p.kind is p.KEYWORD_ONLY and name not in ("token", "model"))
+
+
+def _shared_client(endpoint: Any, token: Any, options: dict[str, Any], model: Any = None) -> Any:
+    """One client per (endpoint, token, model, options): one connection pool and one metadata lookup."""
+    from .endpoint import open_endpoint
+
+    names = _client_option_names(endpoint)
+    unknown = set(options) - names
+    if unknown:
+        raise ConfigError(f"unknown option(s) {sorted(unknown)} for detect(endpoint=...): expected {sorted(names)}")
+    try:
+        key = (endpoint, token, None if model is None else str(model), tuple(sorted(options.items())))
+        hash(key)
+    except TypeError:
+        raise ConfigError(f"detect(endpoint=...) options must be plain values, got {short_repr(options)}") from None
+    with _lock:
+        client = _clients.get(key)
+        if client is None:
+            extra = {"model": model} if _is_oip(endpoint) else {}
+            client = _clients[key] = open_endpoint(endpoint, token=token, **extra, **options)
+        return client
+
+
+def close_clients() -> None:
+    """Close the cloud clients that :func:`detect` keeps per endpoint.
+
+    Safe to call at any time, from any thread; the next ``detect(endpoint=...)`` makes new ones.
+    """
+    with _lock:
+        clients = list(_clients.values())
+        _clients.clear()
+    for client in clients:
+        client.close()
 
 
 def detect(
@@ -43,8 +100,12 @@ def detect(
 
     Locally by default: the model (default ``yolov3-tiny-coco``) is loaded once and
     reused by later calls. With ``endpoint=`` the image is sent to a yolo-edge service
-    instead, and the answer has the same form and coordinates; an ``oip+http://`` endpoint
-    is a Triton, KServe or OpenVINO server serving ``model`` (see :mod:`yolo_edge.oip`).
+    instead, and the answer is the same (same classes and boxes: the image is sent
+    losslessly unless ``jpeg_quality=`` asks otherwise); an ``oip+http://`` endpoint is a
+    Triton, KServe or OpenVINO server serving ``model`` (see :mod:`yolo_edge.oip`). One
+    client per endpoint is kept and reused, so later calls share its connection and its
+    model lookup (:func:`close_clients` closes them). ``cloud_options`` are the client's
+    (:class:`~yolo_edge.cloud.CloudClient`'s ``timeout``, ``jpeg_quality``...).
 
     >>> import yolo_edge
     >>> dets = yolo_edge.detect("bus.jpg")                          # doctest: +SKIP
@@ -55,13 +116,14 @@ def detect(
     single = not isinstance(image, (list, tuple))
     images = [image] if single else list(image)
     if endpoint is not None:
-        from .endpoint import open_endpoint
-
-        client = open_endpoint(endpoint, model=model, token=token, **cloud_options)
-        try:
-            results = client.detect_many(images, channels=channels, **opts)
-        finally:
-            client.close()
+        if backend != "auto" or (model is not None and not _is_oip(endpoint)):
+            raise ConfigError("model= and backend= apply to local detection; with a yolo-edge endpoint= the "
+                              "service's model answers: pin it with expected_sha256=Detector(model).info.sha256")
+        client = _shared_client(endpoint, token, cloud_options, model=model)
+        results = client.detect_many(images, channels=channels, **opts)
     else:
+        if cloud_options or token is not None:
+            raise ConfigError(f"{sorted({*cloud_options, *(['token'] if token is not None else [])})} only apply "
+                              "with endpoint=...: pass the service URL, or drop them to detect locally")
         results, _ = _shared_detector(model, backend).predict(images, channels=channels, **opts)
     return results[0] if single else results

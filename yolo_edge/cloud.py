@@ -1,21 +1,22 @@
 """HTTP client for a yolo-edge BentoML service (``bentos/service.py``).
 
-The client turns frames into JPEG uploads, posts them as multipart to ``/detect`` and
-turns the JSON answer back into :class:`~yolo_edge.types.Detections` in the caller's
-original pixel coordinates, so ``client.detect(img)`` and ``Detector()(img)`` are
-interchangeable. It retries what is worth retrying (429/502/503/504, refused
-connections) with exponential backoff, jitter and ``Retry-After``, and raises only
-:class:`~yolo_edge.errors.CloudError` subclasses.
+The client uploads frames as multipart to ``/detect`` and turns the JSON answer back
+into :class:`~yolo_edge.types.Detections` in the caller's original pixel coordinates,
+so ``client.detect(img)`` and ``Detector()(img)`` are interchangeable. The request and
+the answer are :mod:`yolo_edge.wire`'s, the very code the service uses.
 
-Wire protocol (what ``bentos/service.py`` speaks)::
+By default the answer *equals* the local one: files and bytes are uploaded as they are,
+and arrays are shrunk to the model's input size with the interpolation the service's
+letterbox would use (so the model sees the same pixels) and sent as lossless PNG.
+``jpeg_quality=`` trades that for 4-5x smaller uploads: arrays (and files larger than
+the model input) go as JPEG of that quality, and detections may then differ from the
+local ones (on ``bus.jpg`` at quality 90, the bus was lost). ``downscale=False`` sends
+arrays at full size.
 
-    POST /detect   multipart: images=<file> (repeatable), optional form fields
-                   conf, iou, max_det (numbers) and classes (JSON list of ints)
-                   -> 200 [ {image_shape, names, detections, model: {name, sha256},
-                            timing: {queue_ms, decode_ms, inference_ms, server_ms}}, ... ]
-                   -> 4xx/5xx {"error": "...", ...}
-    GET  /metadata -> {name, sha256, names, imgsz, providers, version, max_batch, ...}
-    GET  /readyz   -> 200 once the model is loaded and warmed up, 503 before
+It retries what is safe to retry (429/502/503/504, connections refused or timed out
+before the request was sent, and read timeouts of GET requests) with exponential backoff,
+jitter and ``Retry-After``, keeps one connection pool and one ``/metadata`` lookup per
+client, and raises only :class:`~yolo_edge.errors.CloudError` subclasses.
 
 >>> with CloudClient("http://127.0.0.1:3000", timeout=5) as client:  # doctest: +SKIP
 ...     client.wake(wait_s=30)
@@ -25,11 +26,13 @@ Wire protocol (what ``bentos/service.py`` speaks)::
 from __future__ import annotations
 
 import email.utils
-import json
 import logging
+import math
+import numbers
 import os
 import random
 import re
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
@@ -39,13 +42,16 @@ import numpy as np
 from .errors import (
     CloudAuthError,
     CloudError,
+    CloudFrameError,
     CloudModelMismatchError,
     CloudRequestError,
     CloudTimeoutError,
     CloudUnavailableError,
     ConfigError,
 )
+from .image import MAX_BYTES, MAX_PIXELS, check_channels
 from .types import Detections
+from .wire import LIMITS, DetectOptions, FrameResult, ServiceInfo, decode_results, short_repr
 
 __all__ = ["CloudClient", "RETRY_STATUS"]
 
@@ -56,16 +62,18 @@ RETRY_STATUS = frozenset({429, 502, 503, 504})
 #: Longest single backoff sleep, so a retry never outlives a sensible request budget.
 _MAX_BACKOFF_S = 5.0
 _READY_TIMEOUT_S = 2.0
+_IDEMPOTENT = frozenset({"GET", "HEAD"})
 
 
 class CloudClient:
-    """A client for one yolo-edge service endpoint.
+    """A client for one yolo-edge service endpoint; safe to share between threads.
 
-    ``downscale=True`` shrinks frames larger than the model's input size before upload
-    (the service would letterbox them to that size anyway), which saves bandwidth; boxes
-    are scaled back, so results stay in the caller's coordinates. ``expected_sha256``
-    makes every response's model hash checked: a different model raises
-    :class:`CloudModelMismatchError` unless ``allow_model_mismatch=True``.
+    ``jpeg_quality`` (1-100) makes uploads lossy and small; by default (None) they are
+    lossless and the answers equal local ones (see the module docstring for what each
+    setting does to the answers). ``downscale`` shrinks arrays larger than the model
+    input before upload (exact: the service would shrink them the same way).
+    ``expected_sha256`` makes every response's model hash checked: a different model
+    raises :class:`CloudModelMismatchError` unless ``allow_model_mismatch=True``.
 
     ``session`` is the transport (a ``requests.Session``; tests mount a fake adapter on
     it) and ``sleep`` the clock used between retries.
@@ -82,7 +90,7 @@ class CloudClient:
         *,
         token: str | None = None,
         timeout: float = 10.0,
-        jpeg_quality: int = 90,
+        jpeg_quality: int | None = None,
         downscale: bool = True,
         max_retries: int = 2,
         backoff_s: float = 0.2,
@@ -91,29 +99,39 @@ class CloudClient:
         session: Any | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
-            raise ConfigError(f"endpoint must be an http(s) URL like 'http://127.0.0.1:3000', got {endpoint!r}")
-        if not timeout or timeout <= 0:
-            raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        if not 1 <= int(jpeg_quality) <= 100:
-            raise ConfigError(f"jpeg_quality must be within 1..100, got {jpeg_quality!r}")
-        if int(max_retries) < 0 or backoff_s < 0:
-            raise ConfigError(f"max_retries and backoff_s must be >= 0, got {max_retries!r} and {backoff_s!r}")
+        from .detector import check_sha256
+
+        if not isinstance(endpoint, str) or not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", endpoint):
+            raise ConfigError(f"endpoint must be an http(s) URL like 'http://127.0.0.1:3000', got {short_repr(endpoint)}")
+        if token is not None and (not isinstance(token, str) or not token or any(c in token for c in "\r\n\0")):
+            raise ConfigError("token must be a non-empty string on one line (the service's YOLO_EDGE_TOKEN), "
+                              f"got {short_repr(token) if not isinstance(token, str) else 'a string with line breaks'}")
+        self.timeout = _positive("timeout", timeout)
+        if jpeg_quality is not None and (not _is_int(jpeg_quality) or not 1 <= jpeg_quality <= 100):
+            raise ConfigError(f"jpeg_quality must be None (lossless) or an integer within 1..100, got {short_repr(jpeg_quality)}")
+        if not _is_int(max_retries) or not 0 <= max_retries <= 20:
+            raise ConfigError(f"max_retries must be an integer within 0..20, got {short_repr(max_retries)}")
+        self.backoff_s = _positive("backoff_s", backoff_s, zero=True)
+        for name, flag in (("downscale", downscale), ("allow_model_mismatch", allow_model_mismatch)):
+            if not isinstance(flag, bool):
+                raise ConfigError(f"{name} must be True or False, got {short_repr(flag)}")
+        if not callable(sleep):
+            raise ConfigError(f"sleep must be a function of seconds, got {short_repr(sleep)}")
         import requests  # the [cloud] extra; imported here so `import yolo_edge` stays light
 
         self.endpoint = endpoint.rstrip("/")
         self.token = token
-        self.timeout = float(timeout)
-        self.jpeg_quality = int(jpeg_quality)
-        self.downscale = bool(downscale)
+        self.jpeg_quality = None if jpeg_quality is None else int(jpeg_quality)
+        self.downscale = downscale
         self.max_retries = int(max_retries)
-        self.backoff_s = float(backoff_s)
-        self.expected_sha256 = expected_sha256.lower() if expected_sha256 else None
-        self.allow_model_mismatch = bool(allow_model_mismatch)
+        self.expected_sha256 = check_sha256(expected_sha256)
+        self.allow_model_mismatch = allow_model_mismatch
         self._owns_session = session is None
         self._session = session if session is not None else requests.Session()
         self._sleep = sleep
-        self._info: dict[str, Any] | None = None
+        self._service: ServiceInfo | None = None
+        self._info_lock = threading.Lock()
+        self._lookup_lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------
     def close(self) -> None:
@@ -151,7 +169,7 @@ class CloudClient:
         request (the wake-up signal); with ``wait_s>0`` it polls every 0.5 s until the
         service is ready or ``wait_s`` has passed.
         """
-        deadline = time.monotonic() + max(0.0, float(wait_s))
+        deadline = time.monotonic() + _positive("wait_s", wait_s, zero=True)
         while True:
             if self.ready():
                 return True
@@ -161,14 +179,24 @@ class CloudClient:
             self._sleep(min(0.5, remaining))
 
     def info(self) -> dict[str, Any]:
-        """GET /metadata: ``name, sha256, names, imgsz, providers, version, max_batch``."""
+        """GET /metadata: ``name, sha256, names, imgsz, providers, version, max_batch, limits``.
+
+        Every call asks the service (and refreshes what the client knows of it).
+        """
         resp = self._request("GET", "/metadata")
         data = _json(resp)
-        if not isinstance(data, dict) or "sha256" not in data:
-            raise CloudError(f"/metadata answered {str(data)[:200]!r}: expected a JSON object with 'sha256'; "
-                             "is the endpoint a yolo-edge service?", status_code=resp.status_code)
-        self._info = data
+        service = ServiceInfo.from_dict(data)
+        with self._info_lock:
+            self._service = service
         return data
+
+    def service_info(self) -> ServiceInfo:
+        """What the service runs, asked once per client (``/metadata``) and then remembered."""
+        with self._lookup_lock:  # concurrent first callers wait for one lookup, not one each
+            if self._service is None:
+                self.info()
+            assert self._service is not None  # set by info()
+            return self._service
 
     def verify_model(self, expected_sha256: str | None = None) -> dict[str, Any]:
         """Check the service's model sha256; return its metadata.
@@ -176,7 +204,9 @@ class CloudClient:
         Raises :class:`CloudModelMismatchError` on a mismatch unless the client was made
         with ``allow_model_mismatch=True`` (then it only logs a warning).
         """
-        expected = (expected_sha256 or self.expected_sha256 or "").lower()
+        from .detector import check_sha256
+
+        expected = check_sha256(expected_sha256) or self.expected_sha256
         if not expected:
             raise ConfigError("verify_model needs the expected sha256: pass it, or create the client "
                               "with expected_sha256=Detector().info.sha256")
@@ -213,41 +243,74 @@ class CloudClient:
         channels: str = "bgr",
         return_meta: bool = False,
     ) -> Any:
-        """Detect in several images with ONE request; ``return_meta`` adds per-image server info.
+        """Detect in several images, one request per ``LIMITS.max_images`` of them.
 
-        With ``return_meta=True`` the result is ``(detections, metas)`` where each meta is
+        A frame the service could not process raises :class:`CloudFrameError` (use
+        :meth:`detect_frames` to get every frame's own status instead). With
+        ``return_meta=True`` the result is ``(detections, metas)`` where each meta is
         ``{"model": {"name", "sha256"}, "timing": {"queue_ms", "decode_ms",
-        "inference_ms", "server_ms", "roundtrip_ms"}}``.
+        "inference_ms", "server_ms", "batch_frames", "roundtrip_ms"}}``.
         """
-        if isinstance(images, (str, bytes, np.ndarray)) or not isinstance(images, Sequence):
-            raise ConfigError("detect_many expects a list of images; use detect() for a single image")
-        if not images:
-            return ([], []) if return_meta else []
-        imgsz = self._model_imgsz() if self.downscale else None
-        uploads = [prepare_upload(img, channels=channels, imgsz=imgsz, quality=self.jpeg_quality) for img in images]
-        files = [("images", (f"frame{i}.jpg", up.data, up.content_type)) for i, up in enumerate(uploads)]
-        form = _options_form(conf=conf, iou=iou, classes=classes, max_det=max_det)
-        start = time.perf_counter()
-        resp = self._request("POST", "/detect", files=files, data=form)
-        roundtrip_ms = (time.perf_counter() - start) * 1000.0
-        items = _json(resp)
-        if not isinstance(items, list) or len(items) != len(uploads):
-            raise CloudError(f"/detect answered {str(items)[:200]!r}: expected a JSON list of {len(uploads)} results",
-                             status_code=resp.status_code)
-        dets, metas = [], []
-        for item, up in zip(items, uploads):
-            model = item.get("model") or {}
-            self._check_sha(str(model.get("sha256", "")), str(model.get("name", "?")))
-            dets.append(_to_original(Detections.from_dict(item), up.scale, up.shape))
-            metas.append({"model": model, "timing": {**(item.get("timing") or {}), "roundtrip_ms": roundtrip_ms}})
-        return (dets, metas) if return_meta else dets
+        if not isinstance(return_meta, bool):
+            raise ConfigError(f"return_meta must be True or False, got {short_repr(return_meta)}")
+        results, roundtrips = self._detect(images, conf=conf, iou=iou, classes=classes, max_det=max_det,
+                                           channels=channels)
+        for i, result in enumerate(results):
+            if not result.ok:
+                raise CloudFrameError(f"the service did not detect in image {i} ({result.status.value}): {result.error}",
+                                      index=i, frame_status=result.status.value)
+        dets = [r.detections for r in results]
+        if not return_meta:
+            return dets
+        metas = [{"model": {"name": r.model.name, "sha256": r.model.sha256},
+                  "timing": {**r.timing.to_dict(), "roundtrip_ms": rt}} for r, rt in zip(results, roundtrips)]
+        return dets, metas
+
+    def detect_frames(
+        self,
+        images: Sequence[Any],
+        *,
+        conf: float | None = None,
+        iou: float | None = None,
+        classes: Sequence[int] | None = None,
+        max_det: int | None = None,
+        channels: str = "bgr",
+    ) -> list[FrameResult]:
+        """Like :meth:`detect_many`, but every frame's own :class:`~yolo_edge.wire.FrameResult`.
+
+        A frame the service could not process (or dropped as expired) is returned with
+        its status and reason instead of failing the others; detections of OK frames
+        are in the caller's coordinates.
+        """
+        return self._detect(images, conf=conf, iou=iou, classes=classes, max_det=max_det, channels=channels)[0]
 
     # -- internals -------------------------------------------------------------------
-    def _model_imgsz(self) -> tuple[int, int] | None:
-        if self._info is None:
-            self.info()
-        imgsz = (self._info or {}).get("imgsz")
-        return (int(imgsz[0]), int(imgsz[1])) if imgsz else None
+    def _detect(self, images: Sequence[Any], *, channels: str, **options: Any) -> tuple[list[FrameResult], list[float]]:
+        if isinstance(images, (str, bytes, np.ndarray)) or not isinstance(images, Sequence):
+            raise ConfigError(f"expected a list of images, got {type(images).__name__}; use detect() for a single image")
+        check_channels(channels)
+        form = DetectOptions(**options).to_form()
+        images = list(images)
+        results: list[FrameResult] = []
+        roundtrips: list[float] = []
+        for start in range(0, len(images), LIMITS.max_images):
+            chunk = images[start:start + LIMITS.max_images]
+            # the model's input size is needed only to shrink something: arrays, or files when lossy
+            shrink = self.downscale and (self.jpeg_quality is not None or not all(map(_is_encoded, chunk)))
+            imgsz = self.service_info().imgsz if shrink else None
+            uploads = [prepare_upload(img, channels=channels, imgsz=imgsz, jpeg_quality=self.jpeg_quality)
+                       for img in chunk]
+            files = [("images", (f"frame{i}.{up.suffix}", up.data, up.content_type)) for i, up in enumerate(uploads)]
+            t0 = time.perf_counter()
+            resp = self._request("POST", "/detect", files=files, data=form)
+            roundtrip_ms = (time.perf_counter() - t0) * 1000.0
+            for result, up in zip(decode_results(_json(resp), len(uploads)), uploads):
+                self._check_sha(result.model.sha256, result.model.name)
+                if result.detections is not None:
+                    result = _replace_detections(result, _to_original(result.detections, up.scale, up.shape))
+                results.append(result)
+                roundtrips.append(roundtrip_ms)
+        return results, roundtrips
 
     def _check_sha(self, got: str, name: str, expected: str | None = None) -> None:
         expected = expected or self.expected_sha256
@@ -273,12 +336,20 @@ class CloudClient:
             retry_after: float | None = None
             try:
                 resp = self._session.request(method, url, headers=self._headers(), timeout=self.timeout, **kwargs)
-            except requests.Timeout as exc:  # a slow answer is not retried: it would double the load
-                raise CloudTimeoutError(f"{method} {url} took longer than {self.timeout:g} s; "
-                                        "raise timeout= or check the service load") from exc
+            except requests.ConnectTimeout as exc:  # before requests.Timeout: the request was never sent
+                failure: CloudError = _unavailable(f"could not connect to {url} within {self.timeout:g} s: is the "
+                                                   "service up and reachable (or scaled to zero: call wake())?")
+                failure.__cause__ = exc
+            except requests.Timeout as exc:
+                timed_out = CloudTimeoutError(f"{method} {url} took longer than {self.timeout:g} s; "
+                                              "raise timeout= or check the service load")
+                if method not in _IDEMPOTENT:  # a slow answer is not retried: it would double the load
+                    raise timed_out from exc
+                failure = timed_out
+                failure.__cause__ = exc
             except requests.ConnectionError as exc:
-                failure: CloudError = _unavailable(f"cannot connect to {url}: {exc}; is the service running "
-                                                   "(or scaled to zero: call wake())?", None, None)
+                failure = _unavailable(f"cannot connect to {url}: {exc}; is the service running "
+                                       "(or scaled to zero: call wake())?")
                 failure.__cause__ = exc
             except requests.RequestException as exc:
                 raise CloudError(f"{method} {url} failed: {exc}") from exc
@@ -305,25 +376,33 @@ class CloudClient:
         return min(_MAX_BACKOFF_S, self.backoff_s * (2 ** attempt)) * (0.5 + random.random() / 2)
 
 
-def _options_form(**opts: Any) -> dict[str, str]:
-    form: dict[str, str] = {}
-    for key, value in opts.items():
-        if value is None:
-            continue
-        if key == "classes":
-            form[key] = json.dumps([int(c) for c in value])
-        else:
-            form[key] = json.dumps(value)
-    return form
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
-def _to_original(dets: Detections, scale: tuple[float, float], shape: tuple[int, int] | None) -> Detections:
+def _positive(name: str, value: Any, *, zero: bool = False) -> float:
+    ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    try:
+        number = float(value) if ok else math.nan
+    except (OverflowError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or number < 0 or (number == 0 and not zero):
+        raise ConfigError(f"{name} must be a {'non-negative' if zero else 'positive'} finite number of seconds, "
+                          f"got {short_repr(value)}")
+    return number
+
+
+def _replace_detections(result: FrameResult, dets: Detections) -> FrameResult:
+    return FrameResult(status=result.status, model=result.model, timing=result.timing, detections=dets)
+
+
+def _to_original(dets: Detections, scale: tuple[float, float], shape: tuple[int, int]) -> Detections:
     """Map boxes from the uploaded frame back to the caller's frame."""
     sx, sy = scale
-    if shape is None:
-        return dets
     xyxy = dets.xyxy
     if (sx, sy) != (1.0, 1.0) and len(dets):
+        # the service divided by gain 1 on the uploaded frame; the local pipeline divides
+        # by the letterbox gain (uploaded / original): multiplying by its inverse is the same map
         xyxy = dets.xyxy * np.array([sx, sy, sx, sy], np.float32)
         xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, shape[1])
         xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, shape[0])
@@ -378,7 +457,7 @@ def _proxy_page_message(resp: Any) -> str | None:
         f"; {hint}" if hint else "")
 
 
-def _unavailable(msg: str, status: int | None, retry_after: float | None) -> CloudUnavailableError:
+def _unavailable(msg: str, status: int | None = None, retry_after: float | None = None) -> CloudUnavailableError:
     return CloudUnavailableError(msg, status_code=status, retry_after_s=retry_after)
 
 
@@ -413,31 +492,38 @@ def _retry_after(value: str | None) -> float | None:
 class _Upload:
     data: bytes
     content_type: str
+    suffix: str  # file name extension to upload under
     shape: tuple[int, int]  # (height, width) of the caller's image
     scale: tuple[float, float]  # caller pixels per uploaded pixel, (x, y)
 
 
-_MAGIC = ((b"\xff\xd8", "image/jpeg"), (b"\x89PNG", "image/png"), (b"BM", "image/bmp"),
-          (b"RIFF", "image/webp"), (b"GIF8", "image/gif"))
+def _is_encoded(image: Any) -> bool:
+    return isinstance(image, (bytes, bytearray, memoryview, str, os.PathLike))
 
 
 def prepare_upload(image: Any, *, channels: str = "bgr", imgsz: tuple[int, int] | None = None,
-                   quality: int = 90) -> _Upload:
+                   jpeg_quality: int | None = None, max_bytes: int = MAX_BYTES) -> _Upload:
     """Encoded bytes to upload for ``image``, shrunk to fit ``imgsz`` (h, w) when given.
 
-    Already-encoded input (bytes or a file path) that needs no shrinking is sent as it
-    is: no decode, no second JPEG loss, so the service sees exactly the caller's file.
+    Already-encoded input (bytes or a file path) is sent as it is (after its header is
+    checked, so a bomb or a format the service refuses fails here) unless
+    ``jpeg_quality`` asks for a smaller, lossy upload and the image is larger than
+    ``imgsz``. Arrays are resized exactly as the service's letterbox would resize them
+    and sent as PNG (lossless) or, with ``jpeg_quality``, as JPEG.
     """
-    from .image import decode_image, encode_image, image_size_from_header, load_image
+    from .image import decode_image, encode_image, load_image, read_image_file
+    from .image_header import read_header
 
-    frame = None
-    if isinstance(image, (bytes, bytearray, memoryview, str, os.PathLike)):
-        raw = _read_encoded(image)
-        size = image_size_from_header(raw)
-        ctype = next((t for magic, t in _MAGIC if raw.startswith(magic)), None)
-        if size is not None and ctype is not None and (imgsz is None or (size[1] <= imgsz[0] and size[0] <= imgsz[1])):
-            return _Upload(raw, ctype, (int(size[1]), int(size[0])), (1.0, 1.0))
-        frame = decode_image(raw)  # raises ImageDecodeError naming the problem
+    if _is_encoded(image):
+        raw = bytes(image) if isinstance(image, (bytes, bytearray, memoryview)) else read_image_file(image, max_bytes=max_bytes)
+        header = read_header(raw)
+        from .image import check_pixels
+
+        check_pixels(header.width, header.height, MAX_PIXELS)
+        fits = imgsz is None or (header.height <= imgsz[0] and header.width <= imgsz[1])
+        if jpeg_quality is None or fits:
+            return _Upload(raw, header.mime, header.format, (header.height, header.width), (1.0, 1.0))
+        frame = decode_image(raw, max_bytes=max_bytes)
     else:
         frame = load_image(image, channels=channels)  # type: ignore[arg-type]
     h, w = frame.shape[:2]
@@ -447,17 +533,11 @@ def prepare_upload(image: Any, *, channels: str = "bgr", imgsz: tuple[int, int] 
 
         from .preprocess import letterbox_params
 
-        # the very size and interpolation the service's letterbox would use, so the only
-        # difference from sending the full frame is the JPEG re-encode
+        # the very size and interpolation the service's letterbox would use: the model
+        # then sees the same pixels as if the full frame had been sent
         nw, nh = letterbox_params((h, w), imgsz).new_unpad
         frame = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
         scale = (w / nw, h / nh)
-    return _Upload(encode_image(frame, ".jpg", quality=quality), "image/jpeg", (h, w), scale)
-
-
-def _read_encoded(image: Any) -> bytes:
-    if isinstance(image, (bytes, bytearray, memoryview)):
-        return bytes(image)
-    from .image import read_image_file
-
-    return read_image_file(image)
+    if jpeg_quality is None:
+        return _Upload(encode_image(frame, ".png"), "image/png", "png", (h, w), scale)
+    return _Upload(encode_image(frame, ".jpg", quality=jpeg_quality), "image/jpeg", "jpg", (h, w), scale)

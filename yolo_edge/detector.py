@@ -11,12 +11,13 @@ from typing import Any, Callable, Mapping, Sequence, overload
 import numpy as np
 
 from .backends.base import Backend
-from .errors import ConfigError, UnsupportedModelError
-from .image import MAX_PIXELS, Channels, ImageSource, load_image
+from .errors import BackendError, ConfigError, UnsupportedModelError, YoloEdgeError
+from .image import MAX_PIXELS, Channels, ImageSource, check_channels, check_limit, load_image
 from .models.resolve import ResolvedModel, parse_metadata, resolve_model
 from .postprocess import OUTPUT_FORMATS, detect_output_format, postprocess
 from .preprocess import make_batch
 from .types import Detections, ModelInfo, as_names
+from .wire import DetectOptions, check_classes, check_max_det, check_unit, short_repr
 
 __all__ = ["Detector", "StageTimings"]
 
@@ -42,13 +43,49 @@ class StageTimings:
             ("inference_ms", self.inference_s), ("postprocess_ms", self.postprocess_s))}
 
 
-def _check_thresholds(conf: float, iou: float, max_det: int) -> None:
-    if not 0.0 <= float(conf) <= 1.0:
-        raise ConfigError(f"conf must be within [0, 1], got {conf}")
-    if not 0.0 <= float(iou) <= 1.0:
-        raise ConfigError(f"iou must be within [0, 1], got {iou}")
-    if int(max_det) < 1:
-        raise ConfigError(f"max_det must be >= 1, got {max_det}")
+_HEX = frozenset("0123456789abcdef")
+
+
+def check_sha256(value: Any, name: str = "expected_sha256") -> str | None:
+    """None, or a sha256 as 64 lowercase hex digits."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) != 64 or not set(value.lower()) <= _HEX:
+        raise ConfigError(f"{name} must be a sha256 of 64 hex digits (yolo-edge models list shows them), "
+                          f"got {short_repr(value)}")
+    return value.lower()
+
+
+_PREDICT_OPTIONS = frozenset({"channels", "conf", "iou", "max_det", "classes"})
+
+
+def _classes_arg(classes: Any) -> Any:
+    """``classes`` as given: None, a comma-separated string of names/ids, or ids and names."""
+    if classes is None or isinstance(classes, str):
+        return classes
+    if isinstance(classes, (int, np.integer)) and not isinstance(classes, (bool, np.bool_)):
+        return [classes]
+    if isinstance(classes, np.ndarray) and classes.ndim == 1:
+        classes = classes.tolist()
+    if not isinstance(classes, (list, tuple)) or not all(
+            isinstance(c, str) or (isinstance(c, (int, np.integer)) and not isinstance(c, (bool, np.bool_)))
+            for c in classes):
+        raise ConfigError(f"classes must be class ids or names, like [0, 5] or 'person,bus', got {short_repr(classes)}")
+    return list(classes)
+
+
+def _check_threads(threads: Any) -> int | None:
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not 1 <= threads <= 1024:
+        raise ConfigError(f"threads must be None (the runtime decides) or an integer within 1..1024, got {short_repr(threads)}")
+    return int(threads)
+
+
+def _check_model_arg(model: Any, name: str) -> None:
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        raise ConfigError(f"{name} must be a model name like 'yolov3-tiny-coco' or a path to an .onnx file, "
+                          f"got {short_repr(model)}")
 
 
 class Detector:
@@ -63,6 +100,11 @@ class Detector:
     A Detector keeps no per-call state, so one instance can be shared by threads.
     On a model exported with NMS inside (``[B, 300, 6]``) ``iou`` has no effect and
     ``conf`` can only raise the threshold baked into the graph.
+
+    A model loaded by path is identified by its own sha256 (``info.sha256``); it carries
+    a registered name only when its bytes are that registered model's.
+    ``expected_sha256=`` pins the file: any other bytes raise
+    :class:`~yolo_edge.errors.ModelIntegrityError` before the model is loaded.
 
     >>> det = Detector()                                    # doctest: +SKIP
     >>> dets = det("bus.jpg")                               # doctest: +SKIP
@@ -85,15 +127,34 @@ class Detector:
         output_format: str | None = None,
         max_pixels: int = MAX_PIXELS,
         root: str | os.PathLike | None = None,
+        expected_sha256: str | None = None,
     ) -> None:
-        _check_thresholds(conf, iou, max_det)
-        self.conf, self.iou, self.max_det = float(conf), float(iou), int(max_det)
-        self.max_pixels = int(max_pixels)
-        resolved = resolve_model(model, root)
+        from .backends.select import BACKENDS  # names only: no runtime is imported
+
+        self.conf, self.iou, self.max_det = check_unit("conf", conf), check_unit("iou", iou), check_max_det(max_det)
+        classes = _classes_arg(classes)
+        _check_model_arg(model, "model")
+        if isinstance(backend, str) and backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {list(BACKENDS)} or a Backend instance, got {short_repr(backend)}")
+        if root is not None and not isinstance(root, (str, os.PathLike)):
+            raise ConfigError(f"root must be the path of a model folder (like ~/.cache/yolo-edge), got {short_repr(root)}")
+        threads = _check_threads(threads)
+        if providers is not None and (isinstance(providers, (str, bytes)) or not isinstance(providers, Sequence)):
+            raise ConfigError(f"providers must be a list like ['CPUExecutionProvider'], got {short_repr(providers)}")
+        if backend_options is not None and not (isinstance(backend_options, Mapping)
+                                                and all(isinstance(k, str) for k in backend_options)):
+            raise ConfigError(f"backend_options must be a dict of option names to values, got {short_repr(backend_options)}")
+        if output_format is not None and (not isinstance(output_format, str) or output_format not in (*OUTPUT_FORMATS, "auto")):
+            raise ConfigError(f"output_format must be one of {OUTPUT_FORMATS} or 'auto', got {short_repr(output_format)}")
+        self.max_pixels = check_limit("max_pixels", max_pixels)
+        expected = check_sha256(expected_sha256)
+        resolved = resolve_model(model, root, expected_sha256=expected)
         self.backend: Backend = self._make_backend(backend, resolved, threads, providers, backend_options or {})
         self.info = self._describe(resolved, output_format)
         # ids or names ("person,bus"), checked against the model's classes once, here
         self.classes = self.info.class_ids(classes, check_ids=True)
+        if self.classes is not None:
+            check_classes(self.classes, len(self.info.names) or None)
         log.info("Detector ready: %s (%s) on %s %s", self.info.name, self.info.sha256[:12], self.backend.name, list(self.backend.providers))
         if self.info.output_format == "nms":
             log.info("%s has NMS inside the graph: iou has no effect, and conf only filters above the "
@@ -110,7 +171,13 @@ class Detector:
             return backend
         from .backends.select import select_backend  # heavy runtimes import only inside the chosen branch
 
-        return select_backend(resolved.path, backend=backend, threads=threads, providers=providers, **options)
+        try:
+            return select_backend(resolved.path, backend=backend, threads=threads, providers=providers, **options)
+        except YoloEdgeError:
+            raise
+        except Exception as exc:  # a damaged file can fail deep inside a runtime (bad metadata text, say)
+            raise BackendError(f"could not load {resolved.path} with backend {backend!r}: {exc!r}; "
+                               "check the file is a complete ONNX model") from exc
 
     def _describe(self, resolved: ResolvedModel, output_format: str | None) -> ModelInfo:
         meta = parse_metadata(getattr(self.backend, "metadata", {}) or {})
@@ -160,6 +227,9 @@ class Detector:
 
     def __call__(self, images, **kwargs):
         """Detect in one image (returns ``Detections``) or a list (returns a list)."""
+        unknown = set(kwargs) - _PREDICT_OPTIONS
+        if unknown:
+            raise ConfigError(f"unknown option(s) {sorted(unknown)}: expected {sorted(_PREDICT_OPTIONS)}")
         single = not isinstance(images, (list, tuple))
         results, _ = self.predict([images] if single else list(images), **kwargs)
         return results[0] if single else results
@@ -177,16 +247,24 @@ class Detector:
     ) -> tuple[list[Detections], StageTimings]:
         """Detect in a list of images, batching up to the backend's limit; also returns timings.
 
-        ``infer`` runs each letterboxed batch in place of ``self.backend.run``, for this
+        Options left as None take the values the Detector was made with. ``classes`` are ids or
+        names. ``infer`` runs each letterboxed batch in place of ``self.backend.run``, for this
         call only: a remote engine given per-request options (the frame's deadline, see
         :class:`yolo_edge.oip.OipClient`), while image loading, letterbox, decode and NMS
         stay exactly this Detector's.
         """
-        conf = self.conf if conf is None else float(conf)
-        iou = self.iou if iou is None else float(iou)
-        max_det = self.max_det if max_det is None else int(max_det)
-        classes = self.classes if classes is None else self.info.class_ids(classes)
-        _check_thresholds(conf, iou, max_det)
+        if not isinstance(images, (list, tuple)) and not (isinstance(images, np.ndarray) and images.ndim == 4):
+            raise ConfigError(f"predict expects a list of images, got {type(images).__name__}; "
+                              "call the detector itself, det(image), for a single image")
+        check_channels(channels)
+        classes = _classes_arg(classes)
+        if classes is not None and (isinstance(classes, str) or any(isinstance(c, str) for c in classes)):
+            classes = self.info.class_ids(classes)  # names to ids (an unknown name is a ConfigError)
+        opts = DetectOptions(conf=conf, iou=iou, max_det=max_det, classes=classes).for_model(len(self.info.names))
+        conf = self.conf if opts.conf is None else opts.conf
+        iou = self.iou if opts.iou is None else opts.iou
+        max_det = self.max_det if opts.max_det is None else opts.max_det
+        classes = self.classes if opts.classes is None else list(opts.classes)
         t0 = time.perf_counter()
         frames = [load_image(img, channels=channels, max_pixels=self.max_pixels) for img in images]
         t_decode = time.perf_counter() - t0

@@ -21,6 +21,7 @@ with ``raise ... from exc`` so the original stays in the traceback.
         ├── CloudTimeoutError      the request took longer than allowed
         ├── CloudAuthError         401/403: missing or wrong token
         ├── CloudRequestError      4xx: the service rejected what we sent
+        ├── CloudFrameError        the service answered, but not with detections for a frame
         ├── CloudModelMismatchError  the service runs another model than expected
         └── CloudDeadlineExpiredError  the frame's deadline passed before its batch started
 """
@@ -45,6 +46,7 @@ __all__ = [
     "CloudTimeoutError",
     "CloudAuthError",
     "CloudRequestError",
+    "CloudFrameError",
     "CloudModelMismatchError",
     "CloudDeadlineExpiredError",
 ]
@@ -127,6 +129,19 @@ class CloudAuthError(CloudError):
 
 class CloudRequestError(CloudError):
     """The service rejected the request as invalid (4xx other than auth and 429)."""
+
+
+class CloudFrameError(CloudError):
+    """The service answered the request, but one frame has no detections.
+
+    ``index`` is the frame's position in the request and ``frame_status`` its
+    :class:`~yolo_edge.wire.FrameStatus` value (``"error"``, ``"expired"``).
+    """
+
+    def __init__(self, message: str, *, index: int, frame_status: str) -> None:
+        super().__init__(message, status_code=200)
+        self.index = index
+        self.frame_status = frame_status
 
 
 class CloudModelMismatchError(CloudError):

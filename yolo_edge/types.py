@@ -38,9 +38,12 @@ class Detections:
     image_shape: tuple[int, int] | None = None  # (height, width) of the source image
 
     def __post_init__(self) -> None:
-        xyxy = np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4) if np.size(self.xyxy) else np.zeros((0, 4), np.float32)
-        conf = np.asarray(self.confidence, dtype=np.float32).reshape(-1)
-        cls = np.asarray(self.class_id, dtype=np.int64).reshape(-1)
+        try:
+            xyxy = np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4) if np.size(self.xyxy) else np.zeros((0, 4), np.float32)
+            conf = np.asarray(self.confidence, dtype=np.float32).reshape(-1)
+            cls = np.asarray(self.class_id, dtype=np.int64).reshape(-1)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ConfigError(f"Detections expects numbers: xyxy [N, 4], confidence [N] and class_id [N] ({exc})") from exc
         if not (len(xyxy) == len(conf) == len(cls)):
             raise ConfigError(
                 f"Detections fields must have the same length, got xyxy={len(xyxy)}, "

@@ -99,10 +99,15 @@ def _model_env(default_model_path: Path) -> dict[str, str]:
     return {"YOLO_EDGE_HOME": str(default_model_path.parents[2]), "YOLO_EDGE_MODEL": "yolov3-tiny-coco"}
 
 
+#: The body timeout of the default test service: short enough for the slow-client tests to
+#: see their 408s soon, far longer than a body on 127.0.0.1 takes to arrive.
+BODY_TIMEOUT_S = 10
+
+
 @pytest.fixture(scope="session")
 def service(tmp_path_factory, default_model_path, bus_jpg):
-    """The service as deployed by default: no auth, default limits."""
-    env = {**_model_env(default_model_path), "YOLO_EDGE_WARMUP_RUNS": "25"}
+    """The service as deployed by default (no auth, default limits), with a short body timeout."""
+    env = {**_model_env(default_model_path), "YOLO_EDGE_WARMUP_RUNS": "25", "YOLO_EDGE_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S)}
     served = _start(tmp_path_factory.mktemp("svc"), env, bus_jpg.read_bytes())
     yield served
     _stop(served)

@@ -1,4 +1,4 @@
-"""The Guard middleware on a tiny ASGI app: auth, body limits, in-flight bound, error shape.
+"""The Guard middleware on a tiny ASGI app: auth, body limits, uploads, in-flight bound, error shape.
 
 A fake inner app is honest here: the Guard only sees ASGI messages. The real stack is
 covered by test_service.py.
@@ -114,11 +114,137 @@ def test_503_gets_retry_after_and_bentoml_error_lists_are_unwrapped():
     assert int(headers["content-length"]) == len(body)
 
 
-@pytest.mark.parametrize("body", [b"not json", b'{"detail": "x"}'])
-def test_other_error_bodies_pass_through(body):
-    status, _, out = run(call(Guard(make_app(404, body))))
-    assert status == 404
-    assert (json.loads(out) == {"detail": "x"}) if body.startswith(b"{") else (out == body)
+@pytest.mark.parametrize("status,body,headers,needle", [
+    (404, b"Not Found", [], "no route POST /detect"),
+    (405, b"Method Not Allowed", [(b"allow", b"GET, HEAD")], "POST is not allowed on /detect: use GET, HEAD"),
+    (500, b"worker crashed", [], "worker crashed"),
+    (400, b'{"detail": "bad header"}', [], "bad header"),
+    (502, b"", [], "HTTP 502"),
+])
+def test_every_error_body_gets_the_json_shape(status, body, headers, needle):
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"text/plain"), *headers]})
+        await send({"type": "http.response.body", "body": body})
+
+    got, out_headers, out = run(call(Guard(app)))
+    data = json.loads(out)
+    assert got == status and data["status"] == status and needle in data["error"]
+    assert out_headers["content-type"] == "application/json" and int(out_headers["content-length"]) == len(out)
+
+
+def test_the_app_gets_the_whole_body_once_it_has_arrived():
+    seen = []
+
+    async def app(scope, receive, send):
+        while True:
+            msg = await receive()
+            seen.append(msg["body"])
+            if not msg.get("more_body"):
+                break
+        await make_app(read_body=False)(scope, receive, send)
+
+    guard = Guard(app)
+    assert run(call(guard, chunks=(b"ab", b"", b"cd", b"e")))[0] == 200
+    assert b"".join(seen) == b"abcde" and not seen[-1:] == [b"x"]
+    assert (guard._open_uploads, guard._in_flight, guard._buffered) == (0, 0, 0)
+
+
+async def stalled(guard, path="/detect"):
+    """A request that sends 3 bytes of its body and then nothing; returns (status, body) or None."""
+    scope = {"type": "http", "path": path, "method": "POST", "headers": [(b"content-length", b"1000")]}
+    first = [{"type": "http.request", "body": b"abc", "more_body": True}]
+    never = asyncio.Event()
+    sent = []
+
+    async def receive():
+        if first:
+            return first.pop()
+        await never.wait()
+
+    async def send(msg):
+        sent.append(msg)
+
+    await guard(scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    return start["status"], dict(start["headers"]), b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def test_a_stalled_upload_gets_408_and_never_held_an_in_flight_slot():
+    async def scenario():
+        gate = asyncio.Event()
+        guard = Guard(make_app(gate=gate), max_in_flight=1, body_timeout_s=0.2)
+        slow = asyncio.create_task(stalled(guard))
+        await asyncio.sleep(0)  # the stalled upload is now waiting for its body
+        assert guard._open_uploads == 1 and guard._in_flight == 0
+        gate.set()
+        complete = await call(guard)  # the one in-flight slot is free for a complete request
+        return await slow, complete[0], guard
+
+    (status, headers, body), complete, guard = run(scenario())
+    assert complete == 200
+    assert status == 408 and headers[b"connection"] == b"close" and "did not arrive within 0.2 s (3 bytes" in json.loads(body)["error"]
+    assert (guard._open_uploads, guard._in_flight, guard._buffered) == (0, 0, 0)
+
+
+def test_open_uploads_and_buffered_bytes_are_bounded():
+    async def scenario():
+        rejected = []
+        guard = Guard(make_app(), max_open_uploads=2, body_timeout_s=5, on_reject=rejected.append)
+        waiting = [asyncio.create_task(stalled(guard)) for _ in range(2)]
+        await asyncio.sleep(0)
+        third = await call(guard)
+        for task in waiting:
+            task.cancel()
+        budget = await call(Guard(make_app(), max_buffered_bytes=4), chunks=(b"abc", b"de"))
+        return third, budget, rejected, guard
+
+    (status, headers, body), budget, rejected, guard = run(scenario())
+    assert status == 503 and headers["retry-after"] == "1" and "uploads are already arriving" in json.loads(body)["error"]
+    assert budget[0] == 503 and "too many uploads at once" in json.loads(budget[2])["error"]
+    assert rejected == ["uploads"] and guard._open_uploads == 0 and guard._buffered == 0
+
+
+def test_a_client_that_disconnects_mid_upload_gets_nothing_and_frees_its_slot():
+    async def scenario():
+        guard = Guard(make_app())
+        scope = {"type": "http", "path": "/detect", "method": "POST", "headers": []}
+        messages = [{"type": "http.request", "body": b"ab", "more_body": True}, {"type": "http.disconnect"}]
+        sent = []
+
+        async def receive():
+            return messages.pop(0)
+
+        async def send(msg):
+            sent.append(msg)
+
+        await guard(scope, receive, send)
+        return sent, guard
+
+    sent, guard = run(scenario())
+    assert sent == [] and (guard._open_uploads, guard._in_flight, guard._buffered) == (0, 0, 0)
+
+
+def test_malformed_http_answer_is_json_after_install():
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    from bentos.guard import install_json_protocol_errors
+
+    class Transport:
+        written, closed = b"", False
+
+        def write(self, data):
+            self.written += data
+
+        def close(self):
+            self.closed = True
+
+    install_json_protocol_errors()
+    proto = H11Protocol.__new__(H11Protocol)
+    proto.transport = Transport()
+    proto.send_400_response("Invalid HTTP request received.")
+    head, _, body = proto.transport.written.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"content-type: application/json" in head
+    assert json.loads(body)["status"] == 400 and proto.transport.closed
 
 
 def test_not_ready_answers_503_with_retry_after_on_detect_only():
@@ -128,3 +254,17 @@ def test_not_ready_answers_503_with_retry_after_on_detect_only():
     assert status == 503 and headers["retry-after"] == "1" and "warming up" in json.loads(body)["error"]
     assert run(call(guard, path="/metadata"))[0] == 200
     assert rejected == ["not_ready"]
+
+
+def test_cleanups_left_by_the_app_run_when_the_request_ends_even_on_error():
+    from bentos.guard import ON_END
+
+    ran = []
+
+    async def app(scope, receive, send):
+        scope[ON_END].append(lambda: ran.append("released"))
+        raise RuntimeError("the handler failed")
+
+    with pytest.raises(RuntimeError):
+        run(call(Guard(app)))
+    assert ran == ["released"]

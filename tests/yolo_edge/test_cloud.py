@@ -93,25 +93,104 @@ def jpeg(h: int, w: int) -> bytes:
     return cv2.imencode(".jpg", np.full((h, w, 3), 127, np.uint8))[1].tobytes()
 
 
-def test_detect_downscales_upload_and_maps_boxes_back():
+def uploaded_frames(body: bytes) -> list[np.ndarray]:
+    """The images of a multipart body, decoded (PNG and JPEG parts)."""
+    frames = []
+    for part in body.split(b"\r\n\r\n")[1:]:
+        arr = cv2.imdecode(np.frombuffer(part, np.uint8), cv2.IMREAD_COLOR)
+        if arr is not None:
+            frames.append(arr)
+    return frames
+
+
+def test_detect_downscales_losslessly_and_maps_boxes_back():
     seen = {}
+    frame = np.random.default_rng(0).integers(0, 255, (720, 1280, 3), dtype=np.uint8)
 
     def answer(req):
-        body = req.body
-        seen["body"] = body
-        # the uploaded frame is 1280x720 shrunk to fit 416x416 -> 416x234
-        arr = cv2.imdecode(np.frombuffer(body[body.index(b"\xff\xd8"):], np.uint8), cv2.IMREAD_COLOR)
-        seen["uploaded"] = arr.shape[:2] if arr is not None else None
+        seen["body"] = req.body
         return 200, [detect_item([[10, 20, 110, 120]], (234, 416))], None
 
     client, adapter, _ = make_client(service(answer))
-    dets = client.detect(np.zeros((720, 1280, 3), np.uint8), conf=0.3, classes=[0])
-    assert seen["uploaded"] == (234, 416)
+    dets = client.detect(frame, conf=0.3, classes=[0])
+    (uploaded,) = uploaded_frames(seen["body"])
+    assert b"image/png" in seen["body"]
+    # exactly the pixels the service's letterbox would have made of the full frame
+    np.testing.assert_array_equal(uploaded, cv2.resize(frame, (416, 234), interpolation=cv2.INTER_LINEAR))
     assert dets.image_shape == (720, 1280)
     sx, sy = 1280 / 416, 720 / 234
     np.testing.assert_allclose(dets.xyxy[0], [10 * sx, 20 * sy, 110 * sx, 120 * sy], rtol=1e-5)
     assert b'name="conf"' in seen["body"] and b"[0]" in seen["body"]
     assert [r.method + " " + r.path_url for r in adapter.requests] == ["GET /metadata", "POST /detect"]
+
+
+def test_jpeg_quality_makes_uploads_lossy_jpeg_only_when_asked():
+    seen = {}
+
+    def answer(req):
+        seen["body"] = req.body
+        return 200, [detect_item([], (234, 416))], None
+
+    client, _, _ = make_client(service(answer), jpeg_quality=80)
+    client.detect(np.full((720, 1280, 3), 127, np.uint8))
+    assert b"image/jpeg" in seen["body"] and b"image/png" not in seen["body"]
+    assert uploaded_frames(seen["body"])[0].shape == (234, 416, 3)
+    big = jpeg(1000, 2000)  # a file larger than the model input: re-encoded only when lossy
+    client.detect(big)
+    assert big not in seen["body"] and uploaded_frames(seen["body"])[0].shape == (208, 416, 3)
+    lossless, adapter, _ = make_client(service(answer))
+    lossless.detect(big)
+    assert big in seen["body"]
+    assert [r.path_url for r in adapter.requests] == ["/detect"]  # a file needs no model lookup
+
+
+def test_metadata_is_looked_up_once_per_client_even_from_many_threads():
+    import concurrent.futures as cf
+
+    client, adapter, _ = make_client(service(lambda req: (200, [detect_item([], (10, 10))], None)))
+    with cf.ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: client.detect(np.zeros((500, 500, 3), np.uint8)), range(16)))
+    paths = [r.path_url for r in adapter.requests]
+    assert paths.count("/metadata") == 1 and paths.count("/detect") == 16
+
+
+def test_more_images_than_one_request_takes_are_split():
+    from yolo_edge.wire import LIMITS
+
+    sizes = []
+
+    def answer(req):
+        n = req.body.count(b'name="images"')
+        sizes.append(n)
+        return 200, [detect_item([], (10, 10))] * n, None
+
+    client, _, _ = make_client(service(answer))
+    dets = client.detect_many([jpeg(10, 10)] * (LIMITS.max_images + 3))
+    assert sizes == [LIMITS.max_images, 3] and len(dets) == LIMITS.max_images + 3
+
+
+def test_a_failed_frame_does_not_hide_the_others():
+    from yolo_edge.errors import CloudFrameError
+    from yolo_edge.wire import FrameStatus
+
+    failed = {"status": "error", "error": "inference failed", "model": {"name": "fake", "sha256": SHA},
+              "timing": {"queue_ms": 1.0}}
+    client, _, _ = make_client(service(lambda req: (200, [detect_item([[1, 2, 3, 4]], (10, 10)), failed], None)))
+    results = client.detect_frames([jpeg(10, 10), jpeg(10, 10)])
+    assert [r.status for r in results] == [FrameStatus.OK, FrameStatus.ERROR]
+    assert len(results[0].detections) == 1 and results[1].detections is None
+    assert results[1].error == "inference failed"
+    with pytest.raises(CloudFrameError, match="image 1 .error.: inference failed") as info:
+        client.detect_many([jpeg(10, 10), jpeg(10, 10)])
+    assert info.value.index == 1 and info.value.frame_status == "error"
+
+
+@pytest.mark.parametrize("body", [[{"detections": "nope"}], [{"status": "weird"}], {"not": "a list"},
+                                  [{"status": "error"}, {"status": "ok"}]])
+def test_an_unreadable_answer_is_a_cloud_error(body):
+    client, _, _ = make_client(service(lambda req: (200, body, None)))
+    with pytest.raises(CloudError, match="answered"):
+        client.detect(jpeg(10, 10))
 
 
 def test_small_encoded_bytes_are_sent_unchanged():
@@ -175,11 +254,29 @@ def test_connection_refused_is_unavailable_after_retries():
     assert len(adapter.requests) == 3 and len(sleeps) == 2
 
 
-def test_timeout_is_typed_and_not_retried():
-    client, adapter, _ = make_client(lambda req: requests.ReadTimeout("slow"))
+def test_a_slow_detect_is_typed_and_not_retried():
+    client, adapter, _ = make_client(service(lambda req: requests.ReadTimeout("slow")))
+    with pytest.raises(CloudTimeoutError):
+        client.detect(jpeg(10, 10))
+    assert [r.path_url for r in adapter.requests] == ["/detect"]
+
+
+def test_a_slow_metadata_lookup_is_retried():
+    client, adapter, sleeps = make_client(lambda req: requests.ReadTimeout("slow"), max_retries=2)
     with pytest.raises(CloudTimeoutError):
         client.info()
-    assert len(adapter.requests) == 1
+    assert len(adapter.requests) == 3 and len(sleeps) == 2
+
+
+def test_connect_timeout_is_retried_even_for_detect():
+    # requests.ConnectTimeout is also a requests.Timeout: it must not be taken for a slow answer
+    answers = iter([requests.ConnectTimeout("no SYN-ACK"), (200, [detect_item([], (10, 10))], None)])
+    client, adapter, sleeps = make_client(service(lambda req: next(answers)), max_retries=2)
+    assert len(client.detect(jpeg(10, 10))) == 0
+    assert [r.path_url for r in adapter.requests] == ["/detect", "/detect"] and len(sleeps) == 1
+    client, _, _ = make_client(lambda req: requests.ConnectTimeout("no SYN-ACK"), max_retries=1)
+    with pytest.raises(CloudUnavailableError, match="could not connect"):
+        client.detect(jpeg(10, 10))
 
 
 @pytest.mark.parametrize("status,error", [(401, CloudAuthError), (403, CloudAuthError),
@@ -295,7 +392,46 @@ def test_bad_inputs_fail_locally_with_typed_errors():
 def test_prepare_upload_rgb_and_no_upscale():
     rgb = np.zeros((50, 60, 3), np.uint8)
     rgb[..., 0] = 255  # red in RGB
-    up = prepare_upload(rgb, channels="rgb", imgsz=(416, 416), quality=95)
+    up = prepare_upload(rgb, channels="rgb", imgsz=(416, 416), jpeg_quality=95)
     back = cv2.imdecode(np.frombuffer(up.data, np.uint8), cv2.IMREAD_COLOR)
     assert up.shape == (50, 60) and up.scale == (1.0, 1.0)
     assert back[25, 30, 2] > 200 and back[25, 30, 0] < 50  # red lands in BGR's last channel
+    lossless = prepare_upload(rgb, channels="rgb", imgsz=(416, 416))
+    assert lossless.content_type == "image/png"
+    np.testing.assert_array_equal(cv2.imdecode(np.frombuffer(lossless.data, np.uint8), cv2.IMREAD_COLOR),
+                                  rgb[..., ::-1])
+
+
+def test_prepare_upload_refuses_bombs_and_unknown_formats_before_sending():
+    import struct
+    import zlib
+
+    from yolo_edge.errors import ImageTooLargeError, UnsupportedImageError
+
+    ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    bomb = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    with pytest.raises(ImageTooLargeError):
+        prepare_upload(bomb)
+    with pytest.raises(UnsupportedImageError, match="OpenEXR"):
+        prepare_upload(b"\x76\x2f\x31\x01" + b"\x00" * 100)
+
+
+def test_detect_with_endpoint_reuses_one_client_per_endpoint_and_token():
+    import yolo_edge
+    from yolo_edge import api
+
+    session = requests.Session()
+    adapter = FakeAdapter(service(lambda req: (200, [detect_item([], (10, 10))], None)))
+    session.mount("http://", adapter)
+    frame = np.zeros((500, 500, 3), np.uint8)
+    try:
+        for _ in range(3):
+            yolo_edge.detect(frame, endpoint="http://svc.test", session=session)
+        yolo_edge.detect(frame, endpoint="http://svc.test", token="other", session=session)
+        paths = [r.path_url for r in adapter.requests]
+        assert paths.count("/metadata") == 2 and paths.count("/detect") == 4  # one lookup per (endpoint, token)
+        with pytest.raises(ConfigError, match="unknown option"):
+            yolo_edge.detect(frame, endpoint="http://svc.test", jpeg_qualiti=80)
+    finally:
+        api.close_clients()
+    assert not api._clients

@@ -78,3 +78,67 @@ def test_local_registry_pins_sha(tmp_path, fall_model_path):
     copy.write_bytes(copy.read_bytes() + b"x")
     with pytest.raises(ModelIntegrityError):
         Detector("mine", root=tmp_path)
+
+
+# -- identity: a file is what its sha256 says ---------------------------------------------------
+
+def test_a_modified_copy_under_a_registered_name_is_not_that_model(tmp_path, default_model_path):
+    copy = tmp_path / "yolov3-tiny-coco.onnx"  # the registered name as its file name
+    data = bytearray(default_model_path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # a weight changed: still a loadable model, but another one
+    copy.write_bytes(bytes(data))
+    det = Detector(copy)
+    assert det.info.sha256 == sha256_file(copy) != MODELS["yolov3-tiny-coco"].onnx_sha256
+    assert det.info.name != "yolov3-tiny-coco" and det.info.name.startswith("yolov3-tiny-coco@")
+    assert det.info.sha256.startswith(det.info.name.split("@")[1])
+
+
+def test_an_exact_copy_loaded_by_path_is_identified_by_its_sha256(tmp_path, default_model_path):
+    copy = tmp_path / "whatever.onnx"
+    shutil.copyfile(default_model_path, copy)
+    info = Detector(copy).info
+    assert (info.name, info.sha256, info.output_format) == (
+        "yolov3-tiny-coco", MODELS["yolov3-tiny-coco"].onnx_sha256, "anchor_based")
+
+
+def test_a_plain_file_keeps_its_stem(tmp_path, fall_model_path):
+    copy = tmp_path / "my-detector.onnx"
+    data = bytearray(fall_model_path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    copy.write_bytes(bytes(data))
+    assert Detector(copy).info.name == "my-detector"
+
+
+def test_expected_sha256_pins_the_file(tmp_path, default_model_path):
+    pinned = MODELS["yolov3-tiny-coco"].onnx_sha256
+    assert Detector(default_model_path, expected_sha256=pinned.upper()).info.sha256 == pinned
+    with pytest.raises(ModelIntegrityError, match="was expected"):
+        Detector("yolov3-tiny-coco", expected_sha256="1" * 64)
+    copy = tmp_path / "m.onnx"
+    copy.write_bytes(default_model_path.read_bytes() + b"\x00")
+    with pytest.raises(ModelIntegrityError, match=sha256_file(copy)):
+        Detector(copy, expected_sha256=pinned)
+
+
+def test_local_registry_entries_are_type_checked(tmp_path):
+    from yolo_edge.errors import ConfigError
+
+    (tmp_path / "registry.json").write_text('{"models": {"mine": {"path": ["a"], "sha256": "' + "0" * 64 + '"}}}')
+    with pytest.raises(ConfigError, match="'path' must be a file path string"):
+        Detector("mine", root=tmp_path)
+    with pytest.raises(ConfigError, match="plain word"):
+        register_local(LocalEntry(name="x/y", path="m.onnx", sha256="0" * 64), tmp_path / "other")
+
+
+def test_a_damaged_model_file_is_a_typed_error(tmp_path, default_model_path):
+    from yolo_edge.errors import YoloEdgeError
+
+    copy = tmp_path / "damaged.onnx"
+    data = bytearray(default_model_path.read_bytes())
+    data[-100] ^= 0xFF  # inside the metadata text at the end of the file
+    copy.write_bytes(bytes(data))
+    with pytest.raises(YoloEdgeError):
+        Detector(copy)
+    copy.write_bytes(default_model_path.read_bytes()[: 1 << 20])  # cut short
+    with pytest.raises(YoloEdgeError):
+        Detector(copy)

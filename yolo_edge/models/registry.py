@@ -189,24 +189,43 @@ def load_local_registry(root: str | os.PathLike | None = None) -> dict[str, Loca
         return {}
     try:
         raw = json.loads(path.read_text())
-        return {
-            name: LocalEntry(
-                name=name,
-                path=e["path"],
-                sha256=e["sha256"],
-                names={int(k): v for k, v in e.get("names", {}).items()},
-                imgsz=tuple(e.get("imgsz", (640, 640))),
-                opset=e.get("opset"),
-                source=e.get("source", ""),
-            )
-            for name, e in raw.get("models", {}).items()
-        }
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        return {name: _entry(name, e) for name, e in raw.get("models", {}).items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise ConfigError(f"local model registry {path} is not valid JSON of the expected form: {exc}; fix or delete it") from exc
+
+
+def _entry(name: str, e: Mapping) -> LocalEntry:
+    """One registry entry, every field checked for its type (TypeError/ValueError otherwise)."""
+    check_local_name(name)
+    if not isinstance(e.get("path"), str) or not e["path"]:
+        raise TypeError(f"model {name!r}: 'path' must be a file path string, got {e.get('path')!r}")
+    sha = e.get("sha256")
+    if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise ValueError(f"model {name!r}: 'sha256' must be 64 lowercase hex digits, got {sha!r}")
+    imgsz = e.get("imgsz", (640, 640))
+    if not isinstance(imgsz, (list, tuple)) or len(imgsz) != 2 or not all(type(v) is int and v > 0 for v in imgsz):
+        raise ValueError(f"model {name!r}: 'imgsz' must be [height, width], got {imgsz!r}")
+    names = e.get("names", {})
+    if not isinstance(names, dict) or not all(isinstance(v, str) for v in names.values()):
+        raise TypeError(f"model {name!r}: 'names' must map class ids to labels, got {type(names).__name__}")
+    opset, source = e.get("opset"), e.get("source", "")
+    if (opset is not None and type(opset) is not int) or not isinstance(source, str):
+        raise TypeError(f"model {name!r}: 'opset' must be an integer and 'source' a string")
+    return LocalEntry(name=name, path=e["path"], sha256=sha, names={int(k): v for k, v in names.items()},
+                      imgsz=(imgsz[0], imgsz[1]), opset=opset, source=source)
+
+
+def check_local_name(name: object) -> str:
+    """A name for a local model: not a built-in's, and never a path or a file@sha identity."""
+    if not isinstance(name, str) or not name or any(c in name for c in "@/\\") or name.endswith(".onnx"):
+        raise ConfigError(f"a local model name must be a plain word like 'my-model' (no '@', '/', '\\' or '.onnx'), "
+                          f"got {name!r}")
+    return name
 
 
 def register_local(entry: LocalEntry, root: str | os.PathLike | None = None) -> Path:
     """Add or replace ``entry`` in the local registry file (atomic write)."""
+    check_local_name(entry.name)
     if entry.name in MODELS:
         raise ConfigError(f"{entry.name!r} is a built-in model name: choose another name for your export")
     path = _local_registry_file(root)

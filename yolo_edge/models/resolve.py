@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from ..errors import ModelNotFoundError, UnsupportedModelError
+from ..errors import ModelIntegrityError, ModelNotFoundError, UnsupportedModelError
 from .fetch import sha256_file, verify_model, verify_sha256
-from .registry import DEFAULT_MODEL, MODELS, load_local_registry
+from .registry import DEFAULT_MODEL, MODELS, LocalEntry, load_local_registry
 
 __all__ = ["ResolvedModel", "resolve_model", "parse_metadata"]
 
@@ -24,42 +24,72 @@ class ResolvedModel:
 
 
 def resolve_model(
-    model: str | os.PathLike | ResolvedModel | None, root: str | os.PathLike | None = None
+    model: str | os.PathLike | ResolvedModel | None, root: str | os.PathLike | None = None, *,
+    expected_sha256: str | None = None,
 ) -> ResolvedModel:
     """Registry name, locally registered export, or path to an ``.onnx`` file -> verified file.
 
-    Pinned and registered models are checked against their sha256 on every load; a
-    plain path is hashed so results can still name exactly which model produced them.
-    A ResolvedModel is already verified and comes back as it is.
+    Pinned and registered models are checked against their sha256 on every load. A file
+    given by path is identified by its own sha256: it takes the name of the registered
+    model with that sha256, if there is one, and otherwise a name that cannot be taken
+    for a registered one (its file stem, suffixed with its short sha256 when the stem is
+    a registered name). ``expected_sha256`` pins the file whatever way it is named. A
+    ResolvedModel is already verified and comes back as it is (checked against the pin).
     """
     if isinstance(model, ResolvedModel):
-        return model
-    model = DEFAULT_MODEL if model is None else model
-    root_path = Path(root) if root is not None else None
+        resolved = model
+    else:
+        resolved = _resolve(DEFAULT_MODEL if model is None else model, Path(root) if root is not None else None)
+    if expected_sha256 is not None and resolved.sha256 != expected_sha256:
+        raise ModelIntegrityError(
+            f"model {str(model)!r} at {resolved.path} has sha256 {resolved.sha256}, but {expected_sha256} was "
+            "expected: load the pinned file, or drop expected_sha256= to accept this one"
+        )
+    return resolved
+
+
+def _resolve(model: str | os.PathLike, root_path: Path | None) -> ResolvedModel:
     if isinstance(model, str) and model in MODELS:
         path = verify_model(model, root_path)
         spec = MODELS[model]
         return ResolvedModel(model, path, spec.onnx_sha256, spec.output_format)
-    if isinstance(model, str) and not model.endswith(".onnx"):
-        local = load_local_registry(root_path)
-        if model in local:
-            entry = local[model]
-            path = Path(entry.path)
-            if not path.is_file():
-                raise ModelNotFoundError(f"registered model {model!r} points to {path}, which does not exist")
-            verify_sha256(path, entry.sha256, f"registered model {model}")
-            return ResolvedModel(model, path, entry.sha256)
+    local = load_local_registry(root_path)
+    if isinstance(model, str) and not model.endswith(".onnx") and model in local:
+        entry = local[model]
+        path = Path(entry.path)
+        if not path.is_file():
+            raise ModelNotFoundError(f"registered model {model!r} points to {path}, which does not exist")
+        verify_sha256(path, entry.sha256, f"registered model {model}")
+        return ResolvedModel(model, path, entry.sha256)
     path = Path(model)
     if path.is_file():
         if path.suffix.lower() != ".onnx":
             raise UnsupportedModelError(
                 f"{path} is not an ONNX file: export it first (`yolo-edge export {path}` for an Ultralytics .pt)"
             )
-        return ResolvedModel(path.stem, path, sha256_file(path))
+        sha = sha256_file(path)
+        return ResolvedModel(_name_for(path, sha, local), path, sha, _format_for(sha))
     raise ModelNotFoundError(
         f"model {str(model)!r} not found: expected one of {sorted(MODELS)}, a name registered with "
         "`yolo-edge export`, or an existing .onnx path (`yolo-edge models list` shows what is available)"
     )
+
+
+def _name_for(path: Path, sha: str, local: Mapping[str, LocalEntry]) -> str:
+    """The registered name whose sha256 this file has, else a name no registered model has."""
+    for name, spec in MODELS.items():
+        if spec.onnx_sha256 == sha:
+            return name
+    for name, entry in local.items():
+        if entry.sha256 == sha:
+            return name
+    if path.stem in MODELS or path.stem in local:
+        return f"{path.stem}@{sha[:12]}"  # '@' never appears in a registered name
+    return path.stem
+
+
+def _format_for(sha: str) -> str:
+    return next((spec.output_format for spec in MODELS.values() if spec.onnx_sha256 == sha), "auto")
 
 
 def parse_metadata(meta: Mapping[str, str]) -> dict:
