@@ -19,7 +19,7 @@ A sink is given as ``KIND[,OPTION[=VALUE]...][:TARGET]``:
 >>> path = tempfile.mkdtemp() + "/results.jsonl"
 >>> for run in range(2):  # a second run appends to the first one's results
 ...     sink = make_sink(f"jsonl:{path}")
-...     sink.emit(FrameResult(seq=0, outcome="local", route="local", finished_at=0.05))
+...     sink.emit(FrameResult(seq=0, outcome="local", route="local", released_at=0.05))
 ...     print(sink.close().delivered, len(open(path).read().splitlines()))
 1 1
 1 2

@@ -13,7 +13,10 @@ is linked in), and everything runs there:
   ``text``;
 - blocks and commands that talk to the service at ``127.0.0.1:3000`` run against a real
   `bentoml serve` on a free port: ``127.0.0.1:3000`` is replaced by its address, and a
-  ``--metrics-port 9100`` by another free port. That is the only change made to any line.
+  ``--metrics-port 9100`` by another free port;
+- blocks that talk to an Open Inference Protocol server at ``gpu-node:8000`` run against a
+  real Triton server (tests/triton) serving the model under the name the block uses, with
+  ``gpu-node:8000`` replaced by its address. Those are the only changes made to any line.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from yolo_edge.cli import build_parser as yolo_parser
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
 SERVICE = "127.0.0.1:3000"
+TRITON = "gpu-node:8000"
 
 PARSE_ONLY = {
     "yolo-edge export": "needs an Ultralytics checkpoint (yolov8n.pt) that no package ships; "
@@ -76,8 +80,8 @@ def commands() -> list[Command]:
     return out
 
 
-def python_blocks(*, service: bool) -> list[str]:
-    return [b for b in blocks("python") if (SERVICE in b) == service]
+def python_blocks(*, service: bool, triton: bool = False) -> list[str]:
+    return [b for b in blocks("python") if (SERVICE in b) == service and (TRITON in b) == triton]
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +157,33 @@ def test_commands_run(clone):
 @pytest.mark.parametrize("index", range(len(python_blocks(service=False))))
 def test_python_block_runs(clone, index):
     _run_python(clone, python_blocks(service=False)[index])
+
+
+@pytest.fixture(scope="module")
+def triton_for_readme(tmp_path_factory, default_model_path, fall_model_path):
+    """A real Triton server serving each model the README's OIP blocks name, under that name."""
+    sys.path.insert(0, str(REPO / "tests" / "triton"))
+    from triton_server import TritonServer, find_triton
+    from yolo_edge.triton.export import export_triton
+
+    try:
+        find_triton()
+    except Exception as exc:  # noqa: BLE001 -- the reason is the skip message
+        pytest.skip(f"no Triton server here ({exc}); `make triton` installs it")
+    names = sorted(set(re.findall(rf"oip\+http://{TRITON}/v2/models/([\w.-]+)", README)))
+    repo = tmp_path_factory.mktemp("readme_triton")
+    for name in names:
+        export_triton(name, repo, name=name, platform="python")
+    with TritonServer(repo, models=names, workdir=tmp_path_factory.mktemp("triton_work")) as server:
+        yield server
+
+
+@pytest.mark.slow
+def test_oip_blocks_run_against_a_real_triton(clone, triton_for_readme):
+    address = triton_for_readme.base.split("://", 1)[1]
+    assert python_blocks(service=False, triton=True), "the README should show the OIP client"
+    for code in python_blocks(service=False, triton=True):
+        _run_python(clone, code.replace(TRITON, address))
 
 
 @pytest.mark.slow
