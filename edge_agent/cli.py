@@ -41,7 +41,8 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", help="video file, image folder, rtsp/http URL, camera index or GStreamer pipeline")
     p.add_argument("--model", help="registry name or .onnx path (default: the default model)")
     p.add_argument("--backend", help="auto | onnxruntime | tensorrt | ...")
-    p.add_argument("--cloud", help="yolo-edge service URL to offload to (omit: local only)")
+    p.add_argument("--cloud", action="append", help="cloud endpoint to offload to: a yolo-edge service URL or "
+                   "oip+http(s)://HOST:PORT/v2/models/NAME (Triton, KServe); repeat for a pool (omit: local only)")
     p.add_argument("--token", help="service token (default: $EDGE_AGENT_TOKEN or $YOLO_EDGE_TOKEN)")
     p.add_argument("--latency-budget-ms", type=float, dest="latency_budget_ms")
     p.add_argument("--queue-budget", type=int, dest="queue_budget")
@@ -109,19 +110,25 @@ def build_agent(cfg: AgentConfig, *, detector=None):
     from .sinks import AnnotatedSink, make_sink
 
     metrics = AgentMetrics()
-    sha256 = detector.info.sha256 if detector is not None else resolve_model(cfg.model).sha256
-    cloud = None
-    if cfg.cloud and cfg.mode != "local":
-        from yolo_edge.cloud import CloudClient
+    resolved = None if detector is not None else resolve_model(cfg.model)
+    sha256 = detector.info.sha256 if detector is not None else resolved.sha256
+    clouds = []
+    if cfg.endpoints:
+        from yolo_edge.endpoint import open_endpoint
 
-        # no retries: the device core re-routes a failed frame itself, within the frame's budget
-        client = CloudClient(cfg.cloud, token=cfg.token, timeout=cfg.timeout_s, max_retries=0,
-                             expected_sha256=sha256, allow_model_mismatch=cfg.allow_model_mismatch)
         classes = None
         if cfg.classes is not None:  # names to ids once, from the model file (the backend may still be building)
-            info = detector.info if detector is not None else _model_info(resolve_model(cfg.model))
+            info = detector.info if detector is not None else _model_info(resolved)
             classes = info.class_ids(cfg.classes, check_ids=True)
-        cloud = CloudWithOptions(client, conf=cfg.conf, iou=cfg.iou, classes=classes)
+        local_model = resolved if resolved is not None else detector.info.path
+        for ep in cfg.endpoints:
+            # no retries: the device core re-routes a failed frame itself, within the frame's budget
+            options = dict(token=ep.token or cfg.token, timeout=cfg.timeout_s, max_retries=0, expected_sha256=sha256,
+                           allow_model_mismatch=cfg.allow_model_mismatch)
+            if ep.url.startswith("oip+"):
+                options["model"] = local_model  # an OIP endpoint's answers are decoded with the local model
+            client = open_endpoint(ep.url, **options)
+            clouds.append(CloudWithOptions(client, conf=cfg.conf, iou=cfg.iou, classes=classes))
     sinks = [make_sink(s, spool_dir=cfg.spool_dir) for s in cfg.sinks]
     if cfg.annotate_dir:
         sinks.append(AnnotatedSink(cfg.annotate_dir))
@@ -134,10 +141,10 @@ def build_agent(cfg: AgentConfig, *, detector=None):
 
     if detector is not None:
         metrics.set_backend(describe_backend(detector.backend))
-        agent = Agent(cfg, detector=detector, cloud=cloud, sinks=sinks, metrics=metrics)
+        agent = Agent(cfg, detector=detector, cloud=clouds, sinks=sinks, metrics=metrics)
     else:
-        agent = Agent(cfg, load_detector=load, cloud=cloud, sinks=sinks, metrics=metrics)
-    return agent, cloud
+        agent = Agent(cfg, load_detector=load, cloud=clouds, sinks=sinks, metrics=metrics)
+    return agent, clouds
 
 
 def _model_info(resolved):
@@ -157,8 +164,12 @@ class CloudWithOptions:
 
     def __init__(self, client: Any, *, conf: float, iou: float, classes: list[int] | None) -> None:
         self.client = client
+        self.endpoint = client.endpoint
         self.expected_sha256 = client.expected_sha256
         self.options = {"conf": conf, "iou": iou, "classes": classes}
+
+    def detect_frames(self, images: Sequence[Any], **kwargs: Any) -> Any:
+        return self.client.detect_frames(images, **{**self.options, **kwargs})
 
     def detect_many(self, images: Sequence[Any], **kwargs: Any) -> Any:
         return self.client.detect_many(images, **{**self.options, **kwargs})
@@ -179,7 +190,7 @@ def run(cfg: AgentConfig, *, summary_json: str | None = None, detector=None, out
 
     out = out or sys.stdout
 
-    agent, cloud = build_agent(cfg, detector=detector)
+    agent, clouds = build_agent(cfg, detector=detector)
     stop = threading.Event()
 
     def on_signal(signum, frame):  # noqa: ARG001
@@ -193,7 +204,7 @@ def run(cfg: AgentConfig, *, summary_json: str | None = None, detector=None, out
         if cfg.metrics_port is not None:
             server = MetricsServer(agent.metrics, agent.health, host=cfg.metrics_host, port=cfg.metrics_port).start()
         agent.start()
-        if cloud is None and not is_live(cfg.source):
+        if not clouds and not is_live(cfg.source):
             # a recorded file can wait for the local backend: with no cloud, every frame replayed
             # before it is ready would only be dropped (a live camera cannot wait: it is served at once)
             if not agent.wait_local_ready(stop) and agent.local_error:
@@ -206,7 +217,7 @@ def run(cfg: AgentConfig, *, summary_json: str | None = None, detector=None, out
             signal.signal(s, h)
         if server:
             server.close()
-        if cloud is not None:
+        for cloud in clouds:
             cloud.close()
     print(stats.render(), file=out)
     summary = stats.as_dict()

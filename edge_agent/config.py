@@ -18,11 +18,63 @@ from typing import Any, Mapping
 
 from yolo_edge.errors import ConfigError
 
-from .breaker import BreakerConfig
 from .core import CoreConfig
+from .health import HealthConfig
 from .policy import Mode, PolicyConfig
+from .pool import EndpointSpec
 
-__all__ = ["AgentConfig", "load_config"]
+__all__ = ["AgentConfig", "CloudEndpoint", "load_config"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CloudEndpoint:
+    """One cloud endpoint of the agent: a yolo-edge service (``http(s)://``) or an Open
+    Inference Protocol server (``oip+http(s)://.../v2/models/NAME``), with its share."""
+
+    url: str
+    weight: float = 1.0
+    backup: bool = False  # used only while no primary endpoint is in rotation
+    max_inflight: int | None = None  # default: the agent's max_inflight
+    max_batch: int | None = None  # default: the agent's max_batch
+    token: str | None = None  # default: the agent's token
+
+    @classmethod
+    def parse(cls, item: Any) -> "CloudEndpoint":
+        """A URL, or a table like ``{url = "http://gpu-2:3000", weight = 2, backup = false}``."""
+        if isinstance(item, CloudEndpoint):
+            return item
+        if isinstance(item, str):
+            item = {"url": item}
+        if not isinstance(item, Mapping):
+            raise ConfigError(f"a cloud endpoint is a URL or a table with 'url' (and weight, backup, max_inflight, "
+                              f"max_batch, token), got {item!r}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(item) - known)
+        if unknown or "url" not in item:
+            raise ConfigError(f"cloud endpoint {dict(item)!r}: {'unknown key(s) ' + str(unknown) if unknown else 'no url'};"
+                              f" known keys are {sorted(known)}")
+        url = item["url"]
+        if not isinstance(url, str) or not url.startswith(("http://", "https://", "oip+http://", "oip+https://")):
+            raise ConfigError(f"cloud endpoint url must start with http(s):// (a yolo-edge service) or "
+                              f"oip+http(s):// (Triton, KServe), got {url!r}")
+        try:
+            return cls(**dict(item))
+        except TypeError as exc:
+            raise ConfigError(f"bad cloud endpoint {dict(item)!r}: {exc}") from exc
+
+    @property
+    def name(self) -> str:
+        """The URL without credentials or query: safe in logs, metrics labels and results."""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://{host}{port}{parts.path}".rstrip("/")
+
+    def spec(self) -> EndpointSpec:
+        return EndpointSpec(name=self.name, weight=self.weight, backup=self.backup, max_inflight=self.max_inflight,
+                            max_batch=self.max_batch)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,7 +84,8 @@ class AgentConfig:
     backend: str = "auto"
     local_threads: int | None = None  # inference threads of the local backend
     local_workers: int = 1
-    cloud: str | None = None  # service URL; None: local only
+    #: the cloud endpoints: one URL, or several (URLs or CloudEndpoint tables); None: local only
+    cloud: str | tuple[Any, ...] | None = None
     token: str | None = None
     latency_budget_ms: float = 500.0
     queue_budget: int = 8
@@ -43,16 +96,15 @@ class AgentConfig:
     allow_model_mismatch: bool = False
     wake_timeout_s: float = 120.0
     reorder_window: int = 256  # frames held for in-order release
-    breaker_threshold: int = 3
-    breaker_cooldown_s: float = 0.25  # doubles on each failed probe, up to breaker_max_cooldown_s
-    breaker_max_cooldown_s: float = 0.5
+    #: an endpoint with max_fails failures within fail_timeout_s is out for fail_timeout_s, then probed
+    max_fails: int = 3
+    fail_timeout_s: float = 0.8
     fps: float | None = None  # replay pace for files; None: the file's own fps
     realtime: bool = True  # pace files like a live camera (False: as fast as admitted)
     loop: bool = False
     max_frames: int | None = None
     sinks: tuple[str, ...] = ("stdout",)
     annotate_dir: str | None = None
-    spool_dir: str | None = None  # webhook spools not named in their spec; the CLI's default: the user's state dir
     spool_dir: str | None = None  # webhook spools not named in their spec; the CLI's default: the user's state dir
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None  # None: no /metrics server
@@ -62,6 +114,13 @@ class AgentConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sinks", tuple(self.sinks))
+        if self.cloud is not None:
+            items = [self.cloud] if isinstance(self.cloud, (str, Mapping, CloudEndpoint)) else list(self.cloud)
+            endpoints = tuple(CloudEndpoint.parse(item) for item in items)
+            object.__setattr__(self, "cloud", endpoints or None)
+            names = [e.name for e in endpoints]
+            if len(set(names)) != len(names):
+                raise ConfigError(f"cloud endpoints must differ, got {names}")
         if isinstance(self.classes, str):
             object.__setattr__(self, "classes", tuple(c.strip() for c in self.classes.split(",") if c.strip()))
         elif self.classes is not None:
@@ -76,13 +135,16 @@ class AgentConfig:
         return PolicyConfig(latency_budget_s=self.latency_budget_ms / 1000.0, queue_budget=self.queue_budget,
                             mode=self.mode)
 
-    def breaker(self) -> BreakerConfig:
-        return BreakerConfig(threshold=self.breaker_threshold, cooldown_s=self.breaker_cooldown_s,
-                             max_cooldown_s=max(self.breaker_max_cooldown_s, self.breaker_cooldown_s))
+    @property
+    def endpoints(self) -> tuple[CloudEndpoint, ...]:
+        """The cloud endpoints (none in local mode or without a cloud)."""
+        return () if self.cloud is None or self.mode == Mode.LOCAL.value else self.cloud
 
     def core(self) -> CoreConfig:
         """The device core's settings."""
-        return CoreConfig(policy=self.policy(), breaker=self.breaker(), local_workers=self.local_workers,
+        return CoreConfig(policy=self.policy(), health=HealthConfig(max_fails=self.max_fails,
+                                                                    fail_timeout_s=self.fail_timeout_s),
+                          endpoints=tuple(e.spec() for e in self.endpoints), local_workers=self.local_workers,
                           max_inflight=self.max_inflight, max_batch=self.max_batch, cloud_timeout_s=self.cloud_timeout_s,
                           window=self.reorder_window, wake_timeout_s=self.wake_timeout_s)
 

@@ -1,25 +1,23 @@
 """The device core: every decision the edge agent makes, as one sans-I/O state machine.
 
 :class:`DeviceCore` holds the whole state of a device (the local queue and its workers,
-the cloud queue, batching and the in-flight cap, the circuit breaker, the wake, the
-request timeouts, probe frames and the in-order release window) and is driven by
-timestamped events; for each event it answers with the actions to take. It never reads a
-clock, sleeps, starts a thread or touches the network, so two small drivers run the very
-same logic: :class:`edge_agent.runner.Agent` (threads, the real detector and cloud client,
-the wall clock) and :mod:`edge_agent.sim` (an event heap, sampled service times, a
-virtual clock). This is the h11 model: bytes and events in, events out, no socket inside.
+the cloud queue, batching and the in-flight caps, the pool of cloud endpoints with their
+health, wakes, Retry-After and estimates, the request timeouts, probe frames and the
+in-order release window) and is driven by timestamped events; for each event it answers
+with the actions to take. It never reads a clock, sleeps, starts a thread or touches the
+network, so two small drivers run the very same logic: :class:`edge_agent.runner.Agent`
+(threads, the real detector and cloud clients, the wall clock) and :mod:`edge_agent.sim`
+(an event heap, sampled service times, a virtual clock). This is the h11 model: bytes and
+events in, events out, no socket inside.
 
-Events in: :class:`FrameCaptured`, :class:`FrameSkipped`, :class:`LocalReady`,
-:class:`LocalDone`, :class:`CloudDone`, :class:`WakeDone`, :class:`Tick`, :class:`Close`,
-:class:`Flush`. Actions out: :class:`RunLocal`, :class:`SendBatch`, :class:`Wake`,
-:class:`Release`, :class:`LateAnswer`. After each event the driver asks
-:meth:`DeviceCore.next_timer` when to deliver the next :class:`Tick`.
+Events in and actions out are the plain values of :mod:`edge_agent.events`. After each
+event the driver asks :meth:`DeviceCore.next_timer` when to deliver the next ``Tick``.
 
 Delivery is honest: a result counts as within budget only if it is released by its
 deadline. A frame still unanswered at its deadline leaves at that moment as what it is
 (``dropped`` if it never started, ``late`` if it was running), so the frames behind it
-flow; an answer that comes afterwards is reported as a :class:`LateAnswer`, never
-released twice. Order is kept and every frame ends exactly once.
+flow; an answer that comes afterwards is reported as a ``LateAnswer``, never released
+twice. Order is kept and every frame ends exactly once.
 
 >>> core = DeviceCore(CoreConfig(policy=PolicyConfig(latency_budget_s=0.5)), cloud=False)
 >>> core.handle(FrameCaptured(at=0.0, seq=0))
@@ -38,17 +36,22 @@ import math
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Sequence, Union
+from typing import Any
 
 from yolo_edge.errors import ConfigError
 
-from .breaker import Breaker, BreakerConfig, BreakerState, on_failure, on_success
-from .estimators import SojournModel, WindowedQuantile
+from .estimators import WindowedQuantile
+from .events import (
+    EVENTS, Action, Close, CloudDone, Event, Failure, Flush, FrameCaptured, FrameSkipped, LateAnswer, LocalDone,
+    LocalReady, Release, RunLocal, SendBatch, Tick, Wake, WakeDone,
+)
 from .frames import FrameResult, Outcome, Route
+from .health import HealthConfig
 from .policy import CloudState, Observation, Policy, PolicyConfig, decide
+from .pool import CloudPool, Endpoint, EndpointSnapshot, EndpointSpec
 
 __all__ = [
-    "CoreConfig", "DeviceCore", "Failure", "CoreSnapshot",
+    "CoreConfig", "DeviceCore", "CoreSnapshot", "EndpointSpec", "Failure",
     "FrameCaptured", "FrameSkipped", "LocalReady", "LocalDone", "CloudDone", "WakeDone", "Tick", "Close", "Flush",
     "RunLocal", "SendBatch", "Wake", "Release", "LateAnswer", "Event", "Action",
 ]
@@ -61,9 +64,12 @@ class CoreConfig:
     """Everything the device logic needs to know, in one frozen value."""
 
     policy: PolicyConfig = field(default_factory=PolicyConfig)
-    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    #: failures within fail_timeout_s that take an endpoint out, and for how long
+    health: HealthConfig = field(default_factory=HealthConfig)
+    #: the cloud endpoints; empty: one, named "cloud" (when the device has a cloud at all)
+    endpoints: tuple[EndpointSpec, ...] = ()
     local_workers: int = 1
-    #: cloud requests in flight at once, and frames per request
+    #: per endpoint (unless its spec says otherwise): requests in flight at once, frames per request
     max_inflight: int = 4
     max_batch: int = 1
     #: a request with no answer after this long counts as failed; None: the latency budget
@@ -73,7 +79,7 @@ class CoreConfig:
     window: int = 256
     #: how long one wake may take (a scale-from-zero start)
     wake_timeout_s: float = 120.0
-    #: no round trip for this long: a frame with nowhere better to go refreshes the estimate
+    #: no answer measured for this long: a frame with nowhere better to go refreshes the estimate
     probe_after_s: float = 1.0
     #: samples kept by each timing estimator, and for how long at most
     estimator_window: int = 64
@@ -92,6 +98,9 @@ class CoreConfig:
                 isinstance(self.cloud_timeout_s, (int, float)) and math.isfinite(self.cloud_timeout_s)
                 and self.cloud_timeout_s > 0):
             raise ConfigError(f"cloud_timeout_s must be a positive number of seconds or None, got {self.cloud_timeout_s!r}")
+        object.__setattr__(self, "endpoints", tuple(self.endpoints))
+        if not all(isinstance(e, EndpointSpec) for e in self.endpoints):
+            raise ConfigError(f"endpoints must be EndpointSpec values, got {self.endpoints!r}")
 
     @property
     def budget_s(self) -> float:
@@ -100,147 +109,6 @@ class CoreConfig:
     @property
     def request_timeout_s(self) -> float:
         return self.cloud_timeout_s if self.cloud_timeout_s is not None else self.budget_s
-
-
-class Failure(str, Enum):
-    """Why a cloud request or a wake did not answer."""
-
-    UNAVAILABLE = "unavailable"  # refused, 429/502/503/504: not now
-    TIMEOUT = "timeout"
-    MISMATCH = "model_mismatch"  # the endpoint serves another model: never use it
-    ERROR = "error"  # anything else from the transport or the service
-
-
-# -- events --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class FrameCaptured:
-    """A frame arrived; ``seq`` numbers frames 0, 1, 2, ... in capture order."""
-
-    at: float
-    seq: int
-    captured_at: float | None = None  # default: ``at``
-    budget_s: float | None = None  # per-frame override of the latency budget
-
-
-@dataclass(frozen=True)
-class FrameSkipped:
-    """The source could not deliver this frame (a live stream overran); it is accounted for."""
-
-    at: float
-    seq: int
-    reason: str
-    captured_at: float | None = None
-
-
-@dataclass(frozen=True)
-class LocalReady:
-    """The local backend finished loading (or failed to: ``ok=False``)."""
-
-    at: float
-    ok: bool = True
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class LocalDone:
-    at: float
-    seq: int
-    service_s: float
-    answer: Any = None
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class CloudDone:
-    """The answer of one request: ``answers``/``metas`` in the order of its frames, or a failure."""
-
-    at: float
-    request: int
-    answers: Sequence[Any] | None = None
-    metas: Sequence[dict] | None = None
-    failure: Failure | None = None
-    retry_after_s: float | None = None
-    message: str = ""
-
-
-@dataclass(frozen=True)
-class WakeDone:
-    at: float
-    endpoint: int = 0
-    ok: bool = True
-    failure: Failure | None = None
-    message: str = ""
-
-
-@dataclass(frozen=True)
-class Tick:
-    """Time passed: deliver at (or after) :meth:`DeviceCore.next_timer`."""
-
-    at: float
-
-
-@dataclass(frozen=True)
-class Close:
-    """Stop taking frames; what is pending resolves by its deadline."""
-
-    at: float
-
-
-@dataclass(frozen=True)
-class Flush:
-    """Give up on everything still pending, now (the driver's drain time ran out)."""
-
-    at: float
-
-
-Event = Union[FrameCaptured, FrameSkipped, LocalReady, LocalDone, CloudDone, WakeDone, Tick, Close, Flush]
-_EVENTS = (FrameCaptured, FrameSkipped, LocalReady, LocalDone, CloudDone, WakeDone, Tick, Close, Flush)
-
-
-# -- actions -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RunLocal:
-    """Run frame ``seq`` on a local worker now (the core counts the worker busy)."""
-
-    seq: int
-
-
-@dataclass(frozen=True)
-class SendBatch:
-    """Send these frames to cloud endpoint ``endpoint`` in one request."""
-
-    request: int
-    endpoint: int
-    seqs: tuple[int, ...]
-    timeout_s: float
-    deadlines: tuple[float, ...]  # each frame's deadline, for the wire
-
-
-@dataclass(frozen=True)
-class Wake:
-    """Wake endpoint ``endpoint`` (GET /readyz until ready or ``wait_s`` passes), then check its model."""
-
-    endpoint: int
-    wait_s: float
-
-
-@dataclass(frozen=True)
-class Release:
-    """Final records, in frame order: hand them to the sinks now."""
-
-    results: tuple[FrameResult, ...]
-
-
-@dataclass(frozen=True)
-class LateAnswer:
-    """An answer for a frame that had already left (released as late or dropped)."""
-
-    seq: int
-    route: Route
-    at: float
-
-
-Action = Union[RunLocal, SendBatch, Wake, Release, LateAnswer]
 
 
 @dataclass(frozen=True)
@@ -255,6 +123,7 @@ class CoreSnapshot:
     pending: int
     local_service_s: float | None
     cloud_rtt_s: float | None
+    endpoints: tuple[EndpointSnapshot, ...] = ()
 
 
 # -- internal state ------------------------------------------------------------------------
@@ -279,6 +148,7 @@ class _Frame:
     answer: Any = None
     meta: dict | None = None
     answered_at: float | None = None
+    endpoint: str | None = None
     request: int | None = None
     cloud_since: float = 0.0  # when it joined the cloud queue
     cloud_depth: int = 0  # cloud frames ahead of it then
@@ -287,9 +157,10 @@ class _Frame:
 @dataclass
 class _Request:
     id: int
-    endpoint: int
+    endpoint: Endpoint
     seqs: tuple[int, ...]
     sent_at: float
+    depth: int  # frames the endpoint already had in flight
     timeout_at: float
     entries: tuple[tuple[float, int], ...]  # each frame's (cloud_since, cloud_depth)
     timed_out: bool = False
@@ -301,49 +172,32 @@ class _LocalState(Enum):
     FAILED = "failed"
 
 
-@dataclass
-class _Endpoint:
-    index: int
-    phase: CloudState
-    sojourn: SojournModel  # answer times by frames ahead
-    breaker: Breaker = field(default_factory=Breaker)
-    requests: int = 0  # in flight, not timed out
-    frames: int = 0  # frames in those requests
-
-    def state(self, now: float) -> CloudState:
-        if self.phase is CloudState.READY and self.breaker.state(now) is BreakerState.OPEN:
-            return CloudState.FAILING
-        return self.phase
-
-    def half_open(self, now: float) -> bool:
-        return self.phase is CloudState.READY and self.breaker.state(now) is BreakerState.HALF_OPEN
-
-
 class DeviceCore:
     """One device's logic. Not thread-safe: a driver calls it from one thread or under a lock.
 
-    ``cloud=False`` runs local only; ``cloud_warm=True`` says the endpoint is known to be up
-    (woken before the run), so it starts READY instead of COLD. ``local_ready=False`` starts
-    with the local backend still warming up (frames go to the cloud or are dropped as ``local_warming`` until a
-    :class:`LocalReady` event). ``policy`` replaces :func:`edge_agent.policy.decide` with
-    ``cfg.policy`` (the simulator passes its baselines here).
+    ``cloud=False`` runs local only; ``cloud_warm=True`` says the endpoints are known to be
+    up (woken before the run), so they start READY instead of COLD. ``local_ready=False``
+    starts with the local backend still warming up (frames go to the cloud or are dropped
+    as ``local_warming`` until a :class:`LocalReady` event). ``policy`` replaces
+    :func:`edge_agent.policy.decide` with ``cfg.policy`` (the simulator passes its baselines).
     """
 
     def __init__(self, cfg: CoreConfig, *, cloud: bool = True, cloud_warm: bool = False, local_ready: bool = True,
                  policy: Policy | None = None) -> None:
         self.cfg = cfg
         self._policy: Policy = policy or (lambda obs: decide(obs, cfg.policy))
-        pcfg = cfg.policy
+        self._pcfg = cfg.policy
+        #: decisions by (route, reason), late answers by route, per-endpoint events, ...
+        self.counters: Counter = Counter()
         self._local = _LocalState.READY if local_ready else _LocalState.WARMING
         self._service = WindowedQuantile(cfg.estimator_window, horizon_s=cfg.estimator_horizon_s)
         self._local_q: deque[int] = deque()
         self._local_busy = 0
         self._cloud_q: deque[int] = deque()
-        self._endpoints: list[_Endpoint] = []
-        if cloud:
-            phase = CloudState.READY if cloud_warm else CloudState.COLD
-            self._endpoints.append(_Endpoint(0, phase, SojournModel(
-                size=cfg.estimator_window, horizon_s=cfg.estimator_horizon_s, parallel=cfg.max_inflight * cfg.max_batch)))
+        specs = (cfg.endpoints or (EndpointSpec(),)) if cloud else ()
+        self.pool = CloudPool(specs, max_inflight=cfg.max_inflight, max_batch=cfg.max_batch, health=cfg.health,
+                              cold=not cloud_warm, estimator_window=cfg.estimator_window,
+                              estimator_horizon_s=cfg.estimator_horizon_s, counters=self.counters)
         self._requests: dict[int, _Request] = {}
         self._request_ids = 0
         self._frames: dict[int, _Frame] = {}
@@ -355,15 +209,12 @@ class DeviceCore:
         self._offloading = False
         self._closing = False
         self._out: list[Action] = []
-        self._pcfg = pcfg
-        #: decisions by (route, reason), late answers by route, failures by kind, ...
-        self.counters: Counter = Counter()
 
     # -- public ----------------------------------------------------------------------------
     def handle(self, event: Event) -> list[Action]:
         """Feed one event; returns the actions to take, in order."""
-        if not isinstance(event, _EVENTS):
-            raise ConfigError(f"DeviceCore.handle takes a core event ({', '.join(e.__name__ for e in _EVENTS)}), "
+        if not isinstance(event, EVENTS):
+            raise ConfigError(f"DeviceCore.handle takes a core event ({', '.join(e.__name__ for e in EVENTS)}), "
                               f"got {type(event).__name__}")
         now = event.at
         self._expire(now)
@@ -384,6 +235,8 @@ class DeviceCore:
         elif isinstance(event, Flush):
             self._closing = True
             self._flush(now)
+        if not (self._closing and self.idle):
+            self._out.extend(self.pool.probes_due(now))
         self._pump_local(now)
         self._pump_cloud(now)
         self._release(now)
@@ -391,12 +244,15 @@ class DeviceCore:
         return out
 
     def next_timer(self) -> float | None:
-        """When the core next needs a :class:`Tick` (a deadline or a request timeout), or None."""
+        """When the core next needs a ``Tick`` (a deadline, a request timeout, a probe), or None."""
         while self._deadlines and self._deadlines[0][1] not in self._frames:
             heapq.heappop(self._deadlines)
         while self._timeouts and self._timeouts[0][1] not in self._requests:
             heapq.heappop(self._timeouts)
         times = [h[0][0] for h in (self._deadlines, self._timeouts) if h]
+        probe = self.pool.next_timer()
+        if probe is not None and not (self._closing and self.idle):  # a closed, idle device probes nothing
+            times.append(probe)
         return min(times) if times else None
 
     @property
@@ -417,24 +273,25 @@ class DeviceCore:
         return self._closing
 
     def snapshot(self, now: float) -> CoreSnapshot:
-        ep = self._endpoints[0] if self._endpoints else None
+        state, _ = self.pool.view(now)
+        endpoints = tuple(self.pool.snapshot(now))
         return CoreSnapshot(
             local_ready=self._local is _LocalState.READY, local_queued=len(self._local_q), local_busy=self._local_busy,
-            cloud_state=ep.state(now) if ep else CloudState.DISABLED,
-            cloud_pending=len(self._cloud_q) + sum(e.frames for e in self._endpoints), pending=len(self._frames),
-            local_service_s=self._service.quantile(self._pcfg.local_quantile),
-            cloud_rtt_s=ep.sojourn.quantile(0, 0.5) if ep else None,
+            cloud_state=state, cloud_pending=len(self._cloud_q) + self.pool.frames, pending=len(self._frames),
+            local_service_s=self._service.quantile(self._pcfg.local_quantile, now),
+            cloud_rtt_s=endpoints[0].rtt_s if len(endpoints) == 1 else self.pool.model.quantile(0, 0.5, now),
+            endpoints=endpoints,
         )
 
     # -- events ----------------------------------------------------------------------------
     def _new_frame(self, seq: int, at: float, captured_at: float | None, budget_s: float | None) -> _Frame:
         if seq != self._next_seq:
             raise ConfigError(f"frames must be numbered 0, 1, 2, ... in capture order: expected {self._next_seq}, got {seq}")
-        self._next_seq += 1
         captured = at if captured_at is None else captured_at
         budget = self.cfg.budget_s if budget_s is None else budget_s
-        if not (math.isfinite(budget) and budget > 0):
+        if not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget > 0):
             raise ConfigError(f"a frame's budget must be a positive number of seconds, got {budget!r}")
+        self._next_seq += 1
         f = _Frame(seq, captured, captured + budget, budget)
         self._frames[seq] = f
         heapq.heappush(self._deadlines, (f.deadline, seq))
@@ -480,73 +337,66 @@ class DeviceCore:
         req = self._requests.pop(ev.request, None)
         if req is None:
             raise ConfigError(f"CloudDone for request {ev.request}, which this core never sent (or answered twice)")
-        ep = self._endpoints[req.endpoint]
+        ep = req.endpoint
         if not req.timed_out:
-            ep.requests -= 1
-            ep.frames -= len(req.seqs)
+            self.pool.finished(ep, len(req.seqs))
         if ev.failure is None:
-            self._sojourn(ep, req, ev.at)
-            if ep.breaker.trips:
-                logger.warning("cloud endpoint %d answers again: offloading resumes", ep.index)
-            ep.breaker = on_success(ep.breaker)
-            answers = list(ev.answers) if ev.answers is not None else [None] * len(req.seqs)
-            metas = list(ev.metas) if ev.metas is not None else [None] * len(req.seqs)
-            if len(answers) != len(req.seqs) or len(metas) != len(req.seqs):
-                raise ConfigError(f"request {req.id} sent {len(req.seqs)} frames but got {len(answers)} answers")
-            for seq, answer, meta in zip(req.seqs, answers, metas):
-                f = self._frames.get(seq)
-                if f is not None and f.stage is _Stage.CLOUD_FLIGHT and f.request == req.id:
-                    self._answer(f, Route.CLOUD, answer, meta, ev.at)
-                else:
-                    self._late_answer(seq, Route.CLOUD, ev.at)
+            self._on_answer(req, ev)
             return
         self.counters[f"cloud_failure_{ev.failure.value}"] += 1
         if req.timed_out:
-            return  # already counted against the breaker when it timed out
+            return  # already counted against the endpoint when it timed out
         if ev.failure is Failure.TIMEOUT:
-            self._sojourn(ep, req, ev.at)  # censored: the answer takes at least this long
-        self._cloud_failed(ep, ev.at, ev.failure, ev.retry_after_s, ev.message)
+            self._sample(req, ev.at)  # censored: the answer takes at least this long
+        self.pool.failed(ep, ev.at, ev.failure, retry_after_s=ev.retry_after_s, message=ev.message)
         for seq in req.seqs:
             f = self._frames.get(seq)
             if f is not None and f.stage is _Stage.CLOUD_FLIGHT and f.request == req.id:
                 self._route(f, ev.at, fallback=True)
 
+    def _on_answer(self, req: _Request, ev: CloudDone) -> None:
+        n = len(req.seqs)
+        answers = list(ev.answers) if ev.answers is not None else [None] * n
+        metas = list(ev.metas) if ev.metas is not None else [None] * n
+        if len(answers) != n or len(metas) != n:
+            raise ConfigError(f"request {req.id} sent {n} frames but got {len(answers)} answers")
+        if any(not 0 <= i < n for i in ev.frame_errors):
+            raise ConfigError(f"request {req.id} has {n} frames; frame_errors names {sorted(ev.frame_errors)}")
+        self._sample(req, ev.at)
+        self.pool.answered(req.endpoint, n=n - len(ev.frame_errors), sent_at=req.sent_at, depth=req.depth, now=ev.at)
+        for i, (seq, answer, meta) in enumerate(zip(req.seqs, answers, metas)):
+            f = self._frames.get(seq)
+            current = f is not None and f.stage is _Stage.CLOUD_FLIGHT and f.request == req.id
+            why = ev.frame_errors.get(i)
+            if why is not None:
+                self.counters[("endpoint", req.endpoint.name, f"frames_{'expired' if why == 'expired' else 'error'}")] += 1
+                if current:
+                    self._resolve(f, Outcome.DROPPED, "expired_at_endpoint" if why == "expired" else "cloud_frame_error")
+            elif current:
+                self._answer(f, Route.CLOUD, answer, meta, ev.at, endpoint=req.endpoint.name)
+            else:
+                self._late_answer(seq, Route.CLOUD, ev.at)
+
     def _on_wake_done(self, ev: WakeDone) -> None:
-        ep = self._endpoints[ev.endpoint]
-        if ev.failure is Failure.MISMATCH:
-            self._disable(ep, ev.message)
-            return
-        if ep.phase is not CloudState.WAKING:
-            return
-        ep.phase = CloudState.READY if ev.ok else CloudState.COLD
-        if ev.ok:
-            logger.info("cloud endpoint %d is ready", ep.index)
-        else:
-            self.counters["wake_failures"] += 1
-            logger.warning("cloud endpoint %d did not become ready (%s); will wake it again when needed",
-                           ep.index, ev.message or "timed out")
+        if not 0 <= ev.endpoint < len(self.pool):
+            raise ConfigError(f"WakeDone for endpoint {ev.endpoint}; this core has {len(self.pool)}")
+        self.pool.woken(ev.endpoint, ev.at, ok=ev.ok, failure=ev.failure, message=ev.message)
 
     # -- routing ---------------------------------------------------------------------------
     def _observe(self, f: _Frame, now: float) -> Observation:
-        ep = self._endpoints[0] if self._endpoints else None
         p = self._pcfg
-        pending = len(self._cloud_q) + (ep.frames if ep else 0)
-        if ep is None:
-            state, cap, eta, low, probe = CloudState.DISABLED, 1, None, None, False
-        else:
-            state = ep.state(now)
-            half = ep.half_open(now)
-            cap = 1 if half else self.cfg.max_inflight * self.cfg.max_batch
-            eta = ep.sojourn.quantile(pending, p.cloud_quantile, now)
-            low = ep.sojourn.quantile(pending, p.cloud_chance_quantile, now)
-            stale = ep.sojourn.last_at is None or now - ep.sojourn.last_at > self.cfg.probe_after_s
-            probe = stale and pending == 0
+        state, cap = self.pool.view(now)
+        pending = len(self._cloud_q) + self.pool.frames
+        model = self.pool.model
+        stale = model.last_at is None or now - model.last_at > self.cfg.probe_after_s
         return Observation(
             frame_age_s=now - f.captured, budget_s=f.budget, local_ready=self._local is _LocalState.READY,
             local_queued=len(self._local_q), local_busy=self._local_busy, local_workers=self.cfg.local_workers,
-            local_service_s=self._service.quantile(p.local_quantile, now), cloud_state=state, cloud_eta_s=eta,
-            cloud_eta_low_s=low, cloud_pending=pending, cloud_capacity=cap,
-            offloading=self._offloading, cloud_probe_due=probe,
+            local_service_s=self._service.quantile(p.local_quantile, now), cloud_state=state,
+            cloud_eta_s=model.quantile(pending, p.cloud_quantile, now),
+            cloud_eta_low_s=model.quantile(pending, p.cloud_chance_quantile, now),
+            cloud_pending=pending, cloud_capacity=cap, offloading=self._offloading,
+            cloud_probe_due=stale and pending == 0 and len(self.pool) > 0,
         )
 
     def _route(self, f: _Frame, now: float, *, fallback: bool = False) -> None:
@@ -555,7 +405,7 @@ class DeviceCore:
             self._offloading = d.offloading
         self.counters[("decision", d.route.value, d.reason)] += 1
         if d.wake_cloud:
-            self._maybe_wake(now)
+            self._out.extend(self.pool.wake(self.cfg.wake_timeout_s))
         f.reason = d.reason
         f.request = None
         if d.route is Route.LOCAL:
@@ -564,20 +414,13 @@ class DeviceCore:
             f.stage = _Stage.LOCAL_QUEUE
             self._local_q.append(f.seq)
         elif d.route is Route.CLOUD:
-            if not self._endpoints:
+            if not len(self.pool):
                 raise ConfigError(f"the policy sent frame {f.seq} to the cloud, but no cloud is configured")
             f.stage = _Stage.CLOUD_QUEUE
-            f.cloud_since, f.cloud_depth = now, len(self._cloud_q) + sum(e.frames for e in self._endpoints)
+            f.cloud_since, f.cloud_depth = now, len(self._cloud_q) + self.pool.frames
             self._cloud_q.append(f.seq)
         else:
             self._resolve(f, Outcome.DROPPED, d.reason)
-
-    def _maybe_wake(self, now: float) -> None:
-        for ep in self._endpoints:
-            if ep.phase is CloudState.COLD:
-                ep.phase = CloudState.WAKING
-                self.counters["wakes"] += 1
-                self._out.append(Wake(ep.index, self.cfg.wake_timeout_s))
 
     def _pump_local(self, now: float) -> None:
         while self._local_q and self._local_busy < self.cfg.local_workers:
@@ -589,61 +432,36 @@ class DeviceCore:
     def _pump_cloud(self, now: float) -> None:
         if not self._cloud_q:
             return
-        ep = self._endpoints[0]
-        state = ep.state(now)
+        state, _ = self.pool.view(now)
         if state is not CloudState.READY:
             # the cloud went away under queued frames: they go back through the policy
             while self._cloud_q:
                 self._route(self._frames[self._cloud_q.popleft()], now, fallback=True)
             return
-        half = ep.half_open(now)
-        max_requests, batch = (1, 1) if half else (self.cfg.max_inflight, self.cfg.max_batch)
-        while self._cloud_q and ep.requests < max_requests:
-            seqs = tuple(self._cloud_q.popleft() for _ in range(min(batch, len(self._cloud_q))))
+        while self._cloud_q and (ep := self.pool.pick(now)) is not None:
+            seqs = tuple(self._cloud_q.popleft() for _ in range(min(ep.max_batch, len(self._cloud_q))))
             self._send(ep, seqs, now)
 
-    def _send(self, ep: _Endpoint, seqs: tuple[int, ...], now: float) -> None:
+    def _send(self, ep: Endpoint, seqs: tuple[int, ...], now: float) -> None:
         self._request_ids += 1
         timeout = self.cfg.request_timeout_s
         frames = [self._frames[s] for s in seqs]
-        req = _Request(self._request_ids, ep.index, seqs, now, now + timeout,
+        req = _Request(self._request_ids, ep, seqs, now, ep.frames, now + timeout,
                        tuple((f.cloud_since, f.cloud_depth) for f in frames))
         self._requests[req.id] = req
         heapq.heappush(self._timeouts, (req.timeout_at, req.id))
-        ep.requests += 1
-        ep.frames += len(seqs)
+        self.pool.sent(ep, len(seqs))
         for f in frames:
             f.stage = _Stage.CLOUD_FLIGHT
             f.request = req.id
         self.counters["requests"] += 1
         self._out.append(SendBatch(req.id, ep.index, seqs, timeout, tuple(f.deadline for f in frames)))
 
-    # -- failures --------------------------------------------------------------------------
-    def _cloud_failed(self, ep: _Endpoint, now: float, failure: Failure, retry_after_s: float | None,
-                      message: str) -> None:
-        if failure is Failure.MISMATCH:
-            self._disable(ep, message)
-            return
-        was_open = ep.breaker.trips > 0
-        ep.breaker = on_failure(ep.breaker, now=now, cfg=self.cfg.breaker, retry_after_s=retry_after_s)
-        if ep.breaker.trips and not was_open:
-            logger.warning("cloud endpoint %d failing (%s%s): offloading paused, probing again in %.2f s",
-                           ep.index, failure.value, f": {message}" if message else "", ep.breaker.open_until - now)
-        else:
-            logger.debug("cloud request failed (%s%s); breaker %s", failure.value, f": {message}" if message else "",
-                         ep.breaker.state(now).value)
-
-    @staticmethod
-    def _sojourn(ep: _Endpoint, req: _Request, now: float) -> None:
+    def _sample(self, req: _Request, now: float) -> None:
         for since, depth in req.entries:
-            ep.sojourn.update(depth, now - since, at=now)
+            self.pool.model.update(depth, now - since, at=now)
 
-    def _disable(self, ep: _Endpoint, message: str) -> None:
-        if ep.phase is not CloudState.DISABLED:
-            logger.error("OFFLOAD REFUSED: %s -- the cloud runs a different model than this device; every frame "
-                         "stays local. Deploy the same model or pass --allow-model-mismatch.", message or "model mismatch")
-        ep.phase = CloudState.DISABLED
-
+    # -- time ------------------------------------------------------------------------------
     def _expire(self, now: float) -> None:
         """Frames at their deadline leave as what they are; requests past their timeout fail."""
         while self._deadlines and self._deadlines[0][0] <= now:
@@ -662,12 +480,12 @@ class DeviceCore:
             if req is None or req.timed_out:
                 continue
             req.timed_out = True
-            ep = self._endpoints[req.endpoint]
-            ep.requests -= 1
-            ep.frames -= len(req.seqs)
+            self.pool.finished(req.endpoint, len(req.seqs))
             self.counters["cloud_timeouts"] += 1
-            self._sojourn(ep, req, now)  # censored: the answer takes at least this long
-            self._cloud_failed(ep, now, Failure.TIMEOUT, None, f"no answer within {self.cfg.request_timeout_s:.3f} s")
+            self._sample(req, now)  # censored: the answer takes at least this long
+            self.pool.timed_out_sample(req.endpoint, sent_at=req.sent_at, depth=req.depth, now=now)
+            self.pool.failed(req.endpoint, now, Failure.TIMEOUT,
+                             message=f"no answer within {self.cfg.request_timeout_s:.3f} s")
             for seq in req.seqs:
                 f = self._frames.get(seq)
                 if f is not None and f.stage is _Stage.CLOUD_FLIGHT and f.request == rid:
@@ -697,8 +515,9 @@ class DeviceCore:
         if reason is not None:
             f.reason = reason
 
-    def _answer(self, f: _Frame, route: Route, answer: Any, meta: dict | None, now: float) -> None:
-        f.route = route
+    def _answer(self, f: _Frame, route: Route, answer: Any, meta: dict | None, now: float, *,
+                endpoint: str | None = None) -> None:
+        f.route, f.endpoint = route, endpoint
         f.answer, f.meta, f.answered_at = answer, meta, now
         self._resolve(f, Outcome.LOCAL if route is Route.LOCAL else Outcome.CLOUD, None)
 
@@ -725,6 +544,7 @@ class DeviceCore:
             out.append(FrameResult(
                 seq=f.seq, outcome=outcome, route=f.route, reason=reason, captured_at=f.captured, deadline=f.deadline,
                 released_at=now, answered_at=f.answered_at, detections=f.answer, meta=f.meta or {},
+                endpoint=f.endpoint,
             ))
             del self._frames[self._head]
             self._head += 1

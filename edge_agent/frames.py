@@ -63,6 +63,7 @@ class FrameResult:
     answered_at: float | None = None
     detections: Any = None  # yolo_edge.Detections when answered
     meta: dict = field(default_factory=dict)
+    endpoint: str | None = None  # the cloud endpoint that answered
     image: Any = None  # the frame itself, kept only for sinks that want images
     wall_offset_s: float | None = None  # add to the times above for Unix time (set by the agent)
 
@@ -93,6 +94,8 @@ class FrameResult:
         if self.wall_offset_s is not None:  # wall-clock times, ISO-8601 UTC, for joining with other logs
             d["captured_wall"] = _iso(self.captured_at + self.wall_offset_s)
             d["finished_wall"] = _iso(self.released_at + self.wall_offset_s)
+        if self.endpoint is not None:
+            d["endpoint"] = self.endpoint
         if self.detections is not None:
             d["detections"] = self.detections.to_dict()["detections"]
         if self.meta:

@@ -24,7 +24,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from yolo_edge.errors import CloudTimeoutError, CloudUnavailableError
+from yolo_edge.errors import CloudModelMismatchError, CloudTimeoutError, CloudUnavailableError
+from yolo_edge.wire import FrameResult as WireResult
+from yolo_edge.wire import FrameStatus, ModelRef
 
 from .config import AgentConfig
 from .core import Failure
@@ -105,12 +107,14 @@ class TraceDetector:
 
 
 class TraceCloud:
-    """The simulator's cloud model behind the CloudEndpoint protocol, in real time."""
+    """The simulator's model of one endpoint behind the CloudEndpoint protocol, in real time."""
 
     expected_sha256 = None
+    _MODEL = ModelRef("trace", "0" * 64)
 
     def __init__(self, tsample: TraceSample, cloud: SimCloud, loop: WallClockLoop, *, timeout_s: float) -> None:
         self.s, self.cloud, self.loop, self.timeout_s = tsample, cloud, loop, timeout_s
+        self.endpoint = cloud.c.name
 
     def _call(self, start: Callable[[Callable], None], limit_s: float) -> tuple:
         done = threading.Event()
@@ -125,28 +129,41 @@ class TraceCloud:
             raise CloudTimeoutError("the trace's cloud stopped answering")
         return tuple(box)
 
-    def detect_many(self, images: Sequence[TraceFrame], *, return_meta: bool = False):
-        n, first = len(images), images[0].seq
-        network = self.s.network_time(first, self.loop.now)
-        failure, retry_after = self._call(lambda cb: self.cloud.request(n, network, self.timeout_s, cb),
-                                          self.timeout_s)
+    def detect_frames(self, images: Sequence[TraceFrame], *, budgets_s: Sequence[float] | None = None):
+        first = images[0].seq
+        now = self.loop.now
+        network = self.s.network_time(first, now, self.cloud.c)
+        deadlines = [now + b for b in (budgets_s or [self.timeout_s] * len(images))]
+        failure, retry_after, expired = self._call(
+            lambda cb: self.cloud.request(deadlines, network, self.timeout_s, cb), self.timeout_s)
         if failure is Failure.TIMEOUT:
             raise CloudTimeoutError(f"no answer within {self.timeout_s:.3f} s (trace)")
+        if failure is Failure.MISMATCH:
+            raise CloudModelMismatchError(f"{self.endpoint} serves another model (trace)")
         if failure is not None:
             raise CloudUnavailableError("refused (trace outage)", status_code=503 if retry_after else None,
                                         retry_after_s=retry_after)
-        dets = ["cloud"] * n
-        return (dets, [{} for _ in range(n)]) if return_meta else dets
+        return [WireResult(status=FrameStatus.EXPIRED, model=self._MODEL, error="deadline passed before its batch")
+                if i in expired else WireResult(status=FrameStatus.OK, model=self._MODEL, detections=_no_detections())
+                for i in range(len(images))]
 
     def wake(self, wait_s: float = 0) -> bool:
         (ok,) = self._call(lambda cb: self.cloud.wake(wait_s, cb), wait_s)
         return bool(ok)
 
     def verify_model(self) -> dict:
+        if self.cloud.c.wrong_model:
+            raise CloudModelMismatchError(f"{self.endpoint} serves another model (trace)")
         return {}
 
     def close(self) -> None:
         pass
+
+
+def _no_detections():
+    from yolo_edge import Detections
+
+    return Detections.empty()
 
 
 class _Collect:
@@ -182,9 +199,11 @@ def run_threaded(trace: Trace, *, agent_config: AgentConfig | None = None) -> Th
     core = core_config_for(trace)
     cfg = agent_config or AgentConfig(
         latency_budget_ms=1000 * trace.budget_s, queue_budget=trace.queue_budget, local_workers=trace.local_workers,
-        max_inflight=trace.max_inflight, max_batch=trace.max_batch)
+        max_inflight=trace.max_inflight, max_batch=trace.max_batch,
+        cloud=[{"url": f"http://{c.name}", "weight": c.weight, "backup": c.backup} for c in trace.clouds])
     loop = WallClockLoop()
-    cloud = TraceCloud(tsample, SimCloud(loop, trace), loop, timeout_s=core.request_timeout_s)
+    clouds = [TraceCloud(tsample, SimCloud(loop, c, duration_s=trace.duration_s, net_rtt_s=trace.net_rtt_s), loop,
+                         timeout_s=core.request_timeout_s) for c in trace.clouds]
     detector = TraceDetector(tsample, loop)
     sink = _Collect(time.monotonic)
 
@@ -193,7 +212,7 @@ def run_threaded(trace: Trace, *, agent_config: AgentConfig | None = None) -> Th
         return detector
 
     kwargs: dict = {"load_detector": load} if trace.local_warmup_s > 0 else {"detector": detector}
-    agent = Agent(cfg, cloud=cloud, sinks=[sink], **kwargs).start()
+    agent = Agent(cfg, cloud=clouds, sinks=[sink], **kwargs).start()
     try:
         for seq, t in enumerate(tsample.captured):
             wait = loop.t0 + float(t) - time.monotonic()

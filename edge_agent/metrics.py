@@ -134,18 +134,49 @@ class _StateCollector:
             fam = GaugeMetricFamily(name, doc)
             fam.add_metric([], float(value or 0.0))
             yield fam
+        yield from _endpoint_families(snap.endpoints if snap is not None else ())
         counters = self.m._counters or {}
         decisions = CounterMetricFamily("edge_agent_decisions", "Routing decisions by route and reason",
                                         labels=["route", "reason"])
         events = CounterMetricFamily("edge_agent_core_events", "Cloud requests, failures, timeouts and wakes",
                                      labels=["event"])
+        endpoint_events = CounterMetricFamily(
+            "edge_agent_endpoint_events", "Per cloud endpoint: requests, frames answered or expired, failures by kind, "
+            "times taken out of rotation, probes, wakes, model mismatches", labels=["endpoint", "event"])
         for key, n in sorted(counters.items(), key=lambda kv: str(kv[0])):
             if isinstance(key, tuple) and key[0] == "decision":
                 decisions.add_metric([key[1], key[2]], n)
+            elif isinstance(key, tuple) and key[0] == "endpoint":
+                endpoint_events.add_metric([key[1], key[2]], n)
             elif isinstance(key, str):
                 events.add_metric([key], n)
         yield decisions
         yield events
+        yield endpoint_events
+
+
+def _endpoint_families(endpoints) -> list:
+    """Per cloud endpoint: its state, its load and its answer time."""
+    from .pool import Phase
+
+    state = GaugeMetricFamily("edge_agent_endpoint_state", "1 for each cloud endpoint's current state",
+                              labels=["endpoint", "state"])
+    requests = GaugeMetricFamily("edge_agent_endpoint_inflight_requests", "Requests in flight to the endpoint",
+                                 labels=["endpoint"])
+    frames = GaugeMetricFamily("edge_agent_endpoint_inflight_frames", "Frames in flight to the endpoint",
+                               labels=["endpoint"])
+    rtt = GaugeMetricFamily("edge_agent_endpoint_rtt_seconds", "The endpoint's median answer time with nothing "
+                            "else in flight", labels=["endpoint"])
+    weight = GaugeMetricFamily("edge_agent_endpoint_weight", "The endpoint's weight (0 for a backup)",
+                               labels=["endpoint"])
+    for e in endpoints:
+        for phase in Phase:
+            state.add_metric([e.name, phase.value], 1.0 if e.state == phase.value else 0.0)
+        requests.add_metric([e.name], e.requests)
+        frames.add_metric([e.name], e.frames)
+        rtt.add_metric([e.name], e.rtt_s or 0.0)
+        weight.add_metric([e.name], 0.0 if e.backup else e.weight)
+    return [state, requests, frames, rtt, weight]
 
 
 class _SinkCollector:

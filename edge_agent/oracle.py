@@ -35,9 +35,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .traces import TraceSample
+from .traces import Trace, TraceSample, sample
 
-__all__ = ["OracleBound", "oracle_bound", "needed_offload"]
+__all__ = ["OracleBound", "oracle_bound", "needed_offload", "FleetBound", "fleet_bound"]
 
 #: completion times are rounded *down* to this grid to merge near-identical states (in the
 #: oracle's favour, so the bound stays a bound)
@@ -64,6 +64,17 @@ class OracleBound:
         return (self.within - self.local_only) / self.within if self.within else 0.0
 
 
+def _all_down(clouds) -> list[tuple[float, float]]:
+    """The intervals in which no endpoint can serve (cold starts and outages of them all)."""
+    if not clouds:
+        return [(0.0, math.inf)]
+    per_cloud = [sorted(([(0.0, c.cold_start_s)] if c.cold_start_s > 0 else []) + list(c.outages)) for c in clouds]
+    down = per_cloud[0]
+    for other in per_cloud[1:]:
+        down = [(max(a, c), min(b, e)) for a, b in down for c, e in other if max(a, c) < min(b, e)]
+    return sorted(down)
+
+
 def _cloud_start(t: float, dur: float, blocked: list[tuple[float, float]]) -> float:
     """Earliest start >= t of a job of length ``dur`` that overlaps no blocked interval."""
     for start, end in blocked:
@@ -85,18 +96,26 @@ def _best(sample: TraceSample, *, use_cloud: bool) -> int:
     weight = r >= tr.warmup_s
     d = r + tr.budget_s
     half = sample.net_rtt / 2
+    clouds = [c for c in tr.clouds if not c.wrong_model]  # an endpoint on another model answers nothing usable
+    use_cloud = use_cloud and bool(clouds)
+    # the endpoints as one machine as fast as all of them together (a relaxation: at every moment
+    # at least as fast as the pool), blocked only while every endpoint is down
+    rate = sum(c.slots * c.max_replicas / c.service_s for c in clouds) or 1.0
+    per_frame = (0.5 if tr.max_batch > 1 else 1.0) / rate
+    blocked = _all_down(clouds)
     # monotone envelope of the cloud windows: arrival at the cloud, and the last moment a reply
-    # can leave it; the degrade factor applies at capture time (the oracle sends at once)
-    factor = np.array([tr.degrade_factor(float(t)) for t in r]) if tr.cloud_degrade else np.ones(n)
+    # can leave it; the least degraded endpoint's factor at capture time (the oracle sends at once)
+    degraded = any(c.degrade or c.slow for c in clouds)
+    factor = np.array([min(c.degrade_factor(float(t)) for c in clouds) for t in r]) if degraded else np.ones(n)
+    speed_factor = np.array([min(c.degrade_factor(float(t)) * c.slow_factor(float(t)) for c in clouds)
+                             for t in r]) if degraded else np.ones(n)
     arrive = np.minimum.accumulate((r + half * factor)[::-1])[::-1]
     leave = np.maximum.accumulate(d - half * factor)
-    speed = tr.cloud_slots * tr.max_replicas
-    per_frame = tr.cloud_service_s * (0.5 if tr.max_batch > 1 else 1.0) / speed
-    blocked = sorted([(0.0, tr.cloud_cold_start_s)] if tr.cloud_cold_start_s > 0 else []) + sorted(tr.cloud_outages)
     local_from = tr.local_warmup_s
     workers = tr.local_workers
     p_min = float(np.min(sample.local_service)) / workers
-    q_min = per_frame * min([1.0] + [ramp[3] for ramp in tr.cloud_degrade])
+    q_min = per_frame * min([1.0] + [ramp[3] for c in clouds for ramp in c.degrade] +
+                            [w[2] for c in clouds for w in c.slow])
 
     states: list[tuple[int, float, float]] = [(0, -math.inf, -math.inf)]
     for j in range(n):
@@ -110,7 +129,7 @@ def _best(sample: TraceSample, *, use_cloud: bool) -> int:
             if fin <= dj:
                 new.append((c + w, _floor(fin), cc))
             if use_cloud:
-                dur = per_frame * (tr.degrade_factor(rj) if tr.cloud_degrade else 1.0)
+                dur = per_frame * float(speed_factor[j])
                 start = _cloud_start(max(float(arrive[j]), cc), dur, blocked)
                 fin = start + dur
                 if fin <= float(leave[j]):
@@ -173,3 +192,50 @@ def needed_offload(sample: TraceSample) -> float:
         local = 0.0 if t < tr.local_warmup_s else tr.local_workers / (tr.local_service_s * tr.slow_factor(t))
         overflow += max(0.0, 1.0 - local / tr.fps_at(t))
     return overflow / len(counted)
+
+
+@dataclass(frozen=True)
+class FleetBound:
+    frames: int  # frames counted over the whole fleet
+    within: int  # an upper bound on what the fleet can answer within budget
+    local_only: int  # what the devices' own machines can answer, at most
+    cloud_capacity: int  # frames the endpoints can serve in the counted time, at most
+
+    @property
+    def within_share(self) -> float:
+        return self.within / self.frames if self.frames else 1.0
+
+
+def fleet_bound(trace: Trace, devices: int) -> FleetBound:
+    """An upper bound for ``devices`` devices sharing the trace's endpoints.
+
+    Every device answers at most what its own machine can alone (the exact single-machine
+    optimum, as in :func:`oracle_bound`) plus its share of what the endpoints can serve; the
+    endpoints serve at most their total rate (a batch frame at its cheapest share) over the
+    time each is up and on the right model, from the warm-up to the last deadline.
+    """
+    local = frames = 0
+    for i in range(devices):
+        s = sample(trace, device=i)
+        frames += int(np.sum(s.captured >= trace.warmup_s))
+        local += _best(s, use_cloud=False)
+    start, end = trace.warmup_s, trace.duration_s + trace.budget_s
+    cloud = 0.0
+    for c in trace.clouds:
+        if c.wrong_model:
+            continue
+        down = sorted(([(0.0, c.cold_start_s)] if c.cold_start_s > 0 else []) + list(c.outages))
+        up = end - start - sum(max(0.0, min(b, end) - max(a, start)) for a, b in _merge(down))
+        per_frame = c.service_s * (0.5 if trace.max_batch > 1 else 1.0)
+        cloud += c.slots * c.max_replicas * max(0.0, up) / per_frame
+    return FleetBound(frames, min(frames, local + int(cloud)), local, int(cloud))
+
+
+def _merge(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    out: list[tuple[float, float]] = []
+    for a, b in sorted(intervals):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out

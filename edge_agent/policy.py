@@ -54,7 +54,7 @@ class CloudState(str, Enum):
     COLD = "cold"  # not known to be up: scaled to zero or never asked
     WAKING = "waking"  # a wake (GET /readyz) is under way
     READY = "ready"
-    FAILING = "failing"  # circuit breaker open: cooling down after failures
+    FAILING = "failing"  # out of rotation after failures, until a probe finds it ready
 
 
 class Mode(str, Enum):

@@ -1,7 +1,8 @@
 """The agent's collaborators, as small protocols: what the runner needs of each, nothing more.
 
 A :class:`yolo_edge.Detector` is a :class:`LocalDetector`; a :class:`yolo_edge.cloud.CloudClient`
-is a :class:`CloudEndpoint`; every sink in :mod:`edge_agent.sinks` is a :class:`Sink`. Tests pass
+(a yolo-edge service) and a :class:`yolo_edge.oip.OipClient` (Triton, KServe, OpenVINO) are
+:class:`CloudEndpoint` s; every sink in :mod:`edge_agent.sinks` is a :class:`Sink`. Tests pass
 honest fakes that satisfy the same protocols.
 
 >>> from yolo_edge import Detections
@@ -35,8 +36,10 @@ class CloudEndpoint(Protocol):
     #: the model the device runs; when set, the endpoint's model is checked against it
     expected_sha256: str | None
 
-    def detect_many(self, images: Sequence[Any], *, return_meta: bool = False) -> Any:
-        """One request for several frames: ``(detections, metas)`` with ``return_meta=True``."""
+    def detect_frames(self, images: Sequence[Any], *, budgets_s: Sequence[float] | None = None) -> list:
+        """One request for several frames, each with its remaining budget (on the wire); one
+        :class:`yolo_edge.wire.FrameResult` per frame: ``ok`` with detections, or ``expired``
+        (its deadline passed before its batch started) or ``error`` with the reason."""
 
     def wake(self, wait_s: float = 0) -> bool:
         """Start a scaled-to-zero service; True once it answers ready (within ``wait_s``)."""

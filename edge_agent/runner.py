@@ -32,14 +32,17 @@ from queue import SimpleQueue
 from typing import Any, Callable, Iterable, Sequence
 
 from yolo_edge.errors import (
-    CloudError, CloudModelMismatchError, CloudTimeoutError, CloudUnavailableError, ConfigError, YoloEdgeError,
+    CloudDeadlineExpiredError, CloudError, CloudModelMismatchError, CloudTimeoutError, CloudUnavailableError,
+    ConfigError, YoloEdgeError,
 )
 
 from .config import AgentConfig
-from .core import (
-    Action, Close, CloudDone, DeviceCore, Event, Failure, Flush, FrameCaptured, FrameSkipped, LateAnswer, LocalDone,
-    LocalReady, Release, RunLocal, SendBatch, Tick, Wake, WakeDone,
+from .core import CoreConfig, DeviceCore
+from .events import (
+    Action, Close, CloudDone, Event, Failure, Flush, FrameCaptured, FrameSkipped, LateAnswer, LocalDone, LocalReady,
+    Release, RunLocal, SendBatch, Tick, Wake, WakeDone,
 )
+from .pool import EndpointSpec
 from .frames import FrameResult, Outcome
 from .metrics import AgentMetrics
 from .policy import Mode, Policy
@@ -53,6 +56,19 @@ __all__ = ["Agent", "Outcome"]
 logger = logging.getLogger(__name__)
 
 
+def _with_endpoints(cfg: CoreConfig, clients: int) -> CoreConfig:
+    """The core's endpoints: the configured ones, or as many unnamed ones as there are clients."""
+    from dataclasses import replace
+
+    if len(cfg.endpoints) == clients:
+        return cfg
+    if cfg.endpoints:
+        raise ConfigError(f"the config names {len(cfg.endpoints)} cloud endpoint(s) but {clients} client(s) were "
+                          "given: pass one client per endpoint, in the same order")
+    names = ["cloud"] if clients == 1 else [f"cloud{i}" for i in range(clients)]
+    return replace(cfg, endpoints=tuple(EndpointSpec(name=n) for n in names))
+
+
 class Agent:
     """One device's agent. ``submit`` frames (from one thread), ``close`` to drain.
 
@@ -60,13 +76,15 @@ class Agent:
     it on a background thread (a TensorRT engine can take minutes on a Jetson): the agent
     serves at once, frames going to the cloud or dropped as ``local_warming`` until it is
     ready. ``cloud`` is a :class:`~edge_agent.protocols.CloudEndpoint` (a
-    :class:`yolo_edge.cloud.CloudClient`), or None for local only. ``policy`` replaces the
+    :class:`yolo_edge.cloud.CloudClient` or :class:`yolo_edge.oip.OipClient`), a list of
+    them (the endpoint pool, in the order of ``config.cloud``), or None for local only. ``policy`` replaces the
     configured policy (the benchmarks pass baselines). ``cloud_warm=True`` says the endpoint
     was woken before the run, so it is used at once instead of being woken first.
     """
 
     def __init__(self, config: AgentConfig, *, detector: LocalDetector | None = None,
-                 load_detector: Callable[[], LocalDetector] | None = None, cloud: CloudEndpoint | None = None,
+                 load_detector: Callable[[], LocalDetector] | None = None,
+                 cloud: CloudEndpoint | Sequence[CloudEndpoint] | None = None,
                  sinks: Sequence[Sink] = (), metrics: AgentMetrics | None = None,
                  clock: Callable[[], float] = time.monotonic, policy: Policy | None = None,
                  cloud_warm: bool = False) -> None:
@@ -75,14 +93,16 @@ class Agent:
         self.cfg = config
         self.detector = detector
         self._load_detector = load_detector
-        self.cloud = cloud if config.mode != Mode.LOCAL.value else None
+        clouds = [] if cloud is None else list(cloud) if isinstance(cloud, (list, tuple)) else [cloud]
+        self.clouds: list[CloudEndpoint] = clouds if config.mode != Mode.LOCAL.value else []
         self.sinks = list(sinks)
         self.keep_images = any(s.wants_images for s in self.sinks)
         self.clock = clock
         self._wall_offset_s = time.time() - clock()  # once: results carry wall-clock times too
-        self.core = DeviceCore(config.core(), cloud=self.cloud is not None, cloud_warm=cloud_warm,
+        core_cfg = _with_endpoints(config.core(), len(self.clouds))
+        self.core = DeviceCore(core_cfg, cloud=bool(self.clouds), cloud_warm=cloud_warm,
                                local_ready=detector is not None, policy=policy)
-        self.stats = RunStats(budget_s=config.core().budget_s)
+        self.stats = RunStats(budget_s=core_cfg.budget_s)
         self.metrics = metrics or AgentMetrics()
         self.metrics.watch(self.snapshot, self.core.counters)
         self.metrics.watch_sinks(self.sinks)
@@ -196,8 +216,10 @@ class Agent:
             self._local_jobs.put((action.seq, self._images.get(action.seq)))
         elif isinstance(action, SendBatch):
             images = [self._images.get(seq) for seq in action.seqs]
+            now = self.clock()
+            budgets = [max(0.0, deadline - now) for deadline in action.deadlines]
             try:
-                self._senders.submit(self._send, action, images)
+                self._senders.submit(self._send, action, images, budgets)
             except RuntimeError:  # closed: the request is never sent, so it fails now
                 self._feed(CloudDone(at=self.clock(), request=action.request, failure=Failure.ERROR,
                                      message="agent shutting down"))
@@ -268,12 +290,19 @@ class Agent:
                 self._feed(LocalDone(at=self.clock(), seq=seq, service_s=took, answer=answer, error=error))
 
     # -- cloud ---------------------------------------------------------------------------
-    def _send(self, action: SendBatch, images: list[Any]) -> None:
-        failure, retry_after, message, dets, metas = None, None, "", None, None
+    def _send(self, action: SendBatch, images: list[Any], budgets: list[float]) -> None:
+        """One request to one endpoint; every frame's answer, or why there is none, goes to the core."""
+        client = self.clouds[action.endpoint]
+        failure, retry_after, message = None, None, ""
+        answers, metas, frame_errors = None, None, {}
         try:
-            dets, metas = self.cloud.detect_many(images, return_meta=True)
+            results = client.detect_frames(images, budgets_s=budgets)
         except CloudModelMismatchError as exc:
             failure, message = Failure.MISMATCH, str(exc)
+        except CloudDeadlineExpiredError as exc:  # the endpoint refused the whole request as too late
+            results, message = None, str(exc)
+            answers, metas = [None] * len(images), [{}] * len(images)
+            frame_errors = {i: "expired" for i in range(len(images))}
         except CloudTimeoutError as exc:
             failure, message = Failure.TIMEOUT, str(exc)
         except CloudUnavailableError as exc:
@@ -282,20 +311,29 @@ class Agent:
             failure, message = Failure.ERROR, str(exc)
         except Exception as exc:  # anything else from the transport counts as a cloud failure
             failure, message = Failure.ERROR, f"cloud request failed: {exc!r}"
+        else:
+            answers, metas = [], []
+            for i, r in enumerate(results):
+                answers.append(r.detections if r.ok else None)
+                metas.append({"model": {"name": r.model.name, "sha256": r.model.sha256}, "timing": r.timing.to_dict()})
+                if not r.ok:
+                    frame_errors[i] = "expired" if r.status.value == "expired" else (r.error or r.status.value)
         with self._lock:
             if failure is None:
-                self._feed(CloudDone(at=self.clock(), request=action.request, answers=dets, metas=metas))
+                self._feed(CloudDone(at=self.clock(), request=action.request, answers=answers, metas=metas,
+                                     frame_errors=frame_errors))
             else:
                 self._feed(CloudDone(at=self.clock(), request=action.request, failure=failure,
                                      retry_after_s=retry_after, message=message))
 
     def _wake(self, action: Wake) -> None:
-        """Wake a scaled-to-zero service and check it runs our model before using it."""
+        """Wake (or probe) an endpoint and check it runs our model before using it."""
+        client = self.clouds[action.endpoint]
         failure, message, ok = None, "", False
         try:
-            ok = bool(self.cloud.wake(wait_s=action.wait_s))
-            if ok and self.cloud.expected_sha256:
-                self.cloud.verify_model()
+            ok = bool(client.wake(wait_s=action.wait_s))
+            if ok and client.expected_sha256:
+                client.verify_model()
         except CloudModelMismatchError as exc:
             failure, message, ok = Failure.MISMATCH, str(exc), False
         except YoloEdgeError as exc:
@@ -328,4 +366,7 @@ class Agent:
             "frames": self.core.next_seq,
             "local_service_ms": None if snap.local_service_s is None else round(1000 * snap.local_service_s, 2),
             "cloud_rtt_ms": None if snap.cloud_rtt_s is None else round(1000 * snap.cloud_rtt_s, 2),
+            "endpoints": [{"name": e.name, "state": e.state, "inflight": e.requests, "answered": e.answered,
+                           "failures": e.failures, "backup": e.backup, "weight": e.weight,
+                           "rtt_ms": None if e.rtt_s is None else round(1000 * e.rtt_s, 2)} for e in snap.endpoints],
         }

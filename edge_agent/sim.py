@@ -3,13 +3,17 @@
 Each simulated device is a :class:`~edge_agent.core.DeviceCore`, the very object the
 threaded agent drives; this module is only its other driver. It turns the core's actions
 into future events on a heap (a local frame finishes after its sampled service time, a
-request comes back after its sampled network time and its turn at the cloud), feeds the
-events back, and counts the released results with the agent's own
-:class:`~edge_agent.stats.RunStats`. No decision is made here.
+request comes back after its sampled network time and its turn at the endpoint), feeds
+the events back, and counts the released results with the agent's own
+:class:`~edge_agent.stats.RunStats`. No decision is made here: the endpoint pool, its
+health checks and the policy all run inside the core.
 
-The cloud is one service (FIFO over ``slots x replicas``, cold start, outages that refuse,
-answer 503 + Retry-After or hang, autoscaling) shared by every simulated device, so a
-fleet of hundreds of devices can be run against one deployment.
+Each cloud endpoint of a trace is one :class:`SimCloud` (FIFO over ``slots x replicas``,
+cold start, outages that refuse, answer 503 + Retry-After or hang, a slowed or degrading
+service, a wrong model, autoscaling), shared by every simulated device, so a fleet of
+hundreds of devices can be run against a pool of endpoints. A frame's remaining budget
+travels with its request, as on the wire: the endpoint never computes a frame whose
+deadline has passed when its batch starts.
 
 >>> from edge_agent.traces import scenario
 >>> s = simulate(scenario("steady", duration_s=10, warmup_s=2), strategy="policy")
@@ -23,28 +27,31 @@ import heapq
 import itertools
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from yolo_edge.errors import ConfigError
 
-from .breaker import BreakerConfig
-from .core import (
-    Close, CloudDone, CoreConfig, DeviceCore, Failure, FrameCaptured, LateAnswer, LocalDone, LocalReady, Release,
-    RunLocal, SendBatch, Tick, Wake, WakeDone,
+from .core import CoreConfig, DeviceCore
+from .events import (
+    Close, CloudDone, Failure, FrameCaptured, LateAnswer, LocalDone, LocalReady, Release, RunLocal, SendBatch, Tick,
+    Wake, WakeDone,
 )
+from .health import HealthConfig
 from .policy import STRATEGIES, PolicyConfig, make_policy
+from .pool import EndpointSpec
 from .stats import RunStats
-from .traces import Trace, TraceSample, sample
+from .traces import CloudTrace, Trace, TraceSample, sample
 
-__all__ = ["simulate", "simulate_fleet", "SimSummary", "STRATEGIES", "core_config_for", "compare"]
+__all__ = ["simulate", "simulate_fleet", "SimSummary", "SimCloud", "STRATEGIES", "core_config_for", "compare"]
 
 
 def core_config_for(trace: Trace, policy_config: PolicyConfig | None = None,
-                    breaker_config: BreakerConfig | None = None) -> CoreConfig:
-    """The device settings a trace runs with (the agent's defaults, the trace's budget and caps)."""
+                    health_config: HealthConfig | None = None) -> CoreConfig:
+    """The device settings a trace runs with (the agent's defaults, the trace's budget, caps and endpoints)."""
     pcfg = replace(policy_config or PolicyConfig(), latency_budget_s=trace.budget_s, queue_budget=trace.queue_budget)
-    return CoreConfig(policy=pcfg, breaker=breaker_config or BreakerConfig(), local_workers=trace.local_workers,
-                      max_inflight=trace.max_inflight, max_batch=trace.max_batch)
+    endpoints = tuple(EndpointSpec(name=c.name, weight=c.weight, backup=c.backup) for c in trace.clouds)
+    return CoreConfig(policy=pcfg, health=health_config or HealthConfig(), endpoints=endpoints,
+                      local_workers=trace.local_workers, max_inflight=trace.max_inflight, max_batch=trace.max_batch)
 
 
 class EventLoop:
@@ -65,45 +72,50 @@ class EventLoop:
             fn(*args)
 
 
-class SimCloud:
-    """One cloud service shared by every simulated device."""
+#: what a request ends as: (failure or None, Retry-After, indexes of frames answered as expired)
+Done = Callable[[Failure | None, float | None, tuple[int, ...]], None]
 
-    def __init__(self, loop: EventLoop, trace: Trace) -> None:
-        self.loop, self.t = loop, trace
-        self.ready_at: float | None = None if trace.cloud_cold_start_s > 0 else 0.0
-        self.replicas = 0 if trace.cloud_cold_start_s > 0 else 1
+
+class SimCloud:
+    """One cloud endpoint, shared by every simulated device."""
+
+    def __init__(self, loop: EventLoop, cloud: CloudTrace, *, duration_s: float, net_rtt_s: float) -> None:
+        self.loop, self.c, self.duration_s, self.net_rtt_s = loop, cloud, duration_s, net_rtt_s
+        self.ready_at: float | None = None if cloud.cold_start_s > 0 else 0.0
+        self.replicas = 0 if cloud.cold_start_s > 0 else 1
         self.busy = 0
         self.queue: list = []
         self.queue_head = 0
         self.inflight = 0  # requests inside the service (queued or running)
         self.scaling = 0
         self.frames_served = 0
+        self.frames_expired = 0  # dropped at batch start: their deadline had passed (never computed)
 
     # -- /readyz -----------------------------------------------------------------------------
     def wake(self, wait_s: float, done: Callable[[bool], None]) -> None:
-        """Poll /readyz until ready or ``wait_s`` passes; ``done(ok)`` then."""
+        """Poll /readyz until ready or ``wait_s`` passes (0: once); ``done(ok)`` then."""
         now = self.loop.now
         if self.ready_at is None:
-            self.ready_at = now + self.t.cloud_cold_start_s
+            self.ready_at = now + self.c.cold_start_s
             self.loop.at(self.ready_at, self._first_replica)
-        ready = self.t.outage_end(max(now + self.t.net_rtt_s, self.ready_at))
-        if ready <= now + wait_s:
+        ready = self.c.outage_end(max(now + self.net_rtt_s, self.ready_at))
+        if ready <= now + max(wait_s, self.net_rtt_s):
             self.loop.at(ready, done, True)
         else:
-            self.loop.at(now + wait_s, done, False)
+            self.loop.at(now + max(wait_s, self.c.outage_fail_s), done, False)
 
     def _first_replica(self) -> None:
         self.replicas = max(self.replicas, 1)
         self._pump()
-        if self.t.autoscale:
+        if self.c.autoscale:
             self.loop.at(self.loop.now + 5.0, self._autoscale)
 
     def _autoscale(self) -> None:
-        want = min(self.t.max_replicas, math.ceil(self.inflight / self.t.target_inflight_per_replica))
+        want = min(self.c.max_replicas, math.ceil(self.inflight / self.c.target_inflight_per_replica))
         for _ in range(max(0, want - self.replicas - self.scaling)):
             self.scaling += 1
-            self.loop.at(self.loop.now + self.t.replica_start_s, self._replica_up)
-        if self.loop.now < self.t.duration_s:
+            self.loop.at(self.loop.now + self.c.replica_start_s, self._replica_up)
+        if self.loop.now < self.duration_s:
             self.loop.at(self.loop.now + 5.0, self._autoscale)
 
     def _replica_up(self) -> None:
@@ -112,66 +124,74 @@ class SimCloud:
         self._pump()
 
     # -- requests ----------------------------------------------------------------------------
-    def request(self, n: int, network_s: float, timeout_s: float,
-                done: Callable[[Failure | None, float | None], None]) -> None:
-        """Send ``n`` frames in one request; ``done(failure, retry_after)`` runs when it is over."""
+    def request(self, deadlines: Sequence[float], network_s: float, timeout_s: float, done: Done) -> None:
+        """Send frames with these deadlines in one request; ``done`` runs when it is over."""
         now = self.loop.now
         half = network_s / 2
         arrive = now + half
         state = {"over": False}
 
-        def finish(failure: Failure | None, retry_after: float | None = None) -> None:
+        def finish(failure: Failure | None, retry_after: float | None = None, expired: tuple[int, ...] = ()) -> None:
             if not state["over"]:
                 state["over"] = True
-                done(failure, retry_after)
+                done(failure, retry_after, expired)
 
         # the client gives up after timeout_s, whatever the service does
         self.loop.at(now + timeout_s, finish, Failure.TIMEOUT)
-        if self.t.outage(arrive) or self.replicas == 0:
-            if self.t.cloud_hangs and self.t.outage(arrive):
+        if self.c.outage(arrive) or self.replicas == 0:
+            if self.c.hangs and self.c.outage(arrive):
                 return  # the timeout above answers
-            kind = Failure.UNAVAILABLE
-            self.loop.at(now + self.t.outage_fail_s, finish, kind, self.t.outage_retry_after_s)
+            self.loop.at(now + self.c.outage_fail_s, finish, Failure.UNAVAILABLE, self.c.outage_retry_after_s)
             return
-        self.loop.at(arrive, self._arrive, n, half, finish)
+        # the service turns each frame's remaining budget into a deadline on its own clock at
+        # arrival: later than the device's by the uplink, as a real service's is
+        budgets = [d - now for d in deadlines]
+        self.loop.at(arrive, self._arrive, budgets, half, finish)
 
-    def _arrive(self, n: int, half: float, finish) -> None:
+    def _arrive(self, budgets: list[float], half: float, finish) -> None:
         self.inflight += 1
-        self.queue.append((n, half, finish))
+        self.queue.append(([self.loop.now + b for b in budgets], half, finish))
         self._pump()
 
     def _pump(self) -> None:
-        while self.queue_head < len(self.queue) and self.busy < self.replicas * self.t.cloud_slots:
-            n, half, finish = self.queue[self.queue_head]
+        while self.queue_head < len(self.queue) and self.busy < self.replicas * self.c.slots:
+            deadlines, half, finish = self.queue[self.queue_head]
             self.queue[self.queue_head] = None
             self.queue_head += 1
+            now = self.loop.now
+            expired = tuple(i for i, d in enumerate(deadlines) if d <= now)
+            live = len(deadlines) - len(expired)
+            self.frames_expired += len(expired)
             self.busy += 1
-            self.loop.at(self.loop.now + self.t.cloud_batch_s(n, self.loop.now), self._served, n, half, finish)
+            service = self.c.batch_s(live, now) if live else 0.0
+            self.loop.at(now + service, self._served, live, expired, half, finish)
         if self.queue_head > 1024 and self.queue_head * 2 > len(self.queue):
             del self.queue[:self.queue_head]
             self.queue_head = 0
 
-    def _served(self, n: int, half: float, finish) -> None:
+    def _served(self, live: int, expired: tuple[int, ...], half: float, finish) -> None:
         self.busy -= 1
         self.inflight -= 1
-        if self.t.outage(self.loop.now):
-            if not self.t.cloud_hangs:
-                self.loop.at(self.loop.now + self.t.outage_fail_s, finish, Failure.UNAVAILABLE,
-                             self.t.outage_retry_after_s)
+        if self.c.outage(self.loop.now):
+            if not self.c.hangs:
+                self.loop.at(self.loop.now + self.c.outage_fail_s, finish, Failure.UNAVAILABLE,
+                             self.c.outage_retry_after_s)
+        elif self.c.wrong_model:
+            self.loop.at(self.loop.now + half, finish, Failure.MISMATCH)
         else:
-            self.frames_served += n
-            self.loop.at(self.loop.now + half, finish, None)
+            self.frames_served += live
+            self.loop.at(self.loop.now + half, finish, None, None, expired)
         self._pump()
 
 
 class SimDevice:
     """One device: a DeviceCore driven by the event loop and a trace sample."""
 
-    def __init__(self, loop: EventLoop, cloud: SimCloud | None, tsample: TraceSample, cfg: CoreConfig,
+    def __init__(self, loop: EventLoop, clouds: Sequence[SimCloud], tsample: TraceSample, cfg: CoreConfig,
                  stats: RunStats, *, policy=None) -> None:
-        self.loop, self.cloud, self.s, self.stats = loop, cloud, tsample, stats
+        self.loop, self.clouds, self.s, self.stats = loop, list(clouds), tsample, stats
         t = tsample.trace
-        self.core = DeviceCore(cfg, cloud=cloud is not None, local_ready=t.local_warmup_s <= 0, policy=policy)
+        self.core = DeviceCore(cfg, cloud=bool(self.clouds), local_ready=t.local_warmup_s <= 0, policy=policy)
         self._tick_at: float | None = None
         self._requests: dict[int, tuple[int, ...]] = {}
         for seq, captured in enumerate(tsample.captured):
@@ -199,12 +219,14 @@ class SimDevice:
                 self.loop.at(now + dt, self._local_done, a.seq, dt)
             elif isinstance(a, SendBatch):
                 self._requests[a.request] = a.seqs
-                net = self.s.network_time(a.seqs[0], now)
-                self.cloud.request(len(a.seqs), net, a.timeout_s,
-                                   lambda failure, retry, rid=a.request: self._cloud_done(rid, failure, retry))
+                cloud = self.clouds[a.endpoint]
+                net = self.s.network_time(a.seqs[0], now, cloud.c)
+                cloud.request(a.deadlines, net, a.timeout_s,
+                              lambda failure, retry, expired, rid=a.request: self._cloud_done(rid, failure, retry,
+                                                                                              expired))
             elif isinstance(a, Wake):
-                self.cloud.wake(a.wait_s, lambda ok, ep=a.endpoint: self._do(
-                    self.core.handle(WakeDone(at=self.loop.now, endpoint=ep, ok=ok))))
+                cloud = self.clouds[a.endpoint]
+                cloud.wake(a.wait_s, lambda ok, ep=a.endpoint, c=cloud: self._woken(ep, ok, c))
             elif isinstance(a, Release):
                 for r in a.results:
                     self.stats.add(r)
@@ -215,13 +237,23 @@ class SimDevice:
             self._tick_at = nxt
             self.loop.at(nxt, self._tick, nxt)
 
+    def _woken(self, endpoint: int, ok: bool, cloud: SimCloud) -> None:
+        if ok and cloud.c.wrong_model:  # ready, but the model check after the wake fails
+            ev = WakeDone(at=self.loop.now, endpoint=endpoint, ok=False, failure=Failure.MISMATCH,
+                          message=f"{cloud.c.name} serves another model (trace)")
+        else:
+            ev = WakeDone(at=self.loop.now, endpoint=endpoint, ok=ok)
+        self._do(self.core.handle(ev))
+
     def _local_done(self, seq: int, dt: float) -> None:
         self._do(self.core.handle(LocalDone(at=self.loop.now, seq=seq, service_s=dt, answer=None)))
 
-    def _cloud_done(self, rid: int, failure: Failure | None, retry_after: float | None) -> None:
+    def _cloud_done(self, rid: int, failure: Failure | None, retry_after: float | None,
+                    expired: tuple[int, ...]) -> None:
         n = len(self._requests.pop(rid))
         if failure is None:
-            ev = CloudDone(at=self.loop.now, request=rid, answers=[None] * n, metas=[{}] * n)
+            ev = CloudDone(at=self.loop.now, request=rid, answers=[None] * n, metas=[{}] * n,
+                           frame_errors={i: "expired" for i in expired})
         else:
             ev = CloudDone(at=self.loop.now, request=rid, failure=failure, retry_after_s=retry_after)
         self._do(self.core.handle(ev))
@@ -263,25 +295,28 @@ class SimSummary:
 
 
 def simulate_fleet(trace: Trace, *, strategy: str = "policy", devices: int = 1,
-                   policy_config: PolicyConfig | None = None, breaker_config: BreakerConfig | None = None,
+                   policy_config: PolicyConfig | None = None, health_config: HealthConfig | None = None,
                    ) -> SimSummary:
-    """Run ``devices`` copies of the device core against one shared cloud service."""
+    """Run ``devices`` copies of the device core against the trace's endpoints, shared by all."""
     if not isinstance(devices, int) or devices < 1:
         raise ConfigError(f"devices must be a whole number >= 1, got {devices!r}")
-    cfg = core_config_for(trace, policy_config, breaker_config)
+    cfg = core_config_for(trace, policy_config, health_config)
     policy = make_policy(strategy, cfg.policy)
     loop = EventLoop()
-    cloud = SimCloud(loop, trace)
+    clouds = [SimCloud(loop, c, duration_s=trace.duration_s, net_rtt_s=trace.net_rtt_s) for c in trace.clouds]
     fleet = []
     for i in range(devices):
         stats = RunStats(budget_s=trace.budget_s, count_from=trace.warmup_s)
-        fleet.append(SimDevice(loop, cloud, sample(trace, device=i), cfg, stats, policy=policy))
+        fleet.append(SimDevice(loop, clouds, sample(trace, device=i), cfg, stats, policy=policy))
     loop.run()
     total = RunStats(budget_s=trace.budget_s, count_from=trace.warmup_s)
     for d in fleet:
         total.merge(d.stats)
+    extra = {"endpoints": {c.c.name: {"frames_served": c.frames_served, "frames_expired": c.frames_expired}
+                           for c in clouds}}
     return SimSummary(strategy=strategy, trace=trace.name, stats=total, devices=devices,
-                      duration_s=trace.duration_s - trace.warmup_s, unaccounted=sum(d.core.pending for d in fleet))
+                      duration_s=trace.duration_s - trace.warmup_s, unaccounted=sum(d.core.pending for d in fleet),
+                      extra=extra)
 
 
 def simulate(trace: Trace, *, strategy: str = "policy", policy_config: PolicyConfig | None = None) -> SimSummary:

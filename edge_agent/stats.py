@@ -46,6 +46,7 @@ class RunStats:
     routed: Counter = field(default_factory=Counter)  # frames run locally / in the cloud (answered or late)
     latencies: dict = field(default_factory=lambda: {Route.LOCAL: [], Route.CLOUD: []})
     late_answers: Counter = field(default_factory=Counter)  # answers that came after their frame left
+    by_endpoint: Counter = field(default_factory=Counter)  # frames answered within budget, per cloud endpoint
     #: released after the deadline while counted within budget: 0 by construction, counted to prove it
     dishonest: int = 0
     first_at: float | None = None
@@ -71,6 +72,8 @@ class RunStats:
                 self.late_reasons[r.reason or "unknown"] += 1
             elif r.route is not None:
                 self.latencies[r.route].append(r.latency_s)
+                if r.endpoint is not None:
+                    self.by_endpoint[r.endpoint] += 1
                 if r.released_at > r.deadline:
                     self.dishonest += 1
         self.first_at = r.captured_at if self.first_at is None else min(self.first_at, r.captured_at)
@@ -84,7 +87,7 @@ class RunStats:
         self.frames += other.frames
         for mine, theirs in ((self.outcomes, other.outcomes), (self.drops, other.drops),
                              (self.late_reasons, other.late_reasons), (self.routed, other.routed),
-                             (self.late_answers, other.late_answers)):
+                             (self.late_answers, other.late_answers), (self.by_endpoint, other.by_endpoint)):
             mine.update(theirs)
         for route, xs in other.latencies.items():
             self.latencies[route].extend(xs)
@@ -123,6 +126,7 @@ class RunStats:
             "offload_ratio": round(self.offload_ratio, 4),
             "throughput_fps": round(self.within_budget / self.wall_s, 2) if self.wall_s else None,
             "late_answers": {r.value: n for r, n in self.late_answers.items()},
+            "by_endpoint": dict(self.by_endpoint),
             "released_after_deadline_within_budget": self.dishonest,
             "in_order": self.seqs_in_order, "budget_ms": round(1000 * self.budget_s, 1),
             "sinks": [r.as_dict() for r in self.sinks], "delivery": Delivery.of(self.sinks).value,
@@ -149,6 +153,9 @@ class RunStats:
             p50, p99 = d[f"{route.value}_p50_ms"], d[f"{route.value}_p99_ms"]
             if p50 is not None:
                 lines.append(f"  {route.value:<6} latency p50 {p50:7.1f} ms  p99 {p99:7.1f} ms  (released by the deadline)")
+        if len(self.by_endpoint) > 1:
+            lines.append("  cloud answers by endpoint: " + ", ".join(f"{name} {n}" for name, n in
+                                                                     sorted(self.by_endpoint.items())))
         if self.late_answers:
             lines.append("  answers after their frame left: " +
                          ", ".join(f"{r.value} {n}" for r, n in self.late_answers.items()))

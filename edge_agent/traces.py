@@ -23,10 +23,68 @@ import numpy as np
 
 from yolo_edge.errors import ConfigError
 
-__all__ = ["Trace", "TraceSample", "SCENARIOS", "scenario", "sample", "lognormal_params", "CAPACITY_SCENARIOS"]
+__all__ = ["Trace", "CloudTrace", "TraceSample", "SCENARIOS", "scenario", "sample", "lognormal_params",
+           "CAPACITY_SCENARIOS"]
 
 Window = tuple[float, float, float]  # (start_s, end_s, value)
 Ramp = tuple[float, float, float, float]  # (start_s, peak_s, end_s, factor at the peak)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CloudTrace:
+    """One cloud endpoint of a scenario: a service with its slots, speed, outages and model."""
+
+    name: str = "cloud"
+    service_s: float = 0.02  # per frame on one slot
+    slots: int = 4  # concurrent requests per replica
+    degrade: tuple[Ramp, ...] = ()  # round trip and service slow down and recover
+    slow: tuple[Window, ...] = ()  # (start, end, factor) multiplying its service time: an endpoint slowed
+    cold_start_s: float = 0.0  # time from the first wake until the first replica is ready
+    outages: tuple[tuple[float, float], ...] = ()  # (start, end): requests and /readyz fail (killed: end = inf)
+    outage_fail_s: float = 0.01  # how long a failing request takes (refused: fast)
+    outage_retry_after_s: float | None = None  # failing requests say 503 + Retry-After instead of refusing
+    hangs: bool = False  # during outages requests hang until the client's timeout instead
+    wrong_model: bool = False  # serves another model: every answer fails the model check
+    weight: float = 1.0
+    backup: bool = False
+    autoscale: bool = False
+    max_replicas: int = 1
+    replica_start_s: float = 20.0
+    target_inflight_per_replica: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.service_s <= 0 or self.slots < 1 or self.max_replicas < 1:
+            raise ConfigError(f"cloud {self.name!r}: service_s, slots and max_replicas must be positive")
+
+    def degrade_factor(self, t: float) -> float:
+        for start, peak, end, factor in self.degrade:
+            if start <= t < peak:
+                return 1.0 + (factor - 1.0) * (t - start) / (peak - start)
+            if peak <= t < end:
+                return factor - (factor - 1.0) * (t - peak) / (end - peak)
+        return 1.0
+
+    def slow_factor(self, t: float) -> float:
+        return next((factor for start, end, factor in self.slow if start <= t < end), 1.0)
+
+    def outage(self, t: float) -> bool:
+        return any(start <= t < end for start, end in self.outages)
+
+    def outage_end(self, t: float) -> float:
+        """The end of the outage covering ``t`` (``t`` itself when none does)."""
+        while True:
+            ends = [end for start, end in self.outages if start <= t < end]
+            if not ends:
+                return t
+            t = max(ends)
+
+    def batch_s(self, n: int, t: float) -> float:
+        """Service time of a batch of ``n`` frames started at ``t`` (a GPU batch costs less than n singles)."""
+        return self.service_s * (1 + 0.5 * (n - 1)) * self.degrade_factor(t) * self.slow_factor(t)
+
+    @property
+    def capacity_fps(self) -> float:
+        return 0.0 if self.wrong_model else self.slots * self.max_replicas / self.service_s
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,6 +120,8 @@ class Trace:
     max_replicas: int = 1
     replica_start_s: float = 20.0
     target_inflight_per_replica: float = 3.0
+    #: several endpoints (the pool); empty: one, from the cloud_* fields above
+    endpoints: tuple[CloudTrace, ...] = ()
     # agent settings the simulated device uses
     max_inflight: int = 4
     max_batch: int = 1
@@ -86,28 +146,17 @@ class Trace:
                 return factor
         return 1.0
 
-    def degrade_factor(self, t: float) -> float:
-        for start, peak, end, factor in self.cloud_degrade:
-            if start <= t < peak:
-                return 1.0 + (factor - 1.0) * (t - start) / (peak - start)
-            if peak <= t < end:
-                return factor - (factor - 1.0) * (t - peak) / (end - peak)
-        return 1.0
-
-    def outage(self, t: float) -> bool:
-        return any(start <= t < end for start, end in self.cloud_outages)
-
-    def outage_end(self, t: float) -> float:
-        """The end of the outage covering ``t`` (``t`` itself when none does)."""
-        while True:
-            ends = [end for start, end in self.cloud_outages if start <= t < end]
-            if not ends:
-                return t
-            t = max(ends)
-
-    def cloud_batch_s(self, n: int, t: float) -> float:
-        """Service time of a batch of ``n`` frames started at ``t`` (a GPU batch costs less than n singles)."""
-        return self.cloud_service_s * (1 + 0.5 * (n - 1)) * self.degrade_factor(t)
+    @property
+    def clouds(self) -> tuple[CloudTrace, ...]:
+        """The scenario's endpoints (one, from the cloud_* fields, unless ``endpoints`` lists them)."""
+        if self.endpoints:
+            return self.endpoints
+        return (CloudTrace(service_s=self.cloud_service_s, slots=self.cloud_slots, degrade=self.cloud_degrade,
+                           cold_start_s=self.cloud_cold_start_s, outages=self.cloud_outages,
+                           outage_fail_s=self.outage_fail_s, outage_retry_after_s=self.outage_retry_after_s,
+                           hangs=self.cloud_hangs, autoscale=self.autoscale, max_replicas=self.max_replicas,
+                           replica_start_s=self.replica_start_s,
+                           target_inflight_per_replica=self.target_inflight_per_replica),)
 
     @property
     def local_capacity_fps(self) -> float:
@@ -115,7 +164,7 @@ class Trace:
 
     @property
     def cloud_capacity_fps(self) -> float:
-        return self.cloud_slots * self.max_replicas / self.cloud_service_s
+        return sum(c.capacity_fps for c in self.clouds)
 
     @property
     def peak_fps(self) -> float:
@@ -142,8 +191,9 @@ class TraceSample:
     def local_time(self, seq: int, start: float) -> float:
         return float(self.local_service[seq]) * self.trace.slow_factor(start)
 
-    def network_time(self, seq: int, at: float) -> float:
-        return float(self.net_rtt[seq]) * self.trace.degrade_factor(at)
+    def network_time(self, seq: int, at: float, cloud: CloudTrace) -> float:
+        """The round trip of a request to ``cloud`` whose first frame is ``seq``, sent at ``at``."""
+        return float(self.net_rtt[seq]) * cloud.degrade_factor(at)
 
 
 def _arrivals(trace: Trace, offset: float) -> np.ndarray:

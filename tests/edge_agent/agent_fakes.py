@@ -35,6 +35,7 @@ class FakeCloud:
         self.requests = 0
         self.wakes = 0
         self.max_concurrent = 0
+        self.budgets = []
         self._in = 0
         self._lock = threading.Lock()
 
@@ -42,6 +43,15 @@ class FakeCloud:
         self.wakes += 1
         time.sleep(min(self.wake_s, wait_s))
         return not self.down and self.wake_s <= wait_s
+
+    def detect_frames(self, images, budgets_s=None):
+        """The protocol the agent calls: one wire result per frame (expired when its budget is gone)."""
+        from yolo_edge.wire import FrameResult, FrameStatus, ModelRef
+
+        dets, metas = self.detect_many(images, return_meta=True)
+        self.budgets.append(list(budgets_s or []))
+        model = ModelRef("fake", "aaaa")
+        return [FrameResult(status=FrameStatus.OK, model=model, detections=d) for d in dets]
 
     def detect_many(self, images, return_meta=False):
         with self._lock:

@@ -45,6 +45,7 @@ def test_bad_class_name_is_a_clear_error(capsys, tmp_path, default_model_path):
 def test_cloud_requests_carry_the_agents_options():
     class Client:
         expected_sha256 = None
+        endpoint = "http://127.0.0.1:1"
 
         def __init__(self):
             self.calls = []

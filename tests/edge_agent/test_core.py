@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 import edge_agent
-from edge_agent.breaker import BreakerConfig
 from edge_agent.core import (
-    Close, CloudDone, CoreConfig, DeviceCore, Failure, Flush, FrameCaptured, FrameSkipped, LateAnswer, LocalDone,
-    LocalReady, Release, RunLocal, SendBatch, Tick, Wake, WakeDone,
+    Close, CloudDone, CoreConfig, DeviceCore, EndpointSpec, Failure, Flush, FrameCaptured, FrameSkipped, LateAnswer,
+    LocalDone, LocalReady, Release, RunLocal, SendBatch, Tick, Wake, WakeDone,
 )
+from edge_agent.health import HealthConfig
 from edge_agent.frames import Outcome, Route
 from edge_agent.policy import CloudState, PolicyConfig
 from yolo_edge.errors import ConfigError
@@ -168,36 +168,45 @@ def drive_cloud_failures(d, n, at, **kw):
 
 
 def cloud_only(**kw):
-    return cfg(policy=PolicyConfig(latency_budget_s=BUDGET, mode="cloud"), **kw)
+    return cfg(policy=kw.pop("policy", PolicyConfig(latency_budget_s=BUDGET, mode="cloud")), **kw)
 
 
-def test_breaker_opens_then_probes_as_soon_as_cooldown_allows_and_resumes():
-    d = Driver(DeviceCore(cloud_only(breaker=BreakerConfig(threshold=3, cooldown_s=0.25, max_cooldown_s=0.5)),
-                          cloud_warm=True))
+def test_endpoint_out_after_failures_then_probed_through_readyz_and_back_within_a_second():
+    d = Driver(DeviceCore(cloud_only(health=HealthConfig(max_fails=3, fail_timeout_s=0.8)), cloud_warm=True))
     at = drive_cloud_failures(d, 3, 0.0)
     assert d.core.snapshot(at).cloud_state is CloudState.FAILING
     d.frame(at)
     assert d.released[-1].reason == "cloud_failing"  # no cloud, no local in cloud mode: dropped with the reason
-    # the cloud answers again from t=0.4: the first frame after the cool-down is the probe
     sent = len(d.sent)
-    d.frame(0.31)
-    probe = d.sent[sent]
-    assert len(probe.seqs) == 1
-    d.feed(CloudDone(at=0.4, request=probe.request, answers=["x"], metas=[{}]))
-    assert d.core.snapshot(0.4).cloud_state is CloudState.READY
-    d.frame(0.41)
-    assert len(d.sent) == sent + 2  # offloading resumed within one round trip of the cloud answering
+    d.tick_until(0.79)
+    assert d.wakes == []  # still out
+    d.tick_until(0.9)  # its time out is up: one GET /readyz
+    (probe,) = d.wakes
+    assert probe.wait_s == 0 and len(d.sent) == sent
+    d.feed(WakeDone(at=0.92, ok=True))
+    d.frame(0.93)
+    assert len(d.sent) == sent + 1  # back in rotation within a second of answering again
+
+
+def test_a_failed_probe_keeps_it_out_for_another_fail_timeout():
+    d = Driver(DeviceCore(cloud_only(health=HealthConfig(max_fails=1, fail_timeout_s=0.5)), cloud_warm=True))
+    drive_cloud_failures(d, 1, 0.0)
+    d.tick_until(0.6)
+    d.feed(WakeDone(at=0.6, ok=False))
+    assert d.core.next_timer() == pytest.approx(1.1)
+    d.tick_until(1.2)
+    assert len(d.wakes) == 2
 
 
 def test_retry_after_is_honoured():
     d = Driver(DeviceCore(cloud_only(), cloud_warm=True))
-    drive_cloud_failures(d, 1, 0.0, retry_after_s=2.0)  # a 503 with Retry-After opens at once
+    drive_cloud_failures(d, 1, 0.0, retry_after_s=2.0)  # a 503 with Retry-After takes it out at once
     assert d.core.snapshot(1.9).cloud_state is CloudState.FAILING
     n = len(d.sent)
     d.frame(1.9)
-    assert len(d.sent) == n  # no probe before the server's time
-    d.frame(2.05)
-    assert len(d.sent) == n + 1
+    assert len(d.sent) == n and d.wakes == []  # nothing before the server's time
+    d.tick_until(2.05)
+    assert d.wakes and d.wakes[0].wait_s == 0
 
 
 def test_request_timeout_counts_as_a_failure_and_frees_the_slot():
@@ -205,7 +214,7 @@ def test_request_timeout_counts_as_a_failure_and_frees_the_slot():
     d.frame(0.0)
     req = d.sent[0]
     d.tick_until(0.3)
-    assert d.core.counters["cloud_timeouts"] == 1 and d.core._endpoints[0].requests == 0
+    assert d.core.counters["cloud_timeouts"] == 1 and d.core.pool.endpoints[0].requests == 0
     # the frame goes back through the policy with 0.2 s left: the cloud just showed it takes longer
     (r,) = d.released
     assert (r.outcome, r.reason, r.released_at) == (Outcome.DROPPED, "cloud_too_slow", 0.3)
@@ -317,7 +326,8 @@ def test_random_event_orders_end_every_frame_exactly_once_in_order_and_honestly(
     rng = random.Random(seed)
     core = DeviceCore(cfg(local_workers=rng.choice([1, 2]), max_inflight=rng.choice([1, 3]),
                           max_batch=rng.choice([1, 4]), window=rng.choice([4, 256]), cloud_timeout_s=0.4,
-                          breaker=BreakerConfig(threshold=2, cooldown_s=0.1, max_cooldown_s=0.3)),
+                          health=HealthConfig(max_fails=2, fail_timeout_s=0.3),
+                          endpoints=tuple(EndpointSpec(name=f"e{i}", backup=i == 2) for i in range(rng.choice([1, 3])))),
                       local_ready=rng.random() < 0.7)
     d = Driver(core)
     pending = []  # (at, event factory)
@@ -340,10 +350,14 @@ def test_random_event_orders_end_every_frame_exactly_once_in_order_and_honestly(
             dt = rng.lognormvariate(-2.0, 0.8)
             fail = rng.choice([None, None, None, Failure.UNAVAILABLE, Failure.TIMEOUT])
             n = len(req.seqs)
-            pending.append((t + dt, lambda at, r=req.request, f=fail, n=n: CloudDone(
-                at=at, request=r, answers=None if f else [None] * n, metas=None if f else [{}] * n, failure=f)))
-        for _w in d.wakes[before[2]:]:
-            pending.append((t + rng.uniform(0.05, 1.0), lambda at: WakeDone(at=at, ok=rng.random() < 0.8)))
+            expired = {i: "expired" for i in range(n) if rng.random() < 0.1}
+            pending.append((t + dt, lambda at, r=req.request, f=fail, n=n, e=expired: CloudDone(
+                at=at, request=r, answers=None if f else [None] * n, metas=None if f else [{}] * n, failure=f,
+                frame_errors={} if f else e)))
+        for w in d.wakes[before[2]:]:
+            pending.append((t + rng.uniform(0.05, 1.0), lambda at, e=w.endpoint: WakeDone(
+                at=at, endpoint=e, ok=rng.random() < 0.8,
+                failure=Failure.MISMATCH if rng.random() < 0.02 else None)))
         if rng.random() < 0.01:
             pending.append((t + 0.01, lambda at: LocalReady(at=at)))
         pending.sort(key=lambda p: p[0])
@@ -372,7 +386,8 @@ def _imports(module) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("name", ["core", "policy", "breaker", "estimators", "frames", "stats", "oracle", "traces"])
+@pytest.mark.parametrize("name", ["core", "events", "pool", "policy", "health", "estimators", "frames", "stats",
+                                  "oracle", "traces"])
 def test_device_logic_imports_no_io(name):
     """No clocks, threads, sleeps, sockets or OpenCV in the device's logic."""
     import importlib
@@ -382,3 +397,116 @@ def test_device_logic_imports_no_io(name):
                  "queue", "select"}
     assert not _imports(module) & forbidden, _imports(module) & forbidden
     assert edge_agent.core.DeviceCore  # the package exports the core
+
+
+# -- the endpoint pool ------------------------------------------------------------------------
+def pool_core(*specs, **kw):
+    return DeviceCore(cloud_only(endpoints=specs, **kw), cloud_warm=True)
+
+
+def answer(d, req, at, **kw):
+    n = len(req.seqs)
+    d.feed(CloudDone(at=at, request=req.request, answers=[f"from-{req.endpoint}"] * n, metas=[{}] * n, **kw))
+
+
+def test_least_outstanding_per_weight_spreads_the_load():
+    d = Driver(pool_core(EndpointSpec(name="a"), EndpointSpec(name="b", weight=3.0), max_inflight=8))
+    for i in range(8):
+        d.frame(0.001 * i)
+    by = [r.endpoint for r in d.sent]
+    assert by.count(1) == 6 and by.count(0) == 2  # weight 3 takes three times the frames in flight
+
+
+def test_a_batch_goes_to_one_endpoint_up_to_its_own_batch_size():
+    d = Driver(pool_core(EndpointSpec(name="a", max_inflight=1, max_batch=2),
+                         EndpointSpec(name="b", max_inflight=1, max_batch=5),
+                         policy=PolicyConfig(latency_budget_s=5.0, mode="cloud")))
+    for i in range(10):
+        d.frame(0.001 * i)
+    first = {r.endpoint: r for r in d.sent}
+    answer(d, first[0], 0.05)
+    answer(d, first[1], 0.05)
+    sizes = {r.endpoint: len(r.seqs) for r in d.sent[2:]}
+    assert sizes == {0: 2, 1: 5}
+
+
+def test_backups_serve_only_while_no_primary_can():
+    d = Driver(pool_core(EndpointSpec(name="primary"), EndpointSpec(name="backup", backup=True),
+                         health=HealthConfig(max_fails=1, fail_timeout_s=5.0)))
+    d.frame(0.0)
+    assert d.sent[-1].endpoint == 0
+    d.feed(CloudDone(at=0.01, request=d.sent[-1].request, failure=Failure.UNAVAILABLE))  # the primary goes out
+    d.frame(0.02)
+    assert d.sent[-1].endpoint == 1
+
+
+def test_one_endpoint_on_another_model_is_dropped_from_the_pool_and_its_answer_never_used(caplog):
+    d = Driver(pool_core(EndpointSpec(name="good"), EndpointSpec(name="wrong"), max_inflight=1))
+    d.frame(0.0)
+    d.frame(0.001)
+    reqs = {r.endpoint: r for r in d.sent}
+    d.feed(CloudDone(at=0.05, request=reqs[1].request, failure=Failure.MISMATCH, message="sha256 bbbb, expected aaaa"))
+    answer(d, reqs[0], 0.06)
+    snaps = {e.name: e.state for e in d.core.snapshot(0.06).endpoints}
+    assert snaps == {"good": "ready", "wrong": "disabled"} and "OFFLOAD REFUSED by endpoint wrong" in caplog.text
+    for i in range(6):
+        d.frame(0.1 + 0.001 * i)
+        answer(d, d.sent[-1], 0.11 + 0.001 * i)
+    assert all(r.endpoint == 0 for r in d.sent[2:])
+    assert all(r.endpoint in (None, "good") for r in d.released)  # no result from the other model, ever
+    assert d.core.counters[("endpoint", "wrong", "model_mismatch")] == 1
+
+
+def test_a_slow_endpoint_gets_less_traffic():
+    d = Driver(pool_core(EndpointSpec(name="fast"), EndpointSpec(name="slow"), max_inflight=4))
+    t, inflight = 0.0, []
+    for i in range(300):
+        t += 0.02
+        while inflight and inflight[0][0] <= t:
+            at, req = inflight.pop(0)
+            d.tick_until(at)
+            answer(d, req, at)
+        n = len(d.sent)
+        d.frame(t)
+        for req in d.sent[n:]:
+            inflight.append((t + (0.05 if req.endpoint == 0 else 0.25), req))
+        inflight.sort(key=lambda x: x[0])
+    by = [r.endpoint for r in d.sent]
+    assert by.count(0) > 2 * by.count(1) > 0
+
+
+def test_expired_frames_come_back_as_such_and_the_rest_of_the_batch_is_answered():
+    d = Driver(pool_core(EndpointSpec(name="a", max_inflight=1, max_batch=3)))
+    for i in range(4):
+        d.frame(0.001 * i)
+    answer(d, d.sent[0], 0.05)
+    req = d.sent[1]
+    answer(d, req, 0.1, frame_errors={1: "expired"})
+    results = {r.seq: r for r in d.released}
+    assert results[req.seqs[1]].reason == "expired_at_endpoint" and results[req.seqs[1]].outcome is Outcome.DROPPED
+    assert results[req.seqs[0]].outcome is Outcome.CLOUD and results[req.seqs[0]].endpoint == "a"
+
+
+def test_a_killed_endpoint_goes_out_and_the_others_carry_its_traffic():
+    d = Driver(pool_core(EndpointSpec(name="a"), EndpointSpec(name="b"), health=HealthConfig(max_fails=2)))
+    t, done = 0.0, 0
+    for i in range(40):
+        t += 0.01
+        d.frame(t)
+        while done < len(d.sent):  # answer every request, resent frames included
+            req = d.sent[done]
+            done += 1
+            if req.endpoint == 1:  # b refuses every request
+                d.feed(CloudDone(at=t + 0.001, request=req.request, failure=Failure.UNAVAILABLE))
+            else:
+                answer(d, req, t + 0.005)
+    later = [r.endpoint for r in d.sent[10:]]
+    assert later and set(later) == {0}  # a failure sends the traffic elsewhere at once
+    assert d.core.pool.endpoints[1].failures >= 1 and all(r.outcome is not Outcome.DROPPED for r in d.released)
+
+
+def test_an_endpoint_failing_again_and_again_goes_out_of_rotation():
+    d = Driver(pool_core(EndpointSpec(name="only"), health=HealthConfig(max_fails=3, fail_timeout_s=0.8)))
+    drive_cloud_failures(d, 3, 0.0)
+    assert [e.state for e in d.core.snapshot(0.1).endpoints] == ["out"]
+    assert d.core.counters[("endpoint", "only", "taken_out")] == 1

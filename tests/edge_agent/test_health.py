@@ -1,53 +1,58 @@
-"""Circuit breaker and the robust timing estimators (pure values, explicit clocks)."""
+"""Endpoint health (max_fails within fail_timeout, out, probe) and the robust timing estimators."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from edge_agent.breaker import Breaker, BreakerConfig, BreakerState, on_failure, on_success
 from edge_agent.estimators import SojournModel, WindowedQuantile
+from edge_agent.health import Health, HealthConfig, on_failure, on_success
 from yolo_edge.errors import ConfigError
 
-CFG = BreakerConfig(threshold=3, cooldown_s=0.25, max_cooldown_s=0.5)
+CFG = HealthConfig(max_fails=3, fail_timeout_s=0.8)
 
 
-def test_opens_after_threshold_and_half_opens_after_cooldown():
-    b = Breaker()
-    for t in range(2):
-        b = on_failure(b, now=float(t), cfg=CFG)
-        assert b.state(now=float(t)) is BreakerState.CLOSED
-    b = on_failure(b, now=2.0, cfg=CFG)
-    assert b.state(2.2) is BreakerState.OPEN and b.state(2.25) is BreakerState.HALF_OPEN
+def test_out_after_max_fails_within_fail_timeout():
+    h = Health()
+    for t in (0.0, 0.2):
+        h = on_failure(h, now=t, cfg=CFG)
+        assert not h.out(t)
+    h = on_failure(h, now=0.4, cfg=CFG)
+    assert h.out(0.5) and h.out(1.19) and not h.out(1.21)  # out for fail_timeout, then probed
 
 
-def test_failed_probe_reopens_with_doubled_capped_cooldown():
-    b = Breaker()
-    for _ in range(3):
-        b = on_failure(b, now=0.0, cfg=CFG)
-    b = on_failure(b, now=0.25, cfg=CFG)  # probe fails
-    assert b.open_until == pytest.approx(0.75)
-    b = on_failure(b, now=0.75, cfg=CFG)
-    assert b.open_until == pytest.approx(1.25)  # 1.0 s capped at 0.5: resumption stays within a second
-    assert on_success(b).state(0.8) is BreakerState.CLOSED
+def test_failures_spread_wider_than_fail_timeout_do_not_take_it_out():
+    h = Health()
+    for t in (0.0, 1.0, 2.0, 3.0):
+        h = on_failure(h, now=t, cfg=CFG)
+        assert not h.out(t)
 
 
-def test_late_failures_of_requests_sent_before_it_opened_do_not_extend_it():
-    b = Breaker()
-    for _ in range(3):
-        b = on_failure(b, now=0.0, cfg=CFG)
-    assert on_failure(b, now=0.1, cfg=CFG).open_until == b.open_until
+def test_a_success_forgets_the_failures():
+    h = on_failure(on_failure(Health(), now=0.0, cfg=CFG), now=0.1, cfg=CFG)
+    h = on_failure(on_success(h), now=0.2, cfg=CFG)
+    assert not h.out(0.2)
 
 
-def test_retry_after_opens_at_once_and_sets_the_cooldown():
-    b = on_failure(Breaker(), now=0.0, cfg=CFG, retry_after_s=30)
-    assert b.state(29.9) is BreakerState.OPEN and b.open_until == 30.0
+def test_late_failures_of_requests_sent_before_it_went_out_do_not_extend_it():
+    h = Health()
+    for t in (0.0, 0.1, 0.2):
+        h = on_failure(h, now=t, cfg=CFG)
+    assert on_failure(h, now=0.5, cfg=CFG).out_until == h.out_until
 
 
-@pytest.mark.parametrize("kw", [dict(threshold=0), dict(cooldown_s=0), dict(cooldown_s=2, max_cooldown_s=1),
-                                dict(threshold=1.5)])
-def test_breaker_config_validation(kw):
+def test_retry_after_takes_it_out_at_once_for_as_long_as_asked():
+    h = on_failure(Health(), now=0.0, cfg=CFG, retry_after_s=30)
+    assert h.out(29.9) and h.out_until == 30.0
+    assert on_failure(Health(), now=0.0, cfg=CFG, retry_after_s=0.1).out_until == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize("kw", [dict(max_fails=0), dict(max_fails=1.5), dict(fail_timeout_s=0),
+                                dict(fail_timeout_s=math.inf), dict(fail_timeout_s="1")])
+def test_health_config_validation(kw):
     with pytest.raises(ConfigError):
-        BreakerConfig(**kw)
+        HealthConfig(**kw)
 
 
 def test_windowed_quantile_is_not_moved_far_by_one_outlier():

@@ -1,0 +1,169 @@
+"""What the device core is told (events) and what it answers (actions): plain values.
+
+Every event carries ``at``, the driver's clock when it happened. The core never reads a
+clock: time only moves forward through these events.
+
+>>> FrameCaptured(at=1.5, seq=0)
+FrameCaptured(at=1.5, seq=0, captured_at=None, budget_s=None)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Mapping, Sequence, Union
+
+from .frames import FrameResult, Route
+
+__all__ = [
+    "Failure", "FrameCaptured", "FrameSkipped", "LocalReady", "LocalDone", "CloudDone", "WakeDone", "Tick", "Close",
+    "Flush", "RunLocal", "SendBatch", "Wake", "Release", "LateAnswer", "Event", "Action", "EVENTS",
+]
+
+
+class Failure(str, Enum):
+    """Why a cloud request or a wake did not answer."""
+
+    UNAVAILABLE = "unavailable"  # refused, 429/502/503/504: not now
+    TIMEOUT = "timeout"
+    MISMATCH = "model_mismatch"  # the endpoint serves another model: never use it
+    ERROR = "error"  # anything else from the transport or the service
+
+
+# -- events --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FrameCaptured:
+    """A frame arrived; ``seq`` numbers frames 0, 1, 2, ... in capture order."""
+
+    at: float
+    seq: int
+    captured_at: float | None = None  # default: ``at``
+    budget_s: float | None = None  # per-frame override of the latency budget
+
+
+@dataclass(frozen=True)
+class FrameSkipped:
+    """The source could not deliver this frame (a live stream overran); it is accounted for."""
+
+    at: float
+    seq: int
+    reason: str
+    captured_at: float | None = None
+
+
+@dataclass(frozen=True)
+class LocalReady:
+    """The local backend finished loading (or failed to: ``ok=False``)."""
+
+    at: float
+    ok: bool = True
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class LocalDone:
+    at: float
+    seq: int
+    service_s: float
+    answer: Any = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class CloudDone:
+    """The answer of one request: ``answers``/``metas`` in the order of its frames, or a failure.
+
+    ``frame_errors`` maps the index of a frame the endpoint answered without detections to
+    why: ``"expired"`` (its deadline passed before its batch started: not computed) or
+    another reason; the other frames of the request are answered normally.
+    """
+
+    at: float
+    request: int
+    answers: Sequence[Any] | None = None
+    metas: Sequence[dict] | None = None
+    failure: Failure | None = None
+    retry_after_s: float | None = None
+    message: str = ""
+    frame_errors: Mapping[int, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WakeDone:
+    at: float
+    endpoint: int = 0
+    ok: bool = True
+    failure: Failure | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Time passed: deliver at (or after) :meth:`edge_agent.core.DeviceCore.next_timer`."""
+
+    at: float
+
+
+@dataclass(frozen=True)
+class Close:
+    """Stop taking frames; what is pending resolves by its deadline."""
+
+    at: float
+
+
+@dataclass(frozen=True)
+class Flush:
+    """Give up on everything still pending, now (the driver's drain time ran out)."""
+
+    at: float
+
+
+Event = Union[FrameCaptured, FrameSkipped, LocalReady, LocalDone, CloudDone, WakeDone, Tick, Close, Flush]
+EVENTS = (FrameCaptured, FrameSkipped, LocalReady, LocalDone, CloudDone, WakeDone, Tick, Close, Flush)
+
+
+# -- actions -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunLocal:
+    """Run frame ``seq`` on a local worker now (the core counts the worker busy)."""
+
+    seq: int
+
+
+@dataclass(frozen=True)
+class SendBatch:
+    """Send these frames to cloud endpoint ``endpoint`` in one request."""
+
+    request: int
+    endpoint: int
+    seqs: tuple[int, ...]
+    timeout_s: float
+    deadlines: tuple[float, ...]  # each frame's deadline: its remaining budget travels on the wire
+
+
+@dataclass(frozen=True)
+class Wake:
+    """Wake or probe endpoint ``endpoint``: GET /readyz until ready or ``wait_s`` passes (0: once),
+    then check its model; answer with :class:`WakeDone`."""
+
+    endpoint: int
+    wait_s: float
+
+
+@dataclass(frozen=True)
+class Release:
+    """Final records, in frame order: hand them to the sinks now."""
+
+    results: tuple[FrameResult, ...]
+
+
+@dataclass(frozen=True)
+class LateAnswer:
+    """An answer for a frame that had already left (released as late or dropped)."""
+
+    seq: int
+    route: Route
+    at: float
+
+
+Action = Union[RunLocal, SendBatch, Wake, Release, LateAnswer]
