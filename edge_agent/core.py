@@ -339,7 +339,7 @@ class DeviceCore:
             raise ConfigError(f"CloudDone for request {ev.request}, which this core never sent (or answered twice)")
         ep = req.endpoint
         if not req.timed_out:
-            self.pool.finished(ep, len(req.seqs))
+            self.pool.finished(ep, len(req.seqs), req.id)
         if ev.failure is None:
             self._on_answer(req, ev)
             return
@@ -438,7 +438,8 @@ class DeviceCore:
             while self._cloud_q:
                 self._route(self._frames[self._cloud_q.popleft()], now, fallback=True)
             return
-        while self._cloud_q and (ep := self.pool.pick(now)) is not None:
+        while self._cloud_q and (ep := self.pool.pick(now, self._frames[self._cloud_q[0]].deadline,
+                                                       self._pcfg.cloud_quantile)) is not None:
             seqs = tuple(self._cloud_q.popleft() for _ in range(min(ep.max_batch, len(self._cloud_q))))
             self._send(ep, seqs, now)
 
@@ -450,7 +451,7 @@ class DeviceCore:
                        tuple((f.cloud_since, f.cloud_depth) for f in frames))
         self._requests[req.id] = req
         heapq.heappush(self._timeouts, (req.timeout_at, req.id))
-        self.pool.sent(ep, len(seqs))
+        self.pool.sent(ep, len(seqs), req.id, now)
         for f in frames:
             f.stage = _Stage.CLOUD_FLIGHT
             f.request = req.id
@@ -480,7 +481,7 @@ class DeviceCore:
             if req is None or req.timed_out:
                 continue
             req.timed_out = True
-            self.pool.finished(req.endpoint, len(req.seqs))
+            self.pool.finished(req.endpoint, len(req.seqs), req.id)
             self.counters["cloud_timeouts"] += 1
             self._sample(req, now)  # censored: the answer takes at least this long
             self.pool.timed_out_sample(req.endpoint, sent_at=req.sent_at, depth=req.depth, now=now)

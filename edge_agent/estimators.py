@@ -113,12 +113,15 @@ class SojournModel:
     (0.08, 0.21, 0.29)
     """
 
-    def __init__(self, *, size: int = 64, horizon_s: float | None = None, keep: int = 8, parallel: int = 1) -> None:
+    def __init__(self, *, size: int = 64, horizon_s: float | None = None, keep: int = 8, parallel: int = 1,
+                 forget_s: float | None = None) -> None:
         if int(size) < 1 or int(keep) < 1 or int(parallel) < 1:
             raise ConfigError(f"SojournModel needs size and keep >= 1 sample, got {size!r}, {keep!r}")
         if horizon_s is not None and not horizon_s > 0:
             raise ConfigError(f"SojournModel horizon_s must be a positive number of seconds or None, got {horizon_s!r}")
         self.size, self.horizon_s, self.keep = int(size), horizon_s, min(int(keep), int(size))
+        #: even the newest ``keep`` go after this long: an endpoint avoided for being slow gets tried again
+        self.forget_s = forget_s
         self.parallel = int(parallel)
         self._samples: deque[tuple[float, int, float]] = deque()
         self._cache: dict = {}
@@ -140,6 +143,9 @@ class SojournModel:
         if now is None or self.horizon_s is None:
             return
         while len(self._samples) > self.keep and self._samples[0][0] < now - self.horizon_s:
+            self._samples.popleft()
+            self._cache.clear()
+        while self.forget_s is not None and self._samples and self._samples[0][0] < now - self.forget_s:
             self._samples.popleft()
             self._cache.clear()
 

@@ -7,14 +7,16 @@ per endpoint, its phase (cold, waking, ready, out, probing, disabled), its
 the model of how long a frame takes from joining the device's cloud queue to its answer,
 which the policy plans with.
 
-Choosing an endpoint for the next batch is a load balancer's choice: among the endpoints
-in rotation with a free request slot, those without a recent failure first, then the
-fewest frames outstanding per unit of weight, ties to the one that answers soonest;
-backup endpoints only while no primary is in rotation. A batch goes to one endpoint, up to that endpoint's batch size.
+Choosing an endpoint for the next batch is a load balancer's choice with the batch's
+deadline in mind: among the endpoints in rotation with a free request slot whose answer
+time (its planning quantile at its load) fits the batch's tightest deadline, those without
+a recent failure first, then the fewest frames outstanding per unit of weight, ties to the
+one that answers soonest; when none fits, the one that answers soonest. Backup endpoints
+serve only while no primary is in rotation. A batch goes to one endpoint, up to that endpoint's batch size.
 
 >>> pool = CloudPool((EndpointSpec(name="a"), EndpointSpec(name="b", weight=2.0)), max_inflight=2, max_batch=1,
 ...                  health=HealthConfig(), cold=False)
->>> first = pool.pick(0.0); pool.sent(first, 1)
+>>> first = pool.pick(0.0); pool.sent(first, 1, request=1, now=0.0)
 >>> second = pool.pick(0.0)
 >>> first.name, second.name
 ('b', 'a')
@@ -90,6 +92,7 @@ class Endpoint:
     health: Health = field(default_factory=Health)
     requests: int = 0  # in flight, not timed out
     frames: int = 0  # frames in those requests
+    sent_at: dict = field(default_factory=dict)  # request id -> when it was sent, for those in flight
     answered: int = 0
     failures: int = 0
 
@@ -136,7 +139,8 @@ class CloudPool:
             Endpoint(i, s, s.max_inflight or max_inflight, s.max_batch or max_batch,
                      Phase.COLD if cold else Phase.READY,
                      SojournModel(size=estimator_window, horizon_s=estimator_horizon_s,
-                                  parallel=(s.max_inflight or max_inflight) * (s.max_batch or max_batch)))
+                                  parallel=(s.max_inflight or max_inflight) * (s.max_batch or max_batch),
+                                  forget_s=None if estimator_horizon_s is None else 10 * estimator_horizon_s))
             for i, s in enumerate(specs)
         ]
         # from joining the device's cloud queue to the answer, by cloud frames ahead: the policy's estimate
@@ -168,28 +172,40 @@ class CloudPool:
         return sum(e.frames for e in self.endpoints)
 
     # -- choosing -----------------------------------------------------------------------
-    def pick(self, now: float) -> Endpoint | None:
-        """Where the next batch goes, or None while every serving endpoint is full."""
+    def pick(self, now: float, deadline: float = math.inf, quantile: float = 0.9) -> Endpoint | None:
+        """Where the next batch (due by ``deadline``) goes, or None while every serving endpoint is full."""
         free = [e for e in self._serving(now) if e.requests < e.max_inflight]
         if not free:
             return None
 
+        def eta(e: Endpoint, q: float) -> float:
+            value = e.model.quantile(e.frames, q, now)
+            # a request already out longer than that says more than the samples do: an endpoint
+            # that just slowed down holds its requests before any answer can tell
+            stuck = now - min(e.sent_at.values()) if e.sent_at else 0.0
+            return max(0.0 if value is None else value, stuck)  # never measured: worth finding out
+
+        fits = [e for e in free if now + eta(e, quantile) < deadline]
+        if not fits:
+            return min(free, key=lambda e: eta(e, quantile))
+
         def key(e: Endpoint) -> tuple[int, float, float]:
-            eta = e.model.quantile(e.frames, 0.5, now)
             recent = sum(1 for t in e.health.fails if t > now - self.health_cfg.fail_timeout_s)
-            return recent, (e.frames + 1) / e.spec.weight, eta if eta is not None else 0.0
+            return recent, (e.frames + 1) / e.spec.weight, eta(e, 0.5)
 
-        return min(free, key=key)
+        return min(fits, key=key)
 
-    def sent(self, e: Endpoint, n: int) -> None:
+    def sent(self, e: Endpoint, n: int, request: int, now: float) -> None:
         e.requests += 1
         e.frames += n
+        e.sent_at[request] = now
         self.counters[("endpoint", e.name, "requests")] += 1
 
-    def finished(self, e: Endpoint, n: int) -> None:
+    def finished(self, e: Endpoint, n: int, request: int) -> None:
         """A request is over (answered, failed or timed out): its slot is free."""
         e.requests -= 1
         e.frames -= n
+        e.sent_at.pop(request, None)
 
     # -- outcomes -----------------------------------------------------------------------
     def answered(self, e: Endpoint, *, n: int, sent_at: float, depth: int, now: float) -> None:

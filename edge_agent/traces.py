@@ -255,13 +255,33 @@ SCENARIOS: dict[str, Trace] = {
     "frozen": replace(_BASE, name="frozen", cloud_outages=((20.0, 30.0),), cloud_hangs=True),
     # the local backend builds its engine for 20 s: the cloud carries what it can meanwhile
     "local_warmup": replace(_BASE, name="local_warmup", local_warmup_s=20.0, cloud_slots=3),
+    # a pool of three endpoints, 6.25 fps each: one is killed at 20 s and never comes back
+    "pool_killed": replace(_BASE, name="pool_killed", endpoints=(
+        CloudTrace(name="gpu-a", service_s=0.16, slots=1), CloudTrace(name="gpu-b", service_s=0.16, slots=1,
+                                                                       outages=((20.0, math.inf),)),
+        CloudTrace(name="gpu-c", service_s=0.16, slots=1))),
+    # ... one slowed to 5x its service time from 15 s to 45 s: it should get less of the traffic
+    "pool_slowed": replace(_BASE, name="pool_slowed", endpoints=(
+        CloudTrace(name="gpu-a", service_s=0.16, slots=1), CloudTrace(name="gpu-b", service_s=0.16, slots=1,
+                                                                       slow=((15.0, 45.0, 5.0),)),
+        CloudTrace(name="gpu-c", service_s=0.16, slots=1))),
+    # ... one serving another model: it must never answer a frame
+    "pool_wrong_model": replace(_BASE, name="pool_wrong_model", endpoints=(
+        CloudTrace(name="gpu-a", service_s=0.12, slots=1), CloudTrace(name="gpu-b", service_s=0.12, slots=1,
+                                                                       wrong_model=True),
+        CloudTrace(name="gpu-c", service_s=0.12, slots=1))),
+    # two primaries that fail in turn and both at once from 30 s to 40 s, and a backup that covers
+    "pool_backup": replace(_BASE, name="pool_backup", endpoints=(
+        CloudTrace(name="gpu-a", service_s=0.12, slots=1, outages=((15.0, 25.0), (30.0, 40.0))),
+        CloudTrace(name="gpu-b", service_s=0.12, slots=1, outages=((30.0, 40.0),)),
+        CloudTrace(name="backup", service_s=0.12, slots=1, backup=True))),
 }
 
 #: scenarios where local + cloud capacity is at least 1.2x the load at every moment, with a
 #: jittery round trip, and the cloud never fails: nearly every frame must be answered within
 #: its budget. ("jitter" is not one: its round trip alone exceeds the budget for ~0.5% of
 #: cloud frames, p99.9 of 120 +- 60 ms lognormal plus 80 ms of service being 541 ms.)
-CAPACITY_SCENARIOS = ("steady", "double_rate", "capacity_1_2x", "two_workers")
+CAPACITY_SCENARIOS = ("steady", "double_rate", "capacity_1_2x", "two_workers", "pool_slowed")
 
 
 def scenario(key: str, **overrides) -> Trace:
