@@ -83,7 +83,7 @@ def _check_threads(threads: Any) -> int | None:
 
 
 def _check_model_arg(model: Any, name: str) -> None:
-    if model is not None and not isinstance(model, (str, os.PathLike)):
+    if model is not None and not isinstance(model, (str, os.PathLike, ResolvedModel)):
         raise ConfigError(f"{name} must be a model name like 'yolov3-tiny-coco' or a path to an .onnx file, "
                           f"got {short_repr(model)}")
 

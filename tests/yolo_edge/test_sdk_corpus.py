@@ -85,7 +85,7 @@ def corpus(tmp: Path, det) -> dict[str, callable]:
         "detect max_det=True": lambda: yolo_edge.detect(IMG, max_det=True),
         "detect classes=[10**30]": lambda: yolo_edge.detect(IMG, classes=[10 ** 30]),
         "detect classes=[None]": lambda: yolo_edge.detect(IMG, classes=[None]),
-        "detect classes='person'": lambda: yolo_edge.detect(IMG, classes="person"),
+        "detect classes='no-such-class'": lambda: yolo_edge.detect(IMG, classes="no-such-class"),
         "detect classes=[-1]": lambda: yolo_edge.detect(IMG, classes=[-1]),
         "detect classes=[80] (80 classes)": lambda: yolo_edge.detect(IMG, classes=[80]),
         "detect classes=[1.5]": lambda: yolo_edge.detect(IMG, classes=[1.5]),
