@@ -120,7 +120,8 @@ def _detect(num_classes: int, auth: bool) -> dict[str, Any]:
                     "classes": {"type": "array", "maxItems": LIMITS.max_classes, "items": {"type": "integer", **id_range},
                                 "description": "class ids to keep, as one JSON list like [0, 2]"},
                     BUDGETS_FIELD: {
-                        "type": "array", "minItems": 1, "maxItems": LIMITS.max_images,
+                        # no minItems: an empty list is no field at all in a multipart body
+                        "type": "array", "maxItems": LIMITS.max_images,
                         "items": {"type": "number", "minimum": 0, "maximum": LIMITS.max_budget_s, "nullable": True},
                         "description": "seconds left to each image, one per image in upload order (null: no "
                                        "deadline), as one JSON list like [0.25, 0.3]; an image whose deadline has "
