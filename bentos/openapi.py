@@ -125,7 +125,8 @@ def _detect(num_classes: int, auth: bool) -> dict[str, Any]:
                         "items": {"type": "number", "minimum": 0, "maximum": LIMITS.max_budget_s, "nullable": True},
                         "description": "seconds left to each image, one per image in upload order (null: no "
                                        "deadline), as one JSON list like [0.25, 0.3]; an image whose deadline has "
-                                       "passed when its batch starts is answered status 'expired', not computed"},
+                                       "passed when its batch starts, or falls before the batch's expected end, is "
+                                       "answered status 'expired', not computed"},
                 },
             },
             "encoding": {"classes": {"contentType": "application/json"},

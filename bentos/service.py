@@ -10,7 +10,8 @@ Routes::
                      max_det, classes (a JSON list) and budgets_s (a JSON list: each
                      frame's seconds left). Adaptive batching merges frames of concurrent
                      requests into one model batch; a frame whose deadline has passed
-                     when its batch starts is answered "expired", never computed.
+                     when its batch starts, or falls before the batch's expected end,
+                     is answered "expired", never computed (bentos/batch.py).
     GET  /metadata   model name, sha256, classes, input size, providers, version, limits
     GET  /readyz     503 until the model is loaded AND warmed up, then 200
     GET  /metrics    BentoML's metrics plus yolo_edge_* (see bentos/metrics.py)
@@ -53,7 +54,7 @@ from pydantic import Field
 
 import yolo_edge
 from bentos import metrics
-from bentos.batch import doomed, run_batch
+from bentos.batch import ModelTime, doomed, run_batch
 from bentos.guard import Guard, install_json_protocol_errors
 from bentos.image import IMAGE
 from bentos.intake import Frame, IntakeLimits, PixelBudget, Rejected, arrival, decode_frames, read_form
@@ -238,6 +239,7 @@ class YoloEdge:
         logger.info("serving %s from %s", self.detector.info.name, self.detector.info.path)
         self.info = self.detector.info
         self.model = ModelRef(self.info.name, self.info.sha256)
+        self.model_time = ModelTime()  # what a batch will take, to drop frames that could not make their deadline
         self._ready = threading.Event()
         metrics.get().set_model(self.info.name, self.info.sha256, yolo_edge.__version__)
 
@@ -270,7 +272,8 @@ class YoloEdge:
         """Detect objects in each uploaded image; boxes are in that image's pixels."""
         m = metrics.get()
         start = time.perf_counter()
-        results = run_batch(self.detector, images, self.model, observe_compute=m.inference_seconds.observe, start=start)
+        results = run_batch(self.detector, images, self.model, observe_compute=m.inference_seconds.observe, start=start,
+                            model_time=self.model_time)
         computed = sum(1 for r in results if r.status is not FrameStatus.EXPIRED)
         if computed:
             m.batch_frames.observe(computed)

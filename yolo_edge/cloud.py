@@ -19,8 +19,8 @@ jitter and ``Retry-After``, keeps one connection pool and one ``/metadata`` look
 client, and raises only :class:`~yolo_edge.errors.CloudError` subclasses.
 
 ``budgets_s=`` gives each frame the seconds it has left. They travel with the request
-(recomputed at each try, so waiting spends them), the service answers a frame whose
-deadline passed before its batch started as ``expired`` without computing it, and a frame
+(recomputed at each try, so waiting spends them), the service answers a frame that cannot
+be answered by its deadline as ``expired`` without computing it, and a frame
 whose budget is spent before it could be sent is not uploaded at all: it is answered
 ``expired`` here (no request at all when every frame is). A retry is not made when it
 could not start before the last frame's deadline.

@@ -25,7 +25,8 @@ for an empty image. Options left out take the service's defaults.
 Budgets are relative (seconds left when the request was sent), never absolute times: the
 device's clock and the service's differ. The service turns each into a deadline on its
 own clock when the request arrives, and a frame whose deadline has passed when its model
-batch starts is answered ``expired``, never computed.
+batch starts (or falls before the batch's expected end) is answered ``expired``, never
+computed.
 
 >>> opts = DetectOptions(conf=0.3, classes=[0, 2])
 >>> opts.to_form()
@@ -310,7 +311,7 @@ class FrameStatus(str, enum.Enum):
     """What happened to one frame of a request."""
 
     OK = "ok"  # detected: the result carries detections
-    EXPIRED = "expired"  # its deadline passed before its batch started: not computed
+    EXPIRED = "expired"  # it could not be answered by its deadline: not computed (or not sent)
     ERROR = "error"  # could not be processed: the result says why
 
 

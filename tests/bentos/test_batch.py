@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from bentos.batch import doomed, run_batch
+from bentos.batch import ModelTime, doomed, run_batch
 from bentos.intake import Frame
 from yolo_edge.detector import StageTimings
 from yolo_edge.types import Detections
@@ -93,3 +94,37 @@ def test_doomed_counts_frames_computed_after_their_deadline():
     assert [r.status for r in computed] == [FrameStatus.OK] * 3
     assert doomed(frames, computed, start=0.0) == 0
     assert doomed(frames, computed, start=1.0) == 1  # had the batch started at 1.0, frame 0 was doomed work
+
+
+def test_model_time_is_a_weighted_mean_per_frame():
+    t = ModelTime(weight=0.5)
+    assert t.batch_s(8) == 0.0  # unknown until the first batch: only past deadlines are dropped
+    t.update(0.4, 8)  # 50 ms a frame
+    assert t.batch_s(2) == pytest.approx(0.1)
+    t.update(0.1, 1)
+    assert t.per_frame_s == pytest.approx(0.075)
+    t.update(1.0, 0)  # nothing computed: nothing learnt
+    assert t.per_frame_s == pytest.approx(0.075)
+
+
+def test_frames_that_cannot_make_their_deadline_in_this_batch_are_not_computed():
+    det = FakeDetector()
+    model_time = ModelTime()
+    model_time.update(0.1, 1)  # 100 ms a frame
+    # at t=1.0, four frames: 400 ms of model time; dropping the earliest deadline leaves 300 ms (1.25 is still
+    # before 1.3), dropping the next leaves 200 ms, which 1.5 and the frame without a deadline both get
+    frames = [frame(1, deadline=1.15), frame(2, deadline=1.25), frame(3, deadline=1.5), frame(4)]
+    results = run_batch(det, frames, MODEL, start=1.0, model_time=model_time)
+    assert [r.status for r in results] == [FrameStatus.EXPIRED, FrameStatus.EXPIRED, FrameStatus.OK, FrameStatus.OK]
+    assert det.calls == [(2, DetectOptions().kwargs())]
+    assert "150.0 ms were left to it" in results[0].error and "about 300 ms: not computed" in results[0].error
+    assert results[2].timing.batch_frames == 2
+    assert doomed(frames, results, start=1.0) == 0
+    assert model_time.per_frame_s == pytest.approx(0.1 + 0.2 * (0.012 / 2 - 0.1))  # learnt from this batch
+
+
+def test_frames_without_a_deadline_are_never_dropped_for_the_estimate():
+    model_time = ModelTime()
+    model_time.update(100.0, 1)
+    results = run_batch(FakeDetector(), [frame(1), frame(2, deadline=50.0)], MODEL, start=1.0, model_time=model_time)
+    assert [r.status for r in results] == [FrameStatus.OK, FrameStatus.EXPIRED]
