@@ -81,7 +81,7 @@ def test_tiny_budgets_in_a_busy_service_come_back_expired_and_are_not_computed(s
     assert [r.status for r in late] == [FrameStatus.EXPIRED] * 3, [r.error for r in late]
     assert all(r.error.endswith("not computed") for r in late)
     assert all(r.model.sha256 == default_detector.info.sha256 and r.detections is None for r in late)
-    assert all(r.timing.queue_ms >= 50 and r.timing.inference_ms == 0 for r in late)
+    assert all(r.timing.queue_ms > 0 and r.timing.inference_ms == 0 and r.timing.batch_frames == 0 for r in late)
     assert patient[0].ok
     d = delta(after, before)
     assert d["expired"] == 3 and d["ok"] == 8 * BUSY_REQUESTS + 1

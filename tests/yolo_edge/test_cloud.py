@@ -464,17 +464,17 @@ def test_budgets_travel_with_the_request_and_expired_frames_come_back_as_outcome
         return 200, [detect_item([[1, 2, 3, 4]], (10, 10)), expired_item(), detect_item([], (10, 10))], None
 
     client, adapter, _ = make_client(service(answer), downscale=False, expected_sha256=SHA)
-    results = client.detect_frames([jpeg(10, 10)] * 3, budgets_s=[0.5, 0.2, None], conf=0.3)
+    results = client.detect_frames([jpeg(10, 10)] * 3, budgets_s=[50.0, 20.0, None], conf=0.3)
     assert [r.status for r in results] == [FrameStatus.OK, FrameStatus.EXPIRED, FrameStatus.OK]
     assert results[1].detections is None and "not computed" in results[1].error
     assert all(r.model.sha256 == SHA for r in results)
     (budgets,) = sent
     # what is left when the request is sent: a little less than given, never more; None stays None
-    assert 0.4 < budgets[0] <= 0.5 and 0.1 < budgets[1] <= 0.2 and budgets[2] is None
+    assert 40 < budgets[0] <= 50 and 10 < budgets[1] <= 20 and budgets[2] is None
     assert form_field(adapter.requests[-1], "conf") == "0.3"
     with pytest.raises(CloudFrameError, match="image 1 .expired.") as info:
-        client.detect_many([jpeg(10, 10)] * 3, budgets_s=1.0)
-    assert info.value.frame_status == "expired" and sent[-1] == [pytest.approx(1.0, abs=0.1)] * 3
+        client.detect_many([jpeg(10, 10)] * 3, budgets_s=100.0)
+    assert info.value.frame_status == "expired" and sent[-1] == [pytest.approx(100.0, abs=10)] * 3
 
 
 def test_without_budgets_the_request_is_as_before():
@@ -494,9 +494,9 @@ def test_a_spent_budget_is_not_uploaded():
         return 200, [detect_item([], (10, 10))] * n, None
 
     client, _, _ = make_client(service(answer), downscale=False, expected_sha256=SHA)
-    results = client.detect_frames([jpeg(10, 10), jpeg(20, 20), jpeg(30, 30)], budgets_s=[5.0, 0.0, -0.3])
+    results = client.detect_frames([jpeg(10, 10), jpeg(20, 20), jpeg(30, 30)], budgets_s=[50.0, 0.0, -0.3])
     assert [r.status for r in results] == [FrameStatus.OK, FrameStatus.EXPIRED, FrameStatus.EXPIRED]
-    assert seen == [(1, [pytest.approx(5.0, abs=0.5)])]  # one image uploaded, with its own budget
+    assert seen == [(1, [pytest.approx(50.0, abs=10)])]  # one image uploaded, with its own budget
     assert "not uploaded" in results[2].error and results[2].model.sha256 == SHA
 
 
