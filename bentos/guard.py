@@ -29,10 +29,11 @@ import asyncio
 import hmac
 import json
 import logging
+import time
 from collections import deque
 from typing import Any, Awaitable, Callable
 
-__all__ = ["Guard", "OPEN_PATHS", "ON_END", "install_json_protocol_errors"]
+__all__ = ["Guard", "OPEN_PATHS", "ON_END", "ARRIVED", "install_json_protocol_errors"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ Send = Callable[[Message], Awaitable[None]]
 OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
 #: Scope key of a list of callbacks the Guard runs when a guarded request ends, however it ends.
 ON_END = "yolo_edge.on_end"
+#: Scope key of when the request arrived (``time.perf_counter()``), before its body was read.
+ARRIVED = "yolo_edge.arrived"
 
 
 class _Refused(Exception):
@@ -98,6 +101,7 @@ class Guard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        scope[ARRIVED] = time.perf_counter()  # frames' budgets count from here: the upload spends them too
         shaped = _shaping(send, scope, self.retry_after_s)
         try:
             self._admit(scope)

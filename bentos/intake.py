@@ -7,6 +7,10 @@ classes), every image's format and size read from its header (nothing is decoded
 the header does not vouch for), the pixels of the whole request, and finally the decode.
 Nothing invalid ever reaches a model batch shared with other requests.
 
+A frame's remaining budget (the ``budgets_s`` field) becomes its deadline on this
+worker's clock, counted from the moment the request arrived (the Guard stamps it, before
+the body is read: uploading spends the budget too).
+
 The request is parsed here rather than by BentoML's multipart reader so that uploads
 are read straight from memory and a text field is never taken for a URL to download.
 """
@@ -21,13 +25,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bentos.guard import ON_END
+from bentos.guard import ARRIVED, ON_END
 from yolo_edge.errors import ConfigError, ImageError, ImageTooLargeError, UnsupportedImageError
 from yolo_edge.image import check_pixels, decode_image
 from yolo_edge.image_header import ImageHeader, read_header
-from yolo_edge.wire import LIMITS, DetectOptions
+from yolo_edge.wire import LIMITS, DetectOptions, parse_form
 
-__all__ = ["Frame", "IntakeLimits", "PixelBudget", "Rejected", "read_form", "decode_frames"]
+__all__ = ["Frame", "IntakeLimits", "PixelBudget", "Rejected", "arrival", "read_form", "decode_frames"]
 
 #: Bytes of one option field as multipart carries it (the wire limit is in characters).
 _MAX_FIELD_BYTES = 4 * LIMITS.max_field_chars
@@ -96,6 +100,7 @@ class Frame:
     options: DetectOptions
     received: float  # perf_counter when its request arrived
     decode_s: float
+    deadline: float | None = None  # perf_counter past which it is not worth computing; None: no deadline
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,7 @@ class Upload:
     index: int
     data: bytes
     header: ImageHeader
+    budget_s: float | None = None  # seconds left to it when its request arrived
 
 
 async def read_form(request: Any, limits: IntakeLimits, budget: PixelBudget | None = None
@@ -133,11 +139,13 @@ async def read_form(request: Any, limits: IntakeLimits, budget: PixelBudget | No
     if not all(hasattr(f, "read") and hasattr(f, "filename") for f in files):
         raise Rejected(HTTPStatus.BAD_REQUEST, "'images' must be file uploads (curl -F images=@photo.jpg), not text or URLs")
     try:
-        options = DetectOptions.from_form((k, v) for k, v in form.multi_items() if k != "images")
+        options, budgets = parse_form(((k, v) for k, v in form.multi_items() if k != "images"), image_count=len(files))
         options.for_model(limits.num_classes)
     except ConfigError as exc:
         raise Rejected(HTTPStatus.BAD_REQUEST, str(exc)) from None
-    uploads = [Upload(i, data, _header(i, data, limits)) for i, data in enumerate([await f.read() for f in files])]
+    budgets = budgets or (None,) * len(files)
+    uploads = [Upload(i, data, _header(i, data, limits), budget)
+               for i, (data, budget) in enumerate(zip([await f.read() for f in files], budgets))]
     total = sum(u.header.pixels for u in uploads)
     if total > limits.max_request_pixels:
         raise Rejected(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
@@ -148,6 +156,12 @@ async def read_form(request: Any, limits: IntakeLimits, budget: PixelBudget | No
     if budget is not None and on_end is not None:
         on_end.append(budget.acquire(total))
     return options, uploads
+
+
+def arrival(request: Any, default: float) -> float:
+    """When the request arrived: the Guard's stamp (``perf_counter``), else ``default``."""
+    stamp = request.scope.get(ARRIVED)
+    return stamp if isinstance(stamp, float) else default
 
 
 def _header(index: int, data: bytes, limits: IntakeLimits) -> ImageHeader:
@@ -163,7 +177,7 @@ def _header(index: int, data: bytes, limits: IntakeLimits) -> ImageHeader:
 
 def decode_frames(uploads: list[Upload], options: DetectOptions, received: float, limits: IntakeLimits,
                   on_decoded: Callable[[float], None] = lambda seconds: None) -> list[Frame]:
-    """Decode checked uploads (CPU work: run it in a thread)."""
+    """Decode checked uploads (CPU work: run it in a thread); ``received`` is when the request arrived."""
     frames = []
     for up in uploads:
         t0 = time.perf_counter()
@@ -173,7 +187,8 @@ def decode_frames(uploads: list[Upload], options: DetectOptions, received: float
             raise _rejected(up.index, exc) from None
         decode_s = time.perf_counter() - t0
         on_decoded(decode_s)
-        frames.append(Frame(image, options, received, decode_s))
+        deadline = None if up.budget_s is None else received + up.budget_s
+        frames.append(Frame(image, options, received, decode_s, deadline))
     return frames
 
 

@@ -5,7 +5,8 @@ BentoML workers set ``PROMETHEUS_MULTIPROC_DIR`` after importing the service mod
 never at import time; otherwise they would be invisible on /metrics.
 
 BentoML's ``bentoml_service_adaptive_batch_size`` counts *requests* per batch; a request
-may carry several images, so ``yolo_edge_batch_frames`` counts the frames the model saw.
+may carry several images, so ``yolo_edge_batch_frames`` counts the frames the model saw
+(frames answered ``expired`` at the batch's start are not among them).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class ServiceMetrics:
     inference_seconds: Any  # Histogram: model time per batch (letterbox + run + NMS)
     decode_seconds: Any  # Histogram: JPEG/PNG decode time per frame
     frames: Any  # Counter{outcome}: ok | invalid | too_large | unsupported | busy | error | expired
+    doomed_computed: Any  # Counter: frames computed although their deadline had passed at batch start (stays 0)
     rejected: Any  # Counter{reason}: unauthorized | too_large | overloaded | not_ready | timeout | uploads
     model_info: Any  # Gauge{name, sha256, version} = 1
     requests_open: Any  # Gauge{stage}: uploads (body still arriving) | in_flight (body arrived)
@@ -46,6 +48,8 @@ def get() -> ServiceMetrics:
                                     "Model time per batch: letterbox, run and NMS", buckets=_SECONDS),
         decode_seconds=Histogram("yolo_edge_decode_seconds", "Image decode time per frame", buckets=_SECONDS),
         frames=Counter("yolo_edge_frames", "Frames by outcome", ["outcome"]),
+        doomed_computed=Counter("yolo_edge_doomed_frames_computed", "Frames computed although their deadline had "
+                                "passed when their batch started (0 by design: such frames are answered expired)"),
         rejected=Counter("yolo_edge_rejected_requests", "Requests refused before inference, by reason", ["reason"]),
         # an info metric as a gauge: prometheus' multiprocess mode has no Info type
         model_info=Gauge("yolo_edge_model_info", "The model this service runs", ["name", "sha256", "version"],

@@ -17,7 +17,7 @@ import json
 from typing import Any, Callable
 
 from yolo_edge.image_header import MIME_TYPES
-from yolo_edge.wire import LIMITS, FrameStatus
+from yolo_edge.wire import BUDGETS_FIELD, LIMITS, FrameStatus
 
 __all__ = ["OpenAPIDocs", "document"]
 
@@ -119,9 +119,18 @@ def _detect(num_classes: int, auth: bool) -> dict[str, Any]:
                     "max_det": {"type": "integer", "minimum": 1, "maximum": LIMITS.max_det, "description": "default 300"},
                     "classes": {"type": "array", "maxItems": LIMITS.max_classes, "items": {"type": "integer", **id_range},
                                 "description": "class ids to keep, as one JSON list like [0, 2]"},
+                    BUDGETS_FIELD: {
+                        # no minItems: an empty list is no field at all in a multipart body
+                        "type": "array", "maxItems": LIMITS.max_images,
+                        "items": {"type": "number", "minimum": 0, "maximum": LIMITS.max_budget_s, "nullable": True},
+                        "description": "seconds left to each image, one per image in upload order (null: no "
+                                       "deadline), as one JSON list like [0.25, 0.3]; an image whose deadline has "
+                                       "passed when its batch starts, or falls before the batch's expected end, is "
+                                       "answered status 'expired', not computed"},
                 },
             },
-            "encoding": {"classes": {"contentType": "application/json"}},
+            "encoding": {"classes": {"contentType": "application/json"},
+                         BUDGETS_FIELD: {"contentType": "application/json"}},
         }}},
         "responses": {
             "200": {"description": "one result per image",

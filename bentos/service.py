@@ -7,8 +7,11 @@ and the answer are :mod:`yolo_edge.wire`'s, the same code the client uses.
 Routes::
 
     POST /detect     multipart: images=<file> (repeatable); optional form fields conf, iou,
-                     max_det and classes (a JSON list). Adaptive batching merges frames
-                     of concurrent requests into one model batch.
+                     max_det, classes (a JSON list) and budgets_s (a JSON list: each
+                     frame's seconds left). Adaptive batching merges frames of concurrent
+                     requests into one model batch; a frame whose deadline has passed
+                     when its batch starts, or falls before the batch's expected end,
+                     is answered "expired", never computed (bentos/batch.py).
     GET  /metadata   model name, sha256, classes, input size, providers, version, limits
     GET  /readyz     503 until the model is loaded AND warmed up, then 200
     GET  /metrics    BentoML's metrics plus yolo_edge_* (see bentos/metrics.py)
@@ -51,14 +54,14 @@ from pydantic import Field
 
 import yolo_edge
 from bentos import metrics
-from bentos.batch import run_batch
+from bentos.batch import ModelTime, doomed, run_batch
 from bentos.guard import Guard, install_json_protocol_errors
 from bentos.image import IMAGE
-from bentos.intake import Frame, IntakeLimits, PixelBudget, Rejected, decode_frames, read_form
+from bentos.intake import Frame, IntakeLimits, PixelBudget, Rejected, arrival, decode_frames, read_form
 from bentos.openapi import OpenAPIDocs
 from yolo_edge.backends.engine_cache import PRECISIONS
 from yolo_edge.backends.select import describe_backend
-from yolo_edge.wire import LIMITS, ModelRef, ServiceInfo
+from yolo_edge.wire import LIMITS, FrameStatus, ModelRef, ServiceInfo
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +174,7 @@ class DetectInput(bentoml.IODescriptor):
 
     @classmethod
     async def from_http_request(cls, request: Any, serde: Any) -> "DetectInput":
-        received = time.perf_counter()
+        received = arrival(request, time.perf_counter())
         svc = bentoml.get_current_service()
         if svc is None or not svc.ready:  # the Guard answers first; this covers a call that bypasses it
             raise ServiceUnavailable("the model is still loading or warming up: retry shortly")
@@ -236,6 +239,7 @@ class YoloEdge:
         logger.info("serving %s from %s", self.detector.info.name, self.detector.info.path)
         self.info = self.detector.info
         self.model = ModelRef(self.info.name, self.info.sha256)
+        self.model_time = ModelTime()  # what a batch will take, to drop frames that could not make their deadline
         self._ready = threading.Event()
         metrics.get().set_model(self.info.name, self.info.sha256, yolo_edge.__version__)
 
@@ -267,8 +271,16 @@ class YoloEdge:
     def detect(self, images: list[Frame]) -> list[dict[str, Any]]:
         """Detect objects in each uploaded image; boxes are in that image's pixels."""
         m = metrics.get()
-        results = run_batch(self.detector, images, self.model, observe_compute=m.inference_seconds.observe)
-        m.batch_frames.observe(len(images))
+        start = time.perf_counter()
+        results = run_batch(self.detector, images, self.model, observe_compute=m.inference_seconds.observe, start=start,
+                            model_time=self.model_time)
+        computed = sum(1 for r in results if r.status is not FrameStatus.EXPIRED)
+        if computed:
+            m.batch_frames.observe(computed)
+        late = doomed(images, results, start)
+        if late:
+            logger.error("%d frame(s) of a batch were computed after their deadline had passed", late)
+            m.doomed_computed.inc(late)
         for r in results:
             m.frames.labels(outcome=r.status.value).inc()
         return [r.to_dict() for r in results]

@@ -18,6 +18,13 @@ before the request was sent, and read timeouts of GET requests) with exponential
 jitter and ``Retry-After``, keeps one connection pool and one ``/metadata`` lookup per
 client, and raises only :class:`~yolo_edge.errors.CloudError` subclasses.
 
+``budgets_s=`` gives each frame the seconds it has left. They travel with the request
+(recomputed at each try, so waiting spends them), the service answers a frame that cannot
+be answered by its deadline as ``expired`` without computing it, and a frame
+whose budget is spent before it could be sent is not uploaded at all: it is answered
+``expired`` here (no request at all when every frame is). A retry is not made when it
+could not start before the last frame's deadline.
+
 >>> with CloudClient("http://127.0.0.1:3000", timeout=5) as client:  # doctest: +SKIP
 ...     client.wake(wait_s=30)
 ...     dets = client.detect("bus.jpg", conf=0.3)
@@ -51,7 +58,19 @@ from .errors import (
 )
 from .image import MAX_BYTES, MAX_PIXELS, check_channels
 from .types import Detections
-from .wire import LIMITS, DetectOptions, FrameResult, ServiceInfo, decode_results, short_repr
+from .wire import (
+    BUDGETS_FIELD,
+    LIMITS,
+    DetectOptions,
+    FrameResult,
+    FrameStatus,
+    ModelRef,
+    ServiceInfo,
+    budgets_to_form,
+    check_budgets,
+    decode_results,
+    short_repr,
+)
 
 __all__ = ["CloudClient", "RETRY_STATUS"]
 
@@ -132,6 +151,7 @@ class CloudClient:
         self._service: ServiceInfo | None = None
         self._info_lock = threading.Lock()
         self._lookup_lock = threading.Lock()
+        self._answered: ModelRef | None = None  # the model of the latest answer
 
     # -- lifecycle -------------------------------------------------------------------
     def close(self) -> None:
@@ -242,19 +262,21 @@ class CloudClient:
         max_det: int | None = None,
         channels: str = "bgr",
         return_meta: bool = False,
+        budgets_s: Sequence[float | None] | float | None = None,
     ) -> Any:
         """Detect in several images, one request per ``LIMITS.max_images`` of them.
 
-        A frame the service could not process raises :class:`CloudFrameError` (use
-        :meth:`detect_frames` to get every frame's own status instead). With
-        ``return_meta=True`` the result is ``(detections, metas)`` where each meta is
-        ``{"model": {"name", "sha256"}, "timing": {"queue_ms", "decode_ms",
-        "inference_ms", "server_ms", "batch_frames", "roundtrip_ms"}}``.
+        A frame the service could not process, or that expired (see ``budgets_s`` in
+        :meth:`detect_frames`), raises :class:`CloudFrameError` (use :meth:`detect_frames`
+        to get every frame's own status instead). With ``return_meta=True`` the result is
+        ``(detections, metas)`` where each meta is ``{"model": {"name", "sha256"},
+        "timing": {"queue_ms", "decode_ms", "inference_ms", "server_ms", "batch_frames",
+        "roundtrip_ms"}}``.
         """
         if not isinstance(return_meta, bool):
             raise ConfigError(f"return_meta must be True or False, got {short_repr(return_meta)}")
         results, roundtrips = self._detect(images, conf=conf, iou=iou, classes=classes, max_det=max_det,
-                                           channels=channels)
+                                           channels=channels, budgets_s=budgets_s)
         for i, result in enumerate(results):
             if not result.ok:
                 raise CloudFrameError(f"the service did not detect in image {i} ({result.status.value}): {result.error}",
@@ -270,6 +292,7 @@ class CloudClient:
         self,
         images: Sequence[Any],
         *,
+        budgets_s: Sequence[float | None] | float | None = None,
         conf: float | None = None,
         iou: float | None = None,
         classes: Sequence[int] | None = None,
@@ -278,39 +301,81 @@ class CloudClient:
     ) -> list[FrameResult]:
         """Like :meth:`detect_many`, but every frame's own :class:`~yolo_edge.wire.FrameResult`.
 
-        A frame the service could not process (or dropped as expired) is returned with
-        its status and reason instead of failing the others; detections of OK frames
-        are in the caller's coordinates.
+        A frame the service could not process, or that expired, is returned with its
+        status and reason instead of failing the others; detections of OK frames are in
+        the caller's coordinates. ``budgets_s`` is each frame's remaining time in seconds
+        (one number for all, or one per image, None for no deadline): a frame whose
+        budget is spent before it is sent is not uploaded, and one whose deadline passes
+        in the service's queue is not computed; both come back with status EXPIRED.
         """
-        return self._detect(images, conf=conf, iou=iou, classes=classes, max_det=max_det, channels=channels)[0]
+        return self._detect(images, conf=conf, iou=iou, classes=classes, max_det=max_det, channels=channels,
+                            budgets_s=budgets_s)[0]
 
     # -- internals -------------------------------------------------------------------
-    def _detect(self, images: Sequence[Any], *, channels: str, **options: Any) -> tuple[list[FrameResult], list[float]]:
+    def _detect(self, images: Sequence[Any], *, channels: str, budgets_s: Any = None,
+                **options: Any) -> tuple[list[FrameResult], list[float]]:
         if isinstance(images, (str, bytes, np.ndarray)) or not isinstance(images, Sequence):
             raise ConfigError(f"expected a list of images, got {type(images).__name__}; use detect() for a single image")
         check_channels(channels)
         form = DetectOptions(**options).to_form()
         images = list(images)
-        results: list[FrameResult] = []
-        roundtrips: list[float] = []
-        for start in range(0, len(images), LIMITS.max_images):
-            chunk = images[start:start + LIMITS.max_images]
-            # the model's input size is needed only to shrink something: arrays, or files when lossy
-            shrink = self.downscale and (self.jpeg_quality is not None or not all(map(_is_encoded, chunk)))
-            imgsz = self.service_info().imgsz if shrink else None
-            uploads = [prepare_upload(img, channels=channels, imgsz=imgsz, jpeg_quality=self.jpeg_quality)
-                       for img in chunk]
-            files = [("images", (f"frame{i}.{up.suffix}", up.data, up.content_type)) for i, up in enumerate(uploads)]
-            t0 = time.perf_counter()
-            resp = self._request("POST", "/detect", files=files, data=form)
-            roundtrip_ms = (time.perf_counter() - t0) * 1000.0
-            for result, up in zip(decode_results(_json(resp), len(uploads)), uploads):
-                self._check_sha(result.model.sha256, result.model.name)
-                if result.detections is not None:
-                    result = _replace_detections(result, _to_original(result.detections, up.scale, up.shape))
-                results.append(result)
-                roundtrips.append(roundtrip_ms)
-        return results, roundtrips
+        budgets = check_budgets(budgets_s, len(images), spent_ok=True)
+        called = time.monotonic()
+        deadlines = [None if budgets is None or b is None else called + b for b in (budgets or [None] * len(images))]
+        results: list[FrameResult | None] = [None] * len(images)
+        roundtrips = [0.0] * len(images)
+        pending = list(range(len(images)))
+        while pending:
+            now = time.monotonic()
+            for i in pending:
+                if deadlines[i] is not None and deadlines[i] <= now:  # type: ignore[operator]
+                    results[i] = self._not_sent(now - deadlines[i])  # type: ignore[operator]
+            pending = [i for i in pending if results[i] is None]
+            chunk, pending = pending[:LIMITS.max_images], pending[LIMITS.max_images:]
+            if chunk:
+                self._send(images, chunk, deadlines if budgets is not None else None, form, channels, results, roundtrips)
+        return [r for r in results if r is not None], roundtrips
+
+    def _send(self, images: list[Any], chunk: list[int], deadlines: list[float | None] | None, form: dict[str, str],
+              channels: str, results: list[FrameResult | None], roundtrips: list[float]) -> None:
+        """One request for the frames ``chunk``; their results go into ``results``."""
+        # the model's input size is needed only to shrink something: arrays, or files when lossy
+        shrink = self.downscale and (self.jpeg_quality is not None or not all(_is_encoded(images[i]) for i in chunk))
+        imgsz = self.service_info().imgsz if shrink else None
+        uploads = [prepare_upload(images[i], channels=channels, imgsz=imgsz, jpeg_quality=self.jpeg_quality)
+                   for i in chunk]
+        files = [("images", (f"frame{n}.{up.suffix}", up.data, up.content_type)) for n, up in enumerate(uploads)]
+        last: float | None = None
+        fields: dict[str, str] | Callable[[], dict[str, str]] = form
+        if deadlines is not None:
+            chunk_deadlines = [deadlines[i] for i in chunk]
+
+            def with_budgets() -> dict[str, str]:  # at each try: what is left of each frame's budget then
+                now = time.monotonic()
+                return {**form, BUDGETS_FIELD: budgets_to_form(
+                    [None if d is None else max(0.0, d - now) for d in chunk_deadlines])}
+
+            fields = with_budgets
+            if None not in chunk_deadlines:
+                last = max(chunk_deadlines)  # type: ignore[type-var]
+        t0 = time.perf_counter()
+        resp = self._request("POST", "/detect", files=files, data=fields, deadline=last)
+        roundtrip_ms = (time.perf_counter() - t0) * 1000.0
+        for i, result, up in zip(chunk, decode_results(_json(resp), len(uploads)), uploads):
+            self._check_sha(result.model.sha256, result.model.name)
+            self._answered = result.model
+            if result.detections is not None:
+                result = _replace_detections(result, _to_original(result.detections, up.scale, up.shape))
+            results[i] = result
+            roundtrips[i] = roundtrip_ms
+
+    def _not_sent(self, late_s: float) -> FrameResult:
+        """The EXPIRED result of a frame whose budget ran out before it could be sent."""
+        service = self._service
+        model = self._answered or (ModelRef(service.name, service.sha256) if service is not None
+                                   else ModelRef("?", self.expected_sha256 or ""))
+        return FrameResult(status=FrameStatus.EXPIRED, model=model,
+                           error=f"its budget ran out {late_s * 1e3:.1f} ms before it could be sent: not uploaded")
 
     def _check_sha(self, got: str, name: str, expected: str | None = None) -> None:
         expected = expected or self.expected_sha256
@@ -326,8 +391,13 @@ class CloudClient:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """Send with retries; return a 2xx response or raise a CloudError subclass."""
+    def _request(self, method: str, path: str, *, data: Any = None, deadline: float | None = None,
+                 **kwargs: Any) -> Any:
+        """Send with retries; return a 2xx response or raise a CloudError subclass.
+
+        ``data`` may be a function giving the form fields at each try; no retry is made
+        that could not start before ``deadline`` (``time.monotonic()``).
+        """
         import requests
 
         url = self.endpoint + path
@@ -335,7 +405,8 @@ class CloudClient:
         while True:
             retry_after: float | None = None
             try:
-                resp = self._session.request(method, url, headers=self._headers(), timeout=self.timeout, **kwargs)
+                resp = self._session.request(method, url, headers=self._headers(), timeout=self.timeout,
+                                             data=data() if callable(data) else data, **kwargs)
             except requests.ConnectTimeout as exc:  # before requests.Timeout: the request was never sent
                 failure: CloudError = _unavailable(f"could not connect to {url} within {self.timeout:g} s: is the "
                                                    "service up and reachable (or scaled to zero: call wake())?")
@@ -367,6 +438,8 @@ class CloudClient:
                 if retry_after > self.timeout:  # waiting that long helps nobody: let the caller route elsewhere
                     raise failure
                 delay = max(delay, retry_after)
+            if deadline is not None and time.monotonic() + delay >= deadline:
+                raise failure  # every frame would expire before the retry: say the service was unavailable
             attempt += 1
             logger.info("%s %s: %s; retry %d/%d in %.2f s", method, path, failure, attempt, self.max_retries, delay)
             self._sleep(delay)

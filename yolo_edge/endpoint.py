@@ -10,6 +10,10 @@ OpenVINO Model Server). :func:`open_endpoint` picks the client from the URL:
 ``oip+http://HOST:PORT/v2/models/NAME[/versions/V]`` an Open Inference Protocol model (OipClient)
 ==================================================  ==============================
 
+The agent calls :meth:`Endpoint.detect_frames`: one result per frame, each with its own
+status (``ok``, ``expired``: its deadline passed before it was computed, ``error``) and
+the model that answered it, and every frame's remaining budget on the wire.
+
 >>> client = open_endpoint("http://127.0.0.1:3000")
 >>> isinstance(client, Endpoint), type(client).__name__
 (True, 'CloudClient')
@@ -20,9 +24,12 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, runtime_checkable
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .wire import FrameResult
 
 __all__ = ["Endpoint", "open_endpoint", "poll_ready"]
 
@@ -58,6 +65,29 @@ class Endpoint(Protocol):
         return_meta: bool = False,
     ) -> Any:
         """Detections for ``images`` (and per-image ``{"model", "timing"}`` metas with ``return_meta``)."""
+        ...
+
+    def detect_frames(
+        self,
+        images: Sequence[Any],
+        *,
+        budgets_s: Sequence[float | None] | float | None = None,
+        conf: float | None = None,
+        iou: float | None = None,
+        classes: Sequence[int] | None = None,
+        max_det: int | None = None,
+        channels: str = "bgr",
+    ) -> "list[FrameResult]":
+        """One :class:`~yolo_edge.wire.FrameResult` per image, in order, each with its own status.
+
+        ``budgets_s`` is each frame's remaining time in seconds (one number for all, one
+        per image, or None: no deadline). A frame whose budget is spent (<= 0) is not
+        sent; one whose deadline passes on the server before it is computed comes back
+        EXPIRED, not computed: an outcome, not an error, and no fault of the endpoint.
+        OK results carry detections in the caller's coordinates. ``result.model``
+        carries the served model's sha256. Failures of the endpoint itself (unreachable,
+        overloaded, another model) raise :class:`~yolo_edge.errors.CloudError` subclasses.
+        """
         ...
 
     def close(self) -> None:

@@ -14,8 +14,10 @@ matching the local model, an output of the local model's shape, and the sha256 t
 model version only, so answers of two models are never mixed.
 
 A frame's remaining budget travels as the request ``timeout`` (microseconds, Triton's
-schedule-policy extension): the server drops a request still queued when it runs out
-and the client raises :class:`~yolo_edge.errors.CloudDeadlineExpiredError`.
+schedule-policy extension; a request's timeout is the smallest remaining budget of its
+frames): the server drops a request still queued when it runs out. :meth:`OipClient.detect_frames`
+answers such frames with status EXPIRED (and does not send a frame whose budget is spent);
+``detect``/``detect_many`` raise :class:`~yolo_edge.errors.CloudDeadlineExpiredError`.
 
 >>> client = OipClient("oip+http://127.0.0.1:8000/v2/models/yolo")       # doctest: +SKIP
 >>> client.wake(wait_s=30)                                               # doctest: +SKIP
@@ -50,6 +52,7 @@ from .models.resolve import ResolvedModel, resolve_model
 from .oip_model import ServedModel, check_output, check_served, identity_problem
 from .oip_wire import OipUrl, decode_infer_response, encode_infer_request, error_for_status, parse_oip_url
 from .types import Detections
+from .wire import FrameResult, FrameStatus, FrameTiming, ModelRef, check_budgets
 
 __all__ = ["OipClient", "OipBackend", "ServedModel"]
 
@@ -146,6 +149,11 @@ class OipBackend:
             logger.debug("%s failed: %s", url, exc)
             return False
         return resp.status_code == 200
+
+    @property
+    def verified(self) -> ServedModel | None:
+        """The served model once verified; None before (no network I/O)."""
+        return self._served
 
     def served(self) -> ServedModel:
         """The verified served model (verifying it on first use)."""
@@ -377,3 +385,66 @@ class OipClient:
         metas = [{"model": model, "timing": {"roundtrip_ms": roundtrips[i // served.max_batch]}}
                  for i in range(len(dets))]
         return dets, metas
+
+    def detect_frames(
+        self,
+        images: Sequence[Any],
+        *,
+        budgets_s: Sequence[float | None] | float | None = None,
+        conf: float | None = None,
+        iou: float | None = None,
+        classes: Sequence[int] | None = None,
+        max_det: int | None = None,
+        channels: str = "bgr",
+    ) -> list[FrameResult]:
+        """One :class:`~yolo_edge.wire.FrameResult` per image, each with its own status.
+
+        Frames go in requests of up to the server's ``max_batch``; each request's
+        ``timeout`` is the smallest remaining budget of its frames. A frame whose budget
+        is spent before its request is sent is not sent, and a request the server dropped
+        because its timeout ran out in the queue ("Request timeout expired": nothing was
+        computed) answers all of its frames EXPIRED; neither raises. Detections are
+        decoded locally, in the caller's coordinates; ``model`` is the verified served
+        model (answers are held to its name and version).
+        """
+        if isinstance(images, (str, bytes, np.ndarray)) or not isinstance(images, Sequence):
+            raise ConfigError("detect_frames expects a list of images; use detect() for a single image")
+        images = list(images)
+        budgets = check_budgets(budgets_s, len(images), spent_ok=True)
+        called = time.monotonic()
+        deadlines = [None if b is None else called + b for b in (budgets or [None] * len(images))]
+        results: list[FrameResult | None] = [None] * len(images)
+        pending = list(range(len(images)))
+        while pending:
+            now = time.monotonic()
+            for i in pending:
+                late = deadlines[i]
+                if late is not None and late <= now:
+                    results[i] = FrameResult(status=FrameStatus.EXPIRED, model=self._model_ref(), error=(
+                        f"its budget ran out {(now - late) * 1e3:.1f} ms before it could be sent: not sent"))
+            pending = [i for i in pending if results[i] is None]
+            if not pending:
+                break
+            served = self.backend.served()
+            chunk, pending = pending[:served.max_batch], pending[served.max_batch:]
+            spans = [d for d in (deadlines[i] for i in chunk) if d is not None]
+            deadline = min(spans) if spans else None
+            try:
+                dets, _ = self.detector.predict(
+                    [images[i] for i in chunk], conf=conf, iou=iou, classes=classes, max_det=max_det,  # type: ignore[arg-type]
+                    channels=channels, infer=lambda batch: self.backend.infer(batch, deadline=deadline))
+            except CloudDeadlineExpiredError as exc:  # in the server's queue, or before it could be sent
+                for i in chunk:
+                    results[i] = FrameResult(status=FrameStatus.EXPIRED, model=self._model_ref(), error=str(exc))
+                continue
+            model, timing = self._model_ref(), FrameTiming(batch_frames=len(chunk))
+            for i, det in zip(chunk, dets):
+                results[i] = FrameResult(status=FrameStatus.OK, model=model, timing=timing, detections=det)
+        return [r for r in results if r is not None]
+
+    def _model_ref(self) -> ModelRef:
+        """The verified served model; before verification, the one it must be (the local model's sha256)."""
+        served = self.backend.verified
+        if served is None:
+            return ModelRef(self.backend.url.model, self.backend.expected_sha256)
+        return ModelRef(served.name, served.sha256 or "")

@@ -10,6 +10,8 @@ answers with it, and :class:`~yolo_edge.Detector` checks its arguments against t
         conf, iou    a number within [0, 1]                       optional
         max_det      an integer within 1..LIMITS.max_det           optional
         classes      a JSON list of class ids of the model, [0, 2]  optional
+        budgets_s    a JSON list, one entry per image in upload order: the seconds   optional
+                     left to that frame (0..LIMITS.max_budget_s), or null for none
       -> 200         a JSON list with one FrameResult per image, in upload order:
                      {"status": "ok", "image_shape", "names", "detections", "model", "timing"}
                      or {"status": "expired" | "error", "error": "...", "model", "timing"}
@@ -18,10 +20,13 @@ answers with it, and :class:`~yolo_edge.Detector` checks its arguments against t
 
 A frame's status is its own: one frame that could not be processed never fails the
 others, and a frame that is not ``ok`` carries no detections, so it cannot be mistaken
-for an empty image. Options left out take the service's defaults. Per-frame request
-fields (a frame's remaining time budget, say) belong in one more form field holding a JSON
-list parallel to ``images``, parsed here beside the options; a frame dropped for its
-deadline is answered ``expired``.
+for an empty image. Options left out take the service's defaults.
+
+Budgets are relative (seconds left when the request was sent), never absolute times: the
+device's clock and the service's differ. The service turns each into a deadline on its
+own clock when the request arrives, and a frame whose deadline has passed when its model
+batch starts (or falls before the batch's expected end) is answered ``expired``, never
+computed.
 
 >>> opts = DetectOptions(conf=0.3, classes=[0, 2])
 >>> opts.to_form()
@@ -32,6 +37,10 @@ True
 Traceback (most recent call last):
 ...
 yolo_edge.errors.ConfigError: max_det must be an integer within 1..1000, got 1000000000000000000000000000000
+>>> budgets_to_form([0.25, None])
+'[0.25, null]'
+>>> parse_form([("conf", "0.3"), ("budgets_s", "[0.25, null]")], image_count=2)
+(DetectOptions(conf=0.3, iou=None, max_det=None, classes=None), (0.25, None))
 """
 
 from __future__ import annotations
@@ -42,7 +51,7 @@ import math
 import numbers
 import reprlib
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -61,6 +70,10 @@ __all__ = [
     "check_unit",
     "check_max_det",
     "check_classes",
+    "check_budgets",
+    "budgets_to_form",
+    "parse_form",
+    "BUDGETS_FIELD",
     "decode_results",
     "short_repr",
 ]
@@ -75,11 +88,15 @@ class Limits:
     max_classes: int = 1024  # ids in one classes filter
     max_class_id: int = 65535  # no model has more classes than this
     max_field_chars: int = 8192  # one form field's text
+    max_budget_s: float = 3600.0  # a frame's remaining time budget
 
 
 LIMITS = Limits()
 
 _OPTION_NAMES = ("conf", "iou", "max_det", "classes")
+#: The form field of the frames' remaining budgets (a JSON list parallel to ``images``).
+BUDGETS_FIELD = "budgets_s"
+_FORM_FIELDS = "images, " + ", ".join(_OPTION_NAMES) + ", " + BUDGETS_FIELD
 
 
 # -- option checks, shared with Detector ------------------------------------------------------
@@ -123,8 +140,54 @@ def check_classes(value: Any, num_classes: int | None = None) -> tuple[int, ...]
     return tuple(int(c) for c in value)
 
 
+def check_budgets(value: Any, count: int, *, spent_ok: bool = False) -> tuple[float | None, ...] | None:
+    """Per-frame remaining budgets in seconds, one per image: a tuple of ``count`` floats (or None).
+
+    ``value`` is None (no budgets), one number for every frame, or a sequence with one
+    entry per image, each a number or None (that frame has no deadline). Each number is
+    finite and at most ``LIMITS.max_budget_s``; it must be >= 0 unless ``spent_ok`` (the
+    client's side, where a budget already spent means "do not send this frame").
+    """
+    if value is None:
+        return None
+    if _is_real(value):
+        value = [value] * count
+    elif isinstance(value, np.ndarray) and value.ndim == 1:
+        value = value.tolist()
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise ConfigError(f"budgets_s must be seconds left per frame: one number, or a list with one number (or None) "
+                          f"per image, got {short_repr(value)}")
+    if len(value) != count:
+        raise ConfigError(f"budgets_s lists {len(value)} budgets for {count} images: give one per image, in order")
+    low = -math.inf if spent_ok else 0.0
+    out: list[float | None] = []
+    for b in value:
+        number = float(b) if _is_real(b) else math.nan if b is not None else None
+        if number is not None and not low <= number <= LIMITS.max_budget_s:  # NaN fails this too
+            bounds = f"at most {LIMITS.max_budget_s:g}" if spent_ok else f"within 0..{LIMITS.max_budget_s:g}"
+            raise ConfigError(f"budgets_s must hold finite numbers of seconds {bounds} (or None for no deadline), "
+                              f"got {short_repr(b)} in {short_repr(value)}")
+        out.append(number)
+    return tuple(out)
+
+
+def budgets_to_form(budgets: Sequence[float | None]) -> str:
+    """The ``budgets_s`` form field: a JSON list, microsecond precision."""
+    return json.dumps([None if b is None else round(float(b), 6) for b in budgets])
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value: Any) -> bool:
+    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
+        return False
+    try:
+        float(value)
+    except (OverflowError, ValueError):  # an int too large for a float
+        return False
+    return True
 
 
 _REPR = reprlib.Repr()
@@ -186,11 +249,36 @@ class DetectOptions:
         values: dict[str, Any] = {}
         for name, text in fields:
             if name not in _OPTION_NAMES:
-                raise ConfigError(f"unknown form field {short_repr(name, 40)}: expected images, conf, iou, max_det, classes")
+                raise ConfigError(f"unknown form field {short_repr(name, 40)}: expected {_FORM_FIELDS}")
             if name in values:
                 raise ConfigError(f"form field {name!r} is given twice: send it once")
             values[name] = _parse_field(name, text)
         return cls(**values)
+
+
+def parse_form(fields: Iterable[tuple[str, Any]], *, image_count: int
+               ) -> tuple[DetectOptions, tuple[float | None, ...] | None]:
+    """A request's form fields other than ``images``: its options and its frames' budgets.
+
+    Strict like :meth:`DetectOptions.from_form`; ``budgets_s`` must list one budget per
+    image (``image_count``), each within 0..LIMITS.max_budget_s or null.
+    """
+    options: list[tuple[str, Any]] = []
+    budgets: tuple[float | None, ...] | None = None
+    seen = False
+    for name, text in fields:
+        if name != BUDGETS_FIELD:
+            options.append((name, text))
+            continue
+        if seen:
+            raise ConfigError(f"form field {BUDGETS_FIELD!r} is given twice: send it once")
+        seen = True
+        value = _parse_field(name, text)
+        if not isinstance(value, list):
+            raise ConfigError(f"form field {BUDGETS_FIELD!r} must be a JSON list with one budget in seconds per image "
+                              f"(like [0.25, 0.3]), got {short_repr(text, 50)}")
+        budgets = check_budgets(value, image_count)
+    return DetectOptions.from_form(options), budgets
 
 
 def _parse_field(name: str, text: Any) -> Any:
@@ -223,7 +311,7 @@ class FrameStatus(str, enum.Enum):
     """What happened to one frame of a request."""
 
     OK = "ok"  # detected: the result carries detections
-    EXPIRED = "expired"  # its deadline passed before its batch started: not computed
+    EXPIRED = "expired"  # it could not be answered by its deadline: not computed (or not sent)
     ERROR = "error"  # could not be processed: the result says why
 
 

@@ -154,6 +154,14 @@ def corpus(photo: bytes) -> dict[str, tuple[bytes, set[int]]]:
             ("classes", "[-1]"), ("classes", "null"), ("classes", '"person"'), ("classes", "[" * 4000 + "]" * 4000),
             ("classes", "[" * 20000), ("confidence", "0.5")]},
         "conf given twice": (detect_raw(GOOD + [("conf", None, b"0.5"), ("conf", None, b"0.6")]), {400}),
+        # per-frame budgets: a JSON list, one finite number of seconds within 0..max_budget_s (or null) per image
+        **{f"budgets_s={v[:40]}": (options(budgets_s=v), {400}) for v in [
+            "0.5", "[0.5, 0.5]", "[]", "[-1]", "[-0.0001]", "[NaN]", "[Infinity]", "[1e999]",
+            f"[{LIMITS.max_budget_s * 2:g}]", '["0.5"]', "[true]", "[{}]", "[[0.5]]", "null", "{}", "[0.5",
+            "[" * 4000 + "]" * 4000, "[" + "1," * 5000 + "1]", "[99999999999999999999999999999]"]},
+        "budgets_s given twice": (detect_raw(GOOD + [("budgets_s", None, b"[1]"), ("budgets_s", None, b"[1]")]), {400}),
+        "budgets_s as a file": (detect_raw(GOOD + [("budgets_s", "b.json", b"[1]")]), {400}),
+        "budgets_s for one of two images": (detect_raw(GOOD + GOOD + [("budgets_s", None, b"[1]")]), {400}),
         # unusual but valid: a correct 200
         "a long header on a good request": (detect_raw(GOOD, {"X-Trace": "t" * 8000}), {200}),
         "a PNM image": (detect_raw([("images", "a.ppm", encoded(".ppm"))]), {200}),
@@ -161,6 +169,8 @@ def corpus(photo: bytes) -> dict[str, tuple[bytes, set[int]]]:
                          {200}),
         "a filename with odd bytes": (detect_raw([("images", "\u00e9\u00e8 \"x\".jpg", photo)]), {200, 400}),
         "options at their bounds": (options(conf="0", iou="1", max_det=str(LIMITS.max_det), classes="[0, 79]"), {200}),
+        "budgets at their bound, and none": (detect_raw(GOOD + GOOD + [("budgets_s", None, f"[{LIMITS.max_budget_s:g}, null]"
+                                                                        .encode())]), {200}),
     }
     cases.update({f"bomb: {name}": (detect_raw([("images", f"bomb.{name}", data)]), {413})
                   for name, data in bombs().items()})

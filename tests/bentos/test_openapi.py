@@ -23,7 +23,7 @@ def test_detect_documents_its_form_fields_and_errors(service):
     spec = requests.get(service.url + "/docs.json", timeout=30).json()
     detect = spec["paths"]["/detect"]["post"]
     form = detect["requestBody"]["content"]["multipart/form-data"]["schema"]
-    assert set(form["properties"]) == {"images", "conf", "iou", "max_det", "classes"}
+    assert set(form["properties"]) == {"images", "conf", "iou", "max_det", "classes", "budgets_s"}
     assert form["properties"]["classes"]["items"]["maximum"] == 79  # the served model's classes
     assert {"200", "400", "408", "413", "415", "429", "503"} <= set(detect["responses"])
     assert spec["paths"]["/metadata"]["get"]["responses"]["200"]

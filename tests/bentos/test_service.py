@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
+from scrape import metrics, total
 
 from yolo_edge.cloud import CloudClient
 from yolo_edge.errors import CloudAuthError, CloudModelMismatchError, CloudRequestError
@@ -28,21 +28,6 @@ def post(url: str, files: list, data: dict | None = None, token: str | None = No
 
 def jpeg_part(path, name="images"):
     return (name, (path.name, path.read_bytes(), "image/jpeg"))
-
-
-def metrics(url: str) -> dict[str, dict[tuple, float]]:
-    """/metrics parsed by prometheus_client: {sample name: {labels: value}}."""
-    out: dict[str, dict[tuple, float]] = {}
-    text = requests.get(url + "/metrics", timeout=10).text
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
-    return out
-
-
-def total(m: dict, name: str, **labels: str) -> float:
-    want = set(labels.items())
-    return sum(v for k, v in m.get(name, {}).items() if want <= set(k))
 
 
 def png_header_claiming(width: int, height: int) -> bytes:

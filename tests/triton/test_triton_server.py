@@ -132,6 +132,30 @@ def test_deadline_expired_in_the_queue_is_typed_and_never_computed(client, trito
     assert after["inference_count"] - before["inference_count"] == 32  # the expired frame was never run
 
 
+def test_detect_frames_answers_expired_frames_as_statuses(client, triton, frames, default_detector):
+    """The agent's call: a tiny budget in a busy queue comes back EXPIRED per frame, not raised, and is not run."""
+    from yolo_edge.wire import FrameStatus
+
+    blob = np.zeros((8, 3, 416, 416), np.float32)
+    before = triton.stats("yolo")
+    busy, done = _busy(client, blob, 4)
+    _wait_queued(triton, "yolo", 3)  # one batch of 8 running and three queued ahead of the next request
+    results = client.detect_frames(frames[:3] + frames[:1], budgets_s=[0.2, 0.3, 0.25, -1.0])
+    for t in busy:
+        t.join()
+    assert [r.status for r in results] == [FrameStatus.EXPIRED] * 4
+    assert all("timeout expired" in r.error.lower() for r in results[:3])  # the server's verdict, one request
+    assert "not sent" in results[3].error  # no budget left: never sent
+    assert all(r.model.sha256 == default_detector.info.sha256 for r in results)
+    assert done == [8, 8, 8, 8]
+    after = triton.stats("yolo")
+    assert after["inference_count"] - before["inference_count"] == 32  # the expired frames were never run
+    live = client.detect_frames(frames[:2], budgets_s=30.0)  # a budget that holds: computed, equal to local
+    assert [r.status for r in live] == [FrameStatus.OK] * 2
+    for r, frame in zip(live, frames[:2]):
+        assert_same_detections(r.detections, default_detector(frame))
+
+
 def test_no_budget_left_is_not_sent(client, triton, frames):
     before = triton.stats("yolo")
     with pytest.raises(CloudDeadlineExpiredError, match="not sent"):

@@ -8,6 +8,7 @@ replaced. The real service is exercised in ``tests/bentos/``.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, Callable
 
 import cv2
@@ -435,3 +436,119 @@ def test_detect_with_endpoint_reuses_one_client_per_endpoint_and_token():
     finally:
         api.close_clients()
     assert not api._clients
+
+
+# -- per-frame budgets ---------------------------------------------------------------------------
+
+def form_field(req, name: str) -> str | None:
+    """A text field of a multipart request body, or None."""
+    import re
+
+    match = re.search(rb'name="' + name.encode() + rb'"\r\n\r\n(.*?)\r\n--', req.body, re.DOTALL)
+    return match.group(1).decode() if match else None
+
+
+def expired_item(sha=SHA) -> dict:
+    return {"status": "expired", "error": "its deadline passed 3.0 ms before its batch started: not computed",
+            "model": {"name": "fake", "sha256": sha}, "timing": {"queue_ms": 250.0, "server_ms": 250.0}}
+
+
+def test_budgets_travel_with_the_request_and_expired_frames_come_back_as_outcomes():
+    from yolo_edge.errors import CloudFrameError
+    from yolo_edge.wire import FrameStatus
+
+    sent = []
+
+    def answer(req):
+        sent.append(json.loads(form_field(req, "budgets_s")))
+        return 200, [detect_item([[1, 2, 3, 4]], (10, 10)), expired_item(), detect_item([], (10, 10))], None
+
+    client, adapter, _ = make_client(service(answer), downscale=False, expected_sha256=SHA)
+    results = client.detect_frames([jpeg(10, 10)] * 3, budgets_s=[50.0, 20.0, None], conf=0.3)
+    assert [r.status for r in results] == [FrameStatus.OK, FrameStatus.EXPIRED, FrameStatus.OK]
+    assert results[1].detections is None and "not computed" in results[1].error
+    assert all(r.model.sha256 == SHA for r in results)
+    (budgets,) = sent
+    # what is left when the request is sent: a little less than given, never more; None stays None
+    assert 40 < budgets[0] <= 50 and 10 < budgets[1] <= 20 and budgets[2] is None
+    assert form_field(adapter.requests[-1], "conf") == "0.3"
+    with pytest.raises(CloudFrameError, match="image 1 .expired.") as info:
+        client.detect_many([jpeg(10, 10)] * 3, budgets_s=100.0)
+    assert info.value.frame_status == "expired" and sent[-1] == [pytest.approx(100.0, abs=10)] * 3
+
+
+def test_without_budgets_the_request_is_as_before():
+    client, adapter, _ = make_client(service(lambda req: (200, [detect_item([], (10, 10))], None)), downscale=False)
+    client.detect_frames([jpeg(10, 10)])
+    assert form_field(adapter.requests[-1], "budgets_s") is None
+
+
+def test_a_spent_budget_is_not_uploaded():
+    from yolo_edge.wire import FrameStatus
+
+    seen = []
+
+    def answer(req):
+        n = req.body.count(b'name="images"')
+        seen.append((n, json.loads(form_field(req, "budgets_s"))))
+        return 200, [detect_item([], (10, 10))] * n, None
+
+    client, _, _ = make_client(service(answer), downscale=False, expected_sha256=SHA)
+    results = client.detect_frames([jpeg(10, 10), jpeg(20, 20), jpeg(30, 30)], budgets_s=[50.0, 0.0, -0.3])
+    assert [r.status for r in results] == [FrameStatus.OK, FrameStatus.EXPIRED, FrameStatus.EXPIRED]
+    assert seen == [(1, [pytest.approx(50.0, abs=10)])]  # one image uploaded, with its own budget
+    assert "not uploaded" in results[2].error and results[2].model.sha256 == SHA
+
+
+def test_when_every_budget_is_spent_no_request_is_made():
+    from yolo_edge.wire import FrameStatus
+
+    client, adapter, _ = make_client(service(None), expected_sha256=SHA)
+    frames = [np.zeros((600, 600, 3), np.uint8)] * 2  # arrays would need /metadata to be shrunk: not even that
+    results = client.detect_frames(frames, budgets_s=0)
+    assert [r.status for r in results] == [FrameStatus.EXPIRED] * 2 and adapter.requests == []
+    assert all(r.model.sha256 == SHA for r in results)
+
+
+def test_budgets_are_recomputed_at_each_try():
+    budgets = []
+    answers = iter([(503, {"error": "overloaded"}, None), (200, [detect_item([], (10, 10))], None)])
+
+    def answer(req):
+        budgets.append(json.loads(form_field(req, "budgets_s"))[0])
+        return next(answers)
+
+    session = requests.Session()
+    session.mount("http://", FakeAdapter(service(answer)))
+    # sleeping for real: the budget must shrink by the wait
+    client = CloudClient("http://svc.test", session=session, downscale=False, max_retries=2, backoff_s=0.05)
+    client.detect_frames([jpeg(10, 10)], budgets_s=2.0)
+    assert len(budgets) == 2 and budgets[1] <= budgets[0] - 0.02
+
+
+def test_no_retry_that_could_not_start_before_the_last_deadline():
+    client, adapter, sleeps = make_client(
+        service(lambda req: (503, {"error": "overloaded"}, {"Retry-After": "1"})), downscale=False, max_retries=3)
+    with pytest.raises(CloudUnavailableError, match="overloaded"):
+        client.detect_frames([jpeg(10, 10), jpeg(10, 10)], budgets_s=[0.3, 0.5])
+    assert sleeps == [] and sum(r.path_url == "/detect" for r in adapter.requests) == 1
+    # a frame without a deadline keeps the retries
+    with pytest.raises(CloudUnavailableError):
+        client.detect_frames([jpeg(10, 10), jpeg(10, 10)], budgets_s=[0.3, None])
+    assert sleeps == [1.0, 1.0, 1.0]
+
+
+def test_an_expired_answer_of_another_model_is_still_a_mismatch():
+    client, _, _ = make_client(service(lambda req: (200, [expired_item(sha="cd" * 32)], None)),
+                               downscale=False, expected_sha256=SHA)
+    with pytest.raises(CloudModelMismatchError):
+        client.detect_frames([jpeg(10, 10)], budgets_s=0.5)
+
+
+@pytest.mark.parametrize("budgets", [[0.5], [0.5, 0.5, 0.5], float("nan"), [float("inf"), 1], "0.5", [1, "1"],
+                                     [True, 1], 1e9, {0: 1, 1: 1}])
+def test_bad_budgets_fail_locally(budgets):
+    client, adapter, _ = make_client(service(None), downscale=False)
+    with pytest.raises(ConfigError, match="budgets_s"):
+        client.detect_frames([jpeg(10, 10), jpeg(10, 10)], budgets_s=budgets)
+    assert adapter.requests == []

@@ -15,7 +15,7 @@ _METHODS = [name for name, value in vars(Endpoint).items() if inspect.isfunction
 
 
 def test_the_protocol_is_small_and_named():
-    assert sorted(_METHODS) == ["close", "detect_many", "ready", "verify_model", "wake"]
+    assert sorted(_METHODS) == ["close", "detect_frames", "detect_many", "ready", "verify_model", "wake"]
     assert "endpoint" in Endpoint.__annotations__
 
 
@@ -46,3 +46,26 @@ def test_open_endpoint_picks_the_client_from_the_url(default_model_path):
         oip.close()
     with pytest.raises(ConfigError, match="oip\\+http"):
         open_endpoint("grpc://127.0.0.1:8001")
+
+
+def test_detect_frames_is_the_agents_call_on_either_client(default_model_path, default_detector):
+    """Spent budgets: every frame EXPIRED as a result (not an exception), and no network I/O."""
+    import numpy as np
+    import requests
+
+    from yolo_edge.wire import FrameResult, FrameStatus
+
+    class NoNetwork(requests.Session):
+        def request(self, *args, **kwargs):
+            raise AssertionError(f"a request was made: {args}")
+
+    frames = [np.zeros((32, 32, 3), np.uint8)] * 3
+    sha = default_detector.info.sha256
+    clients = [CloudClient("http://127.0.0.1:9", session=NoNetwork(), expected_sha256=sha),
+               OipClient("oip+http://127.0.0.1:9/v2/models/yolo", session=NoNetwork())]
+    for client in clients:
+        endpoint: Endpoint = client
+        results = endpoint.detect_frames(frames, budgets_s=[0.0, -1.0, -0.001], conf=0.3)
+        assert all(isinstance(r, FrameResult) and r.status is FrameStatus.EXPIRED for r in results), client
+        assert all(r.model.sha256 == sha and r.detections is None and r.error for r in results)
+        assert endpoint.detect_frames([], budgets_s=0.5) == []

@@ -202,6 +202,65 @@ def test_server_side_deadline_is_typed_and_not_retried(default_detector, photos)
     assert info.value.status_code == 503 and len(fake.infers) == 1
 
 
+def test_detect_frames_sends_the_smallest_budget_of_each_request_as_its_timeout(default_detector, photos):
+    from yolo_edge.wire import FrameStatus
+
+    fake = FakeOip(default_detector, max_batch=2)
+    with _client(fake) as client:
+        results = client.detect_frames(photos * 2 + photos[:1], budgets_s=[30.0, 8.0, None, 20.0, None])
+        plain = client.detect_many(photos * 2 + photos[:1])
+    assert [b.shape[0] for _, b in fake.infers[:3]] == [2, 2, 1]  # frames in requests of the server's max_batch
+    timeouts = [h.get("parameters", {}).get("timeout") for h, _ in fake.infers[:3]]
+    # what is left of the smallest budget of each request when it is sent (budgets far above the time it takes)
+    assert 4e6 < timeouts[0] <= 8e6 and 8e6 < timeouts[1] <= 20e6 and timeouts[2] is None
+    assert all(r.status is FrameStatus.OK for r in results)
+    assert [r.detections for r in results] == plain  # decoded locally, in the caller's coordinates
+    assert {(r.model.name, r.model.sha256) for r in results} == {("yolo", default_detector.info.sha256)}
+    assert results[0].timing.batch_frames == 2 and results[4].timing.batch_frames == 1
+
+
+def test_detect_frames_does_not_send_spent_budgets(default_detector, photos):
+    from yolo_edge.wire import FrameStatus
+
+    fake = FakeOip(default_detector)
+    with _client(fake) as client:
+        results = client.detect_frames(photos + photos, budgets_s=[0, 1.0, -2.0, None])
+        assert [r.status for r in results] == [FrameStatus.EXPIRED, FrameStatus.OK, FrameStatus.EXPIRED, FrameStatus.OK]
+        assert [b.shape[0] for _, b in fake.infers] == [2]  # the two live frames, in one request
+        assert "not sent" in results[0].error and results[0].model.sha256 == default_detector.info.sha256
+    unverified = FakeOip(default_detector)
+    with _client(unverified) as client:
+        results = client.detect_frames(photos, budgets_s=0.0)
+    assert [r.status for r in results] == [FrameStatus.EXPIRED] * 2
+    assert unverified.requests == []  # every frame spent: no request at all, not even the metadata
+    assert results[0].model.sha256 == default_detector.info.sha256  # the model it must serve
+
+
+def test_detect_frames_answers_the_servers_timeout_as_expired(default_detector, photos):
+    from yolo_edge.wire import FrameStatus
+
+    fake = FakeOip(default_detector, max_batch=2)
+    fake.infer = lambda h, b: (503, {"error": "Request timeout expired"}) if b.shape[0] == 2 else None
+    with _client(fake, max_retries=3) as client:
+        results = client.detect_frames(photos + photos[:1], budgets_s=0.5)
+    assert [r.status for r in results] == [FrameStatus.EXPIRED, FrameStatus.EXPIRED, FrameStatus.OK]
+    assert "nothing was computed" in results[0].error
+    assert [b.shape[0] for _, b in fake.infers] == [2, 1]  # not retried
+
+
+def test_detect_frames_still_raises_what_is_the_endpoints_fault(default_detector, photos):
+    fake = FakeOip(default_detector, infer=lambda h, b: (503, {"error": "Server busy"}))
+    with _client(fake, max_retries=0) as client:
+        with pytest.raises(CloudUnavailableError, match="Server busy"):
+            client.detect_frames(photos, budgets_s=1.0)
+    with _client(FakeOip(default_detector, sha256="0" * 64)) as client:
+        with pytest.raises(CloudModelMismatchError):
+            client.detect_frames(photos, budgets_s=1.0)
+    with _client(FakeOip(default_detector)) as client:
+        with pytest.raises(ConfigError, match="budgets_s"):
+            client.detect_frames(photos, budgets_s=[1.0])
+
+
 def test_overload_is_retried_then_unavailable(default_detector, photos):
     fake = FakeOip(default_detector, infer=lambda h, b: (503, {"error": "Server busy"}))
     with _client(fake, max_retries=2) as client:

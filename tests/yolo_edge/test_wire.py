@@ -17,7 +17,10 @@ from yolo_edge.wire import (
     FrameTiming,
     ModelRef,
     ServiceInfo,
+    budgets_to_form,
+    check_budgets,
     decode_results,
+    parse_form,
 )
 
 MODEL = ModelRef("m", "ab" * 32)
@@ -82,3 +85,69 @@ def test_service_info_round_trip():
     assert back.sha256 == "ab" * 32 and back.imgsz == (416, 416) and back.max_request_pixels == 20
     with pytest.raises(CloudError, match="metadata"):
         ServiceInfo.from_dict({"name": "m"})
+
+
+# -- per-frame budgets ------------------------------------------------------------------------------
+
+def test_budgets_round_trip_through_the_form_beside_the_options():
+    budgets = check_budgets([0.25, None, np.float32(0.5), 0], 4)
+    assert budgets == (0.25, None, 0.5, 0.0) and all(isinstance(b, (float, type(None))) for b in budgets)
+    fields = [*DetectOptions(conf=0.3).to_form().items(), ("budgets_s", budgets_to_form(budgets))]
+    assert parse_form(fields, image_count=4) == (DetectOptions(conf=0.3), budgets)
+    assert parse_form([("conf", "0.3")], image_count=4) == (DetectOptions(conf=0.3), None)  # no budgets: as before
+    assert json.loads(budgets_to_form([1 / 3])) == [0.333333]  # microseconds are enough
+
+
+def test_one_budget_for_every_frame_and_spent_budgets_on_the_client_side():
+    assert check_budgets(0.2, 3) == (0.2, 0.2, 0.2)
+    assert check_budgets(None, 3) is None
+    assert check_budgets(np.array([0.1, 0.2]), 2) == (0.1, 0.2)
+    assert check_budgets([-0.5, 0.0], 2, spent_ok=True) == (-0.5, 0.0)  # spent: the client does not send it
+    with pytest.raises(ConfigError, match="within 0.."):
+        check_budgets([-0.5, 0.0], 2)  # on the wire a budget is never negative
+
+
+@pytest.mark.parametrize("value, count, match", [
+    ([0.1, 0.2], 3, "2 budgets for 3 images"),
+    ([float("nan")], 1, "finite"),
+    ([float("inf")], 1, "finite"),
+    ([LIMITS.max_budget_s + 1], 1, "at most|within"),
+    ([10 ** 400], 1, "finite"),
+    ([True], 1, "finite"),
+    (["0.5"], 1, "finite"),
+    ([[0.5]], 1, "finite"),
+    ("0.5", 1, "one number, or a list"),
+    ({0: 0.5}, 1, "one number, or a list"),
+])
+def test_bad_budgets_are_config_errors(value, count, match):
+    for spent_ok in (False, True):
+        with pytest.raises(ConfigError, match=match):
+            check_budgets(value, count, spent_ok=spent_ok)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("0.5", "JSON list"),
+    ("null", "null"),
+    ("[0.5, 0.5]", "2 budgets for 1 images"),
+    ("[-1]", "within 0"),
+    ("[NaN]", "JSON list|number"),
+    ("[Infinity]", "JSON list|number"),
+    ("[1e999]", "finite"),
+    ("[3601]", "within 0"),
+    ('["0.5"]', "finite"),
+    ("[true]", "finite"),
+    ("[[0.5]]", "flat JSON list"),
+    ("[" * 5000, "flat JSON list"),
+    ("[0.5", "JSON list"),
+    ("x" * (LIMITS.max_field_chars + 1), "characters long"),
+])
+def test_bad_budget_fields_are_config_errors(text, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_form([("budgets_s", text)], image_count=1)
+
+
+def test_the_budgets_field_is_given_once_and_named_in_errors():
+    with pytest.raises(ConfigError, match="given twice"):
+        parse_form([("budgets_s", "[1]"), ("budgets_s", "[1]")], image_count=1)
+    with pytest.raises(ConfigError, match="budgets_s"):
+        parse_form([("budget", "[1]")], image_count=1)  # the unknown-field error lists the real name
