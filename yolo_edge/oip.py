@@ -310,6 +310,11 @@ class OipClient:
         self.endpoint = str(oip_url)
         self._sleep = sleep
 
+    @property
+    def expected_sha256(self) -> str:
+        """The sha256 the served model must have (the local model's unless given)."""
+        return self.backend.expected_sha256
+
     # -- lifecycle ---------------------------------------------------------------------
     def close(self) -> None:
         """Close the HTTP session if this client created it. Idempotent."""
