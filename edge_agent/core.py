@@ -163,6 +163,7 @@ class _Request:
     depth: int  # frames the endpoint already had in flight
     timeout_at: float
     entries: tuple[tuple[float, int], ...]  # each frame's (cloud_since, cloud_depth)
+    deadlines: tuple[float, ...]
     timed_out: bool = False
 
 
@@ -362,8 +363,17 @@ class DeviceCore:
             raise ConfigError(f"request {req.id} sent {n} frames but got {len(answers)} answers")
         if any(not 0 <= i < n for i in ev.frame_errors):
             raise ConfigError(f"request {req.id} has {n} frames; frame_errors names {sorted(ev.frame_errors)}")
-        self._sample(req, ev.at)
-        self.pool.answered(req.endpoint, n=n - len(ev.frame_errors), sent_at=req.sent_at, depth=req.depth, now=ev.at)
+        expired = {i for i, why in ev.frame_errors.items() if why == "expired"}
+        self._sample(req, ev.at, expired)
+        if len(expired) == n:
+            # the endpoint judged it could not answer any of them in time: a quick "expired" is no
+            # sign of speed; the answer would have taken at least until the last deadline
+            self.pool.timed_out_sample(req.endpoint, sent_at=req.sent_at, depth=req.depth,
+                                       now=max(ev.at, max(req.deadlines)))
+            self.pool.answered(req.endpoint, n=0, sent_at=req.sent_at, depth=req.depth, now=ev.at, sample=False)
+        else:
+            self.pool.answered(req.endpoint, n=n - len(ev.frame_errors), sent_at=req.sent_at, depth=req.depth,
+                               now=ev.at, network_s=ev.network_s)
         for i, (seq, answer, meta) in enumerate(zip(req.seqs, answers, metas)):
             f = self._frames.get(seq)
             current = f is not None and f.stage is _Stage.CLOUD_FLIGHT and f.request == req.id
@@ -448,7 +458,7 @@ class DeviceCore:
         timeout = self.cfg.request_timeout_s
         frames = [self._frames[s] for s in seqs]
         req = _Request(self._request_ids, ep, seqs, now, ep.frames, now + timeout,
-                       tuple((f.cloud_since, f.cloud_depth) for f in frames))
+                       tuple((f.cloud_since, f.cloud_depth) for f in frames), tuple(f.deadline for f in frames))
         self._requests[req.id] = req
         heapq.heappush(self._timeouts, (req.timeout_at, req.id))
         self.pool.sent(ep, len(seqs), req.id, now)
@@ -456,11 +466,14 @@ class DeviceCore:
             f.stage = _Stage.CLOUD_FLIGHT
             f.request = req.id
         self.counters["requests"] += 1
-        self._out.append(SendBatch(req.id, ep.index, seqs, timeout, tuple(f.deadline for f in frames)))
+        network = ep.network.quantile(0.5) or 0.0
+        self._out.append(SendBatch(req.id, ep.index, seqs, timeout, tuple(f.deadline for f in frames), network))
 
-    def _sample(self, req: _Request, now: float) -> None:
-        for since, depth in req.entries:
-            self.pool.model.update(depth, now - since, at=now)
+    def _sample(self, req: _Request, now: float, expired: set[int] = frozenset()) -> None:
+        for i, (since, depth) in enumerate(req.entries):
+            # a frame answered expired would have been answered after its deadline at the earliest
+            until = max(now, req.deadlines[i]) if i in expired else now
+            self.pool.model.update(depth, until - since, at=now)
 
     # -- time ------------------------------------------------------------------------------
     def _expire(self, now: float) -> None:

@@ -86,6 +86,9 @@ class CloudDone:
     retry_after_s: float | None = None
     message: str = ""
     frame_errors: Mapping[int, str] = field(default_factory=dict)
+    #: the request's time on the network (its round trip less the endpoint's own time), when the
+    #: endpoint says how long it took; the device sends budgets net of it
+    network_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,9 @@ class SendBatch:
     seqs: tuple[int, ...]
     timeout_s: float
     deadlines: tuple[float, ...]  # each frame's deadline: its remaining budget travels on the wire
+    #: the endpoint's usual time on the network: send each frame's budget net of it (deadline -
+    #: now - network_s), so the endpoint never computes a frame whose answer could only arrive late
+    network_s: float = 0.0
 
 
 @dataclass(frozen=True)

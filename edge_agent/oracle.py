@@ -64,6 +64,12 @@ class OracleBound:
         return (self.within - self.local_only) / self.within if self.within else 0.0
 
 
+def _batch_share(trace: Trace, cloud) -> float:
+    """A frame's cheapest share of a batch's service time (a batch of n costs 1 + 0.5 (n - 1) frames)."""
+    n = max(trace.max_batch, cloud.batch_frames)
+    return (1 + 0.5 * (n - 1)) / n
+
+
 def _all_down(clouds) -> list[tuple[float, float]]:
     """The intervals in which no endpoint can serve (cold starts and outages of them all)."""
     if not clouds:
@@ -100,8 +106,8 @@ def _best(sample: TraceSample, *, use_cloud: bool) -> int:
     use_cloud = use_cloud and bool(clouds)
     # the endpoints as one machine as fast as all of them together (a relaxation: at every moment
     # at least as fast as the pool), blocked only while every endpoint is down
-    rate = sum(c.slots * c.max_replicas / c.service_s for c in clouds) or 1.0
-    per_frame = (0.5 if tr.max_batch > 1 else 1.0) / rate
+    rate = sum(c.slots * c.max_replicas / (c.service_s * _batch_share(tr, c)) for c in clouds) or 1.0
+    per_frame = 1.0 / rate
     blocked = _all_down(clouds)
     # monotone envelope of the cloud windows: arrival at the cloud, and the last moment a reply
     # can leave it; the least degraded endpoint's factor at capture time (the oracle sends at once)
@@ -226,7 +232,7 @@ def fleet_bound(trace: Trace, devices: int) -> FleetBound:
             continue
         down = sorted(([(0.0, c.cold_start_s)] if c.cold_start_s > 0 else []) + list(c.outages))
         up = end - start - sum(max(0.0, min(b, end) - max(a, start)) for a, b in _merge(down))
-        per_frame = c.service_s * (0.5 if trace.max_batch > 1 else 1.0)
+        per_frame = c.service_s * _batch_share(trace, c)
         cloud += c.slots * c.max_replicas * max(0.0, up) / per_frame
     return FleetBound(frames, min(frames, local + int(cloud)), local, int(cloud))
 

@@ -33,7 +33,7 @@ from typing import Sequence
 
 from yolo_edge.errors import ConfigError
 
-from .estimators import SojournModel
+from .estimators import SojournModel, WindowedQuantile
 from .events import Failure, Wake
 from .health import Health, HealthConfig, on_failure, on_success
 from .policy import CloudState
@@ -93,6 +93,7 @@ class Endpoint:
     requests: int = 0  # in flight, not timed out
     frames: int = 0  # frames in those requests
     sent_at: dict = field(default_factory=dict)  # request id -> when it was sent, for those in flight
+    network: WindowedQuantile = field(default_factory=lambda: WindowedQuantile(32, horizon_s=30.0))
     answered: int = 0
     failures: int = 0
 
@@ -208,8 +209,12 @@ class CloudPool:
         e.sent_at.pop(request, None)
 
     # -- outcomes -----------------------------------------------------------------------
-    def answered(self, e: Endpoint, *, n: int, sent_at: float, depth: int, now: float) -> None:
-        e.model.update(depth, now - sent_at, at=now)
+    def answered(self, e: Endpoint, *, n: int, sent_at: float, depth: int, now: float,
+                 network_s: float | None = None, sample: bool = True) -> None:
+        if sample:
+            e.model.update(depth, now - sent_at, at=now)
+        if network_s is not None and network_s >= 0:
+            e.network.update(network_s, at=now)
         e.answered += n
         self.counters[("endpoint", e.name, "frames_answered")] += n
         if e.health.fails or e.health.out_until > -math.inf:

@@ -217,7 +217,7 @@ class Agent:
         elif isinstance(action, SendBatch):
             images = [self._images.get(seq) for seq in action.seqs]
             now = self.clock()
-            budgets = [max(0.0, deadline - now) for deadline in action.deadlines]
+            budgets = [max(0.0, deadline - now - action.network_s) for deadline in action.deadlines]
             try:
                 self._senders.submit(self._send, action, images, budgets)
             except RuntimeError:  # closed: the request is never sent, so it fails now
@@ -294,7 +294,8 @@ class Agent:
         """One request to one endpoint; every frame's answer, or why there is none, goes to the core."""
         client = self.clouds[action.endpoint]
         failure, retry_after, message = None, None, ""
-        answers, metas, frame_errors = None, None, {}
+        answers, metas, frame_errors, network = None, None, {}, None
+        sent = time.perf_counter()
         try:
             results = client.detect_frames(images, budgets_s=budgets)
         except CloudModelMismatchError as exc:
@@ -313,6 +314,9 @@ class Agent:
             failure, message = Failure.ERROR, f"cloud request failed: {exc!r}"
         else:
             answers, metas = [], []
+            server_s = max((r.timing.server_ms for r in results), default=0.0) / 1000.0
+            if server_s > 0:  # the endpoint said how long it took: the rest was the network's
+                network = max(0.0, time.perf_counter() - sent - server_s)
             for i, r in enumerate(results):
                 answers.append(r.detections if r.ok else None)
                 metas.append({"model": {"name": r.model.name, "sha256": r.model.sha256}, "timing": r.timing.to_dict()})
@@ -321,7 +325,7 @@ class Agent:
         with self._lock:
             if failure is None:
                 self._feed(CloudDone(at=self.clock(), request=action.request, answers=answers, metas=metas,
-                                     frame_errors=frame_errors))
+                                     frame_errors=frame_errors, network_s=network))
             else:
                 self._feed(CloudDone(at=self.clock(), request=action.request, failure=failure,
                                      retry_after_s=retry_after, message=message))

@@ -155,32 +155,49 @@ class SimCloud:
 
     def _pump(self) -> None:
         while self.queue_head < len(self.queue) and self.busy < self.replicas * self.c.slots:
-            deadlines, half, finish = self.queue[self.queue_head]
-            self.queue[self.queue_head] = None
-            self.queue_head += 1
             now = self.loop.now
-            expired = tuple(i for i, d in enumerate(deadlines) if d <= now)
-            live = len(deadlines) - len(expired)
-            self.frames_expired += len(expired)
+            taken = []
+            # one model batch: the next request, and (adaptive batching) those queued behind it that fit
+            while self.queue_head < len(self.queue):
+                deadlines, half, finish = self.queue[self.queue_head]
+                if taken and sum(len(t[0]) for t in taken) + len(deadlines) > self.c.batch_frames:
+                    break
+                self.queue[self.queue_head] = None
+                self.queue_head += 1
+                taken.append((deadlines, half, finish))
+            # as the service does: frames whose deadline falls before the batch could end are answered
+            # expired, not computed; the fewest, earliest deadlines first
+            timed = sorted((d, r, i) for r, (deadlines, _, _) in enumerate(taken) for i, d in enumerate(deadlines))
+            k = 0
+            while k < len(timed) and timed[k][0] <= now + self.c.batch_s(len(timed) - k, now):
+                k += 1
+            doomed = {(r, i) for _, r, i in timed[:k]}
+            self.frames_expired += k
+            batch = []
+            for r, (deadlines, half, finish) in enumerate(taken):
+                expired = tuple(i for i in range(len(deadlines)) if (r, i) in doomed)
+                batch.append((len(deadlines) - len(expired), expired, half, finish))
             self.busy += 1
+            live = len(timed) - k
             service = self.c.batch_s(live, now) if live else 0.0
-            self.loop.at(now + service, self._served, live, expired, half, finish)
+            self.loop.at(now + service, self._served, batch)
         if self.queue_head > 1024 and self.queue_head * 2 > len(self.queue):
             del self.queue[:self.queue_head]
             self.queue_head = 0
 
-    def _served(self, live: int, expired: tuple[int, ...], half: float, finish) -> None:
+    def _served(self, batch: list) -> None:
         self.busy -= 1
-        self.inflight -= 1
-        if self.c.outage(self.loop.now):
-            if not self.c.hangs:
-                self.loop.at(self.loop.now + self.c.outage_fail_s, finish, Failure.UNAVAILABLE,
-                             self.c.outage_retry_after_s)
-        elif self.c.wrong_model:
-            self.loop.at(self.loop.now + half, finish, Failure.MISMATCH)
-        else:
-            self.frames_served += live
-            self.loop.at(self.loop.now + half, finish, None, None, expired)
+        for live, expired, half, finish in batch:
+            self.inflight -= 1
+            if self.c.outage(self.loop.now):
+                if not self.c.hangs:
+                    self.loop.at(self.loop.now + self.c.outage_fail_s, finish, Failure.UNAVAILABLE,
+                                 self.c.outage_retry_after_s)
+            elif self.c.wrong_model:
+                self.loop.at(self.loop.now + half, finish, Failure.MISMATCH)
+            else:
+                self.frames_served += live
+                self.loop.at(self.loop.now + half, finish, None, None, expired)
         self._pump()
 
 
@@ -221,9 +238,11 @@ class SimDevice:
                 self._requests[a.request] = a.seqs
                 cloud = self.clouds[a.endpoint]
                 net = self.s.network_time(a.seqs[0], now, cloud.c)
-                cloud.request(a.deadlines, net, a.timeout_s,
-                              lambda failure, retry, expired, rid=a.request: self._cloud_done(rid, failure, retry,
-                                                                                              expired))
+                # the budgets on the wire are net of the endpoint's usual network time, as the agent sends them
+                deadlines = [d - a.network_s for d in a.deadlines]
+                cloud.request(deadlines, net, a.timeout_s,
+                              lambda failure, retry, expired, rid=a.request, net=net: self._cloud_done(
+                                  rid, failure, retry, expired, net))
             elif isinstance(a, Wake):
                 cloud = self.clouds[a.endpoint]
                 cloud.wake(a.wait_s, lambda ok, ep=a.endpoint, c=cloud: self._woken(ep, ok, c))
@@ -249,11 +268,11 @@ class SimDevice:
         self._do(self.core.handle(LocalDone(at=self.loop.now, seq=seq, service_s=dt, answer=None)))
 
     def _cloud_done(self, rid: int, failure: Failure | None, retry_after: float | None,
-                    expired: tuple[int, ...]) -> None:
+                    expired: tuple[int, ...], network_s: float) -> None:
         n = len(self._requests.pop(rid))
         if failure is None:
             ev = CloudDone(at=self.loop.now, request=rid, answers=[None] * n, metas=[{}] * n,
-                           frame_errors={i: "expired" for i in expired})
+                           frame_errors={i: "expired" for i in expired}, network_s=network_s)
         else:
             ev = CloudDone(at=self.loop.now, request=rid, failure=failure, retry_after_s=retry_after)
         self._do(self.core.handle(ev))

@@ -37,6 +37,9 @@ class CloudTrace:
     name: str = "cloud"
     service_s: float = 0.02  # per frame on one slot
     slots: int = 4  # concurrent requests per replica
+    #: adaptive batching: a free slot takes queued requests' frames into one model batch of up to
+    #: this many (as BentoML merges concurrent requests); 1: each request is served on its own
+    batch_frames: int = 1
     degrade: tuple[Ramp, ...] = ()  # round trip and service slow down and recover
     slow: tuple[Window, ...] = ()  # (start, end, factor) multiplying its service time: an endpoint slowed
     cold_start_s: float = 0.0  # time from the first wake until the first replica is ready
