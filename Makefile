@@ -11,7 +11,7 @@ CONSTRAINTS := -c constraints.txt
 export YOLO_CONFIG_DIR ?= $(CURDIR)/.cache/ultralytics
 PYTEST_ARGS ?=
 
-.PHONY: demo test install install-test models clean bench bench-service bench-agent serve bento nginx promtool triton test-py310
+.PHONY: demo test install install-test models clean bench bench-service bench-agent bench-sim bench-deadlines serve bento nginx promtool triton test-py310
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(VENV)/bin/python:
@@ -78,8 +78,16 @@ bench: install-test models
 bench-service: install-test models
 	$(PY) benchmarks/service_bench.py --requests 16 --rounds 3 --bare-seconds 4
 
+# the agent on core 0, its cloud stand-in (bentoml serve) on core 1: routing, not a fight for cores
 bench-agent: install-test models
 	$(PY) benchmarks/agent_bench.py --seconds 20 --json out/agent_bench.json
+
+# routing quality in the simulator (20 seeds, oracle bound, baseline), fidelity, a 500-device fleet
+bench-sim: install-test models
+	$(PY) benchmarks/sim_bench.py --seeds 20 --devices 500 --json out/sim_bench.json
+
+bench-deadlines: install-test models
+	$(PY) benchmarks/deadline_bench.py
 
 # bentos.serve is `bentoml serve` with a metrics directory of its own (several per host)
 serve: install models

@@ -39,7 +39,7 @@ class LocalService:
 
     def __init__(self, *, model: str | None = None, threads: int | None = 1, port: int | None = None,
                  log_dir: str | Path | None = None, env: dict[str, str] | None = None,
-                 start_timeout_s: float = 120.0) -> None:
+                 start_timeout_s: float = 120.0, cpus: set[int] | None = None) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_dir = Path(log_dir) if log_dir else Path(os.environ.get("TMPDIR", "/tmp"))
@@ -51,15 +51,20 @@ class LocalService:
             self.env["YOLO_EDGE_THREADS"] = str(threads)
         self.proc: subprocess.Popen | None = None
         self.log_path = self.log_dir / f"edge-agent-cloud-{self.port}.log"
+        #: pin the service (and the workers it starts, which inherit it) to these cores, so a
+        #: benchmark measures routing, not the agent and its cloud stand-in fighting for a core
+        self.cpus = set(cpus) if cpus else None
 
     def start(self, wait: bool = True) -> "LocalService":
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             # bentos.serve: `bentoml serve` with a metrics directory of its own, so several
             # local services (and the user's) keep their own /metrics
+            cpus = self.cpus
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "bentos.serve", "--host", "127.0.0.1", "--port", str(self.port)],
                 cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
             )
         if wait:
             self.wait_ready()
