@@ -284,7 +284,7 @@ SCENARIOS: dict[str, Trace] = {
 #: jittery round trip, and the cloud never fails: nearly every frame must be answered within
 #: its budget. ("jitter" is not one: its round trip alone exceeds the budget for ~0.5% of
 #: cloud frames, p99.9 of 120 +- 60 ms lognormal plus 80 ms of service being 541 ms.)
-CAPACITY_SCENARIOS = ("steady", "double_rate", "capacity_1_2x", "two_workers", "pool_slowed")
+CAPACITY_SCENARIOS = ("steady", "double_rate", "capacity_1_2x", "two_workers")
 
 
 def scenario(key: str, **overrides) -> Trace:
