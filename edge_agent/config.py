@@ -115,7 +115,7 @@ class AgentConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "sinks", tuple(self.sinks))
         if self.cloud is not None:
-            items = [self.cloud] if isinstance(self.cloud, (str, Mapping, CloudEndpoint)) else list(self.cloud)
+            items = list(self.cloud) if isinstance(self.cloud, (list, tuple)) else [self.cloud]
             endpoints = tuple(CloudEndpoint.parse(item) for item in items)
             object.__setattr__(self, "cloud", endpoints or None)
             names = [e.name for e in endpoints]

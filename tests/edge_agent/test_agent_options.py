@@ -79,3 +79,31 @@ def test_version(capsys):
         main(["--version"])
     assert info.value.code == 0
     assert capsys.readouterr().out.startswith(f"edge-agent {yolo_edge.__version__} (Python ")
+
+
+def test_cloud_endpoints_from_urls_tables_and_repeated_flags(tmp_path):
+    from edge_agent.config import CloudEndpoint
+    from yolo_edge.errors import ConfigError
+
+    one = AgentConfig(cloud="http://user:secret@gpu-1:3000/?x=1")
+    assert [e.url for e in one.endpoints] == ["http://user:secret@gpu-1:3000/?x=1"]
+    assert one.endpoints[0].name == "http://gpu-1:3000"  # no credentials or query in logs and labels
+    conf = tmp_path / "pool.toml"
+    conf.write_text('[agent]\nsource = "photos"\nmax_fails = 2\nfail_timeout_s = 1.5\ncloud = [\n'
+                    '  "http://gpu-1:3000",\n  {url = "http://gpu-2:3000", weight = 3, max_batch = 4},\n'
+                    '  {url = "oip+http://triton:8000/v2/models/yolo", backup = true},\n]\n')
+    cfg = load_config(conf)
+    specs = cfg.core().endpoints
+    assert [(s.name, s.weight, s.backup, s.max_batch) for s in specs] == [
+        ("http://gpu-1:3000", 1.0, False, None), ("http://gpu-2:3000", 3, False, 4),
+        ("oip+http://triton:8000/v2/models/yolo", 1.0, True, None)]
+    assert cfg.core().health.max_fails == 2 and cfg.core().health.fail_timeout_s == 1.5
+    args = build_parser().parse_args(["run", "--source", "x", "--cloud", "http://a:1", "--cloud", "http://b:2"])
+    assert [e.name for e in config_from_args(args).endpoints] == ["http://a:1", "http://b:2"]
+    assert AgentConfig(cloud="http://a:1", mode="local").endpoints == ()
+    for bad, match in [(["http://a:1", "http://a:1"], "must differ"), ("ftp://a", "must start with"),
+                       ({"url": "http://a:1", "wieght": 2}, "unknown key"), ({"weight": 2}, "no url"),
+                       ({"url": "http://a:1", "weight": -1}, "weight must be a positive number"), (7, "a URL or a table")]:
+        with pytest.raises(ConfigError, match=match):
+            AgentConfig(cloud=bad).core()
+    assert isinstance(CloudEndpoint.parse("http://a:1"), CloudEndpoint)
