@@ -351,6 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.cmd == "simulate" and not args.verbose:  # thousands of simulated devices' endpoint warnings say nothing
+        logging.getLogger("edge_agent").setLevel(logging.ERROR)
     try:
         if args.cmd == "run":
             delivery = Delivery(run(config_from_args(args), summary_json=args.summary_json)["delivery"])
