@@ -19,7 +19,7 @@ from typing import Any, Mapping
 from yolo_edge.errors import ConfigError
 
 from .core import CoreConfig
-from .health import HealthConfig
+from yolo_edge.health import HealthConfig
 from .policy import Mode, PolicyConfig
 from .pool import EndpointSpec
 

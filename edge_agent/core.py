@@ -46,7 +46,7 @@ from .events import (
     LocalReady, Release, RunLocal, SendBatch, Tick, Wake, WakeDone,
 )
 from .frames import FrameResult, Outcome, Route
-from .health import HealthConfig
+from yolo_edge.health import HealthConfig
 from .policy import CloudState, Observation, Policy, PolicyConfig, decide
 from .pool import CloudPool, Endpoint, EndpointSnapshot, EndpointSpec
 

@@ -35,7 +35,7 @@ from yolo_edge.errors import ConfigError
 
 from .estimators import SojournModel, WindowedQuantile
 from .events import Failure, Wake
-from .health import Health, HealthConfig, on_failure, on_success
+from yolo_edge.health import Health, HealthConfig, on_failure, on_success
 from .policy import CloudState
 
 __all__ = ["EndpointSpec", "Endpoint", "EndpointSnapshot", "CloudPool", "Phase"]

@@ -36,7 +36,7 @@ from .events import (
     Close, CloudDone, Failure, FrameCaptured, LateAnswer, LocalDone, LocalReady, Release, RunLocal, SendBatch, Tick,
     Wake, WakeDone,
 )
-from .health import HealthConfig
+from yolo_edge.health import HealthConfig
 from .policy import STRATEGIES, PolicyConfig, make_policy
 from .pool import EndpointSpec
 from .stats import RunStats

@@ -11,9 +11,9 @@ MODULES = [
     "yolo_edge.backends.providers",
     "edge_agent", "edge_agent.metrics", "edge_agent.policy", "edge_agent.core", "edge_agent.runner",
     "edge_agent.stats", "edge_agent.frames", "edge_agent.sim", "edge_agent.oracle", "edge_agent.traces",
-    "edge_agent.health", "edge_agent.pool", "edge_agent.events", "edge_agent.estimators", "edge_agent.protocols", "edge_agent.livesim",
+    "edge_agent.pool", "edge_agent.events", "edge_agent.estimators", "edge_agent.protocols", "edge_agent.livesim",
     "edge_agent.sinks", "edge_agent.delivery", "edge_agent.spool", "edge_agent.webhook",
-    "yolo_edge.oip_wire", "yolo_edge.endpoint", "yolo_edge.triton.config",
+    "yolo_edge.health", "yolo_edge.oip_wire", "yolo_edge.endpoint", "yolo_edge.triton.config",
     "yolo_edge.coco", "yolo_edge.models.index", "yolo_edge.samples", "yolo_edge.inputs",
 ]
 

@@ -13,7 +13,7 @@ from edge_agent.core import (
     Close, CloudDone, CoreConfig, DeviceCore, EndpointSpec, Failure, Flush, FrameCaptured, FrameSkipped, LateAnswer,
     LocalDone, LocalReady, Release, RunLocal, SendBatch, Tick, Wake, WakeDone,
 )
-from edge_agent.health import HealthConfig
+from yolo_edge.health import HealthConfig
 from edge_agent.frames import Outcome, Route
 from edge_agent.policy import CloudState, PolicyConfig
 from yolo_edge.errors import ConfigError
@@ -386,7 +386,7 @@ def _imports(module) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("name", ["core", "events", "pool", "policy", "health", "estimators", "frames", "stats",
+@pytest.mark.parametrize("name", ["core", "events", "pool", "policy", "estimators", "frames", "stats",
                                   "oracle", "traces"])
 def test_device_logic_imports_no_io(name):
     """No clocks, threads, sleeps, sockets or OpenCV in the device's logic."""

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from edge_agent.estimators import SojournModel, WindowedQuantile
-from edge_agent.health import Health, HealthConfig, on_failure, on_success
+from yolo_edge.health import Health, HealthConfig, on_failure, on_success
 from yolo_edge.errors import ConfigError
 
 CFG = HealthConfig(max_fails=3, fail_timeout_s=0.8)

@@ -1,5 +1,8 @@
 """Health of one cloud endpoint, as pure values (the caller passes ``now``).
 
+Shared by the SDK's :class:`yolo_edge.pool.EndpointPool` and the edge agent's device core
+(``edge_agent.pool``), so both take an endpoint out and back by the same rule.
+
 The rule is a load balancer's (nginx's ``max_fails``/``fail_timeout``): after ``max_fails``
 failures within ``fail_timeout_s`` (and no success since), the endpoint is out of rotation
 for ``fail_timeout_s`` (or for as long as the server asked with ``Retry-After``, if longer),
@@ -21,7 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from yolo_edge.errors import ConfigError
+from .errors import ConfigError
 
 __all__ = ["HealthConfig", "Health", "on_failure", "on_success"]
 
