@@ -123,16 +123,20 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--devices", type=int, default=500)
     ap.add_argument("--fleet-seconds", type=float, default=30.0)
-    ap.add_argument("--skip-fidelity", action="store_true")
+    ap.add_argument("--parts", default="scenarios,fidelity,fleet",
+                    help="which tables: scenarios, fidelity (real time, ~35 s; wants a quiet machine), fleet")
     ap.add_argument("--json", default="out/sim_bench.json")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.CRITICAL)
 
-    rows = scenario_table(args.seeds)
-    print(f"\n### Every scenario, {args.seeds} seeds (policy vs oracle bound and the fixed-threshold baseline)\n")
-    print("| scenario | in budget (min / mean) | oracle bound (mean) | of the bound (min / mean) | threshold (mean) "
-          "| vs threshold (worst seed) | offload / needed (mean) | offload over needed (worst) | released late as in budget |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    parts = set(args.parts.split(","))
+    rows = scenario_table(args.seeds) if "scenarios" in parts else []
+    if rows:
+        print(f"\n### Every scenario, {args.seeds} seeds (policy vs oracle bound and the fixed-threshold baseline)\n")
+        print("| scenario | in budget (min / mean) | oracle bound (mean) | of the bound (min / mean) | threshold (mean) "
+              "| vs threshold (worst seed) | offload / needed (mean) | offload over needed (worst) "
+              "| released late as in budget |")
+        print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         mark = " **" if r["scenario"] in ORACLE_TARGETS else ""
         cap = " (1.2x)" if r["scenario"] in CAPACITY_SCENARIOS else ""
@@ -142,7 +146,7 @@ def main(argv=None) -> int:
               f"{100 * r['offload_over_needed_max']:+.1f} pt | {r['dishonest']} |")
 
     fidelity = []
-    if not args.skip_fidelity:
+    if "fidelity" in parts:
         fidelity = fidelity_table()
         print("\n### Fidelity: the threaded agent and the simulator on the same 30 s trace\n")
         print("| scenario | frames | in budget: threaded / simulated | offload: threaded / simulated "
@@ -154,14 +158,15 @@ def main(argv=None) -> int:
                   f"{r['sim_offload']:.1%} ({100 * (r['threaded_offload'] - r['sim_offload']):+.2f} pt) | "
                   f"{r['late_deliveries']} |")
 
-    fleet = fleet_row(args.devices, args.fleet_seconds)
-    print(f"\n### Fleet: {fleet['devices']} devices on 3 endpoints, one killed at {fleet['killed_at_s']:.0f} s\n")
-    print("| frames | in budget | fleet bound | of the bound | frames lost | released late as in budget "
-          "| offload | cloud answers by endpoint | simulated in |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    print(f"| {fleet['frames']} | {fleet['within']:.2%} | {fleet['bound']:.2%} | {fleet['ratio']:.2%} | "
-          f"{fleet['unaccounted']} | {fleet['dishonest']} | {fleet['offload']:.1%} | "
-          f"{', '.join(f'{k} {v}' for k, v in sorted(fleet['by_endpoint'].items()))} | {fleet['simulated_in_s']} s |")
+    fleet = fleet_row(args.devices, args.fleet_seconds) if "fleet" in parts else None
+    if fleet:
+        print(f"\n### Fleet: {fleet['devices']} devices on 3 endpoints, one killed at {fleet['killed_at_s']:.0f} s\n")
+        print("| frames | in budget | fleet bound | of the bound | frames lost | released late as in budget "
+              "| offload | cloud answers by endpoint | simulated in |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        print(f"| {fleet['frames']} | {fleet['within']:.2%} | {fleet['bound']:.2%} | {fleet['ratio']:.2%} | "
+              f"{fleet['unaccounted']} | {fleet['dishonest']} | {fleet['offload']:.1%} | "
+              f"{', '.join(f'{k} {v}' for k, v in sorted(fleet['by_endpoint'].items()))} | {fleet['simulated_in_s']} s |")
 
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"scenarios": rows, "fidelity": fidelity, "fleet": fleet}, indent=2))

@@ -84,6 +84,9 @@ class AgentConfig:
     backend: str = "auto"
     local_threads: int | None = None  # inference threads of the local backend
     local_workers: int = 1
+    #: pin the local worker threads to these CPU cores (Linux), e.g. to keep a camera's or the
+    #: network's work off the cores inference runs on; None: the OS decides
+    local_cpus: tuple[int, ...] | None = None
     #: the cloud endpoints: one URL, or several (URLs or CloudEndpoint tables); None: local only
     cloud: str | tuple[Any, ...] | None = None
     token: str | None = None
@@ -125,6 +128,11 @@ class AgentConfig:
             object.__setattr__(self, "classes", tuple(c.strip() for c in self.classes.split(",") if c.strip()))
         elif self.classes is not None:
             object.__setattr__(self, "classes", tuple(self.classes))
+        if self.local_cpus is not None:
+            cpus = (self.local_cpus,) if isinstance(self.local_cpus, int) else tuple(self.local_cpus)
+            if not cpus or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in cpus):
+                raise ConfigError(f"local_cpus must be CPU core numbers like [0] or [2, 3], got {self.local_cpus!r}")
+            object.__setattr__(self, "local_cpus", cpus)
         if self.fps is not None and not (isinstance(self.fps, (int, float)) and self.fps > 0):
             raise ConfigError(f"fps must be a positive number of frames per second, got {self.fps!r}")
         self.core()  # validates every budget, bound and threshold, with a ConfigError naming it

@@ -25,6 +25,7 @@ real Detector and CloudClient.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -276,6 +277,11 @@ class Agent:
             self._feed(LocalReady(at=self.clock()))
 
     def _local_loop(self) -> None:
+        if self.cfg.local_cpus:
+            try:
+                os.sched_setaffinity(0, set(self.cfg.local_cpus))  # this thread only (Linux)
+            except (AttributeError, OSError) as exc:
+                logger.warning("cannot pin the local worker to cores %s: %s", self.cfg.local_cpus, exc)
         while (job := self._local_jobs.get()) is not None:
             seq, image = job
             start = time.perf_counter()

@@ -191,3 +191,22 @@ def test_needs_exactly_one_detector():
 
     with pytest.raises(ConfigError, match="exactly one"):
         Agent(AgentConfig())
+
+
+def test_local_workers_can_be_pinned_to_cores():
+    import os
+
+    from yolo_edge.errors import ConfigError
+
+    seen = []
+
+    def detector(img):
+        seen.append(os.sched_getaffinity(0))
+        return SlowDetector(0.0)(img)
+
+    agent = Agent(AgentConfig(local_cpus=[0]), detector=detector)
+    with agent:
+        agent.submit(IMG)
+    assert seen == [{0}] and os.sched_getaffinity(0) != {0} or os.cpu_count() == 1  # only the worker thread
+    with pytest.raises(ConfigError, match="local_cpus"):
+        AgentConfig(local_cpus=["a"])
