@@ -127,6 +127,8 @@ def build_agent(cfg: AgentConfig, *, detector=None):
                            allow_model_mismatch=cfg.allow_model_mismatch)
             if ep.url.startswith("oip+"):
                 options["model"] = local_model  # an OIP endpoint's answers are decoded with the local model
+            else:
+                options["jpeg_quality"] = cfg.cloud_jpeg_quality
             client = open_endpoint(ep.url, **options)
             clouds.append(CloudWithOptions(client, conf=cfg.conf, iou=cfg.iou, classes=classes))
     sinks = [make_sink(s, spool_dir=cfg.spool_dir) for s in cfg.sinks]

@@ -96,6 +96,9 @@ class AgentConfig:
     max_inflight: int = 4  # cloud requests in flight
     max_batch: int = 1  # frames per cloud request (batch-aware sending)
     cloud_timeout_s: float | None = None  # default: the latency budget
+    #: frames go to a yolo-edge service losslessly (PNG: cloud answers equal local ones); on a
+    #: slow uplink a JPEG quality (e.g. 90) sends ~4x fewer bytes, and can change what is detected
+    cloud_jpeg_quality: int | None = None
     allow_model_mismatch: bool = False
     wake_timeout_s: float = 120.0
     reorder_window: int = 256  # frames held for in-order release
