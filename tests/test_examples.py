@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -36,9 +37,8 @@ def clone(tmp_path, sample_photos, default_model_path):
 
 def test_every_example_is_listed_and_exists():
     table = (EXAMPLES / "README.md").read_text()
-    for name in ("sdk.py", "cloud_client.py", "agent.toml"):
+    for name in ("sdk.py", "cloud_client.py", "agent.toml", "agent_pool.toml"):
         assert (EXAMPLES / name).is_file() and f"examples/{name}" in table
-    assert "endpoint pool" in table  # its place, for when issue 10 lands
 
 
 def test_sdk_example(clone):
@@ -95,3 +95,26 @@ def test_make_demo_command(tmp_path, sample_photos, default_model_path):
     lines = _jsonl(out / "agent_results.jsonl")
     assert summary["frames"] == len(lines) > 0 and (out / "sample_clip.avi").is_file()
     assert any((out / "agent_frames").iterdir())
+
+
+@pytest.mark.slow
+def test_endpoint_pool_example(clone, local_service, tmp_path):
+    """`edge-agent run --config examples/agent_pool.toml` with two real services on its primaries'
+    ports (the ports replaced by free ones, nothing else) and nothing on the backup's."""
+    from edge_agent.cloudserve import LocalService, free_port
+
+    text = (EXAMPLES / "agent_pool.toml").read_text()
+    with LocalService(threads=1, log_dir=tmp_path, env={"BENTOML_HOME": str(tmp_path / "bentoml")}) as second:
+        backup = f"http://127.0.0.1:{free_port()}"
+        for written, real in (("http://127.0.0.1:3000", local_service.url), ("http://127.0.0.1:3001", second.url),
+                              ("http://127.0.0.1:3002", backup)):
+            assert text.count(written) == 1, written
+            text = text.replace(written, real)
+        (clone / "agent_pool.toml").write_text(text)
+        r = _run(clone, "edge-agent", "run", "--config", "agent_pool.toml")
+    lines = _jsonl(clone / "out" / "pool" / "results.jsonl")
+    assert [x["seq"] for x in lines] == list(range(60))  # every frame once, in order
+    answered_by = Counter(x["endpoint"] for x in lines if x["outcome"] == "cloud")
+    assert set(answered_by) == {local_service.url, second.url}, answered_by  # both primaries, never the backup
+    assert all(x.get("endpoint") is None for x in lines if x["route"] != "cloud")
+    assert "cloud answers by endpoint" in r.stdout and "order preserved" in r.stdout

@@ -128,6 +128,20 @@ def test_readme_has_what_a_user_types():
         assert any(line.startswith(must) for line in lines), must
 
 
+def test_toml_blocks_are_agent_settings():
+    """A config-file excerpt in the README is one the agent takes as written."""
+    from edge_agent.config import AgentConfig
+
+    if sys.version_info >= (3, 11):
+        import tomllib  # novermin: this branch runs on Python 3.11+ only
+    else:
+        import tomli as tomllib
+    assert blocks("toml")
+    for block in blocks("toml"):
+        data = tomllib.loads(block)
+        AgentConfig.from_mapping(data.get("agent", data))
+
+
 @pytest.mark.parametrize("command", commands(), ids=lambda c: c.line[:60])
 def test_command_parses(command):
     parser = yolo_parser() if command.argv[0] == "yolo-edge" else agent_parser()

@@ -105,7 +105,7 @@ def metric_names(expr: str) -> set[str]:
 def grafana_to_promql(expr: str, *, rate_interval: str = "5m") -> str:
     """A Grafana panel's expression as plain PromQL (its variables replaced), for promtool."""
     expr = expr.replace("$__rate_interval", rate_interval).replace("$__interval", rate_interval)
-    expr = re.sub(r"\$\{?instance\}?", ".*", expr)
+    expr = re.sub(r"\$\{?(instance|endpoint)\}?", ".*", expr)
     if "$" in expr:
         raise ValueError(f"unknown Grafana variable in {expr!r}")
     return expr

@@ -21,8 +21,9 @@ import cv2
 import pytest
 import requests
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
-from edge_agent.cloudserve import LocalService
+from edge_agent.cloudserve import LocalService, free_port
 from edge_agent.config import AgentConfig
 from edge_agent.metrics import MetricsServer
 from edge_agent.runner import Agent
@@ -124,22 +125,44 @@ def service_scrape(service, bus_jpg, zidane_jpg) -> str:
 
 
 @pytest.fixture(scope="module")
-def agent_scrape(service, sample_photos) -> str:
+def pool_agent_run(service, sample_photos, default_model_path):
+    """A real agent with an endpoint pool, offloading to the service: (its scrape, its core's counters).
+
+    The pool has what the per-endpoint panels and alerts watch: the service (a primary, weight
+    2); a primary on a free port where nothing listens, taken out after its first refused
+    request and probed through /readyz; a primary expected to serve another model (checked
+    against yolov8s-fall's sha256, so the service's answers do not match, as an endpoint
+    deployed with another model's would not), disabled for good; and a backup on standby
+    (nothing listens there either: a backup serves only while no primary is in rotation).
+    """
+    from yolo_edge.models.registry import MODELS
+
     detector = Detector("yolov3-tiny-coco", threads=1)
     frames = [cv2.resize(load_image(p), (640, 360)) for p in sample_photos]
+    down, standby = (f"http://127.0.0.1:{free_port()}" for _ in range(2))
+    other = service.url.replace("127.0.0.1", "localhost")  # the same service under another name
     # a small queue budget at 30 fps: the device overflows, so frames go both ways
-    cfg = AgentConfig(latency_budget_ms=2000, queue_budget=2, max_inflight=2)
-    cloud = CloudClient(service.url, token=TOKEN, timeout=cfg.timeout_s, max_retries=0,
-                        expected_sha256=detector.info.sha256)
-    agent = Agent(cfg, detector=detector, cloud=cloud, sinks=[])
+    cfg = AgentConfig(latency_budget_ms=2000, queue_budget=2, max_inflight=2, max_fails=1,
+                      cloud=({"url": service.url, "weight": 2}, down, other,
+                             {"url": standby, "backup": True}))
+    expected = [detector.info.sha256, detector.info.sha256, MODELS["yolov8s-fall"].onnx_sha256, detector.info.sha256]
+    clients = [CloudClient(url, token=TOKEN, timeout=cfg.timeout_s, max_retries=0, expected_sha256=sha)
+               for url, sha in zip((service.url, down, other, standby), expected)]
+    agent = Agent(cfg, detector=detector, cloud=clients, sinks=[], cloud_warm=True)
     server = MetricsServer(agent.metrics, agent.health, port=0).start()
     try:
-        with cloud:
-            stats = agent.run(replay((frames[i % len(frames)] for i in range(60)), fps=30))
+        stats = agent.run(replay((frames[i % len(frames)] for i in range(60)), fps=30))
         assert stats.frames == 60
-        return requests.get(server.url + "/metrics", timeout=10).text
+        return requests.get(server.url + "/metrics", timeout=10).text, dict(agent.core.counters)
     finally:
         server.close()
+        for c in clients:
+            c.close()
+
+
+@pytest.fixture(scope="module")
+def agent_scrape(pool_agent_run) -> str:
+    return pool_agent_run[0]
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +194,42 @@ def test_the_scrapes_have_the_series_the_alerts_need(service_scrape, agent_scrap
     assert re.search(r'^yolo_edge_model_info\{[^}]*sha256="[0-9a-f]{64}"', service_scrape, re.M)
     assert re.search(r'^edge_agent_frames_total\{outcome="\w+",route="\w+"\}', agent_scrape, re.M)
     assert re.search(r'^edge_agent_cloud_state\{state="failing"\}', agent_scrape, re.M)
+
+
+def _samples(scrape: str, name: str) -> dict[tuple, float]:
+    """``{sorted label items: value}`` of one metric's samples in a scrape."""
+    return {tuple(sorted(sample.labels.items())): sample.value for family in text_string_to_metric_families(scrape)
+            for sample in family.samples if sample.name == name}
+
+
+def test_the_pool_agent_exports_each_endpoint_and_the_events_the_alerts_filter_on(pool_agent_run):
+    scrape, counters = pool_agent_run
+    state = _samples(scrape, "edge_agent_endpoint_state")
+    endpoints = {dict(k)["endpoint"] for k in state}
+    assert len(endpoints) == 4
+    # every endpoint has one series per state, exactly one of them 1
+    for e in endpoints:
+        mine = {dict(k)["state"]: v for k, v in state.items() if dict(k)["endpoint"] == e}
+        assert set(mine) == {"cold", "waking", "ready", "out", "probing", "disabled"} and sum(mine.values()) == 1, mine
+    now = {dict(k)["endpoint"]: dict(k)["state"] for k, v in state.items() if v == 1}
+    weights = {dict(k)["endpoint"]: v for k, v in _samples(scrape, "edge_agent_endpoint_weight").items()}
+    (served,) = [e for e, w in weights.items() if w == 2]
+    (wrong,) = [e for e in endpoints if e.startswith("http://localhost:")]
+    (backup,) = [e for e, w in weights.items() if w == 0]
+    (down,) = endpoints - {served, wrong, backup}
+    assert now[wrong] == "disabled" and now[down] in ("out", "probing") and now[backup] == "ready"
+    events = {(dict(k)["endpoint"], dict(k)["event"]): v for k, v in _samples(scrape, "edge_agent_endpoint_events_total").items()}
+    # the label values the rules and panels filter on (frames_expired: tests/edge_agent/test_core.py)
+    assert events[(wrong, "model_mismatch")] == 1 and events[(wrong, "failure_model_mismatch")] >= 1
+    assert events[(down, "taken_out")] >= 1 and events[(down, "failure_unavailable")] >= 1
+    assert events[(served, "frames_answered")] >= 1 and events[(served, "requests")] >= 1
+    assert (backup, "requests") not in events  # a backup serves only while no primary can
+    assert {k: v for k, v in events.items()} == {k[1:]: v for k, v in counters.items()
+                                                 if isinstance(k, tuple) and k[0] == "endpoint"}
+    for name in ("edge_agent_endpoint_inflight_requests", "edge_agent_endpoint_inflight_frames",
+                 "edge_agent_endpoint_rtt_seconds"):
+        assert {dict(k)["endpoint"] for k in _samples(scrape, name)} == endpoints, name
+    assert dict(_samples(scrape, "edge_agent_endpoint_rtt_seconds"))[(("endpoint", served),)] > 0
 
 
 def test_the_lexer_tells_metrics_from_labels_functions_and_keywords():
@@ -225,8 +284,21 @@ def test_dashboard_shape():
     for wanted in ("in-budget", "offload", "outcome and route", "p50 / p99 per route", "queue depth", "cloud state",
                    "batch size", "inference time", "rejected"):
         assert wanted in titles, wanted
-    (pool_row,) = [p for p in panels if p["type"] == "row" and "issue 10" in p["title"]]  # the lead fills it
-    assert pool_row["collapsed"] is True
+    (pool_row,) = [p for p in panels if p["type"] == "row" and p["title"].startswith("Endpoint pool")]
+    assert pool_row["collapsed"] is True and "todo" not in json.dumps(pool_row).lower()
+    pool = " | ".join(p["title"] for p in pool_row["panels"]).lower()
+    for wanted in ("endpoint state", "in flight per endpoint", "answer time per endpoint", "frames answered per endpoint",
+                   "failures per endpoint, by kind", "taken out of rotation, probes", "expired at the endpoint",
+                   "another model"):
+        assert wanted in pool, wanted
+    for p in pool_row["panels"]:  # each one follows the endpoint picker
+        assert all('endpoint=~"$endpoint"' in t["expr"] for t in p["targets"] if "edge_agent_endpoint_" in t["expr"])
+    # no two panels overlap: the rows as Grafana lays them out, a collapsed row's panels as it expands them
+    for group in (dash["panels"], pool_row["panels"]):
+        cells = [(p["id"], x, y) for p in group for x in range(p["gridPos"]["x"], p["gridPos"]["x"] + p["gridPos"]["w"])
+                 for y in range(p["gridPos"]["y"], p["gridPos"]["y"] + p["gridPos"]["h"])]
+        assert len({(x, y) for _, x, y in cells}) == len(cells)
+        assert all(0 <= x < 24 for _, x, _ in cells)
     for p in panels:
         for t in p.get("targets", []):
             assert t["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, p["title"]
