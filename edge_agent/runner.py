@@ -112,7 +112,10 @@ class Agent:
         self._changed = threading.Condition(self._lock)  # the core's timers or pending set changed
         self._images: dict[int, Any] = {}
         self._local_jobs: SimpleQueue[tuple[int, Any] | None] = SimpleQueue()
-        self._senders = ThreadPoolExecutor(max_workers=config.max_inflight, thread_name_prefix="edge-agent-cloud")
+        # one sender per request the core may have in flight, over every endpoint: a request never
+        # waits for a thread (its budget on the wire would be stale, its answer time overstated)
+        senders = sum(e.max_inflight for e in self.core.pool.endpoints) or 1
+        self._senders = ThreadPoolExecutor(max_workers=senders, thread_name_prefix="edge-agent-cloud")
         self._threads: list[threading.Thread] = []
         self._timer_due: float | None = None  # when the timer thread means to wake, while it waits
         self._started = False
