@@ -150,9 +150,18 @@ def pool_agent_run(service, sample_photos, default_model_path):
                for url, sha in zip((service.url, down, other, standby), expected)]
     agent = Agent(cfg, detector=detector, cloud=clients, sinks=[], cloud_warm=True)
     server = MetricsServer(agent.metrics, agent.health, port=0).start()
+    names = [e.name for e in cfg.endpoints]
+    seen = (("endpoint", names[1], "taken_out"), ("endpoint", names[2], "model_mismatch"))
+
+    def until_seen():  # frames until the down and the other-model endpoints have each had a request
+        for i in range(600):
+            if i >= 60 and all(agent.core.counters[k] for k in seen):
+                return
+            yield frames[i % len(frames)]
+
     try:
-        stats = agent.run(replay((frames[i % len(frames)] for i in range(60)), fps=30))
-        assert stats.frames == 60
+        stats = agent.run(replay(until_seen(), fps=30))
+        assert stats.frames >= 60 and all(agent.core.counters[k] for k in seen), dict(agent.core.counters)
         return requests.get(server.url + "/metrics", timeout=10).text, dict(agent.core.counters)
     finally:
         server.close()
