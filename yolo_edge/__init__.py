@@ -12,6 +12,7 @@ from .detector import Detector, StageTimings
 from .errors import YoloEdgeError
 from .image import load_image
 from .oip import OipClient
+from .pool import EndpointPool
 from .types import Detections, ModelInfo
 
 __version__ = "0.1.0"
@@ -20,6 +21,7 @@ __all__ = [
     "CloudClient",
     "Detections",
     "Detector",
+    "EndpointPool",
     "ModelInfo",
     "OipClient",
     "StageTimings",

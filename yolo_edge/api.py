@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 import threading
 from typing import Any, Sequence
@@ -16,7 +15,7 @@ from .wire import short_repr
 __all__ = ["detect", "close_clients"]
 
 _detectors: dict[tuple, Detector] = {}
-_clients: dict[tuple, Any] = {}  # (endpoint, token, options) -> CloudClient
+_clients: dict[tuple, Any] = {}  # (endpoint or pool members, token, model, options) -> client or EndpointPool
 _lock = threading.Lock()
 
 
@@ -37,16 +36,17 @@ def _shared_detector(model: str | os.PathLike | None, backend: str) -> Detector:
 def _is_oip(endpoint: Any) -> bool:
     from .oip_wire import OIP_SCHEMES
 
+    if isinstance(endpoint, (list, tuple)):  # a pool: model= decodes for its OIP members
+        from .pool import PoolMember
+
+        return any(_is_oip(PoolMember.parse(member).url) for member in endpoint)
     return isinstance(endpoint, str) and endpoint.startswith(OIP_SCHEMES)
 
 
 def _client_option_names(endpoint: Any) -> frozenset[str]:
-    if _is_oip(endpoint):
-        from .oip import OipClient as client_type
-    else:
-        from .cloud import CloudClient as client_type
-    params = inspect.signature(client_type.__init__).parameters
-    return frozenset(name for name, p in params.items() if p.kind is p.KEYWORD_ONLY and name not in ("token", "model"))
+    from .endpoint import client_options
+
+    return client_options(endpoint) - {"token"}
 
 
 def _shared_client(endpoint: Any, token: Any, options: dict[str, Any], model: Any = None) -> Any:
@@ -57,21 +57,38 @@ def _shared_client(endpoint: Any, token: Any, options: dict[str, Any], model: An
     unknown = set(options) - names
     if unknown:
         raise ConfigError(f"unknown option(s) {sorted(unknown)} for detect(endpoint=...): expected {sorted(names)}")
+    key = (endpoint, token, None if model is None else str(model), tuple(sorted(options.items())))
+    extra = {"model": model} if _is_oip(endpoint) else {}
+    return _shared(key, options, lambda: open_endpoint(endpoint, token=token, **extra, **options))
+
+
+def _shared_pool(endpoints: Sequence[Any], token: Any, options: dict[str, Any], model: Any = None) -> Any:
+    """One :class:`~yolo_edge.pool.EndpointPool` per (members, token, model, options), like the clients."""
+    from .pool import EndpointPool, PoolMember
+
+    members = tuple(PoolMember.parse(member) for member in endpoints)
+    options = dict(options)
+    expected = options.pop("expected_sha256", None)
+    key = (members, token, None if model is None else str(model), expected, tuple(sorted(options.items())))
+    return _shared(key, options, lambda: EndpointPool(members, expected_sha256=expected, model=model, token=token,
+                                                      client_options=options))
+
+
+def _shared(key: tuple, options: dict[str, Any], make: Any) -> Any:
+    """The client kept for ``key``, made by ``make()`` the first time."""
     try:
-        key = (endpoint, token, None if model is None else str(model), tuple(sorted(options.items())))
         hash(key)
     except TypeError:
         raise ConfigError(f"detect(endpoint=...) options must be plain values, got {short_repr(options)}") from None
     with _lock:
         client = _clients.get(key)
         if client is None:
-            extra = {"model": model} if _is_oip(endpoint) else {}
-            client = _clients[key] = open_endpoint(endpoint, token=token, **extra, **options)
+            client = _clients[key] = make()
         return client
 
 
 def close_clients() -> None:
-    """Close the cloud clients that :func:`detect` keeps per endpoint.
+    """Close the cloud clients and endpoint pools that :func:`detect` keeps per endpoint.
 
     Safe to call at any time, from any thread; the next ``detect(endpoint=...)`` makes new ones.
     """
@@ -92,7 +109,7 @@ def detect(
     classes: str | Sequence[int | str] | None = None,
     channels: str = "bgr",
     backend: str = "auto",
-    endpoint: str | None = None,
+    endpoint: str | Sequence[Any] | None = None,
     token: str | None = None,
     **cloud_options: Any,
 ) -> Detections | list[Detections]:
@@ -107,10 +124,16 @@ def detect(
     model lookup (:func:`close_clients` closes them). ``cloud_options`` are the client's
     (:class:`~yolo_edge.cloud.CloudClient`'s ``timeout``, ``jpeg_quality``...).
 
+    A list of endpoints (URLs, or ``{"url", "weight", "backup"}`` tables) is one shared
+    :class:`~yolo_edge.pool.EndpointPool`: each call goes to the least loaded endpoint and
+    fails over to another when one is down, and every answer comes from the same model
+    (``expected_sha256=``, or the first endpoint's).
+
     >>> import yolo_edge
     >>> dets = yolo_edge.detect("bus.jpg")                          # doctest: +SKIP
     >>> dets = yolo_edge.detect(frame, endpoint="http://127.0.0.1:3000")  # doctest: +SKIP
     >>> dets = yolo_edge.detect(frame, endpoint="oip+http://127.0.0.1:8000/v2/models/yolo")  # doctest: +SKIP
+    >>> dets = yolo_edge.detect(frame, endpoint=["http://10.0.0.5:3000", "http://10.0.0.6:3000"])  # doctest: +SKIP
     """
     opts = dict(conf=conf, iou=iou, max_det=max_det, classes=classes)
     single = not isinstance(image, (list, tuple))
@@ -119,7 +142,10 @@ def detect(
         if backend != "auto" or (model is not None and not _is_oip(endpoint)):
             raise ConfigError("model= and backend= apply to local detection; with a yolo-edge endpoint= the "
                               "service's model answers: pin it with expected_sha256=Detector(model).info.sha256")
-        client = _shared_client(endpoint, token, cloud_options, model=model)
+        if isinstance(endpoint, (list, tuple)):
+            client = _shared_pool(endpoint, token, cloud_options, model=model)
+        else:
+            client = _shared_client(endpoint, token, cloud_options, model=model)
         results = client.detect_many(images, channels=channels, **opts)
     else:
         if cloud_options or token is not None:

@@ -22,6 +22,7 @@ the model that answered it, and every frame's remaining budget on the wire.
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, runtime_checkable
@@ -31,7 +32,7 @@ from .errors import ConfigError
 if TYPE_CHECKING:
     from .wire import FrameResult
 
-__all__ = ["Endpoint", "open_endpoint", "poll_ready"]
+__all__ = ["Endpoint", "open_endpoint", "client_options", "poll_ready"]
 
 
 @runtime_checkable
@@ -114,6 +115,18 @@ def open_endpoint(url: str, *, model: str | os.PathLike | None = None, **options
         return CloudClient(url, **options)
     raise ConfigError(f"endpoint must be 'http(s)://HOST:PORT' (a yolo-edge service) or "
                       f"'oip+http(s)://HOST:PORT/v2/models/NAME' (Triton, KServe, OpenVINO), got {url!r}")
+
+
+def client_options(url: str) -> frozenset[str]:
+    """The keyword options :func:`open_endpoint` takes for ``url`` (the client's constructor's, less ``model``)."""
+    from .oip_wire import OIP_SCHEMES
+
+    if isinstance(url, str) and url.startswith(OIP_SCHEMES):
+        from .oip import OipClient as client_type
+    else:
+        from .cloud import CloudClient as client_type
+    params = inspect.signature(client_type.__init__).parameters
+    return frozenset(name for name, p in params.items() if p.kind is p.KEYWORD_ONLY and name != "model")
 
 
 def poll_ready(ready: Callable[[], bool], wait_s: float, sleep: Callable[[float], None] = time.sleep,

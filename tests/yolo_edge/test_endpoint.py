@@ -1,4 +1,4 @@
-"""Both remote clients satisfy ``yolo_edge.endpoint.Endpoint``, so the agent's pool can take either."""
+"""Both remote clients, and the SDK's pool of them, satisfy ``yolo_edge.endpoint.Endpoint``, so the agent's pool can take either."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from yolo_edge.cloud import CloudClient
 from yolo_edge.endpoint import Endpoint, open_endpoint
 from yolo_edge.errors import ConfigError
 from yolo_edge.oip import OipClient
+from yolo_edge.pool import EndpointPool
 
 _METHODS = [name for name, value in vars(Endpoint).items() if inspect.isfunction(value) and not name.startswith("_")]
 
@@ -19,7 +20,7 @@ def test_the_protocol_is_small_and_named():
     assert "endpoint" in Endpoint.__annotations__
 
 
-@pytest.mark.parametrize("cls", [CloudClient, OipClient])
+@pytest.mark.parametrize("cls", [CloudClient, OipClient, EndpointPool])
 @pytest.mark.parametrize("method", _METHODS)
 def test_each_client_takes_every_call_the_protocol_allows(cls, method):
     """Every parameter of the Protocol's method exists in the client's, of the same kind and default."""
