@@ -303,15 +303,21 @@ def demo_cmd(args: argparse.Namespace, out=None) -> dict:
 
     out = out or sys.stdout
     out_dir = Path(args.out)
+    # the device and its cloud stand-in share this machine: with two cores or more, the local
+    # worker gets core 0 and the stand-in core 1, as a device and a GPU server would not compete
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    local_cpus, cloud_cpus = ((cores[0],), {cores[1]}) if len(cores) >= 2 else (None, None)
     detector = Detector(None, threads=1)
     local_fps = measure_local_fps(detector, load_image(photos()[0]))
     fps = 2.0 * local_fps
     clip = make_clip(out_dir / "sample_clip.avi", frames=int(fps * args.seconds), fps=fps)
     print(f"local capacity {local_fps:.1f} fps (1 thread); clip {clip} at {fps:.1f} fps for {args.seconds:.0f} s; "
           "starting the cloud stand-in (bentoml serve on 127.0.0.1) ...", file=out)
-    with LocalService(threads=1, log_dir=out_dir) as svc:
+    if local_cpus:
+        print(f"local worker pinned to core {local_cpus[0]}, cloud stand-in to core {min(cloud_cpus)}", file=out)
+    with LocalService(threads=1, log_dir=out_dir, cpus=cloud_cpus) as svc:
         cfg = AgentConfig(source=str(clip), cloud=svc.url, latency_budget_ms=args.latency_budget_ms,
-                          queue_budget=args.queue_budget, local_threads=1, max_inflight=4,
+                          queue_budget=args.queue_budget, local_threads=1, max_inflight=4, local_cpus=local_cpus,
                           sinks=(f"jsonl,overwrite:{out_dir / 'agent_results.jsonl'}",),
                           annotate_dir=str(out_dir / "agent_frames"))
         return run(cfg, summary_json=str(out_dir / "agent_summary.json"), detector=detector, out=out)
