@@ -129,11 +129,11 @@ def pool_agent_run(service, sample_photos, default_model_path):
     """A real agent with an endpoint pool, offloading to the service: (its scrape, its core's counters).
 
     The pool has what the per-endpoint panels and alerts watch: the service (a primary, weight
-    2); a primary on a free port where nothing listens, taken out after its first refused
+    2); a primary of weight 3 on a free port where nothing listens, taken out after its first refused
     request and probed through /readyz; a primary expected to serve another model (checked
     against yolov8s-fall's sha256, so the service's answers do not match, as an endpoint
-    deployed with another model's would not), disabled for good; and a backup on standby
-    (nothing listens there either: a backup serves only while no primary is in rotation).
+    deployed with another model's would not; weight 3 too), disabled for good; and a backup on
+    standby (nothing listens there either: a backup serves only while no primary is in rotation).
     """
     from yolo_edge.models.registry import MODELS
 
@@ -141,10 +141,12 @@ def pool_agent_run(service, sample_photos, default_model_path):
     frames = [cv2.resize(load_image(p), (640, 360)) for p in sample_photos]
     down, standby = (f"http://127.0.0.1:{free_port()}" for _ in range(2))
     other = service.url.replace("127.0.0.1", "localhost")  # the same service under another name
-    # a small queue budget at 30 fps: the device overflows, so frames go both ways
+    # a small queue budget at 30 fps: the device overflows, so frames go both ways; the down and
+    # the other-model primaries weigh more than the service, so the first overflows go to them
+    # (the fewest frames per unit of weight) and the pool learns what each is, whatever the pace
     cfg = AgentConfig(latency_budget_ms=2000, queue_budget=2, max_inflight=2, max_fails=1,
-                      cloud=({"url": service.url, "weight": 2}, down, other,
-                             {"url": standby, "backup": True}))
+                      cloud=({"url": service.url, "weight": 2}, {"url": down, "weight": 3},
+                             {"url": other, "weight": 3}, {"url": standby, "backup": True}))
     expected = [detector.info.sha256, detector.info.sha256, MODELS["yolov8s-fall"].onnx_sha256, detector.info.sha256]
     clients = [CloudClient(url, token=TOKEN, timeout=cfg.timeout_s, max_retries=0, expected_sha256=sha)
                for url, sha in zip((service.url, down, other, standby), expected)]
