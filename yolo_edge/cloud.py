@@ -34,10 +34,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
-import math
-import numbers
 import os
-import random
 import re
 import threading
 import time
@@ -46,6 +43,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from .endpoint import backoff_delay, check_client_args, frame_deadlines, image_list, poll_ready
 from .errors import (
     CloudAuthError,
     CloudError,
@@ -66,8 +64,8 @@ from .wire import (
     FrameStatus,
     ModelRef,
     ServiceInfo,
+    _is_int,
     budgets_to_form,
-    check_budgets,
     decode_results,
     short_repr,
 )
@@ -122,20 +120,13 @@ class CloudClient:
 
         if not isinstance(endpoint, str) or not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", endpoint):
             raise ConfigError(f"endpoint must be an http(s) URL like 'http://127.0.0.1:3000', got {short_repr(endpoint)}")
-        if token is not None and (not isinstance(token, str) or not token or any(c in token for c in "\r\n\0")):
-            raise ConfigError("token must be a non-empty string on one line (the service's YOLO_EDGE_TOKEN), "
-                              f"got {short_repr(token) if not isinstance(token, str) else 'a string with line breaks'}")
-        self.timeout = _positive("timeout", timeout)
+        self.timeout, self.backoff_s = check_client_args(
+            token=token, timeout=timeout, max_retries=max_retries, backoff_s=backoff_s,
+            allow_model_mismatch=allow_model_mismatch, sleep=sleep)
         if jpeg_quality is not None and (not _is_int(jpeg_quality) or not 1 <= jpeg_quality <= 100):
             raise ConfigError(f"jpeg_quality must be None (lossless) or an integer within 1..100, got {short_repr(jpeg_quality)}")
-        if not _is_int(max_retries) or not 0 <= max_retries <= 20:
-            raise ConfigError(f"max_retries must be an integer within 0..20, got {short_repr(max_retries)}")
-        self.backoff_s = _positive("backoff_s", backoff_s, zero=True)
-        for name, flag in (("downscale", downscale), ("allow_model_mismatch", allow_model_mismatch)):
-            if not isinstance(flag, bool):
-                raise ConfigError(f"{name} must be True or False, got {short_repr(flag)}")
-        if not callable(sleep):
-            raise ConfigError(f"sleep must be a function of seconds, got {short_repr(sleep)}")
+        if not isinstance(downscale, bool):
+            raise ConfigError(f"downscale must be True or False, got {short_repr(downscale)}")
         import requests  # the [cloud] extra; imported here so `import yolo_edge` stays light
 
         self.endpoint = endpoint.rstrip("/")
@@ -189,14 +180,7 @@ class CloudClient:
         request (the wake-up signal); with ``wait_s>0`` it polls every 0.5 s until the
         service is ready or ``wait_s`` has passed.
         """
-        deadline = time.monotonic() + _positive("wait_s", wait_s, zero=True)
-        while True:
-            if self.ready():
-                return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            self._sleep(min(0.5, remaining))
+        return poll_ready(self.ready, wait_s, self._sleep)
 
     def info(self) -> dict[str, Any]:
         """GET /metadata: ``name, sha256, names, imgsz, providers, version, max_batch, limits``.
@@ -275,8 +259,8 @@ class CloudClient:
         """
         if not isinstance(return_meta, bool):
             raise ConfigError(f"return_meta must be True or False, got {short_repr(return_meta)}")
-        results, roundtrips = self._detect(images, conf=conf, iou=iou, classes=classes, max_det=max_det,
-                                           channels=channels, budgets_s=budgets_s)
+        results, roundtrips = self._detect(image_list(images, "detect_many"), conf=conf, iou=iou, classes=classes,
+                                           max_det=max_det, channels=channels, budgets_s=budgets_s)
         for i, result in enumerate(results):
             if not result.ok:
                 raise CloudFrameError(f"the service did not detect in image {i} ({result.status.value}): {result.error}",
@@ -308,32 +292,28 @@ class CloudClient:
         budget is spent before it is sent is not uploaded, and one whose deadline passes
         in the service's queue is not computed; both come back with status EXPIRED.
         """
-        return self._detect(images, conf=conf, iou=iou, classes=classes, max_det=max_det, channels=channels,
-                            budgets_s=budgets_s)[0]
+        return self._detect(image_list(images, "detect_frames"), conf=conf, iou=iou, classes=classes, max_det=max_det,
+                            channels=channels, budgets_s=budgets_s)[0]
 
     # -- internals -------------------------------------------------------------------
-    def _detect(self, images: Sequence[Any], *, channels: str, budgets_s: Any = None,
+    def _detect(self, images: list[Any], *, channels: str, budgets_s: Any = None,
                 **options: Any) -> tuple[list[FrameResult], list[float]]:
-        if isinstance(images, (str, bytes, np.ndarray)) or not isinstance(images, Sequence):
-            raise ConfigError(f"expected a list of images, got {type(images).__name__}; use detect() for a single image")
         check_channels(channels)
         form = DetectOptions(**options).to_form()
-        images = list(images)
-        budgets = check_budgets(budgets_s, len(images), spent_ok=True)
-        called = time.monotonic()
-        deadlines = [None if budgets is None or b is None else called + b for b in (budgets or [None] * len(images))]
+        deadlines = frame_deadlines(budgets_s, len(images), time.monotonic())
         results: list[FrameResult | None] = [None] * len(images)
         roundtrips = [0.0] * len(images)
         pending = list(range(len(images)))
         while pending:
             now = time.monotonic()
             for i in pending:
-                if deadlines[i] is not None and deadlines[i] <= now:  # type: ignore[operator]
-                    results[i] = self._not_sent(now - deadlines[i])  # type: ignore[operator]
+                late = None if deadlines is None else deadlines[i]
+                if late is not None and late <= now:
+                    results[i] = self._not_sent(now - late)
             pending = [i for i in pending if results[i] is None]
             chunk, pending = pending[:LIMITS.max_images], pending[LIMITS.max_images:]
             if chunk:
-                self._send(images, chunk, deadlines if budgets is not None else None, form, channels, results, roundtrips)
+                self._send(images, chunk, deadlines, form, channels, results, roundtrips)
         return [r for r in results if r is not None], roundtrips
 
     def _send(self, images: list[Any], chunk: list[int], deadlines: list[float | None] | None, form: dict[str, str],
@@ -433,7 +413,7 @@ class CloudClient:
                     raise failure
             if attempt >= self.max_retries:
                 raise failure
-            delay = self._backoff(attempt)
+            delay = backoff_delay(self.backoff_s, attempt, _MAX_BACKOFF_S)
             if retry_after is not None:
                 if retry_after > self.timeout:  # waiting that long helps nobody: let the caller route elsewhere
                     raise failure
@@ -444,25 +424,6 @@ class CloudClient:
             logger.info("%s %s: %s; retry %d/%d in %.2f s", method, path, failure, attempt, self.max_retries, delay)
             self._sleep(delay)
 
-    def _backoff(self, attempt: int) -> float:
-        # full-jitter exponential backoff: spreads a crowd of clients retrying together
-        return min(_MAX_BACKOFF_S, self.backoff_s * (2 ** attempt)) * (0.5 + random.random() / 2)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _positive(name: str, value: Any, *, zero: bool = False) -> float:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-    try:
-        number = float(value) if ok else math.nan
-    except (OverflowError, ValueError):
-        number = math.nan
-    if not math.isfinite(number) or number < 0 or (number == 0 and not zero):
-        raise ConfigError(f"{name} must be a {'non-negative' if zero else 'positive'} finite number of seconds, "
-                          f"got {short_repr(value)}")
-    return number
 
 
 def _replace_detections(result: FrameResult, dets: Detections) -> FrameResult:

@@ -24,15 +24,20 @@ from __future__ import annotations
 
 import inspect
 import os
+import random
 import time
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, runtime_checkable
 
+import numpy as np
+
 from .errors import ConfigError
+from .wire import _is_int, check_budgets, check_seconds, short_repr
 
 if TYPE_CHECKING:
     from .wire import FrameResult
 
-__all__ = ["Endpoint", "open_endpoint", "client_options", "poll_ready"]
+__all__ = ["Endpoint", "open_endpoint", "client_options", "poll_ready", "check_client_args", "image_list",
+           "frame_deadlines", "backoff_delay"]
 
 
 @runtime_checkable
@@ -134,9 +139,10 @@ def poll_ready(ready: Callable[[], bool], wait_s: float, sleep: Callable[[float]
     """Call ``ready()`` until it says True or ``wait_s`` has passed; once when ``wait_s`` is 0.
 
     What ``wake(wait_s)`` does: the first probe is the wake-up signal for a deployment
-    scaled to zero, the next ones wait for it.
+    scaled to zero, the next ones wait for it. ``wait_s`` is a non-negative finite number
+    of seconds (ConfigError otherwise).
     """
-    deadline = time.monotonic() + max(0.0, float(wait_s))
+    deadline = time.monotonic() + check_seconds("wait_s", wait_s, zero=True)
     while True:
         if ready():
             return True
@@ -144,3 +150,50 @@ def poll_ready(ready: Callable[[], bool], wait_s: float, sleep: Callable[[float]
         if remaining <= 0:
             return False
         sleep(min(every_s, remaining))
+
+
+# -- what every client checks and computes alike --------------------------------------------
+
+def check_client_args(*, token: Any, timeout: Any, max_retries: Any, backoff_s: Any, allow_model_mismatch: Any,
+                      sleep: Any) -> tuple[float, float]:
+    """Check an endpoint client's common constructor arguments; ``(timeout, backoff_s)`` as floats.
+
+    Raises ConfigError naming the argument, what it must be and what it got.
+    """
+    if token is not None and (not isinstance(token, str) or not token or any(c in token for c in "\r\n\0")):
+        raise ConfigError("token must be a non-empty string on one line (the service's YOLO_EDGE_TOKEN), "
+                          f"got {short_repr(token) if not isinstance(token, str) else 'a string with line breaks'}")
+    timeout_s = check_seconds("timeout", timeout)
+    if not _is_int(max_retries) or not 0 <= max_retries <= 20:
+        raise ConfigError(f"max_retries must be an integer within 0..20, got {short_repr(max_retries)}")
+    backoff = check_seconds("backoff_s", backoff_s, zero=True)
+    if not isinstance(allow_model_mismatch, bool):
+        raise ConfigError(f"allow_model_mismatch must be True or False, got {short_repr(allow_model_mismatch)}")
+    if not callable(sleep):
+        raise ConfigError(f"sleep must be a function of seconds, got {short_repr(sleep)}")
+    return timeout_s, backoff
+
+
+def image_list(images: Any, what: str) -> list[Any]:
+    """``images`` as a list; ConfigError for one image (a path, bytes, an array) or no sequence at all."""
+    if isinstance(images, (str, bytes, np.ndarray)) or not isinstance(images, Sequence):
+        raise ConfigError(f"{what} expects a list of images, got {type(images).__name__}; use detect() for one image")
+    return list(images)
+
+
+def frame_deadlines(budgets_s: Any, count: int, now: float) -> list[float | None] | None:
+    """Each frame's deadline on the clock that read ``now`` (None: no deadline); None without budgets.
+
+    ``budgets_s`` as :meth:`Endpoint.detect_frames` takes it, checked by
+    :func:`~yolo_edge.wire.check_budgets` (a spent budget is allowed: that frame is not sent).
+    """
+    budgets = check_budgets(budgets_s, count, spent_ok=True)
+    return None if budgets is None else [None if b is None else now + b for b in budgets]
+
+
+def backoff_delay(base_s: float, attempt: int, cap_s: float) -> float:
+    """Seconds to wait before retry ``attempt``: full-jitter exponential backoff, capped.
+
+    The jitter spreads a crowd of clients that failed together, so they do not retry together.
+    """
+    return min(cap_s, base_s * 2 ** attempt) * (0.5 + random.random() / 2)

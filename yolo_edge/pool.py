@@ -44,13 +44,11 @@ import time
 from enum import Enum
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
-import numpy as np
-
-from .endpoint import Endpoint, client_options, open_endpoint, poll_ready
+from .endpoint import Endpoint, client_options, frame_deadlines, image_list, open_endpoint, poll_ready
 from .errors import CloudError, CloudModelMismatchError, CloudUnavailableError, ConfigError
 from .health import Health, HealthConfig, on_failure, on_success
 from .pool_members import Kind, Member, MemberState, MemberStatus, PoolMember, choose, member_fault
-from .wire import LIMITS, FrameResult, FrameStatus, ModelRef, check_budgets, short_repr
+from .wire import LIMITS, FrameResult, FrameStatus, ModelRef, short_repr
 
 __all__ = ["EndpointPool", "PoolMember", "MemberState", "MemberStatus"]
 
@@ -165,9 +163,6 @@ class EndpointPool:
 
     def wake(self, wait_s: float = 0) -> bool:
         """Probe every primary (waking scaled-to-zero ones), the backups if none is ready; poll up to ``wait_s``."""
-        if not isinstance(wait_s, (int, float)) or isinstance(wait_s, bool) or not 0 <= wait_s < math.inf:
-            raise ConfigError(f"wait_s must be a non-negative number of seconds, got {short_repr(wait_s)}")
-
         def ping() -> bool:
             usable = self._usable()
             if any([m.client.ready() for m in usable if not m.spec.backup]):  # a list: every primary gets its probe
@@ -230,7 +225,7 @@ class EndpointPool:
         With ``return_meta=True``: ``(detections, metas)``, each meta the member's
         (``{"model", "timing"}``) plus ``"endpoint"``, the member that answered.
         """
-        images = _image_list(images, "detect_many")
+        images = image_list(images, "detect_many")
         if not isinstance(return_meta, bool):
             raise ConfigError(f"return_meta must be True or False, got {short_repr(return_meta)}")
         opts = dict(conf=conf, iou=iou, classes=classes, max_det=max_det, channels=channels)
@@ -262,10 +257,8 @@ class EndpointPool:
         of them, and a frame whose budget is spent before a member takes it is answered
         EXPIRED here, unsent.
         """
-        images = _image_list(images, "detect_frames")
-        budgets = check_budgets(budgets_s, len(images), spent_ok=True)
-        start = self._clock()
-        deadlines = [None if budgets is None or b is None else start + b for b in (budgets or [None] * len(images))]
+        images = image_list(images, "detect_frames")
+        deadlines = frame_deadlines(budgets_s, len(images), self._clock())
         opts = dict(conf=conf, iou=iou, classes=classes, max_det=max_det, channels=channels)
         results: list[FrameResult | None] = [None] * len(images)
 
@@ -273,7 +266,7 @@ class EndpointPool:
             """The frames of ``chunk`` with budget left; the others are answered EXPIRED here."""
             now = self._clock()
             for i in chunk:
-                late = deadlines[i]
+                late = None if deadlines is None else deadlines[i]
                 if results[i] is None and late is not None and late <= now:
                     results[i] = self._expired_here(now - late)
             return [i for i in chunk if results[i] is None]
@@ -283,7 +276,7 @@ class EndpointPool:
             if not left:
                 return left, []
             now = self._clock()
-            budgets_left = None if budgets is None else [
+            budgets_left = None if deadlines is None else [
                 None if deadlines[i] is None else deadlines[i] - now for i in left]  # type: ignore[operator]
             return left, client.detect_frames([images[i] for i in left], budgets_s=budgets_left, **opts)
 
@@ -574,12 +567,6 @@ def _describe(status: MemberStatus) -> str:
     if status.out_for_s:
         text += f" for {status.out_for_s:.2f} s more"
     return text + (f" ({status.reason})" if status.reason else "")
-
-
-def _image_list(images: Any, what: str) -> list[Any]:
-    if isinstance(images, (str, bytes, np.ndarray)) or not isinstance(images, Sequence):
-        raise ConfigError(f"{what} expects a list of images, got {type(images).__name__}; use detect() for one image")
-    return list(images)
 
 
 def _chunks(indices: list[int]) -> list[list[int]]:

@@ -71,6 +71,7 @@ __all__ = [
     "check_max_det",
     "check_classes",
     "check_budgets",
+    "check_seconds",
     "budgets_to_form",
     "parse_form",
     "BUDGETS_FIELD",
@@ -109,6 +110,15 @@ def check_unit(name: str, value: Any) -> float:
         number = None
     if number is None or not 0.0 <= number <= 1.0:  # NaN fails this too
         raise ConfigError(f"{name} must be a number within [0, 1], got {short_repr(value)}")
+    return number
+
+
+def check_seconds(name: str, value: Any, *, zero: bool = False) -> float:
+    """A finite number of seconds, positive (or zero, with ``zero``), as a float."""
+    number = float(value) if _is_real(value) else math.nan
+    if not math.isfinite(number) or number < 0 or (number == 0 and not zero):
+        raise ConfigError(f"{name} must be a {'non-negative' if zero else 'positive'} finite number of seconds, "
+                          f"got {short_repr(value)}")
     return number
 
 
