@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
-import random
+import math
 import threading
 import time
 from typing import Any, Callable, Sequence
@@ -37,8 +37,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .backends.onnx_info import OnnxInfo, read_onnx_info
-from .detector import Detector
-from .endpoint import poll_ready
+from .detector import Detector, check_sha256
+from .endpoint import backoff_delay, check_client_args, frame_deadlines, image_list, poll_ready
 from .errors import (
     CloudDeadlineExpiredError,
     CloudError,
@@ -52,7 +52,7 @@ from .models.resolve import ResolvedModel, resolve_model
 from .oip_model import ServedModel, check_output, check_served, identity_problem
 from .oip_wire import OipUrl, decode_infer_response, encode_infer_request, error_for_status, parse_oip_url
 from .types import Detections
-from .wire import FrameResult, FrameStatus, FrameTiming, ModelRef, check_budgets
+from .wire import FrameResult, FrameStatus, FrameTiming, ModelRef, _is_int, _is_real, short_repr
 
 __all__ = ["OipClient", "OipBackend", "ServedModel"]
 
@@ -88,12 +88,11 @@ class OipBackend:
         session: Any | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if not timeout or timeout <= 0:
-            raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        if max_batch is not None and int(max_batch) < 1:
-            raise ConfigError(f"max_batch must be >= 1, got {max_batch!r}")
-        if int(max_retries) < 0 or backoff_s < 0:
-            raise ConfigError(f"max_retries and backoff_s must be >= 0, got {max_retries!r} and {backoff_s!r}")
+        timeout, backoff_s = check_client_args(token=token, timeout=timeout, max_retries=max_retries,
+                                               backoff_s=backoff_s, allow_model_mismatch=allow_model_mismatch,
+                                               sleep=sleep)
+        if max_batch is not None and (not _is_int(max_batch) or max_batch < 1):
+            raise ConfigError(f"max_batch must be None (the server's) or an integer >= 1, got {short_repr(max_batch)}")
         import requests  # only the client needs it: `import yolo_edge` stays light
 
         self.url = url if isinstance(url, OipUrl) else parse_oip_url(url)
@@ -101,13 +100,13 @@ class OipBackend:
         self.input_shape = (None, *local.input_shape[1:])
         self.output_shapes = [list(s) for s in local.output_shapes]
         self.metadata = dict(local.metadata)
-        self.expected_sha256 = expected_sha256.lower()
+        self.expected_sha256 = check_sha256(expected_sha256) or ""
         self.token = token
-        self.timeout = float(timeout)
+        self.timeout = timeout
         self.max_batch_limit = None if max_batch is None else int(max_batch)
         self.max_retries = int(max_retries)
-        self.backoff_s = float(backoff_s)
-        self.allow_model_mismatch = bool(allow_model_mismatch)
+        self.backoff_s = backoff_s
+        self.allow_model_mismatch = allow_model_mismatch
         self._owns_session = session is None
         self._session = session if session is not None else requests.Session()
         self._sleep = sleep
@@ -162,7 +161,7 @@ class OipBackend:
 
     def verify(self, expected_sha256: str | None = None) -> ServedModel:
         """Read the model's metadata and config and check them against the local model."""
-        expected = (expected_sha256 or self.expected_sha256).lower()
+        expected = check_sha256(expected_sha256) or self.expected_sha256
         meta = self._get_json(self.url.model_path)
         config = self._get_json(self.url.model_path + "/config", optional=True)
         served = check_served(meta, config, self.local, self.url, self.max_batch_limit)
@@ -194,7 +193,7 @@ class OipBackend:
                 if attempt >= self.max_retries:
                     raise
                 attempt += 1
-                delay = min(_MAX_BACKOFF_S, self.backoff_s * 2 ** attempt) * (0.5 + random.random() / 2)
+                delay = backoff_delay(self.backoff_s, attempt, _MAX_BACKOFF_S)
                 if exc.retry_after_s is not None:
                     delay = max(delay, exc.retry_after_s)
                 if deadline is not None and time.monotonic() + delay >= deadline:
@@ -366,8 +365,12 @@ class OipClient:
         With ``return_meta=True`` the result is ``(detections, metas)``, each meta
         ``{"model": {"name", "sha256", "version"}, "timing": {"roundtrip_ms"}}``.
         """
-        if isinstance(images, (str, bytes, np.ndarray)) or not isinstance(images, Sequence):
-            raise ConfigError("detect_many expects a list of images; use detect() for a single image")
+        images = image_list(images, "detect_many")
+        if not isinstance(return_meta, bool):
+            raise ConfigError(f"return_meta must be True or False, got {short_repr(return_meta)}")
+        if budget_s is not None and not (_is_real(budget_s) and -math.inf < budget_s < math.inf):  # NaN fails too
+            raise ConfigError(f"budget_s must be None (no deadline) or a finite number of seconds left, "
+                              f"got {short_repr(budget_s)}")
         if not images:
             return ([], []) if return_meta else []
         if budget_s is not None and not budget_s > 0:
@@ -382,7 +385,7 @@ class OipClient:
             roundtrips.append((time.perf_counter() - start) * 1e3)
             return out
 
-        dets, _ = self.detector.predict(list(images), conf=conf, iou=iou, classes=classes, max_det=max_det,
+        dets, _ = self.detector.predict(images, conf=conf, iou=iou, classes=classes, max_det=max_det,
                                         channels=channels, infer=infer)  # type: ignore[arg-type]
         if not return_meta:
             return dets
@@ -412,12 +415,8 @@ class OipClient:
         decoded locally, in the caller's coordinates; ``model`` is the verified served
         model (answers are held to its name and version).
         """
-        if isinstance(images, (str, bytes, np.ndarray)) or not isinstance(images, Sequence):
-            raise ConfigError("detect_frames expects a list of images; use detect() for a single image")
-        images = list(images)
-        budgets = check_budgets(budgets_s, len(images), spent_ok=True)
-        called = time.monotonic()
-        deadlines = [None if b is None else called + b for b in (budgets or [None] * len(images))]
+        images = image_list(images, "detect_frames")
+        deadlines = frame_deadlines(budgets_s, len(images), time.monotonic()) or [None] * len(images)
         results: list[FrameResult | None] = [None] * len(images)
         pending = list(range(len(images)))
         while pending:

@@ -21,6 +21,7 @@ from yolo_edge.errors import ConfigError, ImageError, ImageTooLargeError, ModelE
 from yolo_edge.image import encode_image, load_image
 from yolo_edge.models import fetch_model, get_spec
 from yolo_edge.models.registry import LocalEntry, register_local
+from yolo_edge.oip import OipClient
 from yolo_edge.types import Detections
 
 IMG = np.zeros((32, 32, 3), np.uint8)
@@ -57,6 +58,34 @@ def _client_calls():
         "client.verify_model('zz')": lambda: client.verify_model("zz"),
         "client.detect of a missing file": lambda: client.detect("/nonexistent/frame.jpg"),
         "client.detect of a bomb": lambda: client.detect(bombs()["png"]),
+    }
+
+
+def _oip_calls():
+    """OipClient takes the same arguments as CloudClient and checks them alike, before any request."""
+    url = "oip+http://127.0.0.1:9/v2/models/m"  # nothing listens there: no call may get that far
+
+    def client(**kw):
+        return OipClient(url, model="yolov3-tiny-coco", max_retries=0, **kw)
+
+    oip = client()
+    return {
+        "OipClient timeout text": lambda: client(timeout="x"),
+        "OipClient timeout nan": lambda: client(timeout=float("nan")),
+        "OipClient backoff_s text": lambda: client(backoff_s="a"),
+        "OipClient max_batch 2.5": lambda: client(max_batch=2.5),
+        "OipClient max_retries -1": lambda: OipClient(url, model="yolov3-tiny-coco", max_retries=-1),
+        "OipClient token with a line break": lambda: client(token="a\nb"),
+        "OipClient expected_sha256 'zz'": lambda: client(expected_sha256="zz"),
+        "OipClient allow_model_mismatch text": lambda: client(allow_model_mismatch="yes"),
+        "OipClient sleep 5": lambda: client(sleep=5),
+        "oip.detect_many on one image": lambda: oip.detect_many(IMG),
+        "oip.detect_frames on one image": lambda: oip.detect_frames(IMG),
+        "oip.detect_many budget_s text": lambda: oip.detect_many([IMG], budget_s="a"),
+        "oip.detect_many budget_s nan": lambda: oip.detect_many([IMG], budget_s=float("nan")),
+        "oip.detect_many return_meta text": lambda: oip.detect_many([IMG], return_meta="yes"),
+        "oip.wake(wait_s='a')": lambda: oip.wake(wait_s="a"),
+        "oip.wake(wait_s=-1)": lambda: oip.wake(wait_s=-1),
     }
 
 
@@ -183,6 +212,7 @@ def corpus(tmp: Path, det) -> dict[str, callable]:
     }
     cases.update(_detector_calls(det))
     cases.update(_client_calls())
+    cases.update(_oip_calls())
     return cases
 
 
