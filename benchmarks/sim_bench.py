@@ -25,7 +25,6 @@ import statistics
 import sys
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -33,17 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from edge_agent.livesim import run_threaded  # noqa: E402
 from edge_agent.oracle import fleet_bound, needed_offload, oracle_bound  # noqa: E402
 from edge_agent.sim import simulate, simulate_fleet  # noqa: E402
-from edge_agent.traces import CAPACITY_SCENARIOS, SCENARIOS, CloudTrace, sample, scenario  # noqa: E402
+from edge_agent.traces import CAPACITY_SCENARIOS, SCENARIOS, CloudTrace, fidelity_traces, sample, scenario  # noqa: E402
 
 #: the scenarios whose share of the oracle bound the issue asks to be >= 99%
 ORACLE_TARGETS = ("heavy_tail", "degrading", "on_off")
-FIDELITY = {
-    "steady": scenario("steady", duration_s=30, warmup_s=2),
-    "burst": scenario("burst", duration_s=30, warmup_s=2, bursts=((6.0, 14.0, 34.0), (20.0, 24.0, 60.0))),
-    "outage": scenario("outage", duration_s=30, warmup_s=2, cloud_outages=((8.0, 16.0),)),
-    "cold_start": scenario("cold_start", duration_s=30, warmup_s=2, cloud_cold_start_s=8.0),
-    "jitter": scenario("jitter", duration_s=30, warmup_s=2),
-}
+FIDELITY = fidelity_traces()
 
 
 def scenario_table(seeds: int) -> list[dict]:

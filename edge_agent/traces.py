@@ -24,7 +24,7 @@ import numpy as np
 from yolo_edge.errors import ConfigError
 
 __all__ = ["Trace", "CloudTrace", "TraceSample", "SCENARIOS", "scenario", "sample", "lognormal_params",
-           "CAPACITY_SCENARIOS"]
+           "CAPACITY_SCENARIOS", "fidelity_traces"]
 
 Window = tuple[float, float, float]  # (start_s, end_s, value)
 Ramp = tuple[float, float, float, float]  # (start_s, peak_s, end_s, factor at the peak)
@@ -292,3 +292,19 @@ def scenario(key: str, **overrides) -> Trace:
     if key not in SCENARIOS:
         raise ConfigError(f"unknown scenario {key!r}; choose one of {sorted(SCENARIOS)}")
     return replace(SCENARIOS[key], **overrides)
+
+
+def fidelity_traces() -> dict[str, Trace]:
+    """The 30 s traces on which the threaded agent and the simulator are compared.
+
+    Short enough to run on the wall clock (``edge_agent.livesim``), each with a 2 s warm-up
+    and the event that matters placed in the middle: a burst, a cloud outage, a cold start.
+    """
+    short = dict(duration_s=30, warmup_s=2)
+    return {
+        "steady": scenario("steady", **short),
+        "burst": scenario("burst", **short, bursts=((6.0, 14.0, 34.0), (20.0, 24.0, 60.0))),
+        "outage": scenario("outage", **short, cloud_outages=((8.0, 16.0),)),
+        "cold_start": scenario("cold_start", **short, cloud_cold_start_s=8.0),
+        "jitter": scenario("jitter", **short),
+    }

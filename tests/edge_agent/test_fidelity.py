@@ -16,14 +16,10 @@ import pytest
 
 from edge_agent.livesim import run_threaded
 from edge_agent.sim import simulate
-from edge_agent.traces import scenario
+from edge_agent.traces import fidelity_traces, scenario
 
 TRACES = {
-    "steady": scenario("steady", duration_s=30, warmup_s=2),
-    "burst": scenario("burst", duration_s=30, warmup_s=2, bursts=((6.0, 14.0, 34.0), (20.0, 24.0, 60.0))),
-    "outage": scenario("outage", duration_s=30, warmup_s=2, cloud_outages=((8.0, 16.0),)),
-    "cold_start": scenario("cold_start", duration_s=30, warmup_s=2, cloud_cold_start_s=8.0),
-    "jitter": scenario("jitter", duration_s=30, warmup_s=2),
+    **fidelity_traces(),  # the ones benchmarks/sim_bench.py --parts fidelity reports
     # a cloud that slows down past the budget and comes back: the "slow cloud" of the honesty check
     "slow_cloud": scenario("brownout", duration_s=30, warmup_s=2, cloud_degrade=((5.0, 15.0, 25.0, 6.0),)),
 }

@@ -10,12 +10,11 @@ by Triton must carry the same detections as the same photo answered locally.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
+from agent_fakes import ListSink, SlowerEdge
 from matching import assert_same_detections
 
 from edge_agent.cloudserve import free_port
@@ -29,46 +28,15 @@ from yolo_edge.oip import OipClient
 pytestmark = pytest.mark.slow
 
 
-class Padded:
-    """The real detector, every call padded to ``service_s`` (an edge device slower than the server)."""
-
-    def __init__(self, detector, service_s: float) -> None:
-        self.detector, self.service_s = detector, service_s
-
-    def __call__(self, image):
-        start = time.perf_counter()
-        dets = self.detector(image)
-        time.sleep(max(0.0, self.service_s - (time.perf_counter() - start)))
-        return dets
-
-
-class Keep:
-    name, wants_images = "keep", False
-
-    def __init__(self) -> None:
-        self.results = []
-
-    def emit(self, r) -> None:
-        self.results.append(r)
-
-    def report(self):
-        from edge_agent.delivery import SinkReport
-
-        return SinkReport(name=self.name, received=len(self.results), delivered=len(self.results))
-
-    def close(self):
-        return self.report()
-
-
 def test_agent_offloads_to_triton_in_its_pool_and_answers_equal_local_ones(triton, default_detector,
                                                                              sample_photos: list[Path]):
     photos = [cv2.resize(cv2.imread(str(p)), (640, 360)) for p in sample_photos]
-    edge = Padded(default_detector, service_s=0.25)
+    edge = SlowerEdge(default_detector, service_s=0.25)
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     cfg = AgentConfig(latency_budget_ms=1500, queue_budget=4, max_inflight=2, cloud=[triton.oip_url("yolo"), dead])
     clients = [OipClient(triton.oip_url("yolo"), timeout=cfg.timeout_s, max_retries=0),
                CloudClient(dead, timeout=cfg.timeout_s, max_retries=0, expected_sha256=default_detector.info.sha256)]
-    sink = Keep()
+    sink = ListSink()
     agent = Agent(cfg, detector=edge, cloud=clients, sinks=[sink])
     fps, n = 8.0, 64
     stats = agent.run(replay((photos[i % len(photos)] for i in range(n)), fps=fps))

@@ -8,7 +8,6 @@ replaced. The real service is exercised in ``tests/bentos/``.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any, Callable
 
 import cv2

@@ -76,6 +76,19 @@ class FakeCloud:
                 self._in -= 1
 
 
+class SlowerEdge:
+    """The real detector, with every call padded to ``service_s`` (an edge device slower than this machine)."""
+
+    def __init__(self, detector, service_s: float) -> None:
+        self.detector, self.service_s = detector, service_s
+
+    def __call__(self, image):
+        start = time.perf_counter()
+        dets = self.detector(image)
+        time.sleep(max(0.0, self.service_s - (time.perf_counter() - start)))
+        return dets
+
+
 class ListSink:
     """Keeps every released result and when it arrived (the agent's clock)."""
 
