@@ -50,6 +50,13 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--local-threads", type=int, dest="local_threads", help="inference threads of the local backend")
     p.add_argument("--max-inflight", type=int, dest="max_inflight")
     p.add_argument("--max-batch", type=int, dest="max_batch", help="frames per cloud request")
+    p.add_argument("--upload-ladder", dest="upload_ladder", help="upload encodings, best first, the last the floor "
+                   "(default png,jpeg95,jpeg90,jpeg80,jpeg70): each frame goes in the best one its deadline allows "
+                   "over the uplink as measured")
+    p.add_argument("--uplink-mbps", type=float, dest="uplink_mbps",
+                   help="the uplink's goodput assumed until the first upload is measured (default 10)")
+    p.add_argument("--no-hedge", action="store_false", default=None, dest="hedge",
+                   help="never run a late cloud frame locally as well")
     p.add_argument("--sink", action="append", dest="sinks",
                    help="stdout | jsonl[,overwrite]:PATH (appends) | webhook[,spool=PATH,...]:URL | annotated:DIR "
                         "(repeatable)")
@@ -71,7 +78,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
     changes = {k: getattr(args, k, None) for k in (
         "source", "model", "backend", "cloud", "token", "latency_budget_ms", "queue_budget", "mode", "local_threads",
         "max_inflight", "max_batch", "annotate_dir", "fps", "loop", "max_frames", "metrics_port",
-        "allow_model_mismatch", "classes", "spool_dir")}
+        "allow_model_mismatch", "classes", "spool_dir", "upload_ladder", "uplink_mbps", "hedge")}
     if args.sinks:
         changes["sinks"] = tuple(args.sinks)
     if args.as_fast_as_possible:
@@ -169,6 +176,7 @@ class CloudWithOptions:
         self.endpoint = client.endpoint
         self.expected_sha256 = client.expected_sha256
         self.options = {"conf": conf, "iou": iou, "classes": classes}
+        self.upload_encodings = getattr(client, "upload_encodings", False)
 
     def detect_frames(self, images: Sequence[Any], **kwargs: Any) -> Any:
         return self.client.detect_frames(images, **{**self.options, **kwargs})

@@ -19,6 +19,7 @@ from typing import Any, Mapping
 from yolo_edge.errors import ConfigError
 
 from .core import CoreConfig
+from .link import Ladder
 from yolo_edge.health import HealthConfig
 from .policy import Mode, PolicyConfig
 from .pool import EndpointSpec
@@ -96,9 +97,17 @@ class AgentConfig:
     max_inflight: int = 4  # cloud requests in flight
     max_batch: int = 1  # frames per cloud request (batch-aware sending)
     cloud_timeout_s: float | None = None  # default: the latency budget
-    #: frames go to a yolo-edge service losslessly (PNG: cloud answers equal local ones); on a
-    #: slow uplink a JPEG quality (e.g. 90) sends ~4x fewer bytes, and can change what is detected
+    #: upload encodings, best first: each frame goes losslessly (PNG: the cloud's answer equals
+    #: the local one) while that fits its deadline over the uplink as measured, else as JPEG of
+    #: the highest quality that fits, down to the last (the floor). None: png,jpeg95,90,80,70
+    upload_ladder: tuple[str | int, ...] | str | None = None
+    #: one fixed encoding instead of the ladder: a JPEG quality (e.g. 90); None: the ladder
     cloud_jpeg_quality: int | None = None
+    #: the uplink's goodput assumed until the first upload is measured, Mbit/s
+    uplink_mbps: float = 10.0
+    #: a frame at the cloud still unanswered when a local run could just finish by its
+    #: deadline is also run locally if a worker is idle (the first answer is released)
+    hedge: bool = True
     allow_model_mismatch: bool = False
     wake_timeout_s: float = 120.0
     reorder_window: int = 256  # frames held for in-order release
@@ -136,6 +145,11 @@ class AgentConfig:
             if not cpus or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in cpus):
                 raise ConfigError(f"local_cpus must be CPU core numbers like [0] or [2, 3], got {self.local_cpus!r}")
             object.__setattr__(self, "local_cpus", cpus)
+        if not isinstance(self.uplink_mbps, (int, float)) or isinstance(self.uplink_mbps, bool) or \
+                not 0 < self.uplink_mbps < 1e6:
+            raise ConfigError(f"uplink_mbps must be a positive number of Mbit/s (e.g. 5), got {self.uplink_mbps!r}")
+        if not isinstance(self.hedge, bool):
+            raise ConfigError(f"hedge must be true or false, got {self.hedge!r}")
         if self.fps is not None and not (isinstance(self.fps, (int, float)) and self.fps > 0):
             raise ConfigError(f"fps must be a positive number of frames per second, got {self.fps!r}")
         self.core()  # validates every budget, bound and threshold, with a ConfigError naming it
@@ -157,7 +171,16 @@ class AgentConfig:
                                                                     fail_timeout_s=self.fail_timeout_s),
                           endpoints=tuple(e.spec() for e in self.endpoints), local_workers=self.local_workers,
                           max_inflight=self.max_inflight, max_batch=self.max_batch, cloud_timeout_s=self.cloud_timeout_s,
-                          window=self.reorder_window, wake_timeout_s=self.wake_timeout_s)
+                          window=self.reorder_window, wake_timeout_s=self.wake_timeout_s, hedge=self.hedge,
+                          ladder=self.ladder(), uplink_prior_bps=self.uplink_mbps * 1e6)
+
+    def ladder(self) -> Ladder:
+        """The upload encodings to choose from, best first."""
+        if self.cloud_jpeg_quality is not None:
+            if self.upload_ladder is not None:
+                raise ConfigError("set either cloud_jpeg_quality (one fixed encoding) or upload_ladder, not both")
+            return Ladder.parse([self.cloud_jpeg_quality])
+        return Ladder.parse(self.upload_ladder)
 
     @property
     def timeout_s(self) -> float:

@@ -390,7 +390,7 @@ class DeviceCore:
         req = self._requests.get(ev.request)
         if req is None or req.uploaded_at is not None:
             # over already (it timed out while its bytes were still queued): they have left now
-            self.link.finish(ev.request, ev.at, sum(ev.frame_bytes) if ev.frame_bytes else None)
+            self.link.finish(ev.request, ev.at, sum(ev.frame_bytes) if ev.frame_bytes else None, ev.rtt_s)
             return
         req.uploaded_at = ev.at
         if ev.frame_bytes and len(ev.frame_bytes) != len(req.seqs):
@@ -405,7 +405,7 @@ class DeviceCore:
         for rung, nbytes in zip(rungs, ev.frame_bytes):
             if rung is not None:
                 self.counters[("upload_bytes", rung.name)] += int(nbytes)
-        self.link.finish(req.id, ev.at, sum(ev.frame_bytes) if ev.frame_bytes else None)
+        self.link.finish(req.id, ev.at, sum(ev.frame_bytes) if ev.frame_bytes else None, ev.rtt_s)
         self.pool.uploaded(req.endpoint, req.id, ev.at)
 
     def _on_cloud_done(self, ev: CloudDone) -> None:
@@ -534,7 +534,8 @@ class DeviceCore:
             cloud_eta_s=eta, cloud_eta_low_s=low, cloud_link_s=link_s,
             cloud_link_free=cloud and not self._cloud_q and self.link.accepting(now),
             cloud_pending=pending, cloud_capacity=cap, offloading=self._offloading,
-            cloud_probe_due=cloud and stale and pending == 0 and len(self.pool) > 0,
+            cloud_probe_due=cloud and len(self.pool) > 0 and pending == 0 and (
+                stale or self.link.stale(now, self.cfg.probe_after_s)),
         )
 
     def _route(self, f: _Frame, now: float, *, fallback: bool = False, cloud_block: str | None = None) -> None:
@@ -623,9 +624,9 @@ class DeviceCore:
             return ep, seqs, best  # the uplink is no factor: a chance, as good as it gets
         link_s = self.link.upload_end(now, len(seqs) * floor_bytes) - now
         post_low = self.pool.post_upload(ep, p.cloud_chance_quantile, now, stuck=False)
-        if link_s > post_low and now + link_s + post_low > due:
+        if link_s > post_low and now + link_s + post_low > due and not self.link.stale(now, self.cfg.probe_after_s):
             return "uplink_too_slow"
-        return ep, seqs, ladder.floor  # a chance, at the smallest size
+        return ep, seqs, ladder.floor  # a chance (or a probe of a link not measured lately), at the smallest size
 
     def _behind_still_fit(self, now: float, behind: list[_Frame], nbytes: float, floor_bytes: float, n: int) -> bool:
         p = self._pcfg
@@ -653,7 +654,7 @@ class DeviceCore:
         self.counters["requests"] += 1
         self.counters[("upload_frames", rung.name)] += len(seqs)
         # each frame's budget on the wire is net of its upload and of the endpoint's usual network time
-        network = (upload_end - now) + (ep.network.quantile(0.5) or 0.0)
+        network = (upload_end - now) + self.link.latency_s + (ep.network.quantile(0.5) or 0.0)
         self._out.append(SendBatch(req.id, ep.index, seqs, timeout, tuple(f.deadline for f in frames), network,
                                    encodings=tuple(rung.name for _ in seqs)))
 

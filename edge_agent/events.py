@@ -81,6 +81,9 @@ class Uploaded:
     at: float
     request: int
     frame_bytes: tuple[int, ...] = ()
+    #: the connection's round trip (e.g. TCP's smallest measured one), if the driver knows it:
+    #: the part of the wait for the acknowledgement that was not the uplink carrying bytes
+    rtt_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -209,29 +209,49 @@ class Uplink:
         self.uploads = 0
         self.busy_s = 0.0  # time with at least one upload on the link, from the finished ones
         self._busy_until = -math.inf
+        self._rtts: deque[float] = deque(maxlen=16)  # round trips the driver reported with finished uploads
+        self.last_finish: float | None = None
 
     # -- the uploads ----------------------------------------------------------------------
     def start(self, request: int, now: float, nbytes: int) -> float:
         """An upload of ``nbytes`` goes onto the link now; returns when it should have left."""
-        end = self.upload_end(now, nbytes)
+        g = self.plan_Bps(now)
+        end = now if g is None else self._leave(now, nbytes, g)
         self._uploads[request] = _Upload(now, int(nbytes), end)
         self.sent_bytes += int(nbytes)
         self.uploads += 1
         return end
 
-    def finish(self, request: int, at: float, nbytes: int | None = None) -> float | None:
-        """The upload of ``request`` has left the device (all its bytes acknowledged); its duration."""
+    def finish(self, request: int, at: float, nbytes: int | None = None, rtt_s: float | None = None) -> float | None:
+        """The upload of ``request`` has left the device (all its bytes acknowledged at ``at``);
+        its duration. ``rtt_s``, the connection's round trip, is the part of the wait for the
+        acknowledgement that was not the link carrying bytes."""
         up = self._uploads.pop(request, None)
         if up is None:
             return None
         if nbytes is not None and nbytes > 0 and nbytes != up.nbytes:
             self.sent_bytes += int(nbytes) - up.nbytes
             up.nbytes = int(nbytes)
-        self.busy_s += max(0.0, at - max(up.started, self._busy_until))
-        self._busy_until = max(self._busy_until, at)
-        self._done.append((up.started, at, up.nbytes))
+        if rtt_s is not None and math.isfinite(rtt_s) and rtt_s >= 0:
+            self._rtts.append(float(rtt_s))
+        left = max(up.started, at - (rtt_s or 0.0))  # when the last byte left the device
+        self.busy_s += max(0.0, left - max(up.started, self._busy_until))
+        self._busy_until = max(self._busy_until, left)
+        self._done.append((up.started, left, up.nbytes))
+        self.last_finish = at
         self._cache = None
         return at - up.started
+
+    @property
+    def latency_s(self) -> float:
+        """The round trip an upload waits for its acknowledgement after its last byte left
+        (the median of the recent ones the driver reported; 0 when it reports none)."""
+        return float(sorted(self._rtts)[len(self._rtts) // 2]) if self._rtts else 0.0
+
+    def stale(self, now: float, after_s: float) -> bool:
+        """Nothing on the link and no upload finished for ``after_s``: what is known of it is
+        old, and an upload that would otherwise not be made is worth making to measure it."""
+        return not self._uploads and self.last_finish is not None and now - self.last_finish > after_s
 
     def drop(self, request: int) -> None:
         """An upload that ended without finishing (the request failed): it no longer holds the link."""
@@ -278,7 +298,7 @@ class Uplink:
         g *= self.safety
         if self._uploads:
             first = min(u.started for u in self._uploads.values())
-            overdue = [u for u in self._uploads.values() if now > u.projected_end]
+            overdue = [u for u in self._uploads.values() if now > u.projected_end + self._grace]
             if overdue and now > first:
                 g = min(g, self.inflight_bytes / (now - first))
         return max(g, 1.0)
@@ -286,19 +306,29 @@ class Uplink:
     def free_at(self, now: float) -> float:
         """When the uploads on the link now should all have left (never before ``now``; ``now``
         while nothing is known of the link: it is not planned for until measured)."""
-        if not self._uploads or self.goodput(now) is None:
-            return now
+        if not self._uploads or self.goodput(now) is None or self.last_finish is None:
+            return now  # nothing measured yet: uploads are not held back on a guess
         end = max(u.projected_end for u in self._uploads.values())
         if now <= end:
             return end
-        return now + (now - end)  # overdue: the longer it stalls, the less it is about to end
+        if now <= end + self._grace:
+            return now  # its bytes have left: the acknowledgement is on its way back
+        return now + (now - end - self._grace)  # overdue: the longer it stalls, the less it is about to end
+
+    @property
+    def _grace(self) -> float:
+        return 1.5 * self.latency_s + 0.02
 
     def upload_end(self, now: float, nbytes: float, ahead_bytes: float = 0.0) -> float:
-        """When ``nbytes`` queued now behind ``ahead_bytes`` (not yet on the link) would have left."""
+        """When ``nbytes`` queued now behind ``ahead_bytes`` (not yet on the link) would be
+        acknowledged (its last byte left, plus the round trip): what follows is the endpoint's."""
         g = self.plan_Bps(now)
         if g is None:
             return now
-        return self.free_at(now) + (ahead_bytes + nbytes) / g
+        return self._leave(now, nbytes + ahead_bytes, g) + self.latency_s
+
+    def _leave(self, now: float, nbytes: float, g: float) -> float:
+        return self.free_at(now) + nbytes / g
 
     def accepting(self, now: float) -> bool:
         """Whether the next upload should start now: the link is (about to be) free."""
@@ -314,5 +344,5 @@ class Uplink:
     def stats(self, now: float) -> dict:
         g = self.goodput(now)
         return {"goodput_bps": None if g is None else round(8 * g), "sent_bytes": self.sent_bytes,
-                "uploads": self.uploads, "busy_s": round(self.busy_s, 3)}
+                "uploads": self.uploads, "busy_s": round(self.busy_s, 3), "rtt_ms": round(1000 * self.latency_s, 1)}
 

@@ -53,6 +53,10 @@ class AgentMetrics:
                                    registry=r)
         self.offload_ratio = Gauge("edge_agent_offload_ratio",
                                    "Share of the frames run somewhere that ran in the cloud", registry=r)
+        self.uploads = Counter("edge_agent_uploaded_frames", "Frames uploaded to the cloud, by encoding "
+                               "(png: lossless, the answer exact; jpegQ: JPEG of quality Q)", ["encoding"], registry=r)
+        self.upload_bytes = Counter("edge_agent_uploaded_bytes", "Encoded bytes of uploaded frames, by encoding",
+                                    ["encoding"], registry=r)
         self.local_service = Gauge("edge_agent_local_service_seconds", "Last local inference time", registry=r)
         self.backend = Gauge("edge_agent_local_backend_info", "The local inference backend (value 1)",
                              ["name", "providers", "selected"], registry=r)
@@ -77,6 +81,9 @@ class AgentMetrics:
         route = r.route.value if r.route is not None else "none"
         self.frames.labels(r.outcome.value, route).inc()
         self._released += 1
+        if r.upload:
+            self.uploads.labels(r.upload["encoding"]).inc()
+            self.upload_bytes.labels(r.upload["encoding"]).inc(r.upload["bytes"] or 0)
         if r.outcome is Outcome.DROPPED:
             self.dropped.labels(r.reason or "unknown").inc()
         else:
@@ -115,7 +122,7 @@ class _StateCollector:
 
     def collect(self):
         snap = self.m._snapshot() if self.m._snapshot is not None else None
-        state = snap.cloud_state if snap is not None else CloudState.DISABLED
+        state = snap.cloud_state if snap is not None else CloudState.NONE
         g = GaugeMetricFamily("edge_agent_cloud_state", "1 for the cloud's current state", labels=["state"])
         for s in CloudState:
             g.add_metric([s.value], 1.0 if s is state else 0.0)
@@ -129,6 +136,11 @@ class _StateCollector:
             ("edge_agent_local_service_estimate_seconds", "Local service time the device plans with",
              snap and snap.local_service_s),
             ("edge_agent_cloud_rtt_seconds", "Median cloud answer time with nothing ahead", snap and snap.cloud_rtt_s),
+            ("edge_agent_uplink_goodput_bits_per_second", "The uplink's goodput as measured over the recent uploads",
+             snap and snap.uplink_bps),
+            ("edge_agent_uplink_busy_seconds", "Time the uplink carried at least one upload, since the start",
+             snap and snap.uplink_busy_s),
+            ("edge_agent_uplink_sent_bytes", "Bytes put on the uplink, since the start", snap and snap.uplink_sent_bytes),
         ]
         for name, doc, value in gauges:
             fam = GaugeMetricFamily(name, doc)

@@ -41,10 +41,11 @@ from .config import AgentConfig
 from .core import CoreConfig, DeviceCore
 from .events import (
     Action, Close, CloudDone, Event, Failure, Flush, FrameCaptured, FrameSkipped, LateAnswer, LocalDone, LocalReady,
-    Release, RunLocal, SendBatch, Tick, Wake, WakeDone,
+    Release, RunLocal, SendBatch, Tick, Uploaded, Wake, WakeDone,
 )
 from .pool import EndpointSpec
 from .frames import FrameResult, Outcome
+from .link import Rung
 from .metrics import AgentMetrics
 from .policy import Mode, Policy
 from .protocols import CloudEndpoint, LocalDetector, Sink
@@ -162,6 +163,8 @@ class Agent:
         for t in self._threads:
             t.join(timeout=0.5)
         self.stats.sinks = close_sinks(self.sinks)  # what each sink delivered, spooled or lost
+        with self._lock:
+            self.stats.uplink = self.core.link.stats(self.clock()) if self.core.link.uploads else None
         return self.stats
 
     def __enter__(self) -> "Agent":
@@ -305,8 +308,18 @@ class Agent:
         failure, retry_after, message = None, None, ""
         answers, metas, frame_errors, network = None, None, {}, None
         sent = time.perf_counter()
+        options: dict[str, Any] = {}
+        if getattr(client, "upload_encodings", False) and action.encodings:
+            # the encoding the core chose for each frame, and when the upload has left the device
+            options["jpeg_qualities"] = [Rung.parse(name).quality for name in action.encodings]
+
+            def on_uploaded(sizes: list[int]) -> None:
+                with self._lock:
+                    self._feed(Uploaded(at=self.clock(), request=action.request, frame_bytes=tuple(sizes)))
+
+            options["on_uploaded"] = on_uploaded
         try:
-            results = client.detect_frames(images, budgets_s=budgets)
+            results = client.detect_frames(images, budgets_s=budgets, **options)
         except CloudModelMismatchError as exc:
             failure, message = Failure.MISMATCH, str(exc)
         except CloudDeadlineExpiredError as exc:  # the endpoint refused the whole request as too late

@@ -345,12 +345,12 @@ class SimDevice:
         if t.shared_cpu:
             self.cpu.charge(encode_s)
         left = self.link.send(now + encode_s, wire_bytes(sum(frame_bytes), len(a.seqs)))
-        self.loop.at(left + net / 2, self._uploaded, a.request, frame_bytes)
+        self.loop.at(left + net, self._uploaded, a.request, frame_bytes, net)  # the last byte's acknowledgement
         deadlines = [d + (left - now) for d in deadlines]
         self.loop.at(left, lambda: cloud.request(deadlines, net, max(0.0, a.timeout_s - (left - now)), done))
 
-    def _uploaded(self, rid: int, frame_bytes: tuple[int, ...]) -> None:
-        self._do(self.core.handle(Uploaded(at=self.loop.now, request=rid, frame_bytes=frame_bytes)))
+    def _uploaded(self, rid: int, frame_bytes: tuple[int, ...], rtt_s: float | None = None) -> None:
+        self._do(self.core.handle(Uploaded(at=self.loop.now, request=rid, frame_bytes=frame_bytes, rtt_s=rtt_s)))
 
     def _woken(self, endpoint: int, ok: bool, cloud: SimCloud) -> None:
         if ok and cloud.c.wrong_model:  # ready, but the model check after the wake fails

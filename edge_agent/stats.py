@@ -47,6 +47,11 @@ class RunStats:
     latencies: dict = field(default_factory=lambda: {Route.LOCAL: [], Route.CLOUD: []})
     late_answers: Counter = field(default_factory=Counter)  # answers that came after their frame left
     by_endpoint: Counter = field(default_factory=Counter)  # frames answered within budget, per cloud endpoint
+    upload_frames: Counter = field(default_factory=Counter)  # frames uploaded, by encoding (png, jpeg90, ...)
+    upload_bytes: Counter = field(default_factory=Counter)  # their encoded bytes, by encoding
+    hedged: int = 0  # frames run both in the cloud and locally (the first answer released)
+    #: the uplink as the device measured it (goodput_bps, sent_bytes, uploads, busy_s), set at close
+    uplink: dict | None = None
     #: released after the deadline while counted within budget: 0 by construction, counted to prove it
     dishonest: int = 0
     first_at: float | None = None
@@ -63,6 +68,10 @@ class RunStats:
             return
         self.frames += 1
         self.outcomes[r.outcome] += 1
+        if r.upload:
+            self.upload_frames[r.upload["encoding"]] += 1
+            self.upload_bytes[r.upload["encoding"]] += r.upload["bytes"] or 0
+        self.hedged += bool(r.hedged)
         if r.outcome is Outcome.DROPPED:
             self.drops[r.reason or "unknown"] += 1
         else:
@@ -87,11 +96,13 @@ class RunStats:
         self.frames += other.frames
         for mine, theirs in ((self.outcomes, other.outcomes), (self.drops, other.drops),
                              (self.late_reasons, other.late_reasons), (self.routed, other.routed),
-                             (self.late_answers, other.late_answers), (self.by_endpoint, other.by_endpoint)):
+                             (self.late_answers, other.late_answers), (self.by_endpoint, other.by_endpoint),
+                             (self.upload_frames, other.upload_frames), (self.upload_bytes, other.upload_bytes)):
             mine.update(theirs)
         for route, xs in other.latencies.items():
             self.latencies[route].extend(xs)
         self.dishonest += other.dishonest
+        self.hedged += other.hedged
         self.seqs_in_order &= other.seqs_in_order
         for attr, pick in (("first_at", min), ("last_at", max)):
             a, b = getattr(self, attr), getattr(other, attr)
@@ -127,6 +138,8 @@ class RunStats:
             "throughput_fps": round(self.within_budget / self.wall_s, 2) if self.wall_s else None,
             "late_answers": {r.value: n for r, n in self.late_answers.items()},
             "by_endpoint": dict(self.by_endpoint),
+            "uploads": {enc: {"frames": n, "bytes": self.upload_bytes[enc]} for enc, n in sorted(self.upload_frames.items())},
+            "hedged": self.hedged, "uplink": self.uplink,
             "released_after_deadline_within_budget": self.dishonest,
             "in_order": self.seqs_in_order, "budget_ms": round(1000 * self.budget_s, 1),
             "sinks": [r.as_dict() for r in self.sinks], "delivery": Delivery.of(self.sinks).value,
@@ -156,6 +169,14 @@ class RunStats:
         if len(self.by_endpoint) > 1:
             lines.append("  cloud answers by endpoint: " + ", ".join(f"{name} {n}" for name, n in
                                                                      sorted(self.by_endpoint.items())))
+        if self.upload_frames:
+            lines.append("  uploads: " + ", ".join(f"{enc} {n} frames {self.upload_bytes[enc] / 1e6:.1f} MB"
+                                                  for enc, n in sorted(self.upload_frames.items())))
+        if self.uplink and self.uplink.get("goodput_bps"):
+            lines.append(f"  uplink: {self.uplink['goodput_bps'] / 1e6:.2f} Mbit/s measured, busy "
+                         f"{self.uplink['busy_s']:.1f} s, {self.uplink['sent_bytes'] / 1e6:.1f} MB sent")
+        if self.hedged:
+            lines.append(f"  hedged (run in the cloud and locally, first answer released): {self.hedged}")
         if self.late_answers:
             lines.append("  answers after their frame left: " +
                          ", ".join(f"{r.value} {n}" for r, n in self.late_answers.items()))

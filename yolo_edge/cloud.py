@@ -101,6 +101,9 @@ class CloudClient:
     >>> client.close()
     """
 
+    #: :meth:`detect_frames` takes each frame's encoding and reports when an upload has left
+    upload_encodings = True
+
     def __init__(
         self,
         endpoint: str,
@@ -137,7 +140,11 @@ class CloudClient:
         self.expected_sha256 = check_sha256(expected_sha256)
         self.allow_model_mismatch = allow_model_mismatch
         self._owns_session = session is None
-        self._session = session if session is not None else requests.Session()
+        if session is None:
+            from .upload_timing import timed_session
+
+            session = timed_session()  # a plain requests.Session that can also say when an upload left
+        self._session = session
         self._sleep = sleep
         self._service: ServiceInfo | None = None
         self._info_lock = threading.Lock()
@@ -282,6 +289,8 @@ class CloudClient:
         classes: Sequence[int] | None = None,
         max_det: int | None = None,
         channels: str = "bgr",
+        jpeg_qualities: Sequence[int | None] | None = None,
+        on_uploaded: Callable[[list[int]], None] | None = None,
     ) -> list[FrameResult]:
         """Like :meth:`detect_many`, but every frame's own :class:`~yolo_edge.wire.FrameResult`.
 
@@ -291,12 +300,29 @@ class CloudClient:
         (one number for all, or one per image, None for no deadline): a frame whose
         budget is spent before it is sent is not uploaded, and one whose deadline passes
         in the service's queue is not computed; both come back with status EXPIRED.
+
+        ``jpeg_qualities`` chooses each frame's upload encoding (None: lossless PNG, 1-100:
+        JPEG of that quality), overriding the client's ``jpeg_quality``. ``on_uploaded`` is
+        called in this thread with the encoded size of each frame of a request, in order,
+        once the service has acknowledged the request's last byte (when the upload has
+        left the device; once per try): the caller can then tell the time on the wire from
+        the time in the service.
         """
-        return self._detect(image_list(images, "detect_frames"), conf=conf, iou=iou, classes=classes, max_det=max_det,
-                            channels=channels, budgets_s=budgets_s)[0]
+        images = image_list(images, "detect_frames")
+        if jpeg_qualities is not None:
+            jpeg_qualities = list(jpeg_qualities)
+            if len(jpeg_qualities) != len(images) or not all(
+                    q is None or (_is_int(q) and 1 <= q <= 100) for q in jpeg_qualities):
+                raise ConfigError(f"jpeg_qualities must give one quality per image ({len(images)}), each None "
+                                  f"(lossless) or an integer within 1..100, got {short_repr(jpeg_qualities)}")
+        if on_uploaded is not None and not callable(on_uploaded):
+            raise ConfigError(f"on_uploaded must be a function of the list of encoded sizes, got {short_repr(on_uploaded)}")
+        return self._detect(images, conf=conf, iou=iou, classes=classes, max_det=max_det, channels=channels,
+                            budgets_s=budgets_s, qualities=jpeg_qualities, on_uploaded=on_uploaded)[0]
 
     # -- internals -------------------------------------------------------------------
     def _detect(self, images: list[Any], *, channels: str, budgets_s: Any = None,
+                qualities: list[int | None] | None = None, on_uploaded: Callable[[list[int]], None] | None = None,
                 **options: Any) -> tuple[list[FrameResult], list[float]]:
         check_channels(channels)
         form = DetectOptions(**options).to_form()
@@ -313,17 +339,20 @@ class CloudClient:
             pending = [i for i in pending if results[i] is None]
             chunk, pending = pending[:LIMITS.max_images], pending[LIMITS.max_images:]
             if chunk:
-                self._send(images, chunk, deadlines, form, channels, results, roundtrips)
+                self._send(images, chunk, deadlines, form, channels, results, roundtrips, qualities, on_uploaded)
         return [r for r in results if r is not None], roundtrips
 
     def _send(self, images: list[Any], chunk: list[int], deadlines: list[float | None] | None, form: dict[str, str],
-              channels: str, results: list[FrameResult | None], roundtrips: list[float]) -> None:
+              channels: str, results: list[FrameResult | None], roundtrips: list[float],
+              qualities: list[int | None] | None = None, on_uploaded: Callable[[list[int]], None] | None = None) -> None:
         """One request for the frames ``chunk``; their results go into ``results``."""
+        quality = [self.jpeg_quality if qualities is None else qualities[i] for i in chunk]
         # the model's input size is needed only to shrink something: arrays, or files when lossy
-        shrink = self.downscale and (self.jpeg_quality is not None or not all(_is_encoded(images[i]) for i in chunk))
+        shrink = self.downscale and (any(q is not None for q in quality) or
+                                     not all(_is_encoded(images[i]) for i in chunk))
         imgsz = self.service_info().imgsz if shrink else None
-        uploads = [prepare_upload(images[i], channels=channels, imgsz=imgsz, jpeg_quality=self.jpeg_quality)
-                   for i in chunk]
+        uploads = [prepare_upload(images[i], channels=channels, imgsz=imgsz, jpeg_quality=q)
+                   for i, q in zip(chunk, quality)]
         files = [("images", (f"frame{n}.{up.suffix}", up.data, up.content_type)) for n, up in enumerate(uploads)]
         last: float | None = None
         fields: dict[str, str] | Callable[[], dict[str, str]] = form
@@ -339,7 +368,14 @@ class CloudClient:
             if None not in chunk_deadlines:
                 last = max(chunk_deadlines)  # type: ignore[type-var]
         t0 = time.perf_counter()
-        resp = self._request("POST", "/detect", files=files, data=fields, deadline=last)
+        if on_uploaded is None:
+            resp = self._request("POST", "/detect", files=files, data=fields, deadline=last)
+        else:
+            from .upload_timing import on_acknowledged
+
+            sizes = [len(up.data) for up in uploads]
+            with on_acknowledged(lambda: on_uploaded(sizes)):
+                resp = self._request("POST", "/detect", files=files, data=fields, deadline=last)
         roundtrip_ms = (time.perf_counter() - t0) * 1000.0
         for i, result, up in zip(chunk, decode_results(_json(resp), len(uploads)), uploads):
             self._check_sha(result.model.sha256, result.model.name)

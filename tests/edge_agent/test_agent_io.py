@@ -65,13 +65,13 @@ def test_metrics_and_health_endpoints():
             for _ in range(3):
                 agent.submit(np.zeros((8, 8, 3), np.uint8))
             health = requests.get(server.url + "/healthz", timeout=2)
-            assert health.status_code == 200 and health.json()["cloud"] == "disabled"
+            assert health.status_code == 200 and health.json()["cloud"] == "none"  # no cloud configured (disabled: a refused one)
         text = requests.get(server.url + "/metrics", timeout=2).text
         assert 'edge_agent_frames_total{outcome="local",route="local"} 3.0' in text
         assert "edge_agent_latency_seconds_bucket" in text and "edge_agent_local_queue_depth" in text
         assert 'edge_agent_decisions_total{reason="local_fits",route="local"} 3.0' in text
         assert "edge_agent_within_budget_ratio 1.0" in text
-        assert 'edge_agent_cloud_state{state="disabled"} 1.0' in text
+        assert 'edge_agent_cloud_state{state="none"} 1.0' in text
         assert requests.get(server.url + "/nope", timeout=2).status_code == 404
     finally:
         server.close()

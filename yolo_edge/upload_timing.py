@@ -1,0 +1,118 @@
+"""When an upload has left: the moment the peer has acknowledged every byte of a request.
+
+A device on a slow uplink needs to know how long its uploads take on the wire, apart from
+how long the service then computes. ``requests`` only says when the answer is back. This
+module gives a :class:`requests.Session` whose connections, once a request's body has been
+handed to the kernel, wait (before reading the answer) until the socket's send queue is
+empty, that is until the peer has acknowledged the last byte (``SIOCOUTQ`` on Linux), and
+then call the function set with :func:`on_acknowledged` in the sending thread. Elsewhere
+(no ``SIOCOUTQ``) the function is called as soon as the body has been handed to the kernel.
+
+Nothing changes for a caller that sets no function: the wait happens only inside
+``with on_acknowledged(fn):``.
+
+>>> import requests
+>>> session = timed_session()
+>>> isinstance(session, requests.Session)
+True
+>>> with on_acknowledged(lambda: None):
+...     pass
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import time
+from typing import Any, Callable, Iterator
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["timed_session", "on_acknowledged", "unacknowledged_bytes"]
+
+_ON_ACKED: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar("yolo_edge_on_acked",
+                                                                                      default=None)
+try:  # SIOCOUTQ is TIOCOUTQ on Linux: bytes in a TCP socket's send queue, not yet acknowledged
+    import fcntl
+    import termios
+
+    _SIOCOUTQ: int | None = termios.TIOCOUTQ
+except (ImportError, AttributeError):  # pragma: no cover - not Linux
+    _SIOCOUTQ = None
+
+#: how often the send queue is looked at while it drains, and for how long at most
+_POLL_S = 0.002
+_MAX_WAIT_S = 120.0
+
+
+@contextlib.contextmanager
+def on_acknowledged(fn: Callable[[], None]) -> Iterator[None]:
+    """Call ``fn()`` (in this thread) each time a request sent by a :func:`timed_session`
+    inside the block has had its last byte acknowledged (once per try when retried)."""
+    token = _ON_ACKED.set(fn)
+    try:
+        yield
+    finally:
+        _ON_ACKED.reset(token)
+
+
+def unacknowledged_bytes(sock: Any) -> int | None:
+    """Bytes of ``sock``'s send queue the peer has not acknowledged (None: cannot tell here)."""
+    if _SIOCOUTQ is None or sock is None:
+        return None
+    try:
+        buf = fcntl.ioctl(sock.fileno(), _SIOCOUTQ, b"\0\0\0\0")
+    except (OSError, ValueError):
+        return None
+    return int.from_bytes(buf, "little", signed=True)
+
+
+def _wait_acknowledged(sock: Any, limit_s: float) -> None:
+    end = time.monotonic() + limit_s
+    while (left := unacknowledged_bytes(sock)) and time.monotonic() < end:
+        time.sleep(_POLL_S)
+    if left:
+        logger.debug("%d bytes still unacknowledged after %.1f s", left, limit_s)
+
+
+def _timed(base: type) -> type:
+    class Timed(base):  # type: ignore[misc, valid-type]
+        def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+            fn = _ON_ACKED.get()
+            if fn is not None:
+                timeout = self.timeout if isinstance(self.timeout, (int, float)) else None
+                _wait_acknowledged(self.sock, min(timeout or _MAX_WAIT_S, _MAX_WAIT_S))
+                try:
+                    fn()
+                except Exception:  # the observer's failure must not fail the request
+                    logger.exception("upload observer failed")
+            return super().getresponse(*args, **kwargs)
+
+    Timed.__name__ = Timed.__qualname__ = f"Timed{base.__name__}"
+    return Timed
+
+
+def timed_session() -> Any:
+    """A ``requests.Session`` whose HTTP and HTTPS connections report acknowledged uploads."""
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    class HTTPPool(HTTPConnectionPool):
+        ConnectionCls = _timed(HTTPConnection)
+
+    class HTTPSPool(HTTPSConnectionPool):
+        ConnectionCls = _timed(HTTPSConnection)
+
+    class TimedAdapter(HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = {"http": HTTPPool, "https": HTTPSPool}
+
+    session = requests.Session()
+    adapter = TimedAdapter()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
