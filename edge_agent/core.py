@@ -59,6 +59,14 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: drop reasons that do not mean the device was short of capacity
+_NOT_SHORT = frozenset({"expired", "shutdown", "local_warming", "local_error", "expired_at_endpoint",
+                        "cloud_frame_error", "cloud_mismatch"})
+#: above this share of the last second's frames dropped for lack of capacity, no hedge goes ahead
+#: of the local queue
+_SHORT_SHARE = 0.05
+
+
 
 @dataclass(frozen=True, kw_only=True)
 class CoreConfig:
@@ -218,6 +226,12 @@ class DeviceCore:
         self._service = WindowedQuantile(cfg.estimator_window, horizon_s=cfg.estimator_horizon_s,
                                          forget_s=4 * cfg.estimator_horizon_s)
         self._local_q: deque[int] = deque()
+        #: cloud frames a busy worker runs next, ahead of the local queue (their hedge is due)
+        self._hedge_next: deque[int] = deque()
+        self._local_started: dict[int, float] = {}  # frame -> when its local run started
+        #: the last second's frames and its drops for lack of capacity (when each was seen)
+        self._recent_frames: deque[float] = deque()
+        self._recent_short: deque[float] = deque()
         self._local_busy = 0
         self._cloud_q: deque[int] = deque()
         specs = (cfg.endpoints or (EndpointSpec(),)) if cloud else ()
@@ -334,6 +348,7 @@ class DeviceCore:
         if seq != self._next_seq:
             raise ConfigError(f"frames must be numbered 0, 1, 2, ... in capture order: expected {self._next_seq}, got {seq}")
         captured = at if captured_at is None else captured_at
+        self._recent_frames.append(at)
         budget = self.cfg.budget_s if budget_s is None else budget_s
         if not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget > 0):
             raise ConfigError(f"a frame's budget must be a positive number of seconds, got {budget!r}")
@@ -365,6 +380,7 @@ class DeviceCore:
 
     def _on_local_done(self, ev: LocalDone) -> None:
         self._local_busy = max(0, self._local_busy - 1)
+        self._local_started.pop(ev.seq, None)
         f = self._frames.get(ev.seq)
         running = f is not None and (f.stage is _Stage.LOCAL_RUN or (f.hedged and f.stage is _Stage.CLOUD_FLIGHT))
         if ev.error is not None:
@@ -482,7 +498,7 @@ class DeviceCore:
                 self._hedge_over(seq)
                 if current and f.hedged:
                     f.stage, f.request, f.hedged = _Stage.LOCAL_RUN, None, False  # the local run is its chance
-                elif current:
+                elif current and not self._rescue_local(f, ev.at):
                     self._resolve(f, Outcome.DROPPED, "expired_at_endpoint" if why == "expired" else "cloud_frame_error")
             elif self._hedge_second(seq, Route.CLOUD):
                 continue
@@ -564,10 +580,15 @@ class DeviceCore:
             self._resolve(f, Outcome.DROPPED, d.reason)
 
     def _pump_local(self, now: float) -> None:
+        while self._hedge_next and self._local_busy < self.cfg.local_workers:
+            f = self._frames.get(self._hedge_next.popleft())
+            if f is not None and f.stage in (_Stage.CLOUD_QUEUE, _Stage.CLOUD_FLIGHT) and not f.hedged:
+                self._run_hedge(f, now)
         while self._local_q and self._local_busy < self.cfg.local_workers:
             f = self._frames[self._local_q.popleft()]
             self._local_busy += 1
             f.stage = _Stage.LOCAL_RUN
+            self._local_started[f.seq] = now
             self._out.append(RunLocal(f.seq))
 
     def _pump_cloud(self, now: float) -> None:
@@ -696,17 +717,84 @@ class DeviceCore:
         while self._worker_idle():
             f = self._hedge_pick(now)
             if f is None:
-                return
-            if f.stage is _Stage.CLOUD_QUEUE:
-                self._cloud_q.remove(f.seq)
-                f.stage = _Stage.LOCAL_RUN
-                self.counters[("hedge", "moved_local")] += 1
-            else:
-                f.hedged = True
-                self._hedge_open.add(f.seq)
-                self.counters[("hedge", "started")] += 1
-            self._local_busy += 1
-            self._out.append(RunLocal(f.seq))
+                break
+            self._run_hedge(f, now)
+        if (self._local is _LocalState.READY and self._local_busy >= self.cfg.local_workers and not self._hedge_next
+                and self._spare(now)):
+            f = self._hedge_ahead(now)
+            if f is not None:
+                self._hedge_next.append(f.seq)
+                self.counters[("hedge", "next_in_line")] += 1
+
+    def _run_hedge(self, f: _Frame, now: float) -> None:
+        if f.stage is _Stage.CLOUD_QUEUE:
+            self._cloud_q.remove(f.seq)
+            f.stage = _Stage.LOCAL_RUN
+            self.counters[("hedge", "moved_local")] += 1
+        else:
+            f.hedged = True
+            self._hedge_open.add(f.seq)
+            self.counters[("hedge", "started")] += 1
+        self._local_busy += 1
+        self._local_started[f.seq] = now
+        self._out.append(RunLocal(f.seq))
+
+    def _spare(self, now: float) -> bool:
+        """Whether a frame a hedge displaces from the local lane still has somewhere to go: the
+        cloud has answered lately (over a dead link or a dead cloud, a hedge ahead of the local
+        queue would only trade one local frame for another)."""
+        last = self.pool.model.last_at
+        if last is None or now - last > self.cfg.probe_after_s:
+            return False
+        for q in (self._recent_frames, self._recent_short):
+            while q and q[0] < now - 1.0:
+                q.popleft()
+        # a device dropping more than a few frames in a second for lack of capacity has none to spare
+        return len(self._recent_short) <= _SHORT_SHARE * len(self._recent_frames)
+
+    def _local_slot(self, now: float, est: float) -> float:
+        """When a local worker is free to start another frame (about)."""
+        if self._local_busy < self.cfg.local_workers:
+            return now
+        starts = [t for seq, t in self._local_started.items() if seq in self._frames]
+        return max(now, min(starts) + est) if starts else now + est
+
+    def _queue_can_wait(self, slot: float, est: float) -> bool:
+        """Whether every frame in the local queue still makes its deadline one run later."""
+        return all(slot + (i + 2) * est <= self._frames[seq].deadline for i, seq in enumerate(self._local_q))
+
+    def _rescue_local(self, f: _Frame, now: float) -> bool:
+        """A cloud frame came back unanswered (expired at the endpoint, an error): it runs
+        locally next if that can still answer it in time at no other frame's expense."""
+        if not self._hedging or self._local is not _LocalState.READY or not self._spare(now):
+            return False
+        est = self._local_estimate(self._pcfg.local_quantile, now)
+        slot = self._local_slot(now, est)
+        if slot + self._local_estimate(0.25, now) > f.deadline or not self._queue_can_wait(slot, est):
+            return False
+        f.stage, f.request = _Stage.LOCAL_QUEUE, None
+        self._local_q.appendleft(f.seq)
+        self.counters[("hedge", "rescued_local")] += 1
+        return True
+
+    def _hedge_ahead(self, now: float) -> _Frame | None:
+        """With every worker busy: a cloud frame whose answer is not back, that only a local run
+        started next (ahead of the local queue) can still answer in time, when each frame in the
+        local queue still makes its deadline one run later."""
+        est = self._local_estimate(self._pcfg.local_quantile, now)
+        low = self._local_estimate(0.25, now)
+        slot = self._local_slot(now, est)
+        # due: the next free slot is the last one whose run can still finish by the deadline
+        if slot + 2 * est < min((f.deadline for f in self._cloud_frames()), default=math.inf):
+            return None  # nothing due yet: the cloud still has time
+        # a frame sent on a chance (local had no room for it) is not put ahead of frames local took
+        due = [f for f in self._cloud_frames()
+               if slot + 2 * est >= f.deadline >= slot + low and f.reason != "cloud_chance"]
+        if not due:
+            return None
+        if not self._queue_can_wait(slot, est):
+            return None  # the local queue has no room to spare
+        return min(due, key=lambda f: f.deadline)
 
     def _hedge_pick(self, now: float) -> _Frame | None:
         est = self._local_estimate(self._pcfg.local_quantile, now)
@@ -772,6 +860,8 @@ class DeviceCore:
 
     # -- results ---------------------------------------------------------------------------
     def _resolve(self, f: _Frame, outcome: Outcome, reason: str | None) -> None:
+        if outcome is Outcome.DROPPED and reason not in _NOT_SHORT:
+            self._recent_short.append(self._now)
         f.stage = _Stage.DONE
         f.outcome = outcome
         if reason is not None:

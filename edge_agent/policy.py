@@ -247,8 +247,8 @@ def decide(obs: Observation, cfg: PolicyConfig) -> Decision:
     wake = obs.cloud_state is CloudState.COLD
     if blocker is None:
         return Decision(Route.CLOUD, why_not_local, True, False, l_eta, c_eta)
-    # the cloud cannot be planned for: local still takes the frame if it can make the deadline at all
-    if local_room and l_eta <= remaining:
+    # the cloud cannot be planned for: local takes the frame on the terms local only would
+    if local_room and (l_eta <= cfg.local_high * remaining or obs.local_idle):
         reason = "local_fits" if blocker == "no_cloud" else f"fallback_{blocker}"
         return Decision(Route.LOCAL, reason, blocker != "no_cloud", wake, l_eta, c_eta)
     if blocker in ("cloud_too_slow", "uplink_too_slow") and _cloud_chance(obs, cfg, remaining):

@@ -23,8 +23,9 @@ import numpy as np
 
 from yolo_edge.errors import ConfigError
 
-__all__ = ["Trace", "CloudTrace", "TraceSample", "SCENARIOS", "scenario", "sample", "lognormal_params",
-           "CAPACITY_SCENARIOS", "fidelity_traces"]
+__all__ = ["Trace", "CloudTrace", "TraceSample", "SCENARIOS", "UPLINK_SCENARIOS", "LIVENESS_SCENARIOS",
+           "JITTER_SCENARIOS", "ALL_SCENARIOS", "scenario", "sample", "lognormal_params", "CAPACITY_SCENARIOS",
+           "fidelity_traces"]
 
 Window = tuple[float, float, float]  # (start_s, end_s, value)
 Ramp = tuple[float, float, float, float]  # (start_s, peak_s, end_s, factor at the peak)
@@ -336,11 +337,46 @@ SCENARIOS: dict[str, Trace] = {
 CAPACITY_SCENARIOS = ("steady", "double_rate", "capacity_1_2x", "two_workers")
 
 
+#: the device at twice its local capacity over each real uplink bundled (edge_agent/uplinks),
+#: 500 ms budget: the frames local cannot take must cross a real cellular uplink in time.
+#: A fast cloud (4 slots of 15 ms): the link, not the endpoint, is what limits offloading.
+_UPLINK = Trace(name="uplink", duration_s=60.0, fps=40.0, local_service_s=0.05, cloud_service_s=0.015, cloud_slots=4,
+                net_rtt_s=0.05, net_jitter_s=0.01)
+UPLINK_SCENARIOS: dict[str, Trace] = {
+    f"uplink_{key}": replace(_UPLINK, name=f"uplink_{key}", uplink=trace)
+    for key, trace in (("verizon_lte", "verizon-lte"), ("tmobile_lte", "tmobile-lte"),
+                       ("att_lte_driving", "att-lte-driving"), ("tmobile_umts_driving", "tmobile-umts-driving"))
+}
+UPLINK_SCENARIOS["uplink_shared_cpu"] = replace(
+    UPLINK_SCENARIOS["uplink_verizon_lte"], name="uplink_shared_cpu", shared_cpu=True, capture_cpu_s=0.003,
+    encode_cpu_scale=3.0)  # a Jetson-class CPU: decode and encode on the local worker's core
+
+#: local slow spells past the budget (a busy CPU, a thermal dip), then recovery; and a slow
+#: thermal ramp. The local lane must serve again within a second of the spell's end.
+LIVENESS_SCENARIOS: dict[str, Trace] = {
+    **{f"local_spell_{n}s": replace(_BASE, name=f"local_spell_{n}s", slow=((20.0, 20.0 + n, 14.0),))
+       for n in (1, 3, 5, 10)},
+    "local_thermal": replace(_BASE, name="local_thermal", local_ramp=((15.0, 30.0, 45.0, 5.0),)),
+    "local_spell_no_cloud": replace(_BASE, name="local_spell_no_cloud", fps=20.0, slow=((20.0, 25.0, 14.0),),
+                                    cloud_outages=((0.0, math.inf),)),
+}
+
+#: 1.2x capacity with a jittery round trip: the late cloud answers are what hedging saves
+JITTER_SCENARIOS: dict[str, Trace] = {
+    "jitter_1_2x": replace(_BASE, name="jitter_1_2x", cloud_service_s=1 / 11, net_rtt_s=0.1, net_jitter_s=0.05),
+    "jitter_1_2x_tail": replace(_BASE, name="jitter_1_2x_tail", cloud_service_s=1 / 11, net_rtt_s=0.12,
+                                net_jitter_s=0.07),
+}
+
+#: every named scenario (``SCENARIOS`` are the original set the baselines are compared on)
+ALL_SCENARIOS: dict[str, Trace] = {**SCENARIOS, **UPLINK_SCENARIOS, **LIVENESS_SCENARIOS, **JITTER_SCENARIOS}
+
+
 def scenario(key: str, **overrides) -> Trace:
     """A named scenario, optionally with fields replaced."""
-    if key not in SCENARIOS:
-        raise ConfigError(f"unknown scenario {key!r}; choose one of {sorted(SCENARIOS)}")
-    return replace(SCENARIOS[key], **overrides)
+    if key not in ALL_SCENARIOS:
+        raise ConfigError(f"unknown scenario {key!r}; choose one of {sorted(ALL_SCENARIOS)}")
+    return replace(ALL_SCENARIOS[key], **overrides)
 
 
 def fidelity_traces() -> dict[str, Trace]:
