@@ -34,7 +34,7 @@ import heapq
 import logging
 import math
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -43,17 +43,18 @@ from yolo_edge.errors import ConfigError
 from .estimators import WindowedQuantile
 from .events import (
     EVENTS, Action, Close, CloudDone, Event, Failure, Flush, FrameCaptured, FrameSkipped, LateAnswer, LocalDone,
-    LocalReady, Release, RunLocal, SendBatch, Tick, Wake, WakeDone,
+    LocalReady, Release, RunLocal, SendBatch, Tick, Uploaded, Wake, WakeDone,
 )
 from .frames import FrameResult, Outcome, Route
 from yolo_edge.health import HealthConfig
-from .policy import CloudState, Observation, Policy, PolicyConfig, decide
+from .link import FrameSizes, Ladder, Rung, Uplink
+from .policy import CloudState, Mode, Observation, Policy, PolicyConfig, decide
 from .pool import CloudPool, Endpoint, EndpointSnapshot, EndpointSpec
 
 __all__ = [
     "CoreConfig", "DeviceCore", "CoreSnapshot", "EndpointSpec", "Failure",
-    "FrameCaptured", "FrameSkipped", "LocalReady", "LocalDone", "CloudDone", "WakeDone", "Tick", "Close", "Flush",
-    "RunLocal", "SendBatch", "Wake", "Release", "LateAnswer", "Event", "Action",
+    "FrameCaptured", "FrameSkipped", "LocalReady", "LocalDone", "Uploaded", "CloudDone", "WakeDone", "Tick", "Close",
+    "Flush", "RunLocal", "SendBatch", "Wake", "Release", "LateAnswer", "Event", "Action",
 ]
 
 logger = logging.getLogger(__name__)
@@ -84,6 +85,14 @@ class CoreConfig:
     #: samples kept by each timing estimator, and for how long at most
     estimator_window: int = 64
     estimator_horizon_s: float = 3.0
+    #: a frame at the cloud with no answer by the last moment a local run could still finish
+    #: by its deadline is also run locally when a worker is idle (the first answer wins)
+    hedge: bool = True
+    #: upload encodings, best first (lossless PNG while it fits the deadline, then JPEG qualities)
+    ladder: Ladder = field(default_factory=lambda: Ladder.parse(None))
+    #: the uplink's goodput assumed before any upload is measured, bits/s (None: not planned for
+    #: until measured). A driver that never reports :class:`Uploaded` turns the uplink model off.
+    uplink_prior_bps: float | None = 10e6
 
     def __post_init__(self) -> None:
         for name in ("local_workers", "max_inflight", "max_batch", "window", "estimator_window"):
@@ -99,6 +108,8 @@ class CoreConfig:
                 and self.cloud_timeout_s > 0):
             raise ConfigError(f"cloud_timeout_s must be a positive number of seconds or None, got {self.cloud_timeout_s!r}")
         object.__setattr__(self, "endpoints", tuple(self.endpoints))
+        if not isinstance(self.ladder, Ladder):
+            object.__setattr__(self, "ladder", Ladder.parse(self.ladder))
         if not all(isinstance(e, EndpointSpec) for e in self.endpoints):
             raise ConfigError(f"endpoints must be EndpointSpec values, got {self.endpoints!r}")
 
@@ -124,6 +135,10 @@ class CoreSnapshot:
     local_service_s: float | None
     cloud_rtt_s: float | None
     endpoints: tuple[EndpointSnapshot, ...] = ()
+    #: the uplink: measured goodput (bits/s, None before any upload), bytes sent, time busy
+    uplink_bps: float | None = None
+    uplink_sent_bytes: int = 0
+    uplink_busy_s: float = 0.0
 
 
 # -- internal state ------------------------------------------------------------------------
@@ -150,8 +165,9 @@ class _Frame:
     answered_at: float | None = None
     endpoint: str | None = None
     request: int | None = None
-    cloud_since: float = 0.0  # when it joined the cloud queue
-    cloud_depth: int = 0  # cloud frames ahead of it then
+    hedged: bool = False  # also running locally while its request is out
+    rung: Rung | None = None  # how it was (or is being) uploaded
+    nbytes: int | None = None  # its encoded size, once the driver said
 
 
 @dataclass
@@ -161,10 +177,16 @@ class _Request:
     seqs: tuple[int, ...]
     sent_at: float
     depth: int  # frames the endpoint already had in flight
+    pool_depth: int  # frames the whole pool had in flight
     timeout_at: float
-    entries: tuple[tuple[float, int], ...]  # each frame's (cloud_since, cloud_depth)
     deadlines: tuple[float, ...]
+    uploaded_at: float | None = None  # when its body had left the device (None: not known)
     timed_out: bool = False
+
+    @property
+    def since(self) -> float:
+        """Since when the endpoint has had it."""
+        return self.uploaded_at if self.uploaded_at is not None else self.sent_at
 
 
 class _LocalState(Enum):
@@ -180,7 +202,8 @@ class DeviceCore:
     up (woken before the run), so they start READY instead of COLD. ``local_ready=False``
     starts with the local backend still warming up (frames go to the cloud or are dropped
     as ``local_warming`` until a :class:`LocalReady` event). ``policy`` replaces
-    :func:`edge_agent.policy.decide` with ``cfg.policy`` (the simulator passes its baselines).
+    :func:`edge_agent.policy.decide` with ``cfg.policy`` (the simulator passes its baselines;
+    they run without hedging, as they would on their own).
     """
 
     def __init__(self, cfg: CoreConfig, *, cloud: bool = True, cloud_warm: bool = False, local_ready: bool = True,
@@ -188,10 +211,12 @@ class DeviceCore:
         self.cfg = cfg
         self._policy: Policy = policy or (lambda obs: decide(obs, cfg.policy))
         self._pcfg = cfg.policy
+        self._hedging = cfg.hedge and policy is None and cfg.policy.mode is Mode.HYBRID
         #: decisions by (route, reason), late answers by route, per-endpoint events, ...
         self.counters: Counter = Counter()
         self._local = _LocalState.READY if local_ready else _LocalState.WARMING
-        self._service = WindowedQuantile(cfg.estimator_window, horizon_s=cfg.estimator_horizon_s)
+        self._service = WindowedQuantile(cfg.estimator_window, horizon_s=cfg.estimator_horizon_s,
+                                         forget_s=4 * cfg.estimator_horizon_s)
         self._local_q: deque[int] = deque()
         self._local_busy = 0
         self._cloud_q: deque[int] = deque()
@@ -199,16 +224,22 @@ class DeviceCore:
         self.pool = CloudPool(specs, max_inflight=cfg.max_inflight, max_batch=cfg.max_batch, health=cfg.health,
                               cold=not cloud_warm, estimator_window=cfg.estimator_window,
                               estimator_horizon_s=cfg.estimator_horizon_s, counters=self.counters)
+        self.link = Uplink(prior_bps=cfg.uplink_prior_bps)
+        self.sizes = FrameSizes()
         self._requests: dict[int, _Request] = {}
         self._request_ids = 0
         self._frames: dict[int, _Frame] = {}
         self._deadlines: list[tuple[float, int]] = []
         self._timeouts: list[tuple[float, int]] = []
+        self._hedge_open: set[int] = set()  # hedged frames whose two runs have not both ended
+        self._hedge_answered: set[int] = set()  # ... of which one has answered
+        self._uploads_reported = False
         self._next_seq = 0
         self._head = 0
         self._force_upto = -1
         self._offloading = False
         self._closing = False
+        self._now = -math.inf
         self._out: list[Action] = []
 
     # -- public ----------------------------------------------------------------------------
@@ -218,6 +249,7 @@ class DeviceCore:
             raise ConfigError(f"DeviceCore.handle takes a core event ({', '.join(e.__name__ for e in EVENTS)}), "
                               f"got {type(event).__name__}")
         now = event.at
+        self._now = max(self._now, now)
         self._expire(now)
         if isinstance(event, FrameCaptured):
             self._on_frame(event)
@@ -225,6 +257,8 @@ class DeviceCore:
             self._on_skipped(event)
         elif isinstance(event, LocalDone):
             self._on_local_done(event)
+        elif isinstance(event, Uploaded):
+            self._on_uploaded(event)
         elif isinstance(event, CloudDone):
             self._on_cloud_done(event)
         elif isinstance(event, WakeDone):
@@ -240,12 +274,14 @@ class DeviceCore:
             self._out.extend(self.pool.probes_due(now))
         self._pump_local(now)
         self._pump_cloud(now)
+        self._hedge(now)
         self._release(now)
         out, self._out = self._out, []
         return out
 
     def next_timer(self) -> float | None:
-        """When the core next needs a ``Tick`` (a deadline, a request timeout, a probe), or None."""
+        """When the core next needs a ``Tick`` (a deadline, a request timeout, a probe, the
+        uplink freeing up, a hedge coming due), or None."""
         while self._deadlines and self._deadlines[0][1] not in self._frames:
             heapq.heappop(self._deadlines)
         while self._timeouts and self._timeouts[0][1] not in self._requests:
@@ -254,6 +290,13 @@ class DeviceCore:
         probe = self.pool.next_timer()
         if probe is not None and not (self._closing and self.idle):  # a closed, idle device probes nothing
             times.append(probe)
+        if self._cloud_q:
+            link = self.link.next_timer(self._now)
+            if link is not None:
+                times.append(link)
+        hedge = self._next_hedge()
+        if hedge is not None:
+            times.append(hedge)
         return min(times) if times else None
 
     @property
@@ -276,12 +319,14 @@ class DeviceCore:
     def snapshot(self, now: float) -> CoreSnapshot:
         state, _ = self.pool.view(now)
         endpoints = tuple(self.pool.snapshot(now))
+        link = self.link.stats(now)
         return CoreSnapshot(
             local_ready=self._local is _LocalState.READY, local_queued=len(self._local_q), local_busy=self._local_busy,
             cloud_state=state, cloud_pending=len(self._cloud_q) + self.pool.frames, pending=len(self._frames),
             local_service_s=self._service.quantile(self._pcfg.local_quantile, now),
             cloud_rtt_s=endpoints[0].rtt_s if len(endpoints) == 1 else self.pool.model.quantile(0, 0.5, now),
-            endpoints=endpoints,
+            endpoints=endpoints, uplink_bps=link["goodput_bps"], uplink_sent_bytes=link["sent_bytes"],
+            uplink_busy_s=link["busy_s"],
         )
 
     # -- events ----------------------------------------------------------------------------
@@ -321,24 +366,62 @@ class DeviceCore:
     def _on_local_done(self, ev: LocalDone) -> None:
         self._local_busy = max(0, self._local_busy - 1)
         f = self._frames.get(ev.seq)
-        current = f is not None and f.stage is _Stage.LOCAL_RUN
-        if ev.error is None:
-            self._service.update(ev.service_s, at=ev.at)
-        if not current:
-            if ev.error is None:
-                self._late_answer(ev.seq, Route.LOCAL, ev.at)
-            return
+        running = f is not None and (f.stage is _Stage.LOCAL_RUN or (f.hedged and f.stage is _Stage.CLOUD_FLIGHT))
         if ev.error is not None:
             self.counters["local_errors"] += 1
-            self._resolve(f, Outcome.DROPPED, "local_error")
-        else:
-            self._answer(f, Route.LOCAL, ev.answer, None, ev.at)
+            self._hedge_over(ev.seq)
+            if running and f.stage is _Stage.CLOUD_FLIGHT:  # a hedge failed: the cloud may still answer
+                f.hedged = False
+            elif running:
+                self._resolve(f, Outcome.DROPPED, "local_error")
+            return
+        self._service.update(ev.service_s, at=ev.at)
+        if self._hedge_second(ev.seq, Route.LOCAL):
+            return
+        if not running:
+            self._late_answer(ev.seq, Route.LOCAL, ev.at)
+            return
+        if f.hedged:
+            self.counters[("hedge", "local_first")] += 1
+        self._answer(f, Route.LOCAL, ev.answer, None, ev.at)
+
+    def _on_uploaded(self, ev: Uploaded) -> None:
+        self._uploads_reported = True
+        req = self._requests.get(ev.request)
+        if req is None or req.uploaded_at is not None:
+            # over already (it timed out while its bytes were still queued): they have left now
+            self.link.finish(ev.request, ev.at, sum(ev.frame_bytes) if ev.frame_bytes else None)
+            return
+        req.uploaded_at = ev.at
+        if ev.frame_bytes and len(ev.frame_bytes) != len(req.seqs):
+            raise ConfigError(f"Uploaded for request {req.id} gives {len(ev.frame_bytes)} frame sizes; it has "
+                              f"{len(req.seqs)} frames")
+        for seq, nbytes in zip(req.seqs, ev.frame_bytes):
+            f = self._frames.get(seq)
+            if f is not None and f.rung is not None:
+                f.nbytes = int(nbytes)
+                self.sizes.update(f.rung, int(nbytes))
+        rungs = [self._frames[s].rung if s in self._frames else None for s in req.seqs]
+        for rung, nbytes in zip(rungs, ev.frame_bytes):
+            if rung is not None:
+                self.counters[("upload_bytes", rung.name)] += int(nbytes)
+        self.link.finish(req.id, ev.at, sum(ev.frame_bytes) if ev.frame_bytes else None)
+        self.pool.uploaded(req.endpoint, req.id, ev.at)
 
     def _on_cloud_done(self, ev: CloudDone) -> None:
         req = self._requests.pop(ev.request, None)
         if req is None:
             raise ConfigError(f"CloudDone for request {ev.request}, which this core never sent (or answered twice)")
+        if ev.failure is None:
+            self._check_answer(req, ev)  # before any change: a bad answer leaves no half-applied state
         ep = req.endpoint
+        if req.uploaded_at is None:
+            self.link.drop(req.id)
+            if ev.failure is None and not self._uploads_reported and self.link.prior_Bps is not None:
+                # this driver does not say when an upload has left: nothing can be measured, so
+                # the uplink is not planned for (a guessed prior would only hold requests back)
+                logger.debug("the driver reports no uploads: the uplink is not modelled")
+                self.link.prior_Bps = None
         if not req.timed_out:
             self.pool.finished(ep, len(req.seqs), req.id)
         if ev.failure is None:
@@ -350,39 +433,62 @@ class DeviceCore:
         if ev.failure is Failure.TIMEOUT:
             self._sample(req, ev.at)  # censored: the answer takes at least this long
         self.pool.failed(ep, ev.at, ev.failure, retry_after_s=ev.retry_after_s, message=ev.message)
+        self._requeue(req, ev.at)
+
+    def _check_answer(self, req: _Request, ev: CloudDone) -> None:
+        n = len(req.seqs)
+        for name, values in (("answers", ev.answers), ("metas", ev.metas)):
+            if values is not None and len(values) != n:
+                raise ConfigError(f"request {req.id} sent {n} frames but got {len(values)} {name}")
+        if any(not 0 <= i < n for i in ev.frame_errors):
+            raise ConfigError(f"request {req.id} has {n} frames; frame_errors names {sorted(ev.frame_errors)}")
+
+    def _requeue(self, req: _Request, now: float) -> None:
+        """The request failed or timed out: its frames still waiting on it go back through the policy."""
         for seq in req.seqs:
             f = self._frames.get(seq)
-            if f is not None and f.stage is _Stage.CLOUD_FLIGHT and f.request == req.id:
-                self._route(f, ev.at, fallback=True)
+            if f is None or f.stage is not _Stage.CLOUD_FLIGHT or f.request != req.id:
+                continue
+            if f.hedged:  # it is running locally already: that answer is its chance now
+                f.stage, f.request, f.hedged = _Stage.LOCAL_RUN, None, False
+                self._hedge_over(seq)
+            else:
+                self._route(f, now, fallback=True)
 
     def _on_answer(self, req: _Request, ev: CloudDone) -> None:
         n = len(req.seqs)
         answers = list(ev.answers) if ev.answers is not None else [None] * n
         metas = list(ev.metas) if ev.metas is not None else [None] * n
-        if len(answers) != n or len(metas) != n:
-            raise ConfigError(f"request {req.id} sent {n} frames but got {len(answers)} answers")
-        if any(not 0 <= i < n for i in ev.frame_errors):
-            raise ConfigError(f"request {req.id} has {n} frames; frame_errors names {sorted(ev.frame_errors)}")
         expired = {i for i, why in ev.frame_errors.items() if why == "expired"}
         self._sample(req, ev.at, expired)
+        network = ev.network_s
+        if network is not None and req.uploaded_at is not None:
+            network = max(0.0, network - (req.uploaded_at - req.sent_at))  # the part after the upload
         if len(expired) == n:
             # the endpoint judged it could not answer any of them in time: a quick "expired" is no
             # sign of speed; the answer would have taken at least until the last deadline
-            self.pool.timed_out_sample(req.endpoint, sent_at=req.sent_at, depth=req.depth,
+            self.pool.timed_out_sample(req.endpoint, since=req.since, depth=req.depth,
                                        now=max(ev.at, max(req.deadlines)))
-            self.pool.answered(req.endpoint, n=0, sent_at=req.sent_at, depth=req.depth, now=ev.at, sample=False)
+            self.pool.answered(req.endpoint, n=0, since=req.since, depth=req.depth, now=ev.at, sample=False)
         else:
-            self.pool.answered(req.endpoint, n=n - len(ev.frame_errors), sent_at=req.sent_at, depth=req.depth,
-                               now=ev.at, network_s=ev.network_s)
+            self.pool.answered(req.endpoint, n=n - len(ev.frame_errors), since=req.since, depth=req.depth,
+                               now=ev.at, network_s=network)
         for i, (seq, answer, meta) in enumerate(zip(req.seqs, answers, metas)):
             f = self._frames.get(seq)
             current = f is not None and f.stage is _Stage.CLOUD_FLIGHT and f.request == req.id
             why = ev.frame_errors.get(i)
             if why is not None:
                 self.counters[("endpoint", req.endpoint.name, f"frames_{'expired' if why == 'expired' else 'error'}")] += 1
-                if current:
+                self._hedge_over(seq)
+                if current and f.hedged:
+                    f.stage, f.request, f.hedged = _Stage.LOCAL_RUN, None, False  # the local run is its chance
+                elif current:
                     self._resolve(f, Outcome.DROPPED, "expired_at_endpoint" if why == "expired" else "cloud_frame_error")
+            elif self._hedge_second(seq, Route.CLOUD):
+                continue
             elif current:
+                if f.hedged:
+                    self.counters[("hedge", "cloud_first")] += 1
                 self._answer(f, Route.CLOUD, answer, meta, ev.at, endpoint=req.endpoint.name)
             else:
                 self._late_answer(seq, Route.CLOUD, ev.at)
@@ -393,24 +499,49 @@ class DeviceCore:
         self.pool.woken(ev.endpoint, ev.at, ok=ev.ok, failure=ev.failure, message=ev.message)
 
     # -- routing ---------------------------------------------------------------------------
-    def _observe(self, f: _Frame, now: float) -> Observation:
+    def _local_estimate(self, q: float, now: float) -> float:
+        value = self._service.quantile(q, now)
+        return self._pcfg.local_service_prior_s if value is None else value
+
+    def _cloud_times(self, now: float, *, ahead: int, rung: Rung | None = None) -> tuple[float, float | None, float | None]:
+        """For a frame joining the cloud queue behind ``ahead`` frames: its time on the uplink
+        (waiting and crossing, at ``rung`` or the floor), and its answer time at the planning and
+        the optimistic quantile (None before the first answer)."""
+        floor = self.sizes.estimate(rung or self.cfg.ladder.floor)
+        link_s = self.link.upload_end(now, floor, ahead * self.sizes.estimate(self.cfg.ladder.floor)) - now
+        depth = self.pool.frames + ahead
+        p = self._pcfg
+        plan = self.pool.model.quantile(depth, p.cloud_quantile, now)
+        low = self.pool.model.quantile(depth, p.cloud_chance_quantile, now)
+        return link_s, None if plan is None else link_s + plan, None if low is None else link_s + low
+
+    def _observe(self, f: _Frame, now: float, *, cloud_block: str | None = None) -> Observation:
+        """What the policy sees for ``f``; ``cloud_block``: why the cloud cannot take it in time after all."""
         p = self._pcfg
         state, cap = self.pool.view(now)
         pending = len(self._cloud_q) + self.pool.frames
         model = self.pool.model
         stale = model.last_at is None or now - model.last_at > self.cfg.probe_after_s
+        cloud = cloud_block is None
+        if cloud:
+            link_s, eta, low = self._cloud_times(now, ahead=len(self._cloud_q))
+        else:
+            link_s, eta, low = (math.inf if cloud_block == "uplink_too_slow" else 0.0), math.inf, math.inf
         return Observation(
             frame_age_s=now - f.captured, budget_s=f.budget, local_ready=self._local is _LocalState.READY,
             local_queued=len(self._local_q), local_busy=self._local_busy, local_workers=self.cfg.local_workers,
             local_service_s=self._service.quantile(p.local_quantile, now), cloud_state=state,
-            cloud_eta_s=model.quantile(pending, p.cloud_quantile, now),
-            cloud_eta_low_s=model.quantile(pending, p.cloud_chance_quantile, now),
+            cloud_eta_s=eta, cloud_eta_low_s=low, cloud_link_s=link_s,
+            cloud_link_free=cloud and not self._cloud_q and self.link.accepting(now),
             cloud_pending=pending, cloud_capacity=cap, offloading=self._offloading,
-            cloud_probe_due=stale and pending == 0 and len(self.pool) > 0,
+            cloud_probe_due=cloud and stale and pending == 0 and len(self.pool) > 0,
         )
 
-    def _route(self, f: _Frame, now: float, *, fallback: bool = False) -> None:
-        d = self._policy(self._observe(f, now))
+    def _route(self, f: _Frame, now: float, *, fallback: bool = False, cloud_block: str | None = None) -> None:
+        """Route a frame through the policy (``cloud_block``: why the cloud cannot take it in time)."""
+        d = self._policy(self._observe(f, now, cloud_block=cloud_block))
+        if cloud_block is not None and d.route is Route.CLOUD:  # a baseline that does not look at times
+            d = replace(d, route=Route.DROP, reason=cloud_block)
         if not fallback:
             self._offloading = d.offloading
         self.counters[("decision", d.route.value, d.reason)] += 1
@@ -427,7 +558,6 @@ class DeviceCore:
             if not len(self.pool):
                 raise ConfigError(f"the policy sent frame {f.seq} to the cloud, but no cloud is configured")
             f.stage = _Stage.CLOUD_QUEUE
-            f.cloud_since, f.cloud_depth = now, len(self._cloud_q) + self.pool.frames
             self._cloud_q.append(f.seq)
         else:
             self._resolve(f, Outcome.DROPPED, d.reason)
@@ -440,6 +570,7 @@ class DeviceCore:
             self._out.append(RunLocal(f.seq))
 
     def _pump_cloud(self, now: float) -> None:
+        """Send what the uplink and the endpoints can take now, one request onto the link at a time."""
         if not self._cloud_q:
             return
         state, _ = self.pool.view(now)
@@ -448,32 +579,146 @@ class DeviceCore:
             while self._cloud_q:
                 self._route(self._frames[self._cloud_q.popleft()], now, fallback=True)
             return
-        while self._cloud_q and (ep := self.pool.pick(now, self._frames[self._cloud_q[0]].deadline,
-                                                       self._pcfg.cloud_quantile)) is not None:
-            seqs = tuple(self._cloud_q.popleft() for _ in range(min(ep.max_batch, len(self._cloud_q))))
-            self._send(ep, seqs, now)
+        while self._cloud_q and self.link.accepting(now):
+            plan = self._plan(now)
+            if plan is None:
+                return  # every endpoint is full: the next answer frees a slot
+            if isinstance(plan, str):  # the head cannot reach the cloud in time, whatever its encoding
+                f = self._frames[self._cloud_q.popleft()]
+                self.counters[("cloud_queue_left", plan)] += 1
+                self._route(f, now, fallback=True, cloud_block=plan)
+                continue
+            ep, seqs, rung = plan
+            for _ in seqs:
+                self._cloud_q.popleft()
+            self._send(ep, seqs, rung, now)
 
-    def _send(self, ep: Endpoint, seqs: tuple[int, ...], now: float) -> None:
+    def _plan(self, now: float) -> tuple[Endpoint, tuple[int, ...], Rung] | str | None:
+        """The next request: (endpoint, frames, encoding), None while no endpoint has a free slot,
+        or why the head of the queue cannot go (the uplink cannot carry it in time).
+
+        The encoding is the best rung whose answer still fits the batch's deadline (at the
+        planning quantile, else at the optimistic one) without making a frame queued behind
+        it miss a deadline it would meet at the floor.
+        """
+        p, ladder = self._pcfg, self.cfg.ladder
+        head = self._frames[self._cloud_q[0]]
+        floor_bytes = self.sizes.estimate(ladder.floor)
+        ep = self.pool.pick(now, head.deadline, p.cloud_quantile,
+                            upload_s=self.link.upload_end(now, floor_bytes) - now)
+        if ep is None:
+            return None
+        seqs = tuple(self._cloud_q[i] for i in range(min(ep.max_batch, len(self._cloud_q))))
+        due = min(self._frames[s].deadline for s in seqs)
+        behind = [self._frames[self._cloud_q[i]] for i in range(len(seqs), min(len(self._cloud_q), len(seqs) + 8))]
+        for q in (p.cloud_quantile, p.cloud_chance_quantile):
+            post = self.pool.post_upload(ep, q, now)
+            for rung in ladder:
+                nbytes = len(seqs) * self.sizes.estimate(rung)
+                if (self.link.upload_end(now, nbytes) + post <= due
+                        and self._behind_still_fit(now, behind, nbytes, floor_bytes, len(seqs))):
+                    return ep, seqs, rung
+        best = ladder.rungs[0]
+        if self.link.upload_end(now, len(seqs) * self.sizes.estimate(best)) - now <= 0.1 * max(0.0, due - now):
+            return ep, seqs, best  # the uplink is no factor: a chance, as good as it gets
+        link_s = self.link.upload_end(now, len(seqs) * floor_bytes) - now
+        post_low = self.pool.post_upload(ep, p.cloud_chance_quantile, now, stuck=False)
+        if link_s > post_low and now + link_s + post_low > due:
+            return "uplink_too_slow"
+        return ep, seqs, ladder.floor  # a chance, at the smallest size
+
+    def _behind_still_fit(self, now: float, behind: list[_Frame], nbytes: float, floor_bytes: float, n: int) -> bool:
+        p = self._pcfg
+        post = self.pool.model.quantile(self.pool.frames + n, p.cloud_quantile, now) or 0.0
+        base = n * floor_bytes
+        for k, g in enumerate(behind, start=1):
+            at_floor = self.link.upload_end(now, base + k * floor_bytes) + post
+            if at_floor <= g.deadline and self.link.upload_end(now, nbytes + k * floor_bytes) + post > g.deadline:
+                return False
+        return True
+
+    def _send(self, ep: Endpoint, seqs: tuple[int, ...], rung: Rung, now: float) -> None:
         self._request_ids += 1
         timeout = self.cfg.request_timeout_s
         frames = [self._frames[s] for s in seqs]
-        req = _Request(self._request_ids, ep, seqs, now, ep.frames, now + timeout,
-                       tuple((f.cloud_since, f.cloud_depth) for f in frames), tuple(f.deadline for f in frames))
+        nbytes = len(seqs) * self.sizes.estimate(rung)
+        upload_end = self.link.start(self._request_ids, now, nbytes)
+        req = _Request(self._request_ids, ep, seqs, now, ep.frames, self.pool.frames, now + timeout,
+                       tuple(f.deadline for f in frames))
         self._requests[req.id] = req
         heapq.heappush(self._timeouts, (req.timeout_at, req.id))
         self.pool.sent(ep, len(seqs), req.id, now)
         for f in frames:
-            f.stage = _Stage.CLOUD_FLIGHT
-            f.request = req.id
+            f.stage, f.request, f.rung, f.nbytes = _Stage.CLOUD_FLIGHT, req.id, rung, None
         self.counters["requests"] += 1
-        network = ep.network.quantile(0.5) or 0.0
-        self._out.append(SendBatch(req.id, ep.index, seqs, timeout, tuple(f.deadline for f in frames), network))
+        self.counters[("upload_frames", rung.name)] += len(seqs)
+        # each frame's budget on the wire is net of its upload and of the endpoint's usual network time
+        network = (upload_end - now) + (ep.network.quantile(0.5) or 0.0)
+        self._out.append(SendBatch(req.id, ep.index, seqs, timeout, tuple(f.deadline for f in frames), network,
+                                   encodings=tuple(rung.name for _ in seqs)))
 
     def _sample(self, req: _Request, now: float, expired: set[int] = frozenset()) -> None:
-        for i, (since, depth) in enumerate(req.entries):
+        since = req.since
+        for i, deadline in enumerate(req.deadlines):
             # a frame answered expired would have been answered after its deadline at the earliest
-            until = max(now, req.deadlines[i]) if i in expired else now
-            self.pool.model.update(depth, until - since, at=now)
+            until = max(now, deadline) if i in expired else now
+            self.pool.model.update(req.pool_depth, max(0.0, until - since), at=now)
+
+    # -- hedging -----------------------------------------------------------------------------
+    def _cloud_frames(self):
+        for seq in self._cloud_q:
+            yield self._frames[seq]
+        for req in self._requests.values():
+            for seq in req.seqs:
+                f = self._frames.get(seq)
+                if f is not None and f.stage is _Stage.CLOUD_FLIGHT and f.request == req.id and not f.hedged:
+                    yield f
+
+    def _worker_idle(self) -> bool:
+        return (self._local is _LocalState.READY and not self._local_q
+                and self._local_busy < self.cfg.local_workers)
+
+    def _next_hedge(self) -> float | None:
+        if not self._hedging or not self._worker_idle():
+            return None
+        est = self._local_estimate(self._pcfg.local_quantile, self._now)
+        times = [f.deadline - est for f in self._cloud_frames()]
+        due = min(times, default=None)
+        return None if due is None or due <= self._now else due
+
+    def _hedge(self, now: float) -> None:
+        """An idle local worker takes a cloud frame that is running out of time (queued: it moves;
+        in flight: it runs on both, the first answer wins), or, while local looks too slow for any
+        frame, runs one anyway: the probe that shows when the slow spell is over."""
+        if not self._hedging:
+            return
+        while self._worker_idle():
+            f = self._hedge_pick(now)
+            if f is None:
+                return
+            if f.stage is _Stage.CLOUD_QUEUE:
+                self._cloud_q.remove(f.seq)
+                f.stage = _Stage.LOCAL_RUN
+                self.counters[("hedge", "moved_local")] += 1
+            else:
+                f.hedged = True
+                self._hedge_open.add(f.seq)
+                self.counters[("hedge", "started")] += 1
+            self._local_busy += 1
+            self._out.append(RunLocal(f.seq))
+
+    def _hedge_pick(self, now: float) -> _Frame | None:
+        est = self._local_estimate(self._pcfg.local_quantile, now)
+        low = self._local_estimate(0.25, now)
+        frames = list(self._cloud_frames())
+        # due: no answer yet by the last moment a local run could still finish; and it still can
+        can = [f for f in frames if f.deadline - est <= now and now + low <= f.deadline]
+        if can:
+            return min(can, key=lambda f: f.deadline)
+        flying = [f for f in frames if f.stage is _Stage.CLOUD_FLIGHT]
+        if flying and all(now + low > f.deadline for f in frames):
+            return max(flying, key=lambda f: f.deadline)  # the probe: a copy, the cloud still answers it
+        return None
 
     # -- time ------------------------------------------------------------------------------
     def _expire(self, now: float) -> None:
@@ -495,15 +740,17 @@ class DeviceCore:
                 continue
             req.timed_out = True
             self.pool.finished(req.endpoint, len(req.seqs), req.id)
-            self.counters["cloud_timeouts"] += 1
-            self._sample(req, now)  # censored: the answer takes at least this long
-            self.pool.timed_out_sample(req.endpoint, sent_at=req.sent_at, depth=req.depth, now=now)
-            self.pool.failed(req.endpoint, now, Failure.TIMEOUT,
-                             message=f"no answer within {self.cfg.request_timeout_s:.3f} s")
-            for seq in req.seqs:
-                f = self._frames.get(seq)
-                if f is not None and f.stage is _Stage.CLOUD_FLIGHT and f.request == rid:
-                    self._route(f, now, fallback=True)
+            if req.uploaded_at is None and self._uploads_reported:
+                # still on the uplink: the link stalled, not the endpoint (its bytes stay queued until they leave)
+                self.counters[("uplink", "stalled_requests")] += 1
+            else:
+                self.link.drop(req.id)
+                self.counters["cloud_timeouts"] += 1
+                self._sample(req, now)  # censored: the answer takes at least this long
+                self.pool.timed_out_sample(req.endpoint, since=req.since, depth=req.depth, now=now)
+                self.pool.failed(req.endpoint, now, Failure.TIMEOUT,
+                                 message=f"no answer within {self.cfg.request_timeout_s:.3f} s")
+            self._requeue(req, now)
 
     def _leave_unanswered(self, f: _Frame, why: str) -> None:
         """Resolve a frame that has to leave now without an answer."""
@@ -535,7 +782,24 @@ class DeviceCore:
         f.answer, f.meta, f.answered_at = answer, meta, now
         self._resolve(f, Outcome.LOCAL if route is Route.LOCAL else Outcome.CLOUD, None)
 
+    def _hedge_second(self, seq: int, route: Route) -> bool:
+        """Whether this answer is the second of a hedged frame's two (counted here, used nowhere)."""
+        if seq not in self._hedge_open:
+            return False
+        if seq in self._hedge_answered:
+            self._hedge_over(seq)
+            self.counters[("hedge", "second_answer", route.value)] += 1
+            return True
+        self._hedge_answered.add(seq)
+        return False
+
+    def _hedge_over(self, seq: int) -> None:
+        """One of a hedged frame's two runs ended without an answer: no second answer will come."""
+        self._hedge_open.discard(seq)
+        self._hedge_answered.discard(seq)
+
     def _late_answer(self, seq: int, route: Route, now: float) -> None:
+        """An answer for a frame that already left without one: counted, never released twice."""
         self.counters[("late_answer", route.value)] += 1
         self._out.append(LateAnswer(seq, route, now))
 
@@ -555,10 +819,13 @@ class DeviceCore:
             if outcome.within_budget and now > f.deadline:
                 # answered in time but held past its deadline: it did not reach the sinks in budget
                 outcome, reason = Outcome.LATE, "released_late"
+            upload = None
+            if f.route is Route.CLOUD and f.rung is not None:
+                upload = {"encoding": f.rung.name, "bytes": f.nbytes, "exact": f.rung.exact}
             out.append(FrameResult(
                 seq=f.seq, outcome=outcome, route=f.route, reason=reason, captured_at=f.captured, deadline=f.deadline,
                 released_at=now, answered_at=f.answered_at, detections=f.answer, meta=f.meta or {},
-                endpoint=f.endpoint,
+                endpoint=f.endpoint, upload=upload, hedged=f.hedged,
             ))
             del self._frames[self._head]
             self._head += 1

@@ -30,20 +30,30 @@ class WindowedQuantile:
     The window holds the last ``size`` samples, and with ``horizon_s`` only those of the
     last ``horizon_s`` seconds (but always the newest ``keep``): where samples are sparse (a
     cloud probed once a second) a count window alone would remember a slow spell for half a
-    minute after it ended. ``prior`` answers while there is no sample. ``last_at`` is the time
-    of the newest sample (the caller's clock), so a caller can tell a stale estimate from a
-    fresh one.
+    minute after it ended. With ``forget_s`` even the newest ``keep`` go once they are that old,
+    and the estimate falls back to ``prior``: an estimate ages out instead of freezing when
+    nothing new is measured (a lane the device stopped using because it looked slow).
+    ``prior`` answers while there is no sample. ``last_at`` is the time of the newest sample
+    (the caller's clock), so a caller can tell a stale estimate from a fresh one.
+
+    >>> q = WindowedQuantile(8, prior=0.05, horizon_s=3.0, forget_s=10.0)
+    >>> q.update(0.6, at=0.0)   # one slow spell, then nothing measured
+    >>> q.quantile(0.75, now=5.0), q.quantile(0.75, now=10.5)
+    (0.6, 0.05)
     """
 
     def __init__(self, size: int = 64, prior: float | None = None, *, horizon_s: float | None = None,
-                 keep: int = 3) -> None:
+                 keep: int = 3, forget_s: float | None = None) -> None:
         if int(size) < 1 or int(keep) < 1:
             raise ConfigError(f"estimator window size and keep must be >= 1 sample, got {size!r}, {keep!r}")
         if horizon_s is not None and not horizon_s > 0:
             raise ConfigError(f"estimator horizon_s must be a positive number of seconds or None, got {horizon_s!r}")
+        if forget_s is not None and not forget_s > 0:
+            raise ConfigError(f"estimator forget_s must be a positive number of seconds or None, got {forget_s!r}")
         self.size = int(size)
         self.prior = prior
         self.horizon_s = horizon_s
+        self.forget_s = forget_s
         self.keep = min(int(keep), self.size)
         self._order: deque[tuple[float, float]] = deque()
         self._sorted: list[float] = []
@@ -55,10 +65,12 @@ class WindowedQuantile:
         del self._sorted[bisect.bisect_left(self._sorted, value)]
 
     def _age_out(self, now: float) -> None:
-        if self.horizon_s is None:
-            return
-        while len(self._order) > self.keep and self._order[0][0] < now - self.horizon_s:
-            self._evict()
+        if self.horizon_s is not None:
+            while len(self._order) > self.keep and self._order[0][0] < now - self.horizon_s:
+                self._evict()
+        if self.forget_s is not None:
+            while self._order and self._order[0][0] < now - self.forget_s:
+                self._evict()
 
     def update(self, value: float, *, at: float) -> None:
         value = float(value)

@@ -16,8 +16,8 @@ from typing import Any, Mapping, Sequence, Union
 from .frames import FrameResult, Route
 
 __all__ = [
-    "Failure", "FrameCaptured", "FrameSkipped", "LocalReady", "LocalDone", "CloudDone", "WakeDone", "Tick", "Close",
-    "Flush", "RunLocal", "SendBatch", "Wake", "Release", "LateAnswer", "Event", "Action", "EVENTS",
+    "Failure", "FrameCaptured", "FrameSkipped", "LocalReady", "LocalDone", "Uploaded", "CloudDone", "WakeDone", "Tick",
+    "Close", "Flush", "RunLocal", "SendBatch", "Wake", "Release", "LateAnswer", "Event", "Action", "EVENTS",
 ]
 
 
@@ -67,6 +67,20 @@ class LocalDone:
     service_s: float
     answer: Any = None
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    """The body of request ``request`` has left the device: every byte of it acknowledged.
+
+    ``frame_bytes`` is each frame's encoded size, in the order of the request's frames. A
+    driver that cannot tell when an upload left may skip this event; the core then learns
+    nothing about the uplink from that request.
+    """
+
+    at: float
+    request: int
+    frame_bytes: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -121,8 +135,8 @@ class Flush:
     at: float
 
 
-Event = Union[FrameCaptured, FrameSkipped, LocalReady, LocalDone, CloudDone, WakeDone, Tick, Close, Flush]
-EVENTS = (FrameCaptured, FrameSkipped, LocalReady, LocalDone, CloudDone, WakeDone, Tick, Close, Flush)
+Event = Union[FrameCaptured, FrameSkipped, LocalReady, LocalDone, Uploaded, CloudDone, WakeDone, Tick, Close, Flush]
+EVENTS = (FrameCaptured, FrameSkipped, LocalReady, LocalDone, Uploaded, CloudDone, WakeDone, Tick, Close, Flush)
 
 
 # -- actions -------------------------------------------------------------------------------
@@ -135,7 +149,12 @@ class RunLocal:
 
 @dataclass(frozen=True)
 class SendBatch:
-    """Send these frames to cloud endpoint ``endpoint`` in one request."""
+    """Send these frames to cloud endpoint ``endpoint`` in one request, each in its encoding.
+
+    ``encodings`` names each frame's upload encoding (``"png"``: lossless, ``"jpeg90"``: JPEG
+    of quality 90, always at the model's input size). Report :class:`Uploaded` when the body
+    has left, then :class:`CloudDone`.
+    """
 
     request: int
     endpoint: int
@@ -145,6 +164,7 @@ class SendBatch:
     #: the endpoint's usual time on the network: send each frame's budget net of it (deadline -
     #: now - network_s), so the endpoint never computes a frame whose answer could only arrive late
     network_s: float = 0.0
+    encodings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

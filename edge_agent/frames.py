@@ -64,6 +64,10 @@ class FrameResult:
     detections: Any = None  # yolo_edge.Detections when answered
     meta: dict = field(default_factory=dict)
     endpoint: str | None = None  # the cloud endpoint that answered
+    #: how it was uploaded when the cloud answered: {"encoding": "png"|"jpeg90", "bytes": n,
+    #: "exact": the cloud saw the very pixels the local model would (lossless)}
+    upload: dict | None = None
+    hedged: bool = False  # it ran on both routes (a hedge): the first answer is this one
     image: Any = None  # the frame itself, kept only for sinks that want images
     wall_offset_s: float | None = None  # add to the times above for Unix time (set by the agent)
 
@@ -96,6 +100,10 @@ class FrameResult:
             d["finished_wall"] = _iso(self.released_at + self.wall_offset_s)
         if self.endpoint is not None:
             d["endpoint"] = self.endpoint
+        if self.upload is not None:
+            d["upload"] = dict(self.upload)
+        if self.hedged:
+            d["hedged"] = True
         if self.detections is not None:
             d["detections"] = self.detections.to_dict()["detections"]
         if self.meta:

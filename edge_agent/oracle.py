@@ -174,10 +174,71 @@ def _prune(states: list[tuple[int, float, float]], local_free: float, cloud_free
     return kept
 
 
+def _best_over_link(sample: TraceSample) -> int:
+    """The bound with the uplink as a third machine: the device's uploads queue on it in bytes.
+
+    Relaxed like the rest: every cloud frame goes at the ladder's floor (the smallest encoding
+    the device may use), its upload starts the moment it is captured (no encoding time), and
+    the endpoint answers it in its bare service time, never queueing. The link is the trace's
+    own FIFO of 1500-byte opportunities, its upload windows widened to a monotone envelope, so
+    uploading in capture order is optimal and the same dynamic program finds the best split.
+    """
+    from .link import Ladder
+    from .uplink import PACKET_BYTES, UplinkTrace, wire_bytes
+
+    tr = sample.trace
+    link = UplinkTrace.load(tr.uplink)
+    off = sample.uplink_offset_s
+    r = sample.captured
+    n = len(r)
+    weight = r >= tr.warmup_s
+    d = r + tr.budget_s
+    clouds = [c for c in tr.clouds if not c.wrong_model]
+    if not clouds:
+        return _best(sample, use_cloud=False)
+    floor = Ladder.parse(tr.ladder).floor.name
+    packets = np.array([math.ceil(wire_bytes(sample.nbytes(j, floor)) / PACKET_BYTES) for j in range(n)])
+    service = min(c.service_s * _batch_share(tr, c) for c in clouds)
+    # the last moment each upload may end for its answer to be back in time; a monotone envelope
+    upload_due = np.maximum.accumulate(d - sample.net_rtt - service)
+    first_free = np.array([link.packets_before(float(t) + off) for t in r])
+    local_from = tr.local_warmup_s
+    workers = tr.local_workers
+    p_min = float(np.min(sample.local_service)) / workers
+    k_min = int(np.min(packets))
+
+    states: list[tuple[int, float, float]] = [(0, -math.inf, -1)]
+    for j in range(n):
+        w = int(weight[j])
+        rj, dj = float(r[j]), float(d[j])
+        new: list[tuple[int, float, float]] = []
+        for c, cl, ci in states:
+            new.append((c, cl, ci))
+            start = max(rj, cl, local_from)
+            fin = start + sample.local_time(j, start) / workers
+            if fin <= dj:
+                new.append((c + w, _floor(fin), ci))
+            last = max(int(ci), int(first_free[j])) + int(packets[j]) - 1
+            if link.opportunity_time(last) - off <= float(upload_due[j]):
+                new.append((c + w, cl, last + 1))
+        if j + 1 < n:
+            states = _prune(new, max(float(r[j + 1]), local_from), int(first_free[j + 1]), p_min, k_min)
+        else:
+            states = new
+    return max(c for c, _, _ in states)
+
+
 def oracle_bound(sample: TraceSample) -> OracleBound:
-    """The offline bound for one device's sample of a trace."""
+    """The offline bound for one device's sample of a trace.
+
+    With an uplink trace it is the tighter of two valid bounds: the endpoints' capacity with
+    an uplink of no cost, and the uplink's capacity with endpoints of no queueing.
+    """
     frames = int(np.sum(sample.captured >= sample.trace.warmup_s))
-    return OracleBound(frames=frames, within=_best(sample, use_cloud=True), local_only=_best(sample, use_cloud=False))
+    within = _best(sample, use_cloud=True)
+    if sample.trace.uplink is not None:
+        within = min(within, _best_over_link(sample))
+    return OracleBound(frames=frames, within=within, local_only=_best(sample, use_cloud=False))
 
 
 def needed_offload(sample: TraceSample) -> float:

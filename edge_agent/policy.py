@@ -50,7 +50,8 @@ __all__ = ["CloudState", "Route", "Mode", "PolicyConfig", "Observation", "Decisi
 class CloudState(str, Enum):
     """What the device knows about a cloud endpoint."""
 
-    DISABLED = "disabled"  # none configured, or refused (model mismatch, auth)
+    NONE = "none"  # no cloud configured: a local-only device
+    DISABLED = "disabled"  # refused (model mismatch, auth)
     COLD = "cold"  # not known to be up: scaled to zero or never asked
     WAKING = "waking"  # a wake (GET /readyz) is under way
     READY = "ready"
@@ -138,6 +139,15 @@ class Observation:
     budget_s: float | None = None  # per-frame override of the configured budget
     #: no round trip measured for a while: a frame with nowhere better to go refreshes it
     cloud_probe_due: bool = False
+    #: of ``cloud_eta_s``, the time the frame would spend waiting for and crossing the uplink
+    cloud_link_s: float | None = None
+    #: the uplink has nothing queued: a long shot would not delay another upload
+    cloud_link_free: bool = True
+
+    @property
+    def local_idle(self) -> bool:
+        """A local worker sits idle with nothing queued for it."""
+        return self.local_ready and self.local_queued <= 0 and self.local_busy < max(1, self.local_workers)
 
 
 @dataclass(frozen=True)
@@ -172,12 +182,15 @@ def _cloud_eta(obs: Observation, cfg: PolicyConfig, estimate: float | None) -> f
 
 def _cloud_blocker(obs: Observation, cfg: PolicyConfig, remaining: float, cloud_eta: float) -> str | None:
     """Why the cloud cannot be planned for with this frame, or None when it can."""
+    if obs.cloud_state is CloudState.NONE:
+        return "no_cloud"
     if obs.cloud_state is not CloudState.READY:
         return f"cloud_{obs.cloud_state.value}"
     if obs.cloud_pending >= 2 * max(1, obs.cloud_capacity):
         return "cloud_busy"
     if cloud_eta > cfg.cloud_margin * remaining:
-        return "cloud_too_slow"
+        link = obs.cloud_link_s or 0.0
+        return "uplink_too_slow" if link > cfg.cloud_margin * remaining or link > cloud_eta / 2 else "cloud_too_slow"
     return None
 
 
@@ -187,7 +200,7 @@ def _cloud_chance(obs: Observation, cfg: PolicyConfig, remaining: float) -> bool
     Only while a request slot is free: a long shot queued behind other frames takes a turn
     that a frame with a real chance could have had.
     """
-    if obs.cloud_pending >= max(1, obs.cloud_capacity):
+    if obs.cloud_pending >= max(1, obs.cloud_capacity) or not obs.cloud_link_free:
         return False
     if obs.cloud_probe_due:
         return True
@@ -207,10 +220,11 @@ def decide(obs: Observation, cfg: PolicyConfig) -> Decision:
     local_room = obs.local_ready and obs.local_queued < cfg.queue_budget
 
     if cfg.mode is Mode.LOCAL:
-        # the same safety margin as hybrid admission, so the baseline is a fair one
-        if local_room and l_eta <= cfg.local_high * remaining:
+        # the same safety margin as hybrid admission, so the baseline is a fair one; an idle
+        # worker takes the frame whatever the estimate says (a late answer costs what a drop does)
+        if local_room and (l_eta <= cfg.local_high * remaining or obs.local_idle):
             return Decision(Route.LOCAL, "local_only", False, False, l_eta, None)
-        return Decision(Route.DROP, "local_full" if obs.local_ready else "local_warming", False, False, l_eta, None)
+        return Decision(Route.DROP, "local_busy" if obs.local_ready else "local_warming", False, False, l_eta, None)
     if cfg.mode is Mode.CLOUD:
         blocker = _cloud_blocker(obs, cfg, remaining, c_eta)
         wake = obs.cloud_state is CloudState.COLD
@@ -235,11 +249,16 @@ def decide(obs: Observation, cfg: PolicyConfig) -> Decision:
         return Decision(Route.CLOUD, why_not_local, True, False, l_eta, c_eta)
     # the cloud cannot be planned for: local still takes the frame if it can make the deadline at all
     if local_room and l_eta <= remaining:
-        return Decision(Route.LOCAL, f"fallback_{blocker}", True, wake, l_eta, c_eta)
-    if blocker == "cloud_too_slow" and _cloud_chance(obs, cfg, remaining):
+        reason = "local_fits" if blocker == "no_cloud" else f"fallback_{blocker}"
+        return Decision(Route.LOCAL, reason, blocker != "no_cloud", wake, l_eta, c_eta)
+    if blocker in ("cloud_too_slow", "uplink_too_slow") and _cloud_chance(obs, cfg, remaining):
         return Decision(Route.CLOUD, "cloud_chance", True, False, l_eta, c_eta)
-    if not obs.local_ready and blocker == "cloud_disabled":
-        blocker = "local_warming"
+    if obs.local_idle:
+        # an idle worker is never left idle while a frame is dropped: its estimate may be stale
+        # (one slow spell), and running the frame is the probe that refreshes it
+        return Decision(Route.LOCAL, "local_idle", True, wake, l_eta, c_eta)
+    if blocker == "no_cloud" or (not obs.local_ready and blocker == "cloud_disabled"):
+        blocker = "local_busy" if obs.local_ready else "local_warming"
     return Decision(Route.DROP, blocker, True, wake, l_eta, c_eta)
 
 

@@ -92,7 +92,8 @@ class Endpoint:
     health: Health = field(default_factory=Health)
     requests: int = 0  # in flight, not timed out
     frames: int = 0  # frames in those requests
-    sent_at: dict = field(default_factory=dict)  # request id -> when it was sent, for those in flight
+    #: request id -> since when the endpoint has it (sent; then its upload's end), for those in flight
+    sent_at: dict = field(default_factory=dict)
     network: WindowedQuantile = field(default_factory=lambda: WindowedQuantile(32, horizon_s=30.0))
     answered: int = 0
     failures: int = 0
@@ -164,7 +165,7 @@ class CloudPool:
         if serving:
             return CloudState.READY, sum(e.max_inflight * e.max_batch for e in serving)
         if not self.endpoints:
-            return CloudState.DISABLED, 1
+            return CloudState.NONE, 1
         states = {e.state(now) for e in self.endpoints}
         return next(s for s in _HOPE if s in states), 1
 
@@ -173,18 +174,19 @@ class CloudPool:
         return sum(e.frames for e in self.endpoints)
 
     # -- choosing -----------------------------------------------------------------------
-    def pick(self, now: float, deadline: float = math.inf, quantile: float = 0.9) -> Endpoint | None:
-        """Where the next batch (due by ``deadline``) goes, or None while every serving endpoint is full."""
+    def pick(self, now: float, deadline: float = math.inf, quantile: float = 0.9, upload_s: float = 0.0
+             ) -> Endpoint | None:
+        """Where the next batch (due by ``deadline``) goes, or None while every serving endpoint is full.
+
+        ``upload_s`` is the batch's time to leave the device: every endpoint sits behind the
+        same uplink, so it moves every endpoint's answer time alike.
+        """
         free = [e for e in self._serving(now) if e.requests < e.max_inflight]
         if not free:
             return None
 
         def eta(e: Endpoint, q: float) -> float:
-            value = e.model.quantile(e.frames, q, now)
-            # a request already out longer than that says more than the samples do: an endpoint
-            # that just slowed down holds its requests before any answer can tell
-            stuck = now - min(e.sent_at.values()) if e.sent_at else 0.0
-            return max(0.0 if value is None else value, stuck)  # never measured: worth finding out
+            return upload_s + self.post_upload(e, q, now)
 
         fits = [e for e in free if now + eta(e, quantile) < deadline]
         if not fits:
@@ -196,11 +198,26 @@ class CloudPool:
 
         return min(fits, key=key)
 
+    def post_upload(self, e: Endpoint, q: float, now: float, *, stuck: bool = True) -> float:
+        """How long ``e`` takes from having a request (its upload done) to the answer, at its load.
+
+        With ``stuck``, a request already out longer than the samples say counts too: an
+        endpoint that just slowed down holds its requests before any answer can tell.
+        """
+        value = e.model.quantile(e.frames, q, now)
+        held = now - min(e.sent_at.values()) if stuck and e.sent_at else 0.0
+        return max(0.0 if value is None else value, held)  # never measured: worth finding out
+
     def sent(self, e: Endpoint, n: int, request: int, now: float) -> None:
         e.requests += 1
         e.frames += n
         e.sent_at[request] = now
         self.counters[("endpoint", e.name, "requests")] += 1
+
+    def uploaded(self, e: Endpoint, request: int, at: float) -> None:
+        """The request has left the device: the endpoint has it from now."""
+        if request in e.sent_at:
+            e.sent_at[request] = at
 
     def finished(self, e: Endpoint, n: int, request: int) -> None:
         """A request is over (answered, failed or timed out): its slot is free."""
@@ -209,10 +226,11 @@ class CloudPool:
         e.sent_at.pop(request, None)
 
     # -- outcomes -----------------------------------------------------------------------
-    def answered(self, e: Endpoint, *, n: int, sent_at: float, depth: int, now: float,
+    def answered(self, e: Endpoint, *, n: int, since: float, depth: int, now: float,
                  network_s: float | None = None, sample: bool = True) -> None:
+        """A request answered ``now``; the endpoint had it from ``since`` with ``depth`` frames ahead."""
         if sample:
-            e.model.update(depth, now - sent_at, at=now)
+            e.model.update(depth, now - since, at=now)
         if network_s is not None and network_s >= 0:
             e.network.update(network_s, at=now)
         e.answered += n
@@ -238,8 +256,8 @@ class CloudPool:
             logger.debug("cloud endpoint %s: request failed (%s%s)", e.name, failure.value,
                          f": {message}" if message else "")
 
-    def timed_out_sample(self, e: Endpoint, *, sent_at: float, depth: int, now: float) -> None:
-        e.model.update(depth, now - sent_at, at=now)  # censored: the answer takes at least this long
+    def timed_out_sample(self, e: Endpoint, *, since: float, depth: int, now: float) -> None:
+        e.model.update(depth, max(0.0, now - since), at=now)  # censored: the answer takes at least this long
 
     def _disable(self, e: Endpoint, message: str) -> None:
         if e.phase is not Phase.DISABLED:

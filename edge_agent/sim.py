@@ -34,8 +34,11 @@ from yolo_edge.errors import ConfigError
 from .core import CoreConfig, DeviceCore
 from .events import (
     Close, CloudDone, Failure, FrameCaptured, LateAnswer, LocalDone, LocalReady, Release, RunLocal, SendBatch, Tick,
-    Wake, WakeDone,
+    Uploaded, Wake, WakeDone,
 )
+from .frames import Outcome
+from .link import Ladder
+from .uplink import TraceLink, UplinkTrace, wire_bytes
 from yolo_edge.health import HealthConfig
 from .policy import STRATEGIES, PolicyConfig, make_policy
 from .pool import EndpointSpec
@@ -201,16 +204,79 @@ class SimCloud:
         self._pump()
 
 
+class _DeviceCPU:
+    """The local worker's core when the device's own work (capture, encoding) runs on it too.
+
+    That work preempts inference: a local run in progress finishes later by what ran meanwhile,
+    and one that starts while the core is busy starts late.
+    """
+
+    def __init__(self, loop: EventLoop, done: Callable[[int, float], None]) -> None:
+        self.loop, self.done = loop, done
+        self.busy_until = 0.0  # the device's own work queued on the core
+        self._jobs: dict[int, list] = {}  # seq -> [token, start, end]
+        self._tokens = itertools.count()
+
+    def run(self, seq: int, service_s: float) -> None:
+        now = self.loop.now
+        start = max(now, self.busy_until)
+        self._schedule(seq, now, start + service_s)
+
+    def charge(self, cost_s: float) -> None:
+        if cost_s <= 0:
+            return
+        now = self.loop.now
+        if self._jobs:  # preempts the run that would end first
+            seq, (_, start, end) = min(self._jobs.items(), key=lambda kv: kv[1][2])
+            self._schedule(seq, start, end + cost_s)
+        else:
+            self.busy_until = max(now, self.busy_until) + cost_s
+
+    def _schedule(self, seq: int, start: float, end: float) -> None:
+        token = next(self._tokens)
+        self._jobs[seq] = [token, start, end]
+        self.loop.at(end, self._end, seq, token)
+
+    def _end(self, seq: int, token: int) -> None:
+        job = self._jobs.get(seq)
+        if job is None or job[0] != token:
+            return  # rescheduled
+        del self._jobs[seq]
+        self.done(seq, self.loop.now - job[1])
+
+    @property
+    def running(self) -> int:
+        return len(self._jobs)
+
+
+#: drop reasons that do not mean "no capacity" (the frame was already too old, or the run ended)
+_NOT_CAPACITY = frozenset({"expired", "shutdown", "local_warming", "local_error"})
+
+
 class SimDevice:
-    """One device: a DeviceCore driven by the event loop and a trace sample."""
+    """One device: a DeviceCore driven by the event loop and a trace sample.
+
+    With an uplink trace, every request's bytes (each frame's real encoded size at the rung
+    the core chose, plus HTTP and TCP/IP framing) queue on the device's :class:`TraceLink`;
+    the request reaches the endpoint when its last packet has left plus half its round trip,
+    and the core hears :class:`Uploaded` when the acknowledgement is back.
+    """
 
     def __init__(self, loop: EventLoop, clouds: Sequence[SimCloud], tsample: TraceSample, cfg: CoreConfig,
-                 stats: RunStats, *, policy=None) -> None:
+                 stats: RunStats, *, policy=None, keep_results: bool = False) -> None:
         self.loop, self.clouds, self.s, self.stats = loop, list(clouds), tsample, stats
         t = tsample.trace
+        if t.ladder is not None:
+            cfg = replace(cfg, ladder=Ladder.parse(t.ladder))
         self.core = DeviceCore(cfg, cloud=bool(self.clouds), local_ready=t.local_warmup_s <= 0, policy=policy)
+        self.link = TraceLink(UplinkTrace.load(t.uplink), offset_s=tsample.uplink_offset_s) if t.uplink else None
+        self.cpu = _DeviceCPU(loop, self._local_done)
         self._tick_at: float | None = None
         self._requests: dict[int, tuple[int, ...]] = {}
+        self._idle_at_capture: set[int] = set()
+        #: frames dropped for lack of capacity while a local worker sat idle (checked: 0)
+        self.idle_drops = 0
+        self.results: list | None = [] if keep_results else None
         for seq, captured in enumerate(tsample.captured):
             loop.at(float(captured), self._frame, seq)
         if t.local_warmup_s > 0:
@@ -218,6 +284,11 @@ class SimDevice:
         loop.at(t.duration_s, self._feed, Close)
 
     def _frame(self, seq: int) -> None:
+        t = self.s.trace
+        if self.cpu.running < t.local_workers and self.loop.now >= t.local_warmup_s:
+            self._idle_at_capture.add(seq)
+        if t.shared_cpu:
+            self.cpu.charge(t.capture_cpu_s)
         self._do(self.core.handle(FrameCaptured(at=self.loop.now, seq=seq)))
 
     def _feed(self, event_type) -> None:
@@ -232,29 +303,54 @@ class SimDevice:
         now = self.loop.now
         for a in actions:
             if isinstance(a, RunLocal):
-                dt = self.s.local_time(a.seq, now)
-                self.loop.at(now + dt, self._local_done, a.seq, dt)
+                self.cpu.run(a.seq, self.s.local_time(a.seq, now))
             elif isinstance(a, SendBatch):
-                self._requests[a.request] = a.seqs
-                cloud = self.clouds[a.endpoint]
-                net = self.s.network_time(a.seqs[0], now, cloud.c)
-                # the budgets on the wire are net of the endpoint's usual network time, as the agent sends them
-                deadlines = [d - a.network_s for d in a.deadlines]
-                cloud.request(deadlines, net, a.timeout_s,
-                              lambda failure, retry, expired, rid=a.request, net=net: self._cloud_done(
-                                  rid, failure, retry, expired, net))
+                self._send(a)
             elif isinstance(a, Wake):
                 cloud = self.clouds[a.endpoint]
                 cloud.wake(a.wait_s, lambda ok, ep=a.endpoint, c=cloud: self._woken(ep, ok, c))
             elif isinstance(a, Release):
                 for r in a.results:
                     self.stats.add(r)
+                    if r.seq in self._idle_at_capture:
+                        self._idle_at_capture.discard(r.seq)
+                        if r.outcome is Outcome.DROPPED and r.reason not in _NOT_CAPACITY:
+                            self.idle_drops += 1
+                    if self.results is not None:
+                        self.results.append(r)
             elif isinstance(a, LateAnswer):
                 self.stats.add_late_answer(a.route)
         nxt = self.core.next_timer()
         if nxt is not None and (self._tick_at is None or nxt < self._tick_at):
             self._tick_at = nxt
             self.loop.at(nxt, self._tick, nxt)
+
+    def _send(self, a: SendBatch) -> None:
+        now, t = self.loop.now, self.s.trace
+        self._requests[a.request] = a.seqs
+        cloud = self.clouds[a.endpoint]
+        net = self.s.network_time(a.seqs[0], now, cloud.c)
+        # the budgets on the wire are net of the endpoint's usual network time, as the agent sends them
+        deadlines = [d - a.network_s for d in a.deadlines]
+        done = lambda failure, retry, expired, rid=a.request, net=net: self._cloud_done(  # noqa: E731
+            rid, failure, retry, expired, net)
+        if self.link is None:  # no link: the request only pays its round trip; its upload is instant
+            self.loop.at(now, self._uploaded, a.request, ())
+            cloud.request(deadlines, net, a.timeout_s, done)
+            return
+        # the budgets are written on the wire at send time; the endpoint counts them from arrival
+        encodings = a.encodings or ("png",) * len(a.seqs)
+        frame_bytes = tuple(self.s.nbytes(seq, enc) for seq, enc in zip(a.seqs, encodings))
+        encode_s = sum(self.s.encode_time(seq, enc) for seq, enc in zip(a.seqs, encodings))
+        if t.shared_cpu:
+            self.cpu.charge(encode_s)
+        left = self.link.send(now + encode_s, wire_bytes(sum(frame_bytes), len(a.seqs)))
+        self.loop.at(left + net / 2, self._uploaded, a.request, frame_bytes)
+        deadlines = [d + (left - now) for d in deadlines]
+        self.loop.at(left, lambda: cloud.request(deadlines, net, max(0.0, a.timeout_s - (left - now)), done))
+
+    def _uploaded(self, rid: int, frame_bytes: tuple[int, ...]) -> None:
+        self._do(self.core.handle(Uploaded(at=self.loop.now, request=rid, frame_bytes=frame_bytes)))
 
     def _woken(self, endpoint: int, ok: bool, cloud: SimCloud) -> None:
         if ok and cloud.c.wrong_model:  # ready, but the model check after the wake fails
@@ -320,7 +416,7 @@ def simulate_fleet(trace: Trace, *, strategy: str = "policy", devices: int = 1,
     if not isinstance(devices, int) or devices < 1:
         raise ConfigError(f"devices must be a whole number >= 1, got {devices!r}")
     cfg = core_config_for(trace, policy_config, health_config)
-    policy = make_policy(strategy, cfg.policy)
+    policy = None if strategy == "policy" else make_policy(strategy, cfg.policy)  # ours: the core's own, with hedging
     loop = EventLoop()
     clouds = [SimCloud(loop, c, duration_s=trace.duration_s, net_rtt_s=trace.net_rtt_s) for c in trace.clouds]
     fleet = []

@@ -17,7 +17,7 @@ everywhere and differences between them come from the code, not from the dice.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -60,12 +60,7 @@ class CloudTrace:
             raise ConfigError(f"cloud {self.name!r}: service_s, slots and max_replicas must be positive")
 
     def degrade_factor(self, t: float) -> float:
-        for start, peak, end, factor in self.degrade:
-            if start <= t < peak:
-                return 1.0 + (factor - 1.0) * (t - start) / (peak - start)
-            if peak <= t < end:
-                return factor - (factor - 1.0) * (t - peak) / (end - peak)
-        return 1.0
+        return _ramp(self.degrade, t)
 
     def slow_factor(self, t: float) -> float:
         return next((factor for start, end, factor in self.slow if start <= t < end), 1.0)
@@ -104,6 +99,7 @@ class Trace:
     local_service_s: float = 0.04
     local_cv: float = 0.15  # spread of local service times
     slow: tuple[Window, ...] = ()  # (start, end, factor) multiplying local service time
+    local_ramp: tuple[Ramp, ...] = ()  # local service slows along a ramp and recovers (thermal throttling)
     local_workers: int = 1
     local_warmup_s: float = 0.0  # the local backend is ready this long after the start
     # the network, per request: lognormal round trip
@@ -125,6 +121,15 @@ class Trace:
     target_inflight_per_replica: float = 3.0
     #: several endpoints (the pool); empty: one, from the cloud_* fields above
     endpoints: tuple[CloudTrace, ...] = ()
+    # the uplink: a real trace (bundled name or Mahimahi file) the device's uploads queue on, in
+    # bytes; None: no link (each request only pays its round trip)
+    uplink: str | None = None
+    uplink_offset_s: float | None = None  # where in the trace the run starts; None: drawn per seed and device
+    # the device's own CPU work (capture decode, encoding each upload) on the local worker's core
+    shared_cpu: bool = False
+    capture_cpu_s: float = 0.0  # per frame captured
+    encode_cpu_scale: float = 1.0  # times the encode times measured here (a slower device CPU)
+    ladder: tuple[str, ...] | None = None  # upload encodings, best first (None: the agent's default)
     # agent settings the simulated device uses
     max_inflight: int = 4
     max_batch: int = 1
@@ -144,10 +149,9 @@ class Trace:
         return self.fps
 
     def slow_factor(self, t: float) -> float:
-        for start, end, factor in self.slow:
-            if start <= t < end:
-                return factor
-        return 1.0
+        """How much slower than usual the local worker runs at ``t`` (a slow spell, a thermal ramp)."""
+        factor = next((f for start, end, f in self.slow if start <= t < end), 1.0)
+        return factor * _ramp(self.local_ramp, t)
 
     @property
     def clouds(self) -> tuple[CloudTrace, ...]:
@@ -174,6 +178,16 @@ class Trace:
         return max([self.fps] + [b[2] for b in self.bursts])
 
 
+def _ramp(ramps: tuple[Ramp, ...], t: float) -> float:
+    """1 outside the ramps; rising linearly to ``factor`` at the peak, then back to 1."""
+    for start, peak, end, factor in ramps:
+        if start <= t < peak:
+            return 1.0 + (factor - 1.0) * (t - start) / (peak - start)
+        if peak <= t < end:
+            return factor - (factor - 1.0) * (t - peak) / (end - peak)
+    return 1.0
+
+
 def lognormal_params(mean: float, std: float) -> tuple[float, float]:
     """(mu, sigma) of the lognormal with this mean and standard deviation."""
     sigma = math.sqrt(math.log(1 + (std / mean) ** 2)) if mean > 0 and std > 0 else 0.0
@@ -184,12 +198,20 @@ def lognormal_params(mean: float, std: float) -> tuple[float, float]:
 class TraceSample:
     """One device's realization of a trace: frame i is captured at ``captured[i]``, takes
     ``local_service[i]`` (times the trace's slow factor) on a local worker, and a request
-    whose first frame is i spends ``net_rtt[i]`` (times the degrade factor) on the network."""
+    whose first frame is i spends ``net_rtt[i]`` (times the degrade factor) on the network.
+
+    With an uplink, frame i encoded at rung r takes ``frame_bytes[r][i]`` bytes (drawn from
+    real frames encoded at the model's input size, the scene changing every few seconds) and
+    ``encode_s[r][i]`` of the device's CPU, and the link trace starts ``uplink_offset_s`` in.
+    """
 
     trace: Trace
     captured: np.ndarray
     local_service: np.ndarray
     net_rtt: np.ndarray
+    frame_bytes: dict = field(default_factory=dict)
+    encode_s: dict = field(default_factory=dict)
+    uplink_offset_s: float = 0.0
 
     def local_time(self, seq: int, start: float) -> float:
         return float(self.local_service[seq]) * self.trace.slow_factor(start)
@@ -197,6 +219,14 @@ class TraceSample:
     def network_time(self, seq: int, at: float, cloud: CloudTrace) -> float:
         """The round trip of a request to ``cloud`` whose first frame is ``seq``, sent at ``at``."""
         return float(self.net_rtt[seq]) * cloud.degrade_factor(at)
+
+    def nbytes(self, seq: int, rung: str) -> int:
+        table = self.frame_bytes.get(rung)
+        return 0 if table is None else int(table[seq])
+
+    def encode_time(self, seq: int, rung: str) -> float:
+        table = self.encode_s.get(rung)
+        return 0.0 if table is None else float(table[seq])
 
 
 def _arrivals(trace: Trace, offset: float) -> np.ndarray:
@@ -218,7 +248,26 @@ def sample(trace: Trace, *, device: int = 0, offset: float | None = None) -> Tra
     local = rng.lognormal(mu, sigma, n) if sigma > 0 else np.full(n, trace.local_service_s)
     mu, sigma = lognormal_params(trace.net_rtt_s, trace.net_jitter_s)
     net = rng.lognormal(mu, sigma, n) if sigma > 0 else np.full(n, trace.net_rtt_s)
-    return TraceSample(trace, captured, local, net)
+    if trace.uplink is None:  # (drawn after the rest: traces without a link sample exactly as before)
+        return TraceSample(trace, captured, local, net)
+    from .uplink import UplinkTrace, frame_size_table
+
+    link = UplinkTrace.load(trace.uplink)
+    offset_s = trace.uplink_offset_s
+    if offset_s is None:
+        offset_s = float(rng.uniform(0, max(0.0, link.period_s - trace.duration_s)))
+    table = frame_size_table()
+    # the scene: one real frame's sizes for a few seconds at a time, a few percent apart frame to frame
+    scene = rng.integers(0, len(table.names), size=int(trace.duration_s // _SCENE_S) + 2)
+    which = scene[np.minimum((captured // _SCENE_S).astype(int), len(scene) - 1)]
+    jitter = rng.lognormal(0.0, 0.04, n)
+    sizes = {r: np.maximum(1, table.nbytes[which, i] * jitter).astype(np.int64) for i, r in enumerate(table.rungs)}
+    encode = {r: table.encode_s[which, i] * trace.encode_cpu_scale for i, r in enumerate(table.rungs)}
+    return TraceSample(trace, captured, local, net, sizes, encode, offset_s)
+
+
+#: how long a camera's scene lasts before the frames look like another real photo
+_SCENE_S = 3.0
 
 
 # local 25 fps, cloud 12.5 fps: 37.5 fps of capacity for 30 fps of frames (1.25x)

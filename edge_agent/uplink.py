@@ -26,6 +26,7 @@ the simulator: a FIFO byte queue drained at the trace's opportunities.
 from __future__ import annotations
 
 import gzip
+import json
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -35,7 +36,8 @@ import numpy as np
 
 from yolo_edge.errors import ConfigError
 
-__all__ = ["UplinkTrace", "TraceLink", "PACKET_BYTES", "TCP_PAYLOAD_BYTES", "BUNDLED", "bundled", "wire_bytes"]
+__all__ = ["UplinkTrace", "TraceLink", "PACKET_BYTES", "TCP_PAYLOAD_BYTES", "BUNDLED", "bundled", "wire_bytes",
+           "FrameSizeTable", "frame_size_table"]
 
 #: one delivery opportunity of a Mahimahi trace carries one packet of this many bytes
 PACKET_BYTES = 1500
@@ -191,3 +193,34 @@ class TraceLink:
     def backlog_clears_at(self) -> float:
         """When everything queued so far has left."""
         return self.trace.opportunity_time(max(0, self._next - 1)) - self.offset_s
+
+
+@dataclass(frozen=True)
+class FrameSizeTable:
+    """Real frames encoded at the model's input size: bytes and encode time per rung, per frame."""
+
+    rungs: tuple[str, ...]
+    names: tuple[str, ...]
+    nbytes: np.ndarray  # [frame, rung]
+    encode_s: np.ndarray  # [frame, rung]
+    source: str = ""
+
+    def rung_index(self, rung: str) -> int:
+        if rung not in self.rungs:
+            raise ConfigError(f"no frame sizes measured for encoding {rung!r}; the table has {list(self.rungs)}")
+        return self.rungs.index(rung)
+
+
+@lru_cache(maxsize=None)
+def frame_size_table(path: str | None = None) -> FrameSizeTable:
+    """The bundled table (``edge_agent/uplinks/frame_sizes.json``) or another file of the same form."""
+    file = Path(path) if path else _HERE / "frame_sizes.json"
+    try:
+        data = json.loads(file.read_text())
+        rungs = tuple(data["rungs"])
+        frames = data["frames"]
+        nbytes = np.array([[f["bytes"][r] for r in rungs] for f in frames], dtype=np.float64)
+        enc = np.array([[f["encode_ms"][r] / 1000.0 for r in rungs] for f in frames], dtype=np.float64)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"cannot read the frame size table {file}: {exc}") from exc
+    return FrameSizeTable(rungs, tuple(f["name"] for f in frames), nbytes, enc, str(data.get("source", "")))

@@ -130,7 +130,7 @@ def test_threshold_baseline_counts_frames_not_time():
 
 def test_make_policy_strategies():
     cfg = PolicyConfig()
-    assert make_policy("local", cfg)(obs(local_queued=20)).reason == "local_full"
+    assert make_policy("local", cfg)(obs(local_queued=20)).reason == "local_busy"
     assert make_policy("cloud", cfg)(obs()).route is Route.CLOUD
     with pytest.raises(ConfigError, match="unknown strategy"):
         make_policy("random", cfg)
