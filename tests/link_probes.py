@@ -92,24 +92,33 @@ class EchoServer:
         return cls(proc)
 
 
-def rtt_probes(host: str, port: int, *, count: int, interval_s: float = 0.1, timeout_s: float = 10.0) -> np.ndarray:
-    """Round-trip times (s) of ``count`` small UDP probes; NaN where one was lost."""
-    rtts = np.full(count, np.nan)
+def rtt_probes(host: str, port: int, *, count: int | None = None, until: float | None = None,
+               interval_s: float = 0.1, timeout_s: float = 10.0) -> np.ndarray:
+    """Small UDP probes every ``interval_s`` (``count`` of them, or until ``time.monotonic()`` passes
+    ``until``): rows of (monotonic time sent, round trip in s, NaN where lost). A probe waits for its
+    echo (up to ``timeout_s``) before the next is sent, so a long round trip delays the next probe."""
+    if (count is None) == (until is None):
+        raise ValueError("give rtt_probes a count or an until, not both")
+    rows = []
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(timeout_s)
-        for i in range(count):
+        i = 0
+        while (count is not None and i < count) or (until is not None and time.monotonic() < until):
             t0 = time.monotonic()
             s.sendto(i.to_bytes(4, "big"), (host, port))
+            rtt = float("nan")
             try:
                 while True:
                     data, _ = s.recvfrom(64)
                     if int.from_bytes(data[:4], "big") == i:
-                        rtts[i] = time.monotonic() - t0
+                        rtt = time.monotonic() - t0
                         break
             except socket.timeout:
                 pass
+            rows.append((t0, rtt))
+            i += 1
             time.sleep(max(0.0, interval_s - (time.monotonic() - t0)))
-    return rtts
+    return np.array(rows, dtype=float).reshape(-1, 2)
 
 
 # -- the programs that run inside the namespace -----------------------------------------------
