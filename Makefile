@@ -11,7 +11,7 @@ CONSTRAINTS := -c constraints.txt
 export YOLO_CONFIG_DIR ?= $(CURDIR)/.cache/ultralytics
 PYTEST_ARGS ?=
 
-.PHONY: demo test install install-test models clean bench bench-service bench-agent bench-sim bench-deadlines serve bento nginx promtool triton test-py310
+.PHONY: demo test install install-test models clean bench bench-service bench-agent bench-sim bench-deadlines bench-rungs serve bento nginx promtool triton test-py310
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(VENV)/bin/python:
@@ -88,6 +88,11 @@ bench-sim: install-test models
 
 bench-deadlines: install-test models
 	$(PY) benchmarks/deadline_bench.py
+
+# each rung of the upload ladder on real photos: bytes, encode time, agreement with the local
+# answer; rewrites edge_agent/uplinks/frame_sizes.json (the simulator's frame sizes)
+bench-rungs: install-test models
+	$(PY) benchmarks/rung_bench.py
 
 # bentos.serve is `bentoml serve` with a metrics directory of its own (several per host)
 serve: install models

@@ -1,8 +1,9 @@
 """Start and stop a local ``bentoml serve`` of bentos.service as the cloud stand-in.
 
-Used by the hybrid demo, the agent benchmark and the integration tests. Always binds
-127.0.0.1; the server runs in its own process group so it can be killed as a whole
-(the "cloud outage" of the tests).
+Used by the hybrid demo, the agent benchmark and the integration tests. Binds 127.0.0.1
+unless told otherwise (the shaped-link tests bind an address inside a network namespace
+they made, with ``launcher=("ip", "netns", "exec", NS)``); the server runs in its own
+process group so it can be killed as a whole (the "cloud outage" of the tests).
 """
 
 from __future__ import annotations
@@ -39,9 +40,13 @@ class LocalService:
 
     def __init__(self, *, model: str | None = None, threads: int | None = 1, port: int | None = None,
                  log_dir: str | Path | None = None, env: dict[str, str] | None = None,
-                 start_timeout_s: float = 120.0, cpus: set[int] | None = None) -> None:
+                 start_timeout_s: float = 120.0, cpus: set[int] | None = None, host: str = "127.0.0.1",
+                 launcher: tuple[str, ...] = ()) -> None:
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.host = host
+        #: a command prefix the server runs under, such as ``("ip", "netns", "exec", NS)``
+        self.launcher = tuple(launcher)
+        self.url = f"http://{host}:{self.port}"
         self.log_dir = Path(log_dir) if log_dir else Path(os.environ.get("TMPDIR", "/tmp"))
         self.start_timeout_s = start_timeout_s
         self.env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "YOLO_EDGE_WARMUP_RUNS": "3", **(env or {})}
@@ -62,7 +67,7 @@ class LocalService:
             # local services (and the user's) keep their own /metrics
             cpus = self.cpus
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bentos.serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                [*self.launcher, sys.executable, "-m", "bentos.serve", "--host", self.host, "--port", str(self.port)],
                 cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                 preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
             )
