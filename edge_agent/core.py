@@ -796,6 +796,11 @@ class DeviceCore:
             return None  # the local queue has no room to spare
         return min(due, key=lambda f: f.deadline)
 
+    def _link_stalled(self, now: float) -> bool:
+        """An upload on the link is past the time it should have left by (as measured)."""
+        return self._uploads_reported and self.link.free_at(now) > now + self.link.lead_s and \
+            self.link.plan_Bps(now) is not None and self.link.inflight > 0 and self.link.overdue(now)
+
     def _hedge_pick(self, now: float) -> _Frame | None:
         est = self._local_estimate(self._pcfg.local_quantile, now)
         low = self._local_estimate(0.25, now)
@@ -804,6 +809,13 @@ class DeviceCore:
         can = [f for f in frames if f.deadline - est <= now and now + low <= f.deadline]
         if can:
             return min(can, key=lambda f: f.deadline)
+        if self._link_stalled(now):
+            # the uplink carries nothing for now: frames still waiting to leave on it are the idle
+            # worker's to take at once (a stalled upload answers nothing, an idle worker may)
+            stuck = [f for f in frames if now + low <= f.deadline and
+                     (f.stage is _Stage.CLOUD_QUEUE or self._requests[f.request].uploaded_at is None)]
+            if stuck:
+                return min(stuck, key=lambda f: f.deadline)
         flying = [f for f in frames if f.stage is _Stage.CLOUD_FLIGHT]
         if flying and all(now + low > f.deadline for f in frames):
             return max(flying, key=lambda f: f.deadline)  # the probe: a copy, the cloud still answers it

@@ -267,8 +267,10 @@ class Uplink:
 
     # -- estimates --------------------------------------------------------------------------
     def _age_out(self, now: float) -> None:
-        while self._done and (self._done[0][1] < now - self.forget_s or
-                              (len(self._done) > self.keep and self._done[0][1] < now - self.horizon_s)):
+        # the newest few are always kept: an old measurement beats the prior (a link that went
+        # quiet is probed, see stale(), rather than assumed as good as new)
+        while len(self._done) > self.keep and (self._done[0][1] < now - self.forget_s or
+                                               self._done[0][1] < now - self.horizon_s):
             self._done.popleft()
             self._cache = None
 
@@ -314,6 +316,10 @@ class Uplink:
         if now <= end + self._grace:
             return now  # its bytes have left: the acknowledgement is on its way back
         return now + (now - end - self._grace)  # overdue: the longer it stalls, the less it is about to end
+
+    def overdue(self, now: float) -> bool:
+        """Whether an upload on the link should have been acknowledged by now."""
+        return any(now > u.projected_end + self._grace for u in self._uploads.values())
 
     @property
     def _grace(self) -> float:

@@ -247,8 +247,11 @@ def decide(obs: Observation, cfg: PolicyConfig) -> Decision:
     wake = obs.cloud_state is CloudState.COLD
     if blocker is None:
         return Decision(Route.CLOUD, why_not_local, True, False, l_eta, c_eta)
-    # the cloud cannot be planned for: local takes the frame on the terms local only would
-    if local_room and (l_eta <= cfg.local_high * remaining or obs.local_idle):
+    # the cloud cannot be planned for: local still takes the frame if it can make the deadline at
+    # all; over an uplink that carries nothing in time the device is local only for now, and
+    # admits on local only's terms (a frame let in past them is late more often than not)
+    fits = (l_eta <= cfg.local_high * remaining or obs.local_idle) if blocker == "uplink_too_slow" else l_eta <= remaining
+    if local_room and fits:
         reason = "local_fits" if blocker == "no_cloud" else f"fallback_{blocker}"
         return Decision(Route.LOCAL, reason, blocker != "no_cloud", wake, l_eta, c_eta)
     if blocker in ("cloud_too_slow", "uplink_too_slow") and _cloud_chance(obs, cfg, remaining):

@@ -313,9 +313,9 @@ class Agent:
             # the encoding the core chose for each frame, and when the upload has left the device
             options["jpeg_qualities"] = [Rung.parse(name).quality for name in action.encodings]
 
-            def on_uploaded(sizes: list[int]) -> None:
+            def on_uploaded(sizes: list[int], rtt_s: float | None = None) -> None:
                 with self._lock:
-                    self._feed(Uploaded(at=self.clock(), request=action.request, frame_bytes=tuple(sizes)))
+                    self._feed(Uploaded(at=self.clock(), request=action.request, frame_bytes=tuple(sizes), rtt_s=rtt_s))
 
             options["on_uploaded"] = on_uploaded
         try:

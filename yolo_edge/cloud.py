@@ -290,7 +290,7 @@ class CloudClient:
         max_det: int | None = None,
         channels: str = "bgr",
         jpeg_qualities: Sequence[int | None] | None = None,
-        on_uploaded: Callable[[list[int]], None] | None = None,
+        on_uploaded: Callable[[list[int], float | None], None] | None = None,
     ) -> list[FrameResult]:
         """Like :meth:`detect_many`, but every frame's own :class:`~yolo_edge.wire.FrameResult`.
 
@@ -322,7 +322,7 @@ class CloudClient:
 
     # -- internals -------------------------------------------------------------------
     def _detect(self, images: list[Any], *, channels: str, budgets_s: Any = None,
-                qualities: list[int | None] | None = None, on_uploaded: Callable[[list[int]], None] | None = None,
+                qualities: list[int | None] | None = None, on_uploaded: Callable[..., None] | None = None,
                 **options: Any) -> tuple[list[FrameResult], list[float]]:
         check_channels(channels)
         form = DetectOptions(**options).to_form()
@@ -344,7 +344,7 @@ class CloudClient:
 
     def _send(self, images: list[Any], chunk: list[int], deadlines: list[float | None] | None, form: dict[str, str],
               channels: str, results: list[FrameResult | None], roundtrips: list[float],
-              qualities: list[int | None] | None = None, on_uploaded: Callable[[list[int]], None] | None = None) -> None:
+              qualities: list[int | None] | None = None, on_uploaded: Callable[..., None] | None = None) -> None:
         """One request for the frames ``chunk``; their results go into ``results``."""
         quality = [self.jpeg_quality if qualities is None else qualities[i] for i in chunk]
         # the model's input size is needed only to shrink something: arrays, or files when lossy
@@ -374,7 +374,7 @@ class CloudClient:
             from .upload_timing import on_acknowledged
 
             sizes = [len(up.data) for up in uploads]
-            with on_acknowledged(lambda: on_uploaded(sizes)):
+            with on_acknowledged(lambda rtt_s: on_uploaded(sizes, rtt_s)):
                 resp = self._request("POST", "/detect", files=files, data=fields, deadline=last)
         roundtrip_ms = (time.perf_counter() - t0) * 1000.0
         for i, result, up in zip(chunk, decode_results(_json(resp), len(uploads)), uploads):

@@ -15,7 +15,7 @@ Nothing changes for a caller that sets no function: the wait happens only inside
 >>> session = timed_session()
 >>> isinstance(session, requests.Session)
 True
->>> with on_acknowledged(lambda: None):
+>>> with on_acknowledged(lambda rtt: None):
 ...     pass
 """
 
@@ -29,9 +29,9 @@ from typing import Any, Callable, Iterator
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["timed_session", "on_acknowledged", "unacknowledged_bytes"]
+__all__ = ["timed_session", "on_acknowledged", "unacknowledged_bytes", "tcp_min_rtt_s"]
 
-_ON_ACKED: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar("yolo_edge_on_acked",
+_ON_ACKED: contextvars.ContextVar[Callable[[float | None], None] | None] = contextvars.ContextVar("yolo_edge_on_acked",
                                                                                       default=None)
 try:  # SIOCOUTQ is TIOCOUTQ on Linux: bytes in a TCP socket's send queue, not yet acknowledged
     import fcntl
@@ -47,9 +47,10 @@ _MAX_WAIT_S = 120.0
 
 
 @contextlib.contextmanager
-def on_acknowledged(fn: Callable[[], None]) -> Iterator[None]:
-    """Call ``fn()`` (in this thread) each time a request sent by a :func:`timed_session`
-    inside the block has had its last byte acknowledged (once per try when retried)."""
+def on_acknowledged(fn: Callable[[float | None], None]) -> Iterator[None]:
+    """Call ``fn(min_rtt_s)`` (in this thread) each time a request sent by a :func:`timed_session`
+    inside the block has had its last byte acknowledged (once per try when retried), with the
+    connection's smallest measured round trip (None where the kernel does not say)."""
     token = _ON_ACKED.set(fn)
     try:
         yield
@@ -68,6 +69,28 @@ def unacknowledged_bytes(sock: Any) -> int | None:
     return int.from_bytes(buf, "little", signed=True)
 
 
+def tcp_min_rtt_s(sock: Any) -> float | None:
+    """The smallest round trip the kernel measured on this TCP connection (Linux ``TCP_INFO``
+    ``tcpi_min_rtt``), in seconds; None where it cannot be read."""
+    import socket
+    import struct
+
+    if sock is None or not hasattr(socket, "TCP_INFO"):
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    except (OSError, ValueError):
+        return None
+    if len(info) < _MIN_RTT_OFFSET + 4:
+        return None
+    (usec,) = struct.unpack_from("I", info, _MIN_RTT_OFFSET)
+    return usec / 1e6 if 0 < usec < 0xFFFFFFFF else None
+
+
+#: byte offset of ``tcpi_min_rtt`` (microseconds) in Linux's ``struct tcp_info`` (since 4.6)
+_MIN_RTT_OFFSET = 148
+
+
 def _wait_acknowledged(sock: Any, limit_s: float) -> None:
     end = time.monotonic() + limit_s
     while (left := unacknowledged_bytes(sock)) and time.monotonic() < end:
@@ -84,7 +107,7 @@ def _timed(base: type) -> type:
                 timeout = self.timeout if isinstance(self.timeout, (int, float)) else None
                 _wait_acknowledged(self.sock, min(timeout or _MAX_WAIT_S, _MAX_WAIT_S))
                 try:
-                    fn()
+                    fn(tcp_min_rtt_s(self.sock))
                 except Exception:  # the observer's failure must not fail the request
                     logger.exception("upload observer failed")
             return super().getresponse(*args, **kwargs)

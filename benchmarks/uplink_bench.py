@@ -1,0 +1,208 @@
+"""Hybrid against local only over a real shaped uplink, and the simulator's prediction of each run.
+
+    sudo .venv/bin/python benchmarks/uplink_bench.py --traces verizon-lte,att-lte-driving --runs 3 --seconds 30
+
+(``make bench-uplink``; needs root for the network namespace, the veth pair and ``tbf``.)
+
+For each trace: a network namespace holds a real ``bentoml serve`` of bentos.service (one
+inference thread, pinned to core 1); the device side of the veth is shaped with kernel
+``tbf`` changed every 100 ms to follow the trace (``tests/shaped_link.py``), so every upload
+crosses a link with the trace's capacity over real TCP. The real agent (the real Detector,
+one thread, pinned to core 0) replays real photos at twice its measured local rate with a
+500 ms budget, alternating local only and hybrid, ``--runs`` times each.
+
+Each hybrid run is then replayed in the simulator on the same stretch of the trace (the
+offset the shaper was at when the run started), with the run's own measured local service
+times (mean and spread, from the adjacent local-only run's answers), the service's measured
+time per frame and the frames' real encoded sizes: the fidelity table says how far the
+simulator's within-budget share is from the real run's, in points.
+
+Prints Markdown for BENCHMARKS.md; ``--json`` keeps every number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from shaped_link import ShapedLink, shaped_link_unavailable  # noqa: E402
+
+from edge_agent.config import AgentConfig  # noqa: E402
+from edge_agent.demo import measure_local_fps, photos  # noqa: E402
+from edge_agent.frames import Outcome  # noqa: E402
+from edge_agent.runner import Agent  # noqa: E402
+from edge_agent.sim import simulate  # noqa: E402
+from edge_agent.sources import replay  # noqa: E402
+from edge_agent.traces import Trace  # noqa: E402
+from edge_agent.uplink import UplinkTrace  # noqa: E402
+from yolo_edge import Detector  # noqa: E402
+from yolo_edge.cloud import CloudClient  # noqa: E402
+from yolo_edge.image import load_image  # noqa: E402
+
+AGENT_CORE, CLOUD_CORE = 0, 1
+PINNED = hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2
+#: where in each trace the link starts: a stretch with the trace's typical capacity (see
+#: `python -m edge_agent.uplink describe`), the same every run so runs are comparable
+OFFSETS = {"verizon-lte": 30.0, "tmobile-lte": 30.0, "att-lte-driving": 20.0, "tmobile-umts-driving": 60.0}
+
+logger = logging.getLogger("uplink_bench")
+
+
+class Recorder:
+    """A sink that keeps every result (its route, timing and upload)."""
+
+    name = "recorder"
+    wants_images = False
+
+    def __init__(self) -> None:
+        self.results = []
+
+    def emit(self, r) -> None:
+        self.results.append(r)
+
+    def report(self):
+        from edge_agent.delivery import SinkReport
+
+        return SinkReport(name=self.name, received=len(self.results), delivered=len(self.results))
+
+    def close(self):
+        return self.report()
+
+
+class TimedDetector:
+    """The detector, recording how long each local inference took."""
+
+    def __init__(self, detector) -> None:
+        self.detector, self.times = detector, []
+
+    def __call__(self, image):
+        t0 = time.perf_counter()
+        try:
+            return self.detector(image)
+        finally:
+            self.times.append(time.perf_counter() - t0)
+
+    def __getattr__(self, name):
+        return getattr(self.detector, name)
+
+
+def run_agent(mode: str, detector, url: str | None, frames, fps: float, seconds: float, budget_ms: float) -> dict:
+    cfg = AgentConfig(mode=mode, latency_budget_ms=budget_ms, queue_budget=8, max_inflight=4, local_threads=1,
+                      local_cpus=(AGENT_CORE,) if PINNED else None)
+    clouds = []
+    if mode != "local":
+        clouds = [CloudClient(url, timeout=cfg.timeout_s, max_retries=0, expected_sha256=detector.info.sha256)]
+        clouds[0].wake(wait_s=60)
+    rec, timed = Recorder(), TimedDetector(detector)
+    agent = Agent(cfg, detector=timed, cloud=clouds, cloud_warm=bool(clouds), sinks=[rec])
+    started = time.monotonic()
+    stats = agent.run(replay((frames[i % len(frames)] for i in range(int(fps * seconds))), fps=fps))
+    for c in clouds:
+        c.close()
+    cloud_timing = [r.meta["timing"] for r in rec.results if r.outcome.value == "cloud" and r.meta]
+    d = stats.as_dict()
+    d.update(mode=mode, started=started, within=stats.within_budget, frames=stats.frames,
+             local_service_s=timed.times, local_answers=stats.outcomes[Outcome.LOCAL],
+             cloud_answers=stats.outcomes[Outcome.CLOUD],
+             hedges={k[1]: v for k, v in agent.core.counters.items() if isinstance(k, tuple) and k[0] == "hedge"},
+             cloud_server_ms=[t.get("server_ms") for t in cloud_timing if t.get("server_ms")])
+    return d
+
+
+def predict(run: dict, local: dict, trace_name: str, offset_s: float, fps: float, seconds: float, budget_ms: float,
+            local_s: float, local_cv: float, server_s: float) -> float:
+    """The simulator's within-budget share for one real run's settings and stretch of trace."""
+    trace = Trace(name=f"real_{trace_name}", duration_s=seconds, warmup_s=min(1.0, seconds / 10), fps=fps,
+                  budget_s=budget_ms / 1000, local_service_s=local_s, local_cv=local_cv, cloud_service_s=server_s,
+                  cloud_slots=1, net_rtt_s=0.002, net_jitter_s=0.0005, uplink=trace_name, uplink_offset_s=offset_s,
+                  max_inflight=4, queue_budget=8)
+    sims = [simulate(replace(trace, seed=s)).within_share for s in range(5)]
+    return statistics.mean(sims)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--traces", default="verizon-lte,att-lte-driving")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--budget-ms", type=float, default=500.0)
+    ap.add_argument("--json", default="out/uplink_bench.json")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    why = shaped_link_unavailable()
+    if why:
+        print(f"cannot make a shaped link here: {why}", file=sys.stderr)
+        return 2
+
+    if PINNED:
+        os.sched_setaffinity(0, {AGENT_CORE})
+    frames = [cv2.resize(load_image(p), (960, 540)) for p in photos()]
+    detector = Detector(None, threads=1)
+    local_fps = measure_local_fps(detector, frames[0], runs=20)
+    fps = 2 * local_fps
+    if PINNED:
+        os.sched_setaffinity(0, {AGENT_CORE, CLOUD_CORE})
+    print(f"local worker alone {local_fps:.1f} fps on core {AGENT_CORE}; the service on core {CLOUD_CORE} in the "
+          f"namespace; offered {fps:.1f} fps, {args.seconds:.0f} s runs, budget {args.budget_ms:.0f} ms", flush=True)
+    rows = []
+    for name in args.traces.split(","):
+        trace = UplinkTrace.load(name)
+        offset = OFFSETS.get(name, 0.0)
+        span = 2 * args.runs * (args.seconds + 15) + 120
+        with ShapedLink(trace, start_s=offset, duration_s=span) as link:
+            with link.service(threads=1, cpus={CLOUD_CORE} if PINNED else None, log_dir=Path(args.json).parent) as svc:
+                for i in range(args.runs):
+                    local = run_agent("local", detector, None, frames, fps, args.seconds, args.budget_ms)
+                    hybrid = run_agent("hybrid", detector, svc.url, frames, fps, args.seconds, args.budget_ms)
+                    at = offset + (hybrid["started"] - link.start)
+                    xs = local["local_service_s"] or [1 / local_fps]
+                    local_s = statistics.mean(xs)
+                    cv = statistics.pstdev(xs) / local_s if len(xs) > 1 else 0.15
+                    server = statistics.median(hybrid["cloud_server_ms"]) / 1000 if hybrid["cloud_server_ms"] else 0.1
+                    sim = predict(hybrid, local, name, at, fps, args.seconds, args.budget_ms, local_s, cv, server)
+                    row = {"trace": name, "run": i + 1, "trace_at_s": round(at, 1),
+                           "trace_mbps": round(trace.bytes_between(at, at + args.seconds) * 8 / args.seconds / 1e6, 2),
+                           "local_only": local["within_budget_share"], "hybrid": hybrid["within_budget_share"],
+                           "sim_hybrid": round(sim, 4), "gap_points": round(100 * (sim - hybrid["within_budget_share"]), 1),
+                           "uploads": hybrid["uploads"], "uplink": hybrid["uplink"], "drops": hybrid["drops"],
+                           "late": hybrid["late"], "local_service_ms": round(1000 * local_s, 1),
+                           "local_ms_in_hybrid": round(1000 * statistics.mean(hybrid["local_service_s"] or [0]), 1),
+                           "local_answers": [local["local_answers"], hybrid["local_answers"]],
+                           "cloud_answers": hybrid["cloud_answers"], "hedges": hybrid["hedges"],
+                           "server_ms": round(1000 * server, 1)}
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps({"offered_fps": fps, "local_fps": local_fps, "rows": rows}, indent=2))
+    print()
+    print("| trace | run | trace stretch | trace Mbit/s | local only | hybrid | hybrid - local | simulator | "
+          "sim - real (points) | uploads by encoding | measured goodput |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        ups = ", ".join(f"{k} {v['frames']}" for k, v in r["uploads"].items()) or "none"
+        good = r["uplink"]["goodput_bps"] / 1e6 if r["uplink"] and r["uplink"].get("goodput_bps") else None
+        print(f"| {r['trace']} | {r['run']} | {r['trace_at_s']:.0f}-{r['trace_at_s'] + args.seconds:.0f} s | "
+              f"{r['trace_mbps']} | {r['local_only']:.1%} | {r['hybrid']:.1%} | "
+              f"{100 * (r['hybrid'] - r['local_only']):+.1f} | {r['sim_hybrid']:.1%} | {r['gap_points']:+.1f} | {ups} | "
+              f"{'-' if good is None else f'{good:.2f} Mbit/s'} |")
+    wins = sum(r["hybrid"] >= r["local_only"] for r in rows)
+    close = sum(abs(r["gap_points"]) <= 3.0 for r in rows)
+    print(f"\nhybrid >= local only in {wins}/{len(rows)} runs; simulator within 3 points in {close}/{len(rows)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
