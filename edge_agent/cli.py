@@ -26,10 +26,12 @@ import threading
 from pathlib import Path
 from typing import Any, Sequence
 
+from yolo_edge.cli import BarSafeHandler, print_error
 from yolo_edge.errors import YoloEdgeError
 
 from .config import AgentConfig, load_config
 from .delivery import Delivery
+from .progress import bar, follow_sinks
 
 __all__ = ["main", "build_agent", "build_parser", "CloudWithOptions"]
 
@@ -248,7 +250,8 @@ def replay_cmd(args: argparse.Namespace, out=None) -> Delivery:
             sinks.append(open_webhook(SinkSpec.parse(spec), spool_dir=spool_dir or default_spool_dir(),
                                       drain_s=args.drain_s))
     finally:
-        reports = close_sinks(sinks)
+        with follow_sinks(sinks, enabled=not args.no_progress):  # a bar on stderr while they drain
+            reports = close_sinks(sinks)
     for r in reports:
         print(r.render() if r.delivered or r.spooled or r.rejected or r.lost else f"  sink {r.name}: nothing waiting",
               file=out)
@@ -265,21 +268,25 @@ def simulate_cmd(args: argparse.Namespace, out=None) -> list[dict]:
     out = out or sys.stdout
     names = sorted(SCENARIOS) if args.scenario == "all" else [args.scenario]
     rows = []
-    for name in names:
-        trace = scenario(name)
-        if args.duration:
-            trace = replace(trace, duration_s=args.duration)
-        if args.devices > 1:  # one autoscaled service for the fleet: replicas start as load shows up
-            trace = replace(trace, autoscale=True, max_replicas=args.max_replicas, cloud_service_s=0.01,
-                            cloud_slots=4, max_batch=4, cloud_cold_start_s=max(trace.cloud_cold_start_s, 10.0))
-        for seed in range(args.seeds):
-            seeded = replace(trace, seed=trace.seed + seed)
-            bound = oracle_bound(sample(seeded)).within_share if args.devices == 1 else None
-            for strategy in STRATEGIES:
-                row = simulate_fleet(seeded, strategy=strategy, devices=args.devices).row()
-                row.update(seed=seeded.seed, oracle=None if bound is None else round(bound, 4),
-                           of_oracle=None if not bound else round(row["within_budget"] / bound, 4))
-                rows.append(row)
+    # closed before the results (or an error) are printed: the bar and a result never share a line
+    with bar(len(names) * args.seeds * len(STRATEGIES), "simulate", unit="run", enabled=not args.no_progress) as runs:
+        for name in names:
+            trace = scenario(name)
+            if args.duration:
+                trace = replace(trace, duration_s=args.duration)
+            if args.devices > 1:  # one autoscaled service for the fleet: replicas start as load shows up
+                trace = replace(trace, autoscale=True, max_replicas=args.max_replicas, cloud_service_s=0.01,
+                                cloud_slots=4, max_batch=4, cloud_cold_start_s=max(trace.cloud_cold_start_s, 10.0))
+            for seed in range(args.seeds):
+                seeded = replace(trace, seed=trace.seed + seed)
+                bound = oracle_bound(sample(seeded)).within_share if args.devices == 1 else None
+                for strategy in STRATEGIES:
+                    runs.set_postfix_str(f"{name} seed {seeded.seed} {strategy}", refresh=False)
+                    row = simulate_fleet(seeded, strategy=strategy, devices=args.devices).row()
+                    row.update(seed=seeded.seed, oracle=None if bound is None else round(bound, 4),
+                               of_oracle=None if not bound else round(row["within_budget"] / bound, 4))
+                    rows.append(row)
+                    runs.update()
     if args.json:
         print(json.dumps(rows, indent=2), file=out)
     else:
@@ -333,12 +340,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="cmd", required=True)
     _run_args(sub.add_parser("run", help="run the agent on a source"))
     sp = sub.add_parser("simulate", help="compare local-only, cloud-only, threshold and our policy over traces")
-    sp.add_argument("--scenario", default="all", help="a scenario name or 'all'")
+    from .traces import SCENARIOS
+
+    sp.add_argument("--scenario", default="all", choices=["all", *sorted(SCENARIOS)], metavar="SCENARIO",
+                    help=f"one of {', '.join(sorted(SCENARIOS))}, or 'all' (default)")
     sp.add_argument("--devices", type=int, default=1, help="simulate a fleet sharing one autoscaled service")
     sp.add_argument("--max-replicas", type=int, default=6, dest="max_replicas")
     sp.add_argument("--duration", type=float)
     sp.add_argument("--seeds", type=int, default=1, help="run each scenario with this many seeds")
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--json", action="store_true", help="print the rows as JSON (the progress bar stays on stderr)")
+    sp.add_argument("--no-progress", action="store_true", dest="no_progress", help="no progress bar on stderr")
     dp = sub.add_parser("demo", help="hybrid demo: local service as the cloud, clip at 2x local capacity")
     dp.add_argument("--out", default="out")
     dp.add_argument("--seconds", type=float, default=20.0)
@@ -352,13 +363,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "~/.local/state/edge-agent/spool)")
     rp.add_argument("--drain-s", type=float, default=60.0, dest="drain_s",
                     help="give up (leaving the rest spooled) after this many seconds (default 60)")
+    rp.add_argument("--no-progress", action="store_true", dest="no_progress", help="no progress bar on stderr")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = BarSafeHandler()  # log lines above a running progress bar, never inside its line
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
     if args.cmd == "simulate" and not args.verbose:  # thousands of simulated devices' endpoint warnings say nothing
         logging.getLogger("edge_agent").setLevel(logging.ERROR)
     try:
@@ -375,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             demo_cmd(args)
     except (YoloEdgeError, ValueError) as exc:
-        print(f"edge-agent: error: {exc}", file=sys.stderr)
+        print_error("edge-agent: error", exc, verbose=args.verbose)
         return 2
     return 0
 

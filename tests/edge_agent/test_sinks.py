@@ -173,7 +173,9 @@ def test_receiver_down_everything_spooled_then_replay_spool_delivers_it(tmp_path
     with Receiver(port) as rx:  # the receiver comes back
         assert main(["replay-spool", f"webhook,spool={spool}:{url}"]) == 0
         assert rx.seqs == list(range(189)) and not spool.exists()
-        assert "delivered 189 (of them 189 from an earlier run)" in capsys.readouterr().out
+        out, err = capsys.readouterr()
+        assert "delivered 189 (of them 189 from an earlier run)" in out
+        assert "replay: 100%" in err and "189/189" in err  # its bar, on stderr, ending on all of them
         assert main(["replay-spool", f"webhook,spool={spool}:{url}"]) == 0  # nothing left: nothing sent
         assert "nothing waiting" in capsys.readouterr().out and len(rx.got) == 189
 
