@@ -125,13 +125,14 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_ultralytics
+    from .export import export_ultralytics, ultralytics_settings_dir
 
     entry = export_ultralytics(args.weights, imgsz=args.imgsz, name=args.name, opset=args.opset,
                                dynamic=args.dynamic, nms=args.nms, nms_conf=args.nms_conf, nms_iou=args.nms_iou,
                                out_dir=args.out)
     print(f"exported {entry.name}: {entry.path}\n  sha256={entry.sha256} classes={len(entry.names)} "
-          f"imgsz={list(entry.imgsz)} opset={entry.opset}\n  use it with Detector({entry.name!r})")
+          f"imgsz={list(entry.imgsz)} opset={entry.opset}\n  use it with Detector({entry.name!r})\n"
+          f"  Ultralytics settings: {ultralytics_settings_dir()} (YOLO_CONFIG_DIR)")
     return 0
 
 
