@@ -11,7 +11,7 @@ CONSTRAINTS := -c constraints.txt
 export YOLO_CONFIG_DIR ?= $(CURDIR)/.cache/ultralytics
 PYTEST_ARGS ?=
 
-.PHONY: demo test install install-test models clean bench bench-service bench-agent bench-sim bench-deadlines bench-rungs serve bento nginx promtool triton test-py310
+.PHONY: demo test test-fast install install-test models clean bench bench-service bench-agent bench-sim bench-deadlines bench-rungs bench-uplink serve bento nginx promtool triton test-py310
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(VENV)/bin/python:
@@ -60,6 +60,10 @@ triton: $(TRITON_VENV)/.installed
 test: install-test models nginx promtool triton
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# the edit-test loop: everything but the tests marked slow (real servers, whole clips, exports)
+test-fast: install-test models
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
 # Python 3.10, the stated minimum, for real: the SDK and agent tests on a 3.10 interpreter (pyenv's or
 # Debian's python3.10). Not part of `make test`; tests/test_python_versions.py checks 3.10 statically there.
 # Left out: Ultralytics references and the service (no [export]/[cloud] extras here) and slow tests.
@@ -93,6 +97,10 @@ bench-deadlines: install-test models
 # answer; rewrites edge_agent/uplinks/frame_sizes.json (the simulator's frame sizes)
 bench-rungs: install-test models
 	$(PY) benchmarks/rung_bench.py
+
+# the real agent over a link shaped like a real uplink (needs root: a namespace, a veth, tbf)
+bench-uplink: install-test models
+	$(SUDO) $(PY) benchmarks/uplink_bench.py --traces verizon-lte,att-lte-driving --runs 3 --seconds 30 --json out/uplink_bench.json
 
 # bentos.serve is `bentoml serve` with a metrics directory of its own (several per host)
 serve: install models

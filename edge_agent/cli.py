@@ -10,8 +10,9 @@
 
 Exit codes of ``run`` and ``replay-spool``: 0 every result reached every sink; 3 some results
 wait in a webhook spool (the next run with that sink, or ``replay-spool``, delivers them);
-4 some results were lost or refused by a receiver (see the log and the summary); 2 bad
-settings or input.
+4 some results were lost or refused by a receiver (see the log and the summary); 5 (``run``)
+every result was delivered, but no cloud endpoint could be reached during the whole run;
+2 bad settings or input.
 """
 
 from __future__ import annotations
@@ -23,13 +24,21 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from yolo_edge.errors import YoloEdgeError
+from yolo_edge.cli import BarSafeHandler, print_error
+from yolo_edge.endpoint import why_unreachable
+from yolo_edge.errors import CloudUnavailableError, YoloEdgeError
 
+from .baseline import RunRecorder
 from .config import AgentConfig, load_config
 from .delivery import Delivery
+from .frames import Outcome
+from .progress import along, bar, follow_sinks, say
+from .reach import ReachWatch
+from .summary import exit_code, summarize
 
 __all__ = ["main", "build_agent", "build_parser", "CloudWithOptions"]
 
@@ -101,12 +110,15 @@ def default_spool_dir() -> Path:
     return Path(state) / "edge-agent" / "spool"
 
 
-def build_agent(cfg: AgentConfig, *, detector=None):
+def build_agent(cfg: AgentConfig, *, detector=None, recorder: RunRecorder | None = None,
+                watch: ReachWatch | None = None):
     """The real Detector and CloudClient wired into an Agent (plus its sinks).
 
     Without ``detector`` the local Detector is built on a background thread (a TensorRT
     engine build can take minutes on a Jetson) while the agent already serves through the
     cloud; the model's sha256 for the cloud check comes from the registry at once.
+    ``recorder`` notes each local inference's time (for the run's baseline); ``watch``
+    hears what each cloud request and wake found (for loud, rate-limited reachability lines).
     """
     from yolo_edge import Detector
     from yolo_edge.backends.select import describe_backend
@@ -128,7 +140,7 @@ def build_agent(cfg: AgentConfig, *, detector=None):
             info = detector.info if detector is not None else _model_info(resolved)
             classes = info.class_ids(cfg.classes, check_ids=True)
         local_model = resolved if resolved is not None else detector.info.path
-        for ep in cfg.endpoints:
+        for index, ep in enumerate(cfg.endpoints):
             # no retries: the device core re-routes a failed frame itself, within the frame's budget
             options = dict(token=ep.token or cfg.token, timeout=cfg.timeout_s, max_retries=0, expected_sha256=sha256,
                            allow_model_mismatch=cfg.allow_model_mismatch)
@@ -137,7 +149,8 @@ def build_agent(cfg: AgentConfig, *, detector=None):
             else:
                 options["jpeg_quality"] = cfg.cloud_jpeg_quality
             client = open_endpoint(ep.url, **options)
-            clouds.append(CloudWithOptions(client, conf=cfg.conf, iou=cfg.iou, classes=classes))
+            clouds.append(CloudWithOptions(client, conf=cfg.conf, iou=cfg.iou, classes=classes, watch=watch,
+                                           index=index))
     sinks = [make_sink(s, spool_dir=cfg.spool_dir) for s in cfg.sinks]
     if cfg.annotate_dir:
         sinks.append(AnnotatedSink(cfg.annotate_dir))
@@ -146,11 +159,15 @@ def build_agent(cfg: AgentConfig, *, detector=None):
         built = Detector(cfg.model, backend=cfg.backend, threads=cfg.local_threads, conf=cfg.conf, iou=cfg.iou,
                          classes=cfg.classes)
         metrics.set_backend(describe_backend(built.backend))
-        return built
+        if recorder is None:
+            return built
+        recorder.local_ready()
+        return recorder.timed(built)
 
     if detector is not None:
         metrics.set_backend(describe_backend(detector.backend))
-        agent = Agent(cfg, detector=detector, cloud=clouds, sinks=sinks, metrics=metrics)
+        local = detector if recorder is None else recorder.timed(detector)
+        agent = Agent(cfg, detector=local, cloud=clouds, sinks=sinks, metrics=metrics)
     else:
         agent = Agent(cfg, load_detector=load, cloud=clouds, sinks=sinks, metrics=metrics)
     return agent, clouds
@@ -171,21 +188,37 @@ class CloudWithOptions:
     """A cloud client that sends the agent's detection options (conf, iou, classes) with every
     request, so a frame answered in the cloud is filtered like one answered locally."""
 
-    def __init__(self, client: Any, *, conf: float, iou: float, classes: list[int] | None) -> None:
+    def __init__(self, client: Any, *, conf: float, iou: float, classes: list[int] | None,
+                 watch: ReachWatch | None = None, index: int = 0) -> None:
         self.client = client
         self.endpoint = client.endpoint
         self.expected_sha256 = client.expected_sha256
         self.options = {"conf": conf, "iou": iou, "classes": classes}
         self.upload_encodings = getattr(client, "upload_encodings", False)
+        self.watch, self.index = watch, index
+
+    def _call(self, fn: Any, images: Sequence[Any], kwargs: dict) -> Any:
+        try:
+            answer = fn(images, **{**self.options, **kwargs})
+        except CloudUnavailableError as exc:
+            if self.watch is not None and exc.status_code is None:  # no HTTP answer at all: not reachable
+                self.watch.request_failed(self.index, why_unreachable(exc.original) if exc.original else str(exc))
+            raise
+        if self.watch is not None:
+            self.watch.request_answered(self.index)
+        return answer
 
     def detect_frames(self, images: Sequence[Any], **kwargs: Any) -> Any:
-        return self.client.detect_frames(images, **{**self.options, **kwargs})
+        return self._call(self.client.detect_frames, images, kwargs)
 
     def detect_many(self, images: Sequence[Any], **kwargs: Any) -> Any:
-        return self.client.detect_many(images, **{**self.options, **kwargs})
+        return self._call(self.client.detect_many, images, kwargs)
 
     def wake(self, wait_s: float = 0) -> bool:
-        return self.client.wake(wait_s=wait_s)
+        ready = self.client.wake(wait_s=wait_s)
+        if ready and self.watch is not None:
+            self.watch.request_answered(self.index)
+        return ready
 
     def verify_model(self) -> dict:
         return self.client.verify_model()
@@ -194,13 +227,24 @@ class CloudWithOptions:
         self.client.close()
 
 
-def run(cfg: AgentConfig, *, summary_json: str | None = None, detector=None, out=None) -> dict:
+def run(cfg: AgentConfig, *, summary_json: str | None = None, detector=None, out=None, progress: bool = False,
+        recorder: RunRecorder | None = None) -> dict:
+    """Run the agent on ``cfg.source``; print the summary (with its baseline) to ``out``; return it as a dict.
+
+    ``progress``: a bar of the frames fed to the agent on stderr (the demo's; a ``stdout`` sink
+    would share the terminal with it). ``recorder``: where the run's arrivals and local
+    inference times are noted for the baseline (default: a fresh one).
+    """
     from .metrics import MetricsServer
     from .sources import is_live, open_source
 
     out = out or sys.stdout
 
-    agent, clouds = build_agent(cfg, detector=detector)
+    recorder = recorder or RunRecorder()
+    watch = None
+    if cfg.endpoints:  # said at once on stderr, again while it lasts (rate-limited), and in the summary
+        watch = ReachWatch([e.url for e in cfg.endpoints], [e.name for e in cfg.endpoints], say=_say)
+    agent, clouds = build_agent(cfg, detector=detector, recorder=recorder, watch=watch)
     stop = threading.Event()
 
     def on_signal(signum, frame):  # noqa: ARG001
@@ -214,27 +258,62 @@ def run(cfg: AgentConfig, *, summary_json: str | None = None, detector=None, out
         if cfg.metrics_port is not None:
             server = MetricsServer(agent.metrics, agent.health, host=cfg.metrics_host, port=cfg.metrics_port).start()
         agent.start()
+        if watch is not None:
+            watch.start()
         if not clouds and not is_live(cfg.source):
             # a recorded file can wait for the local backend: with no cloud, every frame replayed
             # before it is ready would only be dropped (a live camera cannot wait: it is served at once)
             if not agent.wait_local_ready(stop) and agent.local_error:
                 raise YoloEdgeError(f"the local detector failed to load ({agent.local_error}) and no cloud is "
                                     "configured: nothing can run the frames")
-        frames = open_source(cfg.source, fps=cfg.fps, realtime=cfg.realtime, loop=cfg.loop, max_frames=cfg.max_frames)
-        stats = agent.run(frames, stop=stop)
+        frames = recorder.frames(open_source(cfg.source, fps=cfg.fps, realtime=cfg.realtime, loop=cfg.loop,
+                                             max_frames=cfg.max_frames))
+        if progress:
+            frames = along(frames, _frame_count(cfg), "agent", status=lambda: _so_far(agent.stats))
+        try:
+            stats = agent.run(frames, stop=stop)
+        finally:
+            frames.close()  # a run stopped early closes its bar too, before the summary is printed
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        if watch is not None:
+            watch.stop()
         if server:
             server.close()
         for cloud in clouds:
             cloud.close()
-    print(stats.render(), file=out)
-    summary = stats.as_dict()
+    if not is_live(cfg.source):
+        # local alone on a recording waits for its backend (as `run` does without a cloud): ready from the start
+        recorder.recording.local_ready_at = None
+    summary, lines = summarize(stats, cfg, recorder, watch)
+    print("\n".join([stats.render(), *lines]), file=out)
     if summary_json:
         Path(summary_json).parent.mkdir(parents=True, exist_ok=True)
         Path(summary_json).write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _frame_count(cfg: AgentConfig) -> int | None:
+    """How many frames a recorded source will give (None: a live or looping one)."""
+    from yolo_edge.inputs import count_frames
+
+    from .sources import is_live
+
+    if is_live(cfg.source) or cfg.loop or not Path(cfg.source).is_file():
+        return cfg.max_frames
+    n = count_frames([Path(cfg.source)])
+    return n if cfg.max_frames is None else min(n, cfg.max_frames)
+
+
+def _so_far(stats) -> str:
+    """The run so far, beside its progress bar (read without the agent's lock: a display only)."""
+    frames = stats.frames
+    return f"{stats.within_budget}/{frames} in budget, {stats.outcomes[Outcome.CLOUD]} by the cloud" if frames else ""
+
+
+def _say(line: str) -> None:
+    say(f"edge-agent: {line}")  # above a running progress bar, if any
 
 
 def replay_cmd(args: argparse.Namespace, out=None) -> Delivery:
@@ -256,7 +335,8 @@ def replay_cmd(args: argparse.Namespace, out=None) -> Delivery:
             sinks.append(open_webhook(SinkSpec.parse(spec), spool_dir=spool_dir or default_spool_dir(),
                                       drain_s=args.drain_s))
     finally:
-        reports = close_sinks(sinks)
+        with follow_sinks(sinks, enabled=not args.no_progress):  # a bar on stderr while they drain
+            reports = close_sinks(sinks)
     for r in reports:
         print(r.render() if r.delivered or r.spooled or r.rejected or r.lost else f"  sink {r.name}: nothing waiting",
               file=out)
@@ -273,21 +353,25 @@ def simulate_cmd(args: argparse.Namespace, out=None) -> list[dict]:
     out = out or sys.stdout
     names = sorted(SCENARIOS) if args.scenario == "all" else [args.scenario]
     rows = []
-    for name in names:
-        trace = scenario(name)
-        if args.duration:
-            trace = replace(trace, duration_s=args.duration)
-        if args.devices > 1:  # one autoscaled service for the fleet: replicas start as load shows up
-            trace = replace(trace, autoscale=True, max_replicas=args.max_replicas, cloud_service_s=0.01,
-                            cloud_slots=4, max_batch=4, cloud_cold_start_s=max(trace.cloud_cold_start_s, 10.0))
-        for seed in range(args.seeds):
-            seeded = replace(trace, seed=trace.seed + seed)
-            bound = oracle_bound(sample(seeded)).within_share if args.devices == 1 else None
-            for strategy in STRATEGIES:
-                row = simulate_fleet(seeded, strategy=strategy, devices=args.devices).row()
-                row.update(seed=seeded.seed, oracle=None if bound is None else round(bound, 4),
-                           of_oracle=None if not bound else round(row["within_budget"] / bound, 4))
-                rows.append(row)
+    # closed before the results (or an error) are printed: the bar and a result never share a line
+    with bar(len(names) * args.seeds * len(STRATEGIES), "simulate", unit="run", enabled=not args.no_progress) as runs:
+        for name in names:
+            trace = scenario(name)
+            if args.duration:
+                trace = replace(trace, duration_s=args.duration)
+            if args.devices > 1:  # one autoscaled service for the fleet: replicas start as load shows up
+                trace = replace(trace, autoscale=True, max_replicas=args.max_replicas, cloud_service_s=0.01,
+                                cloud_slots=4, max_batch=4, cloud_cold_start_s=max(trace.cloud_cold_start_s, 10.0))
+            for seed in range(args.seeds):
+                seeded = replace(trace, seed=trace.seed + seed)
+                bound = oracle_bound(sample(seeded)).within_share if args.devices == 1 else None
+                for strategy in STRATEGIES:
+                    runs.set_postfix_str(f"{name} seed {seeded.seed} {strategy}", refresh=False)
+                    row = simulate_fleet(seeded, strategy=strategy, devices=args.devices).row()
+                    row.update(seed=seeded.seed, oracle=None if bound is None else round(bound, 4),
+                               of_oracle=None if not bound else round(row["within_budget"] / bound, 4))
+                    rows.append(row)
+                    runs.update()
     if args.json:
         print(json.dumps(rows, indent=2), file=out)
     else:
@@ -306,7 +390,10 @@ def demo_cmd(args: argparse.Namespace, out=None) -> dict:
     from yolo_edge import Detector
 
     from .cloudserve import LocalService
-    from .demo import make_clip, measure_local_fps, photos
+    from dataclasses import replace
+
+    from .baseline import replay_local_only
+    from .demo import make_clip, measure_local_fps, photos, result_lines
     from yolo_edge.image import load_image
 
     out = out or sys.stdout
@@ -323,12 +410,27 @@ def demo_cmd(args: argparse.Namespace, out=None) -> dict:
           "starting the cloud stand-in (bentoml serve on 127.0.0.1) ...", file=out)
     if local_cpus:
         print(f"local worker pinned to core {local_cpus[0]}, cloud stand-in to core {min(cloud_cpus)}", file=out)
+    started = time.monotonic()
     with LocalService(threads=1, log_dir=out_dir, cpus=cloud_cpus) as svc:
+        print(f"cloud stand-in ready at {svc.url} after {time.monotonic() - started:.1f} s; running the agent on "
+              f"{clip.name} (a bar on stderr) ...", file=out, flush=True)
         cfg = AgentConfig(source=str(clip), cloud=svc.url, latency_budget_ms=args.latency_budget_ms,
                           queue_budget=args.queue_budget, local_threads=1, max_inflight=4, local_cpus=local_cpus,
                           sinks=(f"jsonl,overwrite:{out_dir / 'agent_results.jsonl'}",),
                           annotate_dir=str(out_dir / "agent_frames"))
-        return run(cfg, summary_json=str(out_dir / "agent_summary.json"), detector=detector, out=out)
+        recorder = RunRecorder()
+        summary = run(cfg, summary_json=str(out_dir / "agent_summary.json"), detector=detector, out=out,
+                      progress=not args.no_progress, recorder=recorder)
+    if recorder.recording.service_s and "within_budget_share" in summary["baseline"]:
+        # the same replay at the speed measured before the run, when the local worker had the CPU to itself
+        at_capacity = replay_local_only(replace(recorder.recording, service_s=[1.0 / local_fps],
+                                                arrivals=recorder.recording.arrivals[:summary["frames"]]), cfg.core())
+        summary["baseline"]["at_measured_capacity"] = {
+            "local_service_ms": round(1000.0 / local_fps, 1), "within_budget": at_capacity.within_budget,
+            "within_budget_share": round(at_capacity.within_share, 4)}
+        Path(out_dir / "agent_summary.json").write_text(json.dumps(summary, indent=2))
+    print("\n".join(result_lines(summary, fps=fps, local_fps=local_fps)), file=out)
+    return summary
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -341,17 +443,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="cmd", required=True)
     _run_args(sub.add_parser("run", help="run the agent on a source"))
     sp = sub.add_parser("simulate", help="compare local-only, cloud-only, threshold and our policy over traces")
-    sp.add_argument("--scenario", default="all", help="a scenario name or 'all'")
+    from .traces import SCENARIOS
+
+    sp.add_argument("--scenario", default="all", choices=["all", *sorted(SCENARIOS)], metavar="SCENARIO",
+                    help=f"one of {', '.join(sorted(SCENARIOS))}, or 'all' (default)")
     sp.add_argument("--devices", type=int, default=1, help="simulate a fleet sharing one autoscaled service")
     sp.add_argument("--max-replicas", type=int, default=6, dest="max_replicas")
     sp.add_argument("--duration", type=float)
     sp.add_argument("--seeds", type=int, default=1, help="run each scenario with this many seeds")
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--json", action="store_true", help="print the rows as JSON (the progress bar stays on stderr)")
+    sp.add_argument("--no-progress", action="store_true", dest="no_progress", help="no progress bar on stderr")
     dp = sub.add_parser("demo", help="hybrid demo: local service as the cloud, clip at 2x local capacity")
     dp.add_argument("--out", default="out")
     dp.add_argument("--seconds", type=float, default=20.0)
     dp.add_argument("--latency-budget-ms", type=float, default=500.0, dest="latency_budget_ms")
     dp.add_argument("--queue-budget", type=int, default=8, dest="queue_budget")
+    dp.add_argument("--no-progress", action="store_true", dest="no_progress", help="no progress bar on stderr")
     rp = sub.add_parser("replay-spool", help="deliver what webhook sinks could not deliver yet (their spools)")
     rp.add_argument("sinks", nargs="*", metavar="SINK", help="webhook sinks as given to --sink "
                     "(webhook:URL or webhook,spool=PATH:URL); default: those in --config")
@@ -360,22 +467,29 @@ def build_parser() -> argparse.ArgumentParser:
                     "~/.local/state/edge-agent/spool)")
     rp.add_argument("--drain-s", type=float, default=60.0, dest="drain_s",
                     help="give up (leaving the rest spooled) after this many seconds (default 60)")
+    rp.add_argument("--no-progress", action="store_true", dest="no_progress", help="no progress bar on stderr")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = BarSafeHandler()  # log lines above a running progress bar, never inside its line
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
     if args.cmd == "simulate" and not args.verbose:  # thousands of simulated devices' endpoint warnings say nothing
         logging.getLogger("edge_agent").setLevel(logging.ERROR)
     try:
         if args.cmd == "run":
-            delivery = Delivery(run(config_from_args(args), summary_json=args.summary_json)["delivery"])
+            summary = run(config_from_args(args), summary_json=args.summary_json)
+            delivery, code = Delivery(summary["delivery"]), exit_code(summary)
             if delivery is not Delivery.COMPLETE:
                 print(f"edge-agent: not every result was delivered ({delivery.value}): see the sink lines above; "
-                      f"exit {delivery.exit_code}", file=sys.stderr)
-            return delivery.exit_code
+                      f"exit {code}", file=sys.stderr)
+            elif code:
+                names = ", ".join(e["endpoint"] for e in summary["cloud_unreachable"])
+                print(f"edge-agent: the cloud ({names}) could not be reached during the whole run: every frame ran "
+                      f"locally or was dropped (see the summary); exit {code}", file=sys.stderr)
+            return code
         elif args.cmd == "replay-spool":
             return replay_cmd(args).exit_code
         elif args.cmd == "simulate":
@@ -383,7 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             demo_cmd(args)
     except (YoloEdgeError, ValueError) as exc:
-        print(f"edge-agent: error: {exc}", file=sys.stderr)
+        print_error("edge-agent: error", exc, verbose=args.verbose)
         return 2
     return 0
 

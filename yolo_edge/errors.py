@@ -2,11 +2,14 @@
 
 Every error yolo_edge raises derives from :class:`YoloEdgeError`, so callers can catch
 ours rather than onnxruntime's, OpenCV's or requests'. Third-party errors are wrapped
-with ``raise ... from exc`` so the original stays in the traceback.
+with ``raise ... from exc`` so the original stays in the traceback, except the network
+failures of the remote clients: those say in one line what failed (``cannot connect to
+URL: connection refused ...``) and keep the library's chain on ``CloudError.original``.
 
     YoloEdgeError
     ├── ConfigError              bad argument or setting (also a ValueError)
     ├── ImageError               input image problems (also a ValueError)
+    │   ├── ImageNotFoundError   no file at the path given (also a FileNotFoundError)
     │   ├── ImageDecodeError     bytes/path that are not a decodable image
     │   ├── UnsupportedImageError  wrong type, dtype, shape or channel order
     │   └── ImageTooLargeError   more pixels or bytes than the safety limit
@@ -32,6 +35,7 @@ __all__ = [
     "YoloEdgeError",
     "ConfigError",
     "ImageError",
+    "ImageNotFoundError",
     "ImageDecodeError",
     "UnsupportedImageError",
     "ImageTooLargeError",
@@ -62,6 +66,10 @@ class ConfigError(YoloEdgeError, ValueError):
 
 class ImageError(YoloEdgeError, ValueError):
     """The input image cannot be used."""
+
+
+class ImageNotFoundError(ImageError, FileNotFoundError):
+    """No file at the path given as an image (``except FileNotFoundError`` catches it too)."""
 
 
 class ImageDecodeError(ImageError):
@@ -101,7 +109,16 @@ class BackendError(YoloEdgeError, RuntimeError):
 
 
 class CloudError(YoloEdgeError):
-    """Talking to a yolo-edge service failed."""
+    """Talking to a yolo-edge service failed.
+
+    A request that got no HTTP answer (refused, no route, DNS, TLS, timed out) raises one
+    line that names the URL, the cause and what to do, without the chain of
+    requests/urllib3/socket exceptions behind it: that chain is on ``original`` (None
+    otherwise), logged at DEBUG, and printed by the command lines' ``-v``.
+    """
+
+    #: the library exception behind a transport failure (not chained, to keep the error one line)
+    original: BaseException | None = None
 
     def __init__(self, message: str, *, status_code: int | None = None) -> None:
         super().__init__(message)

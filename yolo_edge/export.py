@@ -12,9 +12,18 @@ from .models.fetch import sha256_file
 from .models.registry import LocalEntry, cache_dir, register_local
 from .models.resolve import parse_metadata
 
-__all__ = ["export_ultralytics"]
+__all__ = ["export_ultralytics", "ultralytics_settings_dir"]
 
 log = logging.getLogger(__name__)
+
+
+def ultralytics_settings_dir(root: str | os.PathLike | None = None) -> Path:
+    """Where Ultralytics keeps its settings: ``$YOLO_CONFIG_DIR``, set to the model cache's
+    ``ultralytics/`` when unset (it takes effect only before Ultralytics is first imported)."""
+    if not os.environ.get("YOLO_CONFIG_DIR"):
+        os.environ["YOLO_CONFIG_DIR"] = str(cache_dir(root) / "ultralytics")
+        log.info("Ultralytics settings go to %s (set YOLO_CONFIG_DIR to choose)", os.environ["YOLO_CONFIG_DIR"])
+    return Path(os.environ["YOLO_CONFIG_DIR"])
 
 
 def export_ultralytics(
@@ -40,7 +49,13 @@ def export_ultralytics(
     ``nms_iou`` are baked into it: at run time a higher ``conf`` still filters, but a
     lower one cannot bring boxes back, and ``iou`` has no effect. The defaults are
     ``Detector``'s own, so both exports of one checkpoint give the same detections.
+
+    Ultralytics keeps its settings in ``$YOLO_CONFIG_DIR`` (by default ``~/.config/Ultralytics``):
+    unless that is set, it is set here to ``ultralytics/`` in the model cache, before
+    Ultralytics is imported, so an export writes nothing outside the cache and the
+    checkpoint's folder (where Ultralytics writes the ONNX before it is moved to the cache).
     """
+    ultralytics_settings_dir(root)
     try:
         from ultralytics import YOLO
     except ImportError as exc:

@@ -15,7 +15,9 @@ from typing import Any, Literal, Union
 import cv2
 import numpy as np
 
-from .errors import ConfigError, ImageDecodeError, ImageError, ImageTooLargeError, UnsupportedImageError
+from .errors import (
+    ConfigError, ImageDecodeError, ImageError, ImageNotFoundError, ImageTooLargeError, UnsupportedImageError,
+)
 from .image_header import read_header
 
 __all__ = [
@@ -208,7 +210,7 @@ def read_image_file(path: str | os.PathLike, *, max_bytes: int = MAX_BYTES) -> b
         info = path.stat()
     except (OSError, ValueError) as exc:  # ValueError: an embedded NUL byte
         if isinstance(exc, FileNotFoundError):
-            raise ImageDecodeError(f"image file not found: {str(path)!r}; check the path") from exc
+            raise ImageNotFoundError(f"image file not found: {str(path)!r}; check the path") from None
         raise ImageDecodeError(f"cannot open image file {str(path)!r}: {exc}") from exc
     if not stat.S_ISREG(info.st_mode):
         what = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"

@@ -38,7 +38,7 @@ import numpy as np
 
 from .backends.onnx_info import OnnxInfo, read_onnx_info
 from .detector import Detector, check_sha256
-from .endpoint import backoff_delay, check_client_args, frame_deadlines, image_list, poll_ready
+from .endpoint import backoff_delay, check_client_args, frame_deadlines, image_list, poll_ready, transport_error
 from .errors import (
     CloudDeadlineExpiredError,
     CloudError,
@@ -213,14 +213,8 @@ class OipBackend:
 
         try:
             resp = self._session.post(url, data=body, headers={**self._headers(), **headers}, timeout=self.timeout)
-        except requests.Timeout as exc:
-            raise CloudTimeoutError(f"POST {url} took longer than {self.timeout:g} s; raise timeout= "
-                                    "or check the server's load") from exc
-        except requests.ConnectionError as exc:
-            raise CloudUnavailableError(f"cannot connect to {url}: {exc}; is the server running "
-                                        "(or scaled to zero: call wake())?") from exc
-        except requests.RequestException as exc:
-            raise CloudError(f"POST {url} failed: {exc}") from exc
+        except requests.RequestException as exc:  # one line; the library's chain stays on .original
+            raise transport_error("POST", url, exc, timeout_s=self.timeout, hint=_HINT) from None
         if resp.status_code >= 300:
             raise error_for_status("POST", url, resp.status_code, resp.content, _retry_after(resp))
         return resp
@@ -231,11 +225,12 @@ class OipBackend:
         url = self.url.base + path
         try:
             resp = self._session.get(url, headers=self._headers(), timeout=self.timeout)
-        except requests.Timeout as exc:
-            raise CloudTimeoutError(f"GET {url} took longer than {self.timeout:g} s") from exc
-        except requests.RequestException as exc:
-            raise CloudUnavailableError(f"cannot connect to {url}: {exc}; is the server running "
-                                        "(or scaled to zero: call wake())?") from exc
+        except requests.RequestException as exc:  # one line; the library's chain stays on .original
+            error = transport_error("GET", url, exc, timeout_s=self.timeout, hint=_HINT)
+            if type(error) is CloudError:  # GET is safe to repeat: any failure to get an answer is "unavailable"
+                error = CloudUnavailableError(str(error))
+                error.original = exc
+            raise error from None
         if optional and resp.status_code in (400, 404, 405, 501):  # no such extension on this server
             return None
         if resp.status_code >= 300:
@@ -250,6 +245,9 @@ class OipBackend:
         except ValueError as exc:
             raise CloudError(f"GET {url} answered non-JSON: {resp.text[:200]!r}",
                              status_code=resp.status_code) from exc
+
+
+_HINT = "is the server running at that address (or scaled to zero: call wake())?"
 
 
 def _retry_after(resp: Any) -> float | None:

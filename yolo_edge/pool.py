@@ -546,7 +546,9 @@ class EndpointPool:
             described = failures or [_describe(s) for s in states]
             error = CloudUnavailableError("no endpoint of the pool could answer: " + "; ".join(described),
                                           retry_after_s=retry or None)
-        error.__cause__ = last
+        # each member's failure is in the message: the last one's traceback would add nothing
+        error.original = last
+        error.__suppress_context__ = True
         return error
 
 

@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import ModelNotFoundError
+from .errors import ConfigError, ModelNotFoundError
 from .image import load_image
 from .models.fetch import fetch_sample, sample_path
 from .models.registry import SAMPLES
@@ -37,9 +37,14 @@ def names() -> list[str]:
 
 
 def path(name: str = "bus.jpg", *, root: str | os.PathLike | None = None) -> Path:
-    """Where the fetched sample ``name`` is; :class:`ModelNotFoundError` names the command if it is not."""
+    """Where the fetched sample ``name`` is.
+
+    An unknown name is a :class:`ConfigError` listing the samples; a sample not fetched yet
+    is a :class:`ModelNotFoundError` naming the command that fetches it.
+    """
     if name not in SAMPLES:
-        raise ModelNotFoundError(f"unknown sample {name!r}: expected one of {names()}")
+        raise ConfigError(f"unknown sample {name!r}: expected one of {names()} "
+                          "(for a photo of your own, pass its path to load_image() or detect())")
     p = sample_path(name, None if root is None else Path(root))
     if not p.is_file():
         raise ModelNotFoundError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -172,9 +173,55 @@ def test_receiver_down_everything_spooled_then_replay_spool_delivers_it(tmp_path
     with Receiver(port) as rx:  # the receiver comes back
         assert main(["replay-spool", f"webhook,spool={spool}:{url}"]) == 0
         assert rx.seqs == list(range(189)) and not spool.exists()
-        assert "delivered 189 (of them 189 from an earlier run)" in capsys.readouterr().out
+        out, err = capsys.readouterr()
+        assert "delivered 189 (of them 189 from an earlier run)" in out
+        assert "replay: 100%" in err and "189/189" in err  # its bar, on stderr, ending on all of them
         assert main(["replay-spool", f"webhook,spool={spool}:{url}"]) == 0  # nothing left: nothing sent
         assert "nothing waiting" in capsys.readouterr().out and len(rx.got) == 189
+
+
+def test_a_spool_path_with_commas_colons_and_quotes_is_written_quoted(tmp_path, caplog, capsys):
+    """`webhook,spool="...":URL`: a quoted value may hold commas and colons; a quote in it is doubled."""
+    folder = tmp_path / 'cam 1,2:front "north"'
+    spool = folder / "hook.jsonl"
+    quoted = '"' + str(spool).replace('"', '""') + '"'
+    url = down_url()
+    spec = f"webhook,spool={quoted},drain_s=0.2,backoff_s=0.05:{url}"
+    assert SinkSpec.parse(spec).options == (("spool", str(spool)), ("drain_s", "0.2"), ("backoff_s", "0.05"))
+    assert SinkSpec.parse(spec).target == url
+    with caplog.at_level(logging.WARNING, logger="edge_agent.webhook"):
+        sink = make_sink(spec, spool_dir=tmp_path / "unused")
+        sink.emit(result(0))
+        report = sink.close()
+    assert report.spool == str(spool) and report.spooled == 1 and spool.is_file()
+    hint = caplog.text.split("replay-spool ", 1)[1].splitlines()[0]
+    replay = shlex.split(hint)  # the command the warning suggests, as a shell would pass it
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    with Receiver(port) as rx:
+        assert main(["replay-spool", *replay]) == 0
+    assert rx.seqs == [0] and not spool.exists()
+    for bad in ('webhook,spool="/a,b:http://h/in', 'webhook,spool=/a"b":http://h/in', 'webhook,spool="a"b":http://h'):
+        with pytest.raises(ConfigError, match="quote"):
+            SinkSpec.parse(bad)
+
+
+def test_blank_lines_in_a_spool_are_no_results(tmp_path, capsys):
+    """An edited spool (blank lines, a trailing newline or two) replays with nothing rejected or lost: exit 0."""
+    url, spool = down_url(), tmp_path / "hook.jsonl"
+    sink = webhook(url, spool, drain_s=0.0)
+    for seq in range(3):
+        sink.emit(result(seq))
+    assert sink.close().spooled == 3
+    records = spool.read_text().splitlines()
+    spool.write_text("\n" + records[0] + "\n\n   \n" + records[1] + "\n" + records[2] + "\n\n")
+    reopened = Spool(spool)
+    assert reopened.pending == 3
+    reopened.close()
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    with Receiver(port) as rx:
+        assert main(["replay-spool", f"webhook,spool={spool}:{url}"]) == 0
+    out = capsys.readouterr().out
+    assert rx.seqs == [0, 1, 2] and "rejected" not in out and not spool.exists()
 
 
 def test_receiver_coming_back_mid_run_gets_everything_in_order(tmp_path):

@@ -26,6 +26,7 @@ from yolo_edge.errors import (
     CloudUnavailableError,
     ConfigError,
     ImageDecodeError,
+    ImageNotFoundError,
 )
 
 SHA = "ab" * 32
@@ -275,7 +276,7 @@ def test_connect_timeout_is_retried_even_for_detect():
     assert len(client.detect(jpeg(10, 10))) == 0
     assert [r.path_url for r in adapter.requests] == ["/detect", "/detect"] and len(sleeps) == 1
     client, _, _ = make_client(lambda req: requests.ConnectTimeout("no SYN-ACK"), max_retries=1)
-    with pytest.raises(CloudUnavailableError, match="could not connect"):
+    with pytest.raises(CloudUnavailableError, match="no connection within"):
         client.detect(jpeg(10, 10))
 
 
@@ -380,7 +381,7 @@ def test_bad_inputs_fail_locally_with_typed_errors():
     client, adapter, _ = make_client(service(None), downscale=False)
     with pytest.raises(ImageDecodeError):
         client.detect(b"definitely not an image")
-    with pytest.raises(ImageDecodeError, match="not found"):
+    with pytest.raises(ImageNotFoundError, match="not found"):
         client.detect("/nonexistent/frame.jpg")
     with pytest.raises(ConfigError):
         client.detect_many(np.zeros((4, 4, 3), np.uint8))

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from yolo_edge.errors import ImageDecodeError, ImageTooLargeError, UnsupportedImageError
+from yolo_edge.errors import ImageDecodeError, ImageNotFoundError, ImageTooLargeError, UnsupportedImageError
 from yolo_edge.image import decode_image, encode_image, image_size_from_header, load_image
 
 
@@ -50,9 +50,11 @@ def test_truncated_jpeg(bus_jpg):
         load_image(bus_jpg.read_bytes()[:200])
 
 
-def test_missing_file():
-    with pytest.raises(ImageDecodeError, match="not found"):
+def test_missing_file_is_a_file_not_found_error_of_ours():
+    with pytest.raises(ImageNotFoundError, match="image file not found: '/nonexistent/bus.jpg'") as info:
         load_image("/nonexistent/bus.jpg")
+    assert isinstance(info.value, FileNotFoundError) and not isinstance(info.value, ImageDecodeError)
+    assert info.value.__cause__ is None and info.value.__suppress_context__  # one line, no OSError chain
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from yolo_edge import samples
-from yolo_edge.errors import ModelNotFoundError
+from yolo_edge.errors import ConfigError, ModelNotFoundError
 
 
 def test_samples_by_name(sample_photos):
@@ -15,8 +15,11 @@ def test_samples_by_name(sample_photos):
 def test_unfetched_or_unknown_sample_says_what_to_do(tmp_path):
     with pytest.raises(ModelNotFoundError, match="not fetched yet: run `yolo-edge samples`"):
         samples.path("bus.jpg", root=tmp_path)
-    with pytest.raises(ModelNotFoundError, match=r"unknown sample 'cat.jpg': expected one of \['bus.jpg', 'zidane.jpg'\]"):
+    with pytest.raises(ConfigError, match=r"unknown sample 'cat.jpg': expected one of \['bus.jpg', 'zidane.jpg'\]") as info:
         samples.path("cat.jpg")
+    assert not isinstance(info.value, ModelNotFoundError)  # a sample is not a model
+    with pytest.raises(ConfigError, match="unknown sample"):
+        samples.load("cat.jpg")
 
 
 def test_copy_to(sample_photos, tmp_path):

@@ -18,7 +18,7 @@ import zipfile
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ..errors import ModelError, ModelFetchError, ModelIntegrityError, ModelNotFoundError
+from ..errors import ConfigError, ModelError, ModelFetchError, ModelIntegrityError, ModelNotFoundError
 from .index import IndexConfig, download_file, pip_index_config
 from .registry import (
     MODELS,
@@ -192,7 +192,7 @@ def fetch_sample(name: str, root: Path | None = None, *, progress: Progress | No
     try:
         spec = SAMPLES[name]
     except KeyError:
-        raise ModelNotFoundError(f"unknown sample {name!r}: expected one of {sorted(SAMPLES)}") from None
+        raise ConfigError(f"unknown sample {name!r}: expected one of {sorted(SAMPLES)}") from None
     path = sample_path(name, root)
     if path.is_file():
         verify_sha256(path, spec.sha256, f"sample {name}")
