@@ -65,6 +65,8 @@ _NOT_SHORT = frozenset({"expired", "shutdown", "local_warming", "local_error", "
 #: above this share of the last second's frames dropped for lack of capacity, no hedge goes ahead
 #: of the local queue
 _SHORT_SHARE = 0.05
+#: a cloud request older than this quantile of answer times is overdue: a hedge may go ahead
+_HEDGE_QUANTILE = 0.8
 
 
 
@@ -759,9 +761,42 @@ class DeviceCore:
         starts = [t for seq, t in self._local_started.items() if seq in self._frames]
         return max(now, min(starts) + est) if starts else now + est
 
-    def _queue_can_wait(self, slot: float, est: float) -> bool:
-        """Whether every frame in the local queue still makes its deadline one run later."""
-        return all(slot + (i + 2) * est <= self._frames[seq].deadline for i, seq in enumerate(self._local_q))
+    def _queue_can_wait(self, slot: float, est: float, skip_last: bool = False) -> bool:
+        """Whether every frame in the local queue (but its last) still makes its deadline one run later."""
+        n = len(self._local_q) - (1 if skip_last else 0)
+        return all(slot + (i + 2) * est <= self._frames[self._local_q[i]].deadline for i in range(n))
+
+    def _make_room(self, now: float, slot: float, est: float) -> bool:
+        """Room in the local queue for a hedge, by handing its newest frame to the cloud when that
+        frame has the time the cloud takes (a swap: the frame the cloud failed runs locally)."""
+        if not self._local_q or not self._queue_can_wait(slot, est, skip_last=True):
+            return False
+        last = self._frames[self._local_q[-1]]
+        state, _ = self.pool.view(now)
+        _, eta, _ = self._cloud_times(now, ahead=len(self._cloud_q))
+        if state is not CloudState.READY or eta is None or now + eta > last.deadline:
+            return False
+        self._local_q.pop()
+        last.stage = _Stage.CLOUD_QUEUE
+        self._cloud_q.append(last.seq)
+        self.counters[("hedge", "swapped_to_cloud")] += 1
+        return True
+
+    def _cloud_likely_in_time(self, f: _Frame, now: float) -> bool:
+        """Whether the cloud's answer to an in-flight frame is still likely by its deadline (its
+        request is younger than most answers take, and they come in time): then a hedge
+        would most likely be a local run wasted."""
+        if f.stage is not _Stage.CLOUD_FLIGHT:
+            return False
+        req = self._requests.get(f.request)
+        if req is None:
+            return False
+        p90 = self.pool.model.quantile(req.pool_depth, _HEDGE_QUANTILE, now)
+        if p90 is None:
+            return False
+        if req.uploaded_at is None:  # still on the uplink: its answer comes after the upload
+            return self.link.upload_end(now, 0) + p90 <= f.deadline and not self.link.overdue(now)
+        return now - req.since <= p90 and req.since + p90 <= f.deadline
 
     def _rescue_local(self, f: _Frame, now: float) -> bool:
         """A cloud frame came back unanswered (expired at the endpoint, an error): it runs
@@ -789,10 +824,11 @@ class DeviceCore:
             return None  # nothing due yet: the cloud still has time
         # a frame sent on a chance (local had no room for it) is not put ahead of frames local took
         due = [f for f in self._cloud_frames()
-               if slot + 2 * est >= f.deadline >= slot + low and f.reason != "cloud_chance"]
+               if slot + 2 * est >= f.deadline >= slot + low and f.reason != "cloud_chance"
+               and not self._cloud_likely_in_time(f, now)]
         if not due:
             return None
-        if not self._queue_can_wait(slot, est):
+        if not self._queue_can_wait(slot, est) and not self._make_room(now, slot, est):
             return None  # the local queue has no room to spare
         return min(due, key=lambda f: f.deadline)
 

@@ -308,8 +308,8 @@ class Uplink:
     def free_at(self, now: float) -> float:
         """When the uploads on the link now should all have left (never before ``now``; ``now``
         while nothing is known of the link: it is not planned for until measured)."""
-        if not self._uploads or self.goodput(now) is None or self.last_finish is None:
-            return now  # nothing measured yet: uploads are not held back on a guess
+        if not self._uploads or self.goodput(now) is None:
+            return now
         end = max(u.projected_end for u in self._uploads.values())
         if now <= end:
             return end
@@ -337,12 +337,14 @@ class Uplink:
         return self.free_at(now) + nbytes / g
 
     def accepting(self, now: float) -> bool:
-        """Whether the next upload should start now: the link is (about to be) free."""
-        return self.free_at(now) <= now + self.lead_s
+        """Whether the next upload should start now: the link is (about to be) free, or
+        nothing is measured yet (uploads are not held back on a guess; planning still counts
+        the bytes ahead at the prior goodput)."""
+        return self.last_finish is None or self.free_at(now) <= now + self.lead_s
 
     def next_timer(self, now: float) -> float | None:
         """When the link will accept again (None: it does now, or nothing is on it)."""
-        if not self._uploads:
+        if not self._uploads or self.last_finish is None:
             return None
         t = self.free_at(now) - self.lead_s
         return t if t > now else None

@@ -208,6 +208,10 @@ def _cloud_chance(obs: Observation, cfg: PolicyConfig, remaining: float) -> bool
     return _cloud_eta(obs, cfg, low) <= remaining
 
 
+#: blockers that leave the device local only for now (not a cloud that is merely slow or busy)
+_LOCAL_ONLY_FOR_NOW = frozenset({"uplink_too_slow", "cloud_disabled"})
+
+
 def decide(obs: Observation, cfg: PolicyConfig) -> Decision:
     """Route one frame: local, cloud, or drop with a reason. Pure and deterministic."""
     budget = obs.budget_s if obs.budget_s is not None else cfg.latency_budget_s
@@ -248,9 +252,13 @@ def decide(obs: Observation, cfg: PolicyConfig) -> Decision:
     if blocker is None:
         return Decision(Route.CLOUD, why_not_local, True, False, l_eta, c_eta)
     # the cloud cannot be planned for: local still takes the frame if it can make the deadline at
-    # all; over an uplink that carries nothing in time the device is local only for now, and
-    # admits on local only's terms (a frame let in past them is late more often than not)
-    fits = (l_eta <= cfg.local_high * remaining or obs.local_idle) if blocker == "uplink_too_slow" else l_eta <= remaining
+    # all; over an uplink that carries nothing in time, or with the cloud refused, the device
+    # is local only for now and admits on local only's terms (a frame let in past them is late
+    # more often than not, and its run is lost to the frames behind it)
+    if blocker in _LOCAL_ONLY_FOR_NOW:
+        fits = l_eta <= cfg.local_high * remaining or obs.local_idle
+    else:  # with half a run to spare: one that ends up late is lost to the frames behind it too
+        fits = l_eta <= remaining
     if local_room and fits:
         reason = "local_fits" if blocker == "no_cloud" else f"fallback_{blocker}"
         return Decision(Route.LOCAL, reason, blocker != "no_cloud", wake, l_eta, c_eta)

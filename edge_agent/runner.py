@@ -29,6 +29,7 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from queue import SimpleQueue
 from typing import Any, Callable, Iterable, Sequence
 
@@ -60,7 +61,6 @@ logger = logging.getLogger(__name__)
 
 def _with_endpoints(cfg: CoreConfig, clients: int) -> CoreConfig:
     """The core's endpoints: the configured ones, or as many unnamed ones as there are clients."""
-    from dataclasses import replace
 
     if len(cfg.endpoints) == clients:
         return cfg
@@ -102,6 +102,9 @@ class Agent:
         self.clock = clock
         self._wall_offset_s = time.time() - clock()  # once: results carry wall-clock times too
         core_cfg = _with_endpoints(config.core(), len(self.clouds))
+        if not any(getattr(c, "upload_encodings", False) for c in self.clouds):
+            # no client here chooses encodings or says when an upload left: the uplink is not modelled
+            core_cfg = replace(core_cfg, uplink_prior_bps=None)
         self.core = DeviceCore(core_cfg, cloud=bool(self.clouds), cloud_warm=cloud_warm,
                                local_ready=detector is not None, policy=policy)
         self.stats = RunStats(budget_s=core_cfg.budget_s)

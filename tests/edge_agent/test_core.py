@@ -401,6 +401,8 @@ def test_device_logic_imports_no_io(name):
 
 # -- the endpoint pool ------------------------------------------------------------------------
 def pool_core(*specs, **kw):
+    # the endpoints' story: an uplink fast enough not to matter (no prior to plan uploads with)
+    kw.setdefault("uplink_prior_bps", None)
     return DeviceCore(cloud_only(endpoints=specs, **kw), cloud_warm=True)
 
 
