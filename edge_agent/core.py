@@ -66,7 +66,7 @@ _NOT_SHORT = frozenset({"expired", "shutdown", "local_warming", "local_error", "
 #: of the local queue
 _SHORT_SHARE = 0.05
 #: a cloud request older than this quantile of answer times is overdue: a hedge may go ahead
-_HEDGE_QUANTILE = 0.8
+_HEDGE_QUANTILE = 0.9
 
 
 
@@ -550,7 +550,7 @@ class DeviceCore:
             local_queued=len(self._local_q), local_busy=self._local_busy, local_workers=self.cfg.local_workers,
             local_service_s=self._service.quantile(p.local_quantile, now), cloud_state=state,
             cloud_eta_s=eta, cloud_eta_low_s=low, cloud_link_s=link_s,
-            cloud_link_free=cloud and not self._cloud_q and self.link.accepting(now),
+            cloud_link_free=cloud and self.link.accepting(now),
             cloud_pending=pending, cloud_capacity=cap, offloading=self._offloading,
             cloud_probe_due=cloud and len(self.pool) > 0 and pending == 0 and (
                 stale or self.link.stale(now, self.cfg.probe_after_s)),
@@ -633,16 +633,18 @@ class DeviceCore:
         if ep is None:
             return None
         seqs = tuple(self._cloud_q[i] for i in range(min(ep.max_batch, len(self._cloud_q))))
+        # the link not measured yet: the first uploads are small ones, planned at the prior goodput
+        rungs = (ladder.floor,) if self.link.last_finish is None and self.link.prior_Bps is not None else ladder.rungs
         due = min(self._frames[s].deadline for s in seqs)
         behind = [self._frames[self._cloud_q[i]] for i in range(len(seqs), min(len(self._cloud_q), len(seqs) + 8))]
         for q in (p.cloud_quantile, p.cloud_chance_quantile):
             post = self.pool.post_upload(ep, q, now)
-            for rung in ladder:
+            for rung in rungs:
                 nbytes = len(seqs) * self.sizes.estimate(rung)
                 if (self.link.upload_end(now, nbytes) + post <= due
                         and self._behind_still_fit(now, behind, nbytes, floor_bytes, len(seqs))):
                     return ep, seqs, rung
-        best = ladder.rungs[0]
+        best = rungs[0]
         if self.link.upload_end(now, len(seqs) * self.sizes.estimate(best)) - now <= 0.1 * max(0.0, due - now):
             return ep, seqs, best  # the uplink is no factor: a chance, as good as it gets
         link_s = self.link.upload_end(now, len(seqs) * floor_bytes) - now
@@ -761,26 +763,9 @@ class DeviceCore:
         starts = [t for seq, t in self._local_started.items() if seq in self._frames]
         return max(now, min(starts) + est) if starts else now + est
 
-    def _queue_can_wait(self, slot: float, est: float, skip_last: bool = False) -> bool:
-        """Whether every frame in the local queue (but its last) still makes its deadline one run later."""
-        n = len(self._local_q) - (1 if skip_last else 0)
-        return all(slot + (i + 2) * est <= self._frames[self._local_q[i]].deadline for i in range(n))
-
-    def _make_room(self, now: float, slot: float, est: float) -> bool:
-        """Room in the local queue for a hedge, by handing its newest frame to the cloud when that
-        frame has the time the cloud takes (a swap: the frame the cloud failed runs locally)."""
-        if not self._local_q or not self._queue_can_wait(slot, est, skip_last=True):
-            return False
-        last = self._frames[self._local_q[-1]]
-        state, _ = self.pool.view(now)
-        _, eta, _ = self._cloud_times(now, ahead=len(self._cloud_q))
-        if state is not CloudState.READY or eta is None or now + eta > last.deadline:
-            return False
-        self._local_q.pop()
-        last.stage = _Stage.CLOUD_QUEUE
-        self._cloud_q.append(last.seq)
-        self.counters[("hedge", "swapped_to_cloud")] += 1
-        return True
+    def _queue_can_wait(self, slot: float, est: float) -> bool:
+        """Whether every frame in the local queue still makes its deadline one run later."""
+        return all(slot + (i + 2) * est <= self._frames[seq].deadline for i, seq in enumerate(self._local_q))
 
     def _cloud_likely_in_time(self, f: _Frame, now: float) -> bool:
         """Whether the cloud's answer to an in-flight frame is still likely by its deadline (its
@@ -828,7 +813,7 @@ class DeviceCore:
                and not self._cloud_likely_in_time(f, now)]
         if not due:
             return None
-        if not self._queue_can_wait(slot, est) and not self._make_room(now, slot, est):
+        if not self._queue_can_wait(slot, est):
             return None  # the local queue has no room to spare
         return min(due, key=lambda f: f.deadline)
 
@@ -877,7 +862,7 @@ class DeviceCore:
                 continue
             req.timed_out = True
             self.pool.finished(req.endpoint, len(req.seqs), req.id)
-            if req.uploaded_at is None and self._uploads_reported:
+            if req.uploaded_at is None and (self._uploads_reported or self.link.prior_Bps is not None):
                 # still on the uplink: the link stalled, not the endpoint (its bytes stay queued until they leave)
                 self.counters[("uplink", "stalled_requests")] += 1
             else:

@@ -311,11 +311,14 @@ class Uplink:
         if not self._uploads or self.goodput(now) is None:
             return now
         end = max(u.projected_end for u in self._uploads.values())
+        oldest = min(u.projected_end for u in self._uploads.values())
+        if now > oldest + self._grace:
+            # overdue: the longer it stalls, the less it is about to end (and an upload put
+            # behind a stalled one does not make the link look fresh again)
+            return max(end, now + (now - oldest - self._grace))
         if now <= end:
             return end
-        if now <= end + self._grace:
-            return now  # its bytes have left: the acknowledgement is on its way back
-        return now + (now - end - self._grace)  # overdue: the longer it stalls, the less it is about to end
+        return now  # its bytes have left: the acknowledgement is on its way back
 
     def overdue(self, now: float) -> bool:
         """Whether an upload on the link should have been acknowledged by now."""

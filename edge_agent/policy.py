@@ -205,11 +205,18 @@ def _cloud_chance(obs: Observation, cfg: PolicyConfig, remaining: float) -> bool
     if obs.cloud_probe_due:
         return True
     low = obs.cloud_eta_low_s if obs.cloud_eta_low_s is not None else obs.cloud_eta_s
-    return _cloud_eta(obs, cfg, low) <= remaining
+    # a slot is free and the frame would be dropped otherwise: unless even the optimistic
+    # estimate (timeouts included) says clearly no, it costs nothing to try
+    return _cloud_eta(obs, cfg, low) <= _CHANCE_SLACK * remaining
 
+
+#: a frame with nowhere else to go is tried in the cloud while its optimistic answer time is
+#: within this much of its remaining budget (the optimistic quantile includes timed-out
+#: requests, counted at the timeout: a long shot within a few percent still makes it often)
+_CHANCE_SLACK = 1.1
 
 #: blockers that leave the device local only for now (not a cloud that is merely slow or busy)
-_LOCAL_ONLY_FOR_NOW = frozenset({"uplink_too_slow", "cloud_disabled"})
+_LOCAL_ONLY_FOR_NOW = frozenset({"uplink_too_slow", "cloud_disabled", "cloud_waking", "cloud_cold"})
 
 
 def decide(obs: Observation, cfg: PolicyConfig) -> Decision:
