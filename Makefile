@@ -72,8 +72,10 @@ test-py310: models
 	    -k "not letterbox_matches_ultralytics" --ignore=tests/edge_agent/test_agent_integration.py \
 	    tests/yolo_edge tests/edge_agent tests/models tests/test_docstring_examples.py tests/test_python_versions.py
 
+# detect() against the raw model and Ultralytics; Detector.stream against the raw model on a core of its own
 bench: install-test models
 	$(PY) benchmarks/detect_bench.py --rounds 40
+	$(PY) benchmarks/stream_bench.py --frames 60 --rounds 3
 
 bench-service: install-test models
 	$(PY) benchmarks/service_bench.py --requests 16 --rounds 3 --bare-seconds 4

@@ -14,7 +14,7 @@ MODULES = [
     "edge_agent.pool", "edge_agent.events", "edge_agent.estimators", "edge_agent.protocols", "edge_agent.livesim",
     "edge_agent.sinks", "edge_agent.delivery", "edge_agent.spool", "edge_agent.webhook",
     "yolo_edge.health", "yolo_edge.oip_wire", "yolo_edge.endpoint", "yolo_edge.triton.config",
-    "yolo_edge.coco", "yolo_edge.models.index", "yolo_edge.samples", "yolo_edge.inputs",
+    "yolo_edge.coco", "yolo_edge.models.index", "yolo_edge.samples", "yolo_edge.inputs", "yolo_edge.stream",
     "yolo_edge.pool", "yolo_edge.pool_members",
 ]
 
