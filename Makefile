@@ -77,6 +77,7 @@ bench: install-test models
 	$(PY) benchmarks/detect_bench.py --rounds 40
 	$(PY) benchmarks/stream_bench.py --frames 60 --rounds 3
 
+# servers on core 1 (taskset), load generator on core 0; with the no-inference backend vs BentoML's minimal service
 bench-service: install-test models
 	$(PY) benchmarks/service_bench.py --requests 16 --rounds 3 --bare-seconds 4
 
