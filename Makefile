@@ -81,7 +81,8 @@ bench: install-test models
 bench-service: install-test models
 	$(PY) benchmarks/service_bench.py --requests 16 --rounds 3 --bare-seconds 4
 
-# the agent on core 0, its cloud stand-in (bentoml serve) on core 1: routing, not a fight for cores
+# the agent on core 0, its cloud stand-in (bentoml serve) on core 1: routing, not a fight for cores;
+# then the agent's own CPU per frame by stage and its local inference with and without the rest
 bench-agent: install-test models
 	$(PY) benchmarks/agent_bench.py --seconds 20 --json out/agent_bench.json
 
