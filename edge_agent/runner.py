@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -57,12 +56,6 @@ from .stats import RunStats
 __all__ = ["Agent", "Outcome"]
 
 logger = logging.getLogger(__name__)
-
-#: The GIL switch interval while an agent with a local worker runs (Python's default: 5 ms).
-#: The local worker needs the GIL between the model's native calls; with the default, a
-#: sender or the capture thread busy in Python makes it wait up to 5 ms each time, and
-#: local inference took 2.3x its time alone; with 0.5 ms, 1.03x (benchmarks/agent_bench.py).
-SWITCH_INTERVAL_S = 0.0005
 
 
 def _other_cpus(local_cpus: Sequence[int] | None) -> set[int] | None:
@@ -147,10 +140,6 @@ class Agent:
         if self._started:
             return self
         self._started = True
-        if self.cfg.local_workers and sys.getswitchinterval() > SWITCH_INTERVAL_S:
-            logger.info("GIL switch interval %.1f ms -> %.1f ms so the local worker never waits long for it",
-                        1e3 * sys.getswitchinterval(), 1e3 * SWITCH_INTERVAL_S)
-            sys.setswitchinterval(SWITCH_INTERVAL_S)  # process-wide; never raised back while an agent may run
         for i in range(self.cfg.local_workers):
             self._spawn(self._local_loop, f"edge-agent-local-{i}")
         self._spawn(self._timer_loop, "edge-agent-timer")

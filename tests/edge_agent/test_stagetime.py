@@ -70,17 +70,3 @@ def test_senders_and_timer_stay_off_the_local_core():
     assert seen and all(local not in cores for cores in seen)
     assert local not in timer_cores
 
-
-def test_starting_an_agent_shortens_the_gil_switch_interval():
-    import sys
-
-    from edge_agent.runner import SWITCH_INTERVAL_S
-
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(0.005)
-    try:
-        with Agent(AgentConfig(latency_budget_ms=500), detector=SlowDetector(0.0)) as agent:
-            agent.submit(IMG)
-        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S)
-    finally:
-        sys.setswitchinterval(old)
