@@ -41,8 +41,9 @@ with no boxes and run no model, so that the serving path can be timed alone;
 
 The serving path is kept lean (issue 18, measured by ``benchmarks/service_bench.py``): the
 Guard holds the body once and hands the same chunks on, a small request is decoded on the
-event loop (a thread hop costs more than decoding it), and the answer is written as JSON
-bytes directly (:class:`DetectOutput`) instead of through BentoML's pydantic output model.
+event loop (a thread hop costs more than decoding it), the answer is written as JSON
+bytes directly (:class:`DetectOutput`) instead of through BentoML's pydantic output model,
+and adaptive batching never holds a request back while the model is idle (bentos/dispatch.py).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ from bentoml.exceptions import BentoMLException, ServiceUnavailable
 from pydantic import Field
 
 import yolo_edge
-from bentos import metrics
+from bentos import dispatch, metrics
 from bentos.batch import ModelTime, doomed, run_batch
 from bentos.bench_backend import ENV as BENCH_ENV
 from bentos.bench_backend import NoInference
@@ -185,6 +186,7 @@ _FLAGS = {"": False, "0": False, "false": False, "no": False, "off": False,
 
 
 SETTINGS = Settings.from_env()
+dispatch.install()  # before BentoML builds the batch dispatchers (bentos/dispatch.py)
 #: Decoded pixels held by this worker's requests (one budget per worker process).
 PIXELS = PixelBudget(SETTINGS.max_decoded_pixels, on_change=metrics.decoded)
 
