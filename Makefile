@@ -79,7 +79,7 @@ bench: install-test models
 
 # servers on core 1 (taskset), load generator on core 0; with the no-inference backend vs BentoML's minimal service
 bench-service: install-test models
-	$(PY) benchmarks/service_bench.py --requests 16 --rounds 3 --bare-seconds 4
+	$(PY) benchmarks/service_bench.py --requests 40 --rounds 3 --bare-seconds 4
 
 # the agent on core 0, its cloud stand-in (bentoml serve) on core 1: routing, not a fight for cores;
 # then the agent's own CPU per frame by stage and its local inference with and without the rest

@@ -154,9 +154,16 @@ def run_overhead(detector, url: str, frames, fps: float, seconds: float, budget_
         nonlocal rq1
         yield from replay(captured(), fps=fps)
         rq1 = runqueue_s(worker.native_id)  # the worker is still alive: the agent drains after this
-        if PINNED:  # which of this process's threads may run on the local worker's core
-            on_local_core.extend(t.name for t in threading.enumerate()
-                                 if t.native_id and AGENT_CORE in _affinity(t.native_id))
+        if PINNED:  # which of this process's threads (native ones too: OpenCV's, onnxruntime's) may run there
+            names = {t.native_id: t.name for t in threading.enumerate()}
+            for task in Path("/proc/self/task").iterdir():
+                tid = int(task.name)
+                if AGENT_CORE in _affinity(tid):
+                    stat = (task / "stat").read_text()
+                    fields = stat[stat.rindex(")") + 2:].split()
+                    cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                    name = names.get(tid) or (task / "comm").read_text().strip()
+                    on_local_core.append(f"{name} ({cpu_s:.1f} s CPU)")
 
     try:
         stats = agent.run(source())

@@ -84,8 +84,8 @@ class AgentConfig:
     backend: str = "auto"
     local_threads: int | None = None  # inference threads of the local backend
     local_workers: int = 1
-    #: pin the local worker threads to these CPU cores (Linux), and keep the agent's own threads
-    #: (timer, cloud senders: upload encoding and HTTP, wake) on the other cores, so that the
+    #: pin the local worker threads to these CPU cores (Linux), and keep the agent's cloud
+    #: senders (upload encoding and HTTP) and wake probes on the other cores, so that the
     #: network's work stays off the cores inference runs on (the thread that submits frames is
     #: the caller's: pin it too); None: the OS decides
     local_cpus: tuple[int, ...] | None = None

