@@ -76,13 +76,17 @@ test-py310: models
 	    -k "not letterbox_matches_ultralytics" --ignore=tests/edge_agent/test_agent_integration.py \
 	    tests/yolo_edge tests/edge_agent tests/models tests/test_docstring_examples.py tests/test_python_versions.py
 
+# detect() against the raw model and Ultralytics; Detector.stream against the raw model on a core of its own
 bench: install-test models
 	$(PY) benchmarks/detect_bench.py --rounds 40
+	$(PY) benchmarks/stream_bench.py --frames 60 --rounds 3
 
+# servers on core 1 (taskset), load generator on core 0; with the no-inference backend vs BentoML's minimal service
 bench-service: install-test models
-	$(PY) benchmarks/service_bench.py --requests 16 --rounds 3 --bare-seconds 4
+	$(PY) benchmarks/service_bench.py --requests 40 --rounds 3 --bare-seconds 4
 
-# the agent on core 0, its cloud stand-in (bentoml serve) on core 1: routing, not a fight for cores
+# the agent on core 0, its cloud stand-in (bentoml serve) on core 1: routing, not a fight for cores;
+# then the agent's own CPU per frame by stage and its local inference with and without the rest
 bench-agent: install-test models
 	$(PY) benchmarks/agent_bench.py --seconds 20 --json out/agent_bench.json
 

@@ -32,12 +32,23 @@ auth), ``YOLO_EDGE_BACKEND``, ``YOLO_EDGE_PRECISION`` (``fp16``/``fp32`` on a GP
 backend; unset: the backend's default), ``YOLO_EDGE_THREADS``, ``YOLO_EDGE_MAX_UPLOAD_BYTES``,
 ``YOLO_EDGE_MAX_PIXELS`` (per image), ``YOLO_EDGE_MAX_REQUEST_PIXELS`` (per request),
 ``YOLO_EDGE_MAX_IN_FLIGHT``, ``YOLO_EDGE_MAX_OPEN_UPLOADS``, ``YOLO_EDGE_BODY_TIMEOUT_S``,
-``YOLO_EDGE_WARMUP_RUNS`` and ``YOLO_EDGE_HOME`` (default: the model baked into the Bento
-by ``python -m bentos.bake``, else ``~/.cache/yolo-edge``).
+``YOLO_EDGE_WARMUP_RUNS``, ``YOLO_EDGE_HOME`` (default: the model baked into the Bento
+by ``python -m bentos.bake``, else ``~/.cache/yolo-edge``), ``YOLO_EDGE_ACCESS_LOG`` (``1``:
+BentoML's access log, one line per request; off by default, the request metrics count every
+request) and, for benchmarks only, ``YOLO_EDGE_BENCH_NO_INFERENCE`` (``1``: answer every frame
+with no boxes and run no model, so that the serving path can be timed alone;
+``bentos/bench_backend.py``).
+
+The serving path is kept lean (issue 18, measured by ``benchmarks/service_bench.py``): the
+Guard holds the body once and hands the same chunks on, a small request is decoded on the
+event loop (a thread hop costs more than decoding it), the answer is written as JSON
+bytes directly (:class:`DetectOutput`) instead of through BentoML's pydantic output model,
+and adaptive batching never holds a request back while the model is idle (bentos/dispatch.py).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -53,8 +64,10 @@ from bentoml.exceptions import BentoMLException, ServiceUnavailable
 from pydantic import Field
 
 import yolo_edge
-from bentos import metrics
+from bentos import dispatch, metrics
 from bentos.batch import ModelTime, doomed, run_batch
+from bentos.bench_backend import ENV as BENCH_ENV
+from bentos.bench_backend import NoInference
 from bentos.guard import Guard, install_json_protocol_errors
 from bentos.image import IMAGE
 from bentos.intake import Frame, IntakeLimits, PixelBudget, Rejected, arrival, decode_frames, read_form
@@ -78,6 +91,9 @@ MAX_LATENCY_MS = 5000
 MAX_IMAGES_PER_REQUEST = LIMITS.max_images
 #: BentoML answers 504 for a request that has not started its answer within this.
 REQUEST_TIMEOUT_S = 60
+#: A request with at most this many pixels (all its images) is decoded on the event loop:
+#: a 416x416 JPEG decodes in well under a millisecond, less than handing it to a thread.
+INLINE_DECODE_PIXELS = 640 * 640
 
 
 #: Where ``python -m bentos.bake`` puts the model, relative to the build context.
@@ -105,6 +121,9 @@ class Settings:
     max_buffered_bytes: int = 256 << 20  # bodies held for those, together
     body_timeout_s: float = 30.0
     warmup_runs: int = 3
+    access_log: bool = False  # BentoML's access log: a log line (and its formatting) for every request
+    # benchmarks only (bentos/bench_backend.py): answer every frame with no boxes, running no model
+    bench_no_inference: bool = False
 
     def __post_init__(self) -> None:
         for name in ("max_upload_bytes", "max_pixels", "max_request_pixels", "max_decoded_pixels", "max_in_flight",
@@ -129,6 +148,12 @@ class Settings:
                 raise ValueError(f"{key} must be a finite number, got {raw!r}")
             return value
 
+        def flag(key: str) -> bool:
+            raw = (env.get(key) or "").strip().lower()
+            if raw not in _FLAGS:
+                raise ValueError(f"{key} must be 1 or 0 (true/false, yes/no), got {env.get(key)!r}")
+            return _FLAGS[raw]
+
         precision = (env.get("YOLO_EDGE_PRECISION") or "").lower() or None
         if precision is not None and precision not in PRECISIONS:
             raise ValueError(f"YOLO_EDGE_PRECISION must be {' or '.join(PRECISIONS)}, got {env.get('YOLO_EDGE_PRECISION')!r}")
@@ -151,10 +176,17 @@ class Settings:
             max_buffered_bytes=num("YOLO_EDGE_MAX_BUFFERED_BYTES", cls.max_buffered_bytes),
             body_timeout_s=num("YOLO_EDGE_BODY_TIMEOUT_S", cls.body_timeout_s, float),
             warmup_runs=num("YOLO_EDGE_WARMUP_RUNS", cls.warmup_runs),
+            access_log=flag("YOLO_EDGE_ACCESS_LOG"),
+            bench_no_inference=flag(BENCH_ENV),
         )
 
 
+_FLAGS = {"": False, "0": False, "false": False, "no": False, "off": False,
+          "1": True, "true": True, "yes": True, "on": True}
+
+
 SETTINGS = Settings.from_env()
+dispatch.install()  # before BentoML builds the batch dispatchers (bentos/dispatch.py)
 #: Decoded pixels held by this worker's requests (one budget per worker process).
 PIXELS = PixelBudget(SETTINGS.max_decoded_pixels, on_change=metrics.decoded)
 
@@ -182,12 +214,34 @@ class DetectInput(bentoml.IODescriptor):
         m = metrics.get()
         try:
             options, uploads = await read_form(request, limits, PIXELS)
-            frames = await anyio.to_thread.run_sync(
-                decode_frames, uploads, options, received, limits, m.decode_seconds.observe)
+            if sum(u.header.pixels for u in uploads) <= INLINE_DECODE_PIXELS:
+                frames = decode_frames(uploads, options, received, limits, m.decode_seconds.observe)
+            else:
+                frames = await anyio.to_thread.run_sync(
+                    decode_frames, uploads, options, received, limits, m.decode_seconds.observe)
         except Rejected as exc:
             m.frames.labels(outcome=exc.outcome).inc()
             raise BentoMLException(str(exc), error_code=exc.status) from None
         return cls.model_construct(images=frames)
+
+
+class DetectOutput(bentoml.IODescriptor):
+    """The answer to one request: a JSON list with one :meth:`FrameResult.to_dict` per image.
+
+    Written with ``json.dumps`` straight into the response: BentoML's default output
+    (from the ``list[dict]`` annotation) validates the list through a pydantic model and
+    rebuilds that model's JSON schema for every response, a fixed cost per request that
+    the answer (plain dicts, made by yolo_edge.wire) does not need. /docs.json describes
+    the answer (bentos/openapi.py).
+    """
+
+    media_type = "application/json"
+
+    @classmethod
+    async def to_http_response(cls, obj: Any, serde: Any) -> Any:
+        from starlette.responses import Response
+
+        return Response(json.dumps(obj, separators=(",", ":"), allow_nan=False), media_type=cls.media_type)
 
 
 def _intake_limits(num_classes: int) -> IntakeLimits:
@@ -227,6 +281,7 @@ def _path(record: logging.LogRecord) -> str:
     threads=1,  # the batcher runs one batch at a time per worker anyway
     traffic={"timeout": REQUEST_TIMEOUT_S, "concurrency": 16},
     metrics={"enabled": True, "namespace": "bentoml_service"},
+    logging={"access": {"enabled": SETTINGS.access_log}},
 )
 class YoloEdge:
     """Object detection with a yolo_edge.Detector behind adaptive batching."""
@@ -236,6 +291,10 @@ class YoloEdge:
         self.detector = yolo_edge.Detector(SETTINGS.model, backend=SETTINGS.backend, threads=SETTINGS.threads,
                                            max_pixels=SETTINGS.max_pixels, root=SETTINGS.model_home,
                                            backend_options=options)
+        if SETTINGS.bench_no_inference:
+            logger.warning("%s=1: BENCHMARK MODE, every frame is answered with no boxes and no model runs", BENCH_ENV)
+            self.detector = yolo_edge.Detector(SETTINGS.model, backend=NoInference(self.detector.backend),
+                                               max_pixels=SETTINGS.max_pixels, root=SETTINGS.model_home)
         logger.info("serving %s from %s", self.detector.info.name, self.detector.info.path)
         self.info = self.detector.info
         self.model = ModelRef(self.info.name, self.info.sha256)
@@ -267,7 +326,8 @@ class YoloEdge:
     def __is_ready__(self) -> bool:
         return self._ready.is_set()
 
-    @bentoml.api(batchable=True, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS, input_spec=DetectInput)
+    @bentoml.api(batchable=True, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS, input_spec=DetectInput,
+                 output_spec=DetectOutput)
     def detect(self, images: list[Frame]) -> list[dict[str, Any]]:
         """Detect objects in each uploaded image; boxes are in that image's pixels."""
         m = metrics.get()

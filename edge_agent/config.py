@@ -85,8 +85,10 @@ class AgentConfig:
     backend: str = "auto"
     local_threads: int | None = None  # inference threads of the local backend
     local_workers: int = 1
-    #: pin the local worker threads to these CPU cores (Linux), e.g. to keep a camera's or the
-    #: network's work off the cores inference runs on; None: the OS decides
+    #: pin the local worker threads to these CPU cores (Linux), and keep the agent's cloud
+    #: senders (upload encoding and HTTP) and wake probes on the other cores, so that the
+    #: network's work stays off the cores inference runs on (the thread that submits frames is
+    #: the caller's: pin it too); None: the OS decides
     local_cpus: tuple[int, ...] | None = None
     #: the cloud endpoints: one URL, or several (URLs or CloudEndpoint tables); None: local only
     cloud: str | tuple[Any, ...] | None = None

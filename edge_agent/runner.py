@@ -52,11 +52,19 @@ from .policy import Mode, Policy
 from .protocols import CloudEndpoint, LocalDetector, Sink
 from .sinks import close_sinks
 from .sources import SourceFrame
+from .stagetime import StageTimes
 from .stats import RunStats
 
 __all__ = ["Agent", "Outcome"]
 
 logger = logging.getLogger(__name__)
+
+
+def _other_cpus(local_cpus: Sequence[int] | None) -> set[int] | None:
+    """The cores the agent's other threads may use: all this process may, less the local worker's."""
+    if not local_cpus or not hasattr(os, "sched_getaffinity"):
+        return None
+    return (os.sched_getaffinity(0) - set(local_cpus)) or None  # one core only: nowhere else to go
 
 
 def _with_endpoints(cfg: CoreConfig, clients: int) -> CoreConfig:
@@ -119,7 +127,11 @@ class Agent:
         # one sender per request the core may have in flight, over every endpoint: a request never
         # waits for a thread (its budget on the wire would be stale, its answer time overstated)
         senders = sum(e.max_inflight for e in self.core.pool.endpoints) or 1
-        self._senders = ThreadPoolExecutor(max_workers=senders, thread_name_prefix="edge-agent-cloud")
+        #: CPU time per stage (edge_agent.stagetime): what the agent itself costs per frame
+        self.stages = StageTimes()
+        self._other_cpus = _other_cpus(config.local_cpus)
+        self._senders = ThreadPoolExecutor(max_workers=senders, thread_name_prefix="edge-agent-cloud",
+                                           initializer=self._off_local_cores)
         self._threads: list[threading.Thread] = []
         self._timer_due: float | None = None  # when the timer thread means to wake, while it waits
         self._started = False
@@ -213,7 +225,9 @@ class Agent:
     # -- the core ------------------------------------------------------------------------
     def _feed(self, event: Event) -> None:
         """Hand one event to the core and carry out its actions (lock held)."""
-        for action in self.core.handle(event):
+        with self.stages.stage("core"):
+            actions = self.core.handle(event)
+        for action in actions:
             self._act(action)
         due = self.core.next_timer()
         if (due is not None and (self._timer_due is None or due < self._timer_due)) or self.core.idle:
@@ -242,6 +256,10 @@ class Agent:
 
     def _deliver(self, results: Sequence[FrameResult]) -> None:
         """Released results go to the sinks now, in order, from the releasing thread."""
+        with self.stages.stage("sinks"):
+            self._emit(results)
+
+    def _emit(self, results: Sequence[FrameResult]) -> None:
         for r in results:
             image = self._images.pop(r.seq, None)
             if self.keep_images:
@@ -256,6 +274,18 @@ class Agent:
             self.stats.add(r)
             self.metrics.observe(r)
             r.image = None
+
+    def _off_local_cores(self) -> None:
+        """Keep this thread (a cloud sender: encoding and HTTP; a wake) off the local worker's cores.
+
+        The timer thread is left where the OS puts it: it does little, and late (it decides
+        releases and expiries), so it must not queue behind a busy core's work.
+        """
+        if self._other_cpus:
+            try:
+                os.sched_setaffinity(0, self._other_cpus)  # this thread only (Linux)
+            except OSError as exc:
+                logger.warning("cannot keep agent threads off the local worker's cores: %s", exc)
 
     def _timer_loop(self) -> None:
         with self._lock:
@@ -293,13 +323,14 @@ class Agent:
                 logger.warning("cannot pin the local worker to cores %s: %s", self.cfg.local_cpus, exc)
         while (job := self._local_jobs.get()) is not None:
             seq, image = job
-            start = time.perf_counter()
+            start, cpu0 = time.perf_counter(), time.thread_time()
             try:
                 answer, error = self.detector(image), None
             except Exception as exc:  # a bad frame must not kill the worker
                 answer, error = None, f"{type(exc).__name__}: {exc}"
                 logger.warning("local inference failed on frame %d: %s", seq, error)
             took = time.perf_counter() - start
+            self.stages.add("inference", time.thread_time() - cpu0, took)
             with self._lock:
                 self.metrics.local_service.set(took)
                 self._feed(LocalDone(at=self.clock(), seq=seq, service_s=took, answer=answer, error=error))
@@ -322,7 +353,8 @@ class Agent:
 
             options["on_uploaded"] = on_uploaded
         try:
-            results = client.detect_frames(images, budgets_s=budgets, **options)
+            with self.stages.stage("upload"):
+                results = client.detect_frames(images, budgets_s=budgets, **options)
         except CloudModelMismatchError as exc:
             failure, message = Failure.MISMATCH, str(exc)
         except CloudDeadlineExpiredError as exc:  # the endpoint refused the whole request as too late
@@ -357,6 +389,7 @@ class Agent:
 
     def _wake(self, action: Wake) -> None:
         """Wake (or probe) an endpoint and check it runs our model before using it."""
+        self._off_local_cores()
         client = self.clouds[action.endpoint]
         failure, message, ok = None, "", False
         try:

@@ -33,36 +33,37 @@ def cmd_detect(args: argparse.Namespace) -> int:
     save = Path(args.save) if args.save else None
     if save:
         save.mkdir(parents=True, exist_ok=True)
-    items = frames(files, every=args.every)
+    # decoding (images and video frames) and letterbox of the next frames run while the model runs
+    results_iter = det.stream(frames(files, every=args.every), errors="yield")
     say = print
     # the bar goes to stderr, with --json too (--json owns stdout only); result lines and log
     # lines go through the bar's lock (tqdm.write), so the two never share a line
     if not args.no_progress and (len(files) > 1 or count_frames(files, args.every) > 1):
         from tqdm import tqdm
 
-        items = tqdm(items, total=count_frames(files, args.every), desc="detect", unit="img", file=sys.stderr)
-        say = items.write
+        results_iter = tqdm(results_iter, total=count_frames(files, args.every), desc="detect", unit="img",
+                            file=sys.stderr)
+        say = results_iter.write
     results = [{"image": arg, "frame": None, "time_s": None, "error": problem} for arg, problem in problems]
     failed = len(problems)
-    for item in items:
+    for result in results_iter:
+        item = result.source  # the yolo_edge.inputs.Frame it came from
         record: dict = {"image": str(item.source), "frame": item.index, "time_s": item.time_s}
-        try:
-            if item.error is not None:
-                raise item.error
-            (dets,), timings = det.predict([item.image])
-        except YoloEdgeError as exc:  # one bad file must not stop a batch run
+        if result.error is not None:  # one bad file must not stop a batch run
             failed += 1
+            exc = result.error
             # an error about the file names it already (``bad.jpg: could not decode ...``)
             log.error("%s", exc if str(item.source) in str(exc) else f"{item.source}: {exc}")
             results.append({**record, "error": str(exc)})
             continue
+        dets, timings = result.detections, result.timings
         record.update(model=det.info.name, model_sha256=det.info.sha256, **dets.to_dict(), timing=timings.to_dict())
         results.append(record)
         if save:
             import cv2
 
             cv2.imwrite(str(save / (item.stem + (item.source.suffix if item.index is None else ".jpg"))),
-                        dets.draw(item.image))
+                        dets.draw(result.image))
             (save / (item.stem + ".json")).write_text(json.dumps(record, indent=2))
         if not args.json:
             labels = ", ".join(f"{d['label']} {d['confidence']:.2f}" for d in record["detections"]) or "nothing"

@@ -6,7 +6,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence, overload
+from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Iterator, Mapping, Sequence, overload
 
 import numpy as np
 
@@ -18,6 +18,9 @@ from .postprocess import OUTPUT_FORMATS, detect_output_format, postprocess
 from .preprocess import make_batch
 from .types import Detections, ModelInfo, as_names
 from .wire import DetectOptions, check_classes, check_max_det, check_unit, short_repr
+
+if TYPE_CHECKING:
+    from .stream import StreamResult
 
 __all__ = ["Detector", "StageTimings"]
 
@@ -257,14 +260,7 @@ class Detector:
             raise ConfigError(f"predict expects a list of images, got {type(images).__name__}; "
                               "call the detector itself, det(image), for a single image")
         check_channels(channels)
-        classes = _classes_arg(classes)
-        if classes is not None and (isinstance(classes, str) or any(isinstance(c, str) for c in classes)):
-            classes = self.info.class_ids(classes)  # names to ids (an unknown name is a ConfigError)
-        opts = DetectOptions(conf=conf, iou=iou, max_det=max_det, classes=classes).for_model(len(self.info.names))
-        conf = self.conf if opts.conf is None else opts.conf
-        iou = self.iou if opts.iou is None else opts.iou
-        max_det = self.max_det if opts.max_det is None else opts.max_det
-        classes = self.classes if opts.classes is None else list(opts.classes)
+        conf, iou, max_det, classes = self._options(conf, iou, max_det, classes)
         t0 = time.perf_counter()
         frames = [load_image(img, channels=channels, max_pixels=self.max_pixels) for img in images]
         t_decode = time.perf_counter() - t0
@@ -285,6 +281,67 @@ class Detector:
             t3 = time.perf_counter()
             t_pre, t_inf, t_post = t_pre + t1 - t0, t_inf + t2 - t1, t_post + t3 - t2
         return results, StageTimings(t_decode, t_pre, t_inf, t_post)
+
+    def _options(self, conf: Any, iou: Any, max_det: Any, classes: Any) -> tuple[float, float, int, list[int] | None]:
+        """Per-call options checked, with the Detector's own values where None."""
+        classes = _classes_arg(classes)
+        if classes is not None and (isinstance(classes, str) or any(isinstance(c, str) for c in classes)):
+            classes = self.info.class_ids(classes)  # names to ids (an unknown name is a ConfigError)
+        opts = DetectOptions(conf=conf, iou=iou, max_det=max_det, classes=classes).for_model(len(self.info.names))
+        return (self.conf if opts.conf is None else opts.conf, self.iou if opts.iou is None else opts.iou,
+                self.max_det if opts.max_det is None else opts.max_det,
+                self.classes if opts.classes is None else list(opts.classes))
+
+    def stream(
+        self,
+        frames: Iterable[Any],
+        *,
+        channels: Channels = "bgr",
+        conf: float | None = None,
+        iou: float | None = None,
+        max_det: int | None = None,
+        classes: str | Sequence[int | str] | None = None,
+        errors: str = "raise",
+        queue_size: int = 2,
+        inference_cpus: Collection[int] | None = None,
+        prepare_cpus: Collection[int] | None = None,
+    ) -> Iterator["StreamResult"]:
+        """Detect in a stream of frames, pipelined: decode and letterbox of the next frames and
+        NMS of the previous one run while the model runs; results in input order.
+
+        ``frames`` is any iterable of images (paths, bytes, arrays, PIL images) or of
+        :class:`yolo_edge.inputs.Frame` (``yolo_edge.inputs.frames(files)`` reads image files
+        and videos). Yields one :class:`~yolo_edge.stream.StreamResult` per frame, whose
+        detections equal ``self(frame)``. A frame that cannot be read raises its
+        :class:`~yolo_edge.errors.ImageError` at its place (``errors="raise"``), or comes as
+        a result with ``error`` set while the stream goes on (``errors="yield"``). At most
+        ``queue_size`` frames wait between stages; ``inference_cpus`` and ``prepare_cpus``
+        pin the model's thread and the decoding thread to CPU cores (Linux). Leaving the
+        loop early stops the stream's threads. See :mod:`yolo_edge.stream`.
+
+        >>> det = Detector()                                              # doctest: +SKIP
+        >>> for r in det.stream(["bus.jpg", "zidane.jpg"]):               # doctest: +SKIP
+        ...     print(r.source, r.detections)
+        bus.jpg Detections(5: 4 person, 1 bus)
+        zidane.jpg Detections(5: 3 person, 2 tie)
+        """
+        from .stream import _Options, check_cpus, run_stream
+
+        check_channels(channels)
+        opts = _Options(*self._options(conf, iou, max_det, classes))
+        if errors not in ("raise", "yield"):
+            raise ConfigError(f"errors must be 'raise' (a frame that cannot be read ends the stream) or 'yield' "
+                              f"(it comes as a result with its error), got {short_repr(errors)}")
+        if isinstance(queue_size, bool) or not isinstance(queue_size, (int, np.integer)) or not 1 <= queue_size <= 64:
+            raise ConfigError(f"queue_size must be an integer within 1..64 (frames waiting between stages), "
+                              f"got {short_repr(queue_size)}")
+        if (isinstance(frames, (str, bytes, os.PathLike)) or not isinstance(frames, Iterable)
+                or (isinstance(frames, np.ndarray) and frames.ndim != 4)):
+            raise ConfigError(f"stream expects an iterable of frames (a list, a generator, yolo_edge.inputs.frames(...)), "
+                              f"got {type(frames).__name__}; call the detector itself, det(image), for one image")
+        return run_stream(self, frames, opts, channels=channels, errors=errors, queue_size=int(queue_size),
+                          inference_cpus=check_cpus(inference_cpus, "inference_cpus"),
+                          prepare_cpus=check_cpus(prepare_cpus, "prepare_cpus"))
 
     def warmup(self, runs: int = 2) -> None:
         """Run a blank frame through the model so the first real request is not slow."""

@@ -93,9 +93,13 @@ def count_frames(files: Sequence[Path], every: int = 1) -> int:
     return total
 
 
-def frames(files: Sequence[Path], *, every: int = 1) -> Iterator[Frame]:
-    """Each image file once, and every ``every``-th frame of each video file."""
-    for path in files:
+def frames(files: Sequence[str | os.PathLike], *, every: int = 1) -> Iterator[Frame]:
+    """Each image file once, and every ``every``-th frame of each video file.
+
+    A generator: files are read as it is iterated (by :meth:`yolo_edge.Detector.stream`,
+    in its decoding thread), and a video is released when the generator is closed.
+    """
+    for path in map(Path, files):
         if path.suffix.lower() in VIDEO_SUFFIXES:
             yield from _video(path, every)
             continue
