@@ -862,7 +862,7 @@ class DeviceCore:
                 continue
             req.timed_out = True
             self.pool.finished(req.endpoint, len(req.seqs), req.id)
-            if req.uploaded_at is None and (self._uploads_reported or self.link.prior_Bps is not None):
+            if req.uploaded_at is None and self._uploads_reported:
                 # still on the uplink: the link stalled, not the endpoint (its bytes stay queued until they leave)
                 self.counters[("uplink", "stalled_requests")] += 1
             else:

@@ -216,7 +216,7 @@ def _cloud_chance(obs: Observation, cfg: PolicyConfig, remaining: float) -> bool
 _CHANCE_SLACK = 1.1
 
 #: blockers that leave the device local only for now (not a cloud that is merely slow or busy)
-_LOCAL_ONLY_FOR_NOW = frozenset({"uplink_too_slow", "cloud_disabled", "cloud_waking", "cloud_cold"})
+_LOCAL_ONLY_FOR_NOW = frozenset({"uplink_too_slow", "cloud_disabled", "cloud_waking"})
 
 
 def decide(obs: Observation, cfg: PolicyConfig) -> Decision:
