@@ -60,8 +60,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: drop reasons that do not mean the device was short of capacity
-_NOT_SHORT = frozenset({"expired", "shutdown", "local_warming", "local_error", "expired_at_endpoint",
-                        "cloud_frame_error", "cloud_mismatch"})
+_NOT_SHORT = frozenset({"expired", "shutdown", "local_warming", "local_error", "cloud_frame_error", "cloud_mismatch"})
 #: above this share of the last second's frames dropped for lack of capacity, no hedge goes ahead
 #: of the local queue
 _SHORT_SHARE = 0.05
@@ -233,6 +232,7 @@ class DeviceCore:
         self._local_started: dict[int, float] = {}  # frame -> when its local run started
         #: the last second's frames and its drops for lack of capacity (when each was seen)
         self._recent_frames: deque[float] = deque()
+        self._cloud_outcomes: deque[bool] = deque(maxlen=20)  # the cloud's last frame answers: expired?
         self._recent_short: deque[float] = deque()
         self._local_busy = 0
         self._cloud_q: deque[int] = deque()
@@ -495,6 +495,7 @@ class DeviceCore:
             f = self._frames.get(seq)
             current = f is not None and f.stage is _Stage.CLOUD_FLIGHT and f.request == req.id
             why = ev.frame_errors.get(i)
+            self._cloud_outcomes.append(why == "expired")
             if why is not None:
                 self.counters[("endpoint", req.endpoint.name, f"frames_{'expired' if why == 'expired' else 'error'}")] += 1
                 self._hedge_over(seq)
@@ -551,6 +552,7 @@ class DeviceCore:
             local_service_s=self._service.quantile(p.local_quantile, now), cloud_state=state,
             cloud_eta_s=eta, cloud_eta_low_s=low, cloud_link_s=link_s,
             cloud_link_free=cloud and self.link.accepting(now),
+            cloud_expiring=sum(self._cloud_outcomes) / len(self._cloud_outcomes) if self._cloud_outcomes else 0.0,
             cloud_pending=pending, cloud_capacity=cap, offloading=self._offloading,
             cloud_probe_due=cloud and len(self.pool) > 0 and pending == 0 and (
                 stale or self.link.stale(now, self.cfg.probe_after_s)),

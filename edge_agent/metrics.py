@@ -155,14 +155,21 @@ class _StateCollector:
         endpoint_events = CounterMetricFamily(
             "edge_agent_endpoint_events", "Per cloud endpoint: requests, frames answered or expired, failures by kind, "
             "times taken out of rotation, probes, wakes, model mismatches", labels=["endpoint", "event"])
+        hedges = CounterMetricFamily(
+            "edge_agent_hedges", "Hedged frames: started (a late cloud frame also run locally), which answer came "
+            "first, second answers counted and never released, frames moved or rescued to the local lane",
+            labels=["event"])
         for key, n in sorted(counters.items(), key=lambda kv: str(kv[0])):
-            if isinstance(key, tuple) and key[0] == "decision":
+            if isinstance(key, tuple) and key[0] == "hedge":
+                hedges.add_metric(["_".join(key[1:])], n)
+            elif isinstance(key, tuple) and key[0] == "decision":
                 decisions.add_metric([key[1], key[2]], n)
             elif isinstance(key, tuple) and key[0] == "endpoint":
                 endpoint_events.add_metric([key[1], key[2]], n)
             elif isinstance(key, str):
                 events.add_metric([key], n)
         yield decisions
+        yield hedges
         yield events
         yield endpoint_events
 

@@ -36,6 +36,7 @@ def run_agent(edge, detector, url, frames, *, fps, seconds, local_core, mode="hy
     agent = Agent(cfg, detector=edge, cloud=clouds, cloud_warm=True, sinks=[sink])
     stats = agent.run(replay((frames[i % len(frames)] for i in range(int(fps * seconds))), fps=fps))
     clouds[0].close()
+    stats.scrape = agent.metrics.exposition().decode()
     return stats, sink.results
 
 
@@ -68,3 +69,11 @@ def test_the_encoding_and_the_measured_goodput_follow_the_link(rate_mbps, edge, 
             assert r.upload["bytes"] and r.upload["bytes"] > 0
     summary = stats.as_dict()
     assert sum(v["frames"] for v in summary["uploads"].values()) == len(uploads)
+    # /metrics says the same, in the Prometheus text format
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = {f.name: f for f in text_string_to_metric_families(stats.scrape)}
+    by_encoding = {s.labels["encoding"]: s.value for s in families["edge_agent_uploaded_frames"].samples
+                   if s.name.endswith("_total")}
+    assert by_encoding == {k: v["frames"] for k, v in summary["uploads"].items()}
+    assert families["edge_agent_uplink_goodput_bits_per_second"].samples[0].value > 0
