@@ -60,7 +60,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: drop reasons that do not mean the device was short of capacity
-_NOT_SHORT = frozenset({"expired", "shutdown", "local_warming", "local_error", "cloud_frame_error", "cloud_mismatch"})
+_NOT_SHORT = frozenset({"expired", "shutdown", "local_warming", "local_error", "expired_at_endpoint",
+                        "cloud_frame_error", "cloud_mismatch"})
 #: above this share of the last second's frames dropped for lack of capacity, no hedge goes ahead
 #: of the local queue
 _SHORT_SHARE = 0.05
@@ -102,6 +103,10 @@ class CoreConfig:
     #: the uplink's goodput assumed before any upload is measured, bits/s (None: not planned for
     #: until measured). A driver that never reports :class:`Uploaded` turns the uplink model off.
     uplink_prior_bps: float | None = 10e6
+    #: the device's uploads (shrinking, encoding, HTTP) run on the local worker's core (a one-core
+    #: device): an upload with little chance of an answer then costs local capacity, so no frame
+    #: is sent on a chance while most of the cloud's recent answers were "expired"
+    uploads_share_local_cpu: bool = False
 
     def __post_init__(self) -> None:
         for name in ("local_workers", "max_inflight", "max_batch", "window", "estimator_window"):
@@ -232,6 +237,7 @@ class DeviceCore:
         self._local_started: dict[int, float] = {}  # frame -> when its local run started
         #: the last second's frames and its drops for lack of capacity (when each was seen)
         self._recent_frames: deque[float] = deque()
+        self._link_doubt = False  # an upload ended unacknowledged before the link was ever measured
         self._cloud_outcomes: deque[bool] = deque(maxlen=20)  # the cloud's last frame answers: expired?
         self._recent_short: deque[float] = deque()
         self._local_busy = 0
@@ -552,7 +558,7 @@ class DeviceCore:
             local_service_s=self._service.quantile(p.local_quantile, now), cloud_state=state,
             cloud_eta_s=eta, cloud_eta_low_s=low, cloud_link_s=link_s,
             cloud_link_free=cloud and self.link.accepting(now),
-            cloud_expiring=sum(self._cloud_outcomes) / len(self._cloud_outcomes) if self._cloud_outcomes else 0.0,
+            cloud_expiring=self._expiring() if self.cfg.uploads_share_local_cpu else 0.0,
             cloud_pending=pending, cloud_capacity=cap, offloading=self._offloading,
             cloud_probe_due=cloud and len(self.pool) > 0 and pending == 0 and (
                 stale or self.link.stale(now, self.cfg.probe_after_s)),
@@ -635,8 +641,8 @@ class DeviceCore:
         if ep is None:
             return None
         seqs = tuple(self._cloud_q[i] for i in range(min(ep.max_batch, len(self._cloud_q))))
-        # the link not measured yet: the first uploads are small ones, planned at the prior goodput
-        rungs = (ladder.floor,) if self.link.last_finish is None and self.link.prior_Bps is not None else ladder.rungs
+        # the link not measured yet and an upload already failed on it: small ones until one is
+        rungs = (ladder.floor,) if self.link.last_finish is None and self._link_doubt else ladder.rungs
         due = min(self._frames[s].deadline for s in seqs)
         behind = [self._frames[self._cloud_q[i]] for i in range(len(seqs), min(len(self._cloud_q), len(seqs) + 8))]
         for q in (p.cloud_quantile, p.cloud_chance_quantile):
@@ -785,11 +791,17 @@ class DeviceCore:
             return self.link.upload_end(now, 0) + p90 <= f.deadline and not self.link.overdue(now)
         return now - req.since <= p90 and req.since + p90 <= f.deadline
 
+    def _expiring(self) -> float:
+        """The share of the cloud's recent frame answers that were "expired"."""
+        return sum(self._cloud_outcomes) / len(self._cloud_outcomes) if self._cloud_outcomes else 0.0
+
     def _rescue_local(self, f: _Frame, now: float) -> bool:
         """A cloud frame came back unanswered (expired at the endpoint, an error): it runs
         locally next if that can still answer it in time at no other frame's expense."""
         if not self._hedging or self._local is not _LocalState.READY or not self._spare(now):
             return False
+        if self.cfg.uploads_share_local_cpu and self._expiring() > 0.5:
+            return False  # a cloud expiring most frames: rescuing them all would starve the local queue
         est = self._local_estimate(self._pcfg.local_quantile, now)
         slot = self._local_slot(now, est)
         if slot + self._local_estimate(0.25, now) > f.deadline or not self._queue_can_wait(slot, est):
@@ -864,6 +876,8 @@ class DeviceCore:
                 continue
             req.timed_out = True
             self.pool.finished(req.endpoint, len(req.seqs), req.id)
+            if req.uploaded_at is None and self.link.last_finish is None:
+                self._link_doubt = True
             if req.uploaded_at is None and self._uploads_reported:
                 # still on the uplink: the link stalled, not the endpoint (its bytes stay queued until they leave)
                 self.counters[("uplink", "stalled_requests")] += 1

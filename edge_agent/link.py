@@ -340,15 +340,16 @@ class Uplink:
         return self.free_at(now) + nbytes / g
 
     def accepting(self, now: float) -> bool:
-        """Whether the next upload should start now: the link is (about to be) free, or
-        nothing is measured yet (uploads are not held back on a guess; planning still counts
-        the bytes ahead at the prior goodput)."""
-        return self.last_finish is None or self.free_at(now) <= now + self.lead_s
+        """Whether the next upload should start now: the link is (about to be) free; before
+        anything is measured, when nothing is on it."""
+        if self.last_finish is None:
+            return self.prior_Bps is None or not self._uploads  # one upload at a time until one is measured
+        return self.free_at(now) <= now + self.lead_s
 
     def next_timer(self, now: float) -> float | None:
         """When the link will accept again (None: it does now, or nothing is on it)."""
         if not self._uploads or self.last_finish is None:
-            return None
+            return None  # (before the first measurement, the upload's end is what frees the link)
         t = self.free_at(now) - self.lead_s
         return t if t > now else None
 

@@ -67,6 +67,15 @@ def _other_cpus(local_cpus: Sequence[int] | None) -> set[int] | None:
     return (os.sched_getaffinity(0) - set(local_cpus)) or None  # one core only: nowhere else to go
 
 
+def _single_core(local_cpus) -> bool:
+    """Whether every thread of this agent shares the local worker's core (one core available, or
+    the local worker pinned to all the cores there are)."""
+    if not hasattr(os, "sched_getaffinity"):
+        return (os.cpu_count() or 1) == 1
+    cpus = os.sched_getaffinity(0)
+    return len(cpus) == 1 or (local_cpus is not None and cpus <= set(local_cpus))
+
+
 def _with_endpoints(cfg: CoreConfig, clients: int) -> CoreConfig:
     """The core's endpoints: the configured ones, or as many unnamed ones as there are clients."""
 
@@ -110,6 +119,8 @@ class Agent:
         self.clock = clock
         self._wall_offset_s = time.time() - clock()  # once: results carry wall-clock times too
         core_cfg = _with_endpoints(config.core(), len(self.clouds))
+        if self.clouds and _other_cpus(config.local_cpus) is None and _single_core(config.local_cpus):
+            core_cfg = replace(core_cfg, uploads_share_local_cpu=True)  # uploads run on the local worker's core
         if not any(getattr(c, "upload_encodings", False) for c in self.clouds):
             # no client here chooses encodings or says when an upload left: the uplink is not modelled
             core_cfg = replace(core_cfg, uplink_prior_bps=None)

@@ -91,12 +91,16 @@ def tcp_min_rtt_s(sock: Any) -> float | None:
 _MIN_RTT_OFFSET = 148
 
 
-def _wait_acknowledged(sock: Any, limit_s: float) -> None:
+def _wait_acknowledged(sock: Any, limit_s: float) -> bool:
+    """Wait until every byte sent on ``sock`` is acknowledged; False if some still are not after
+    ``limit_s`` (the upload has not left: nothing is reported)."""
     end = time.monotonic() + limit_s
     while (left := unacknowledged_bytes(sock)) and time.monotonic() < end:
         time.sleep(_POLL_S)
     if left:
         logger.debug("%d bytes still unacknowledged after %.1f s", left, limit_s)
+        return False
+    return True
 
 
 def _timed(base: type) -> type:
@@ -105,11 +109,11 @@ def _timed(base: type) -> type:
             fn = _ON_ACKED.get()
             if fn is not None:
                 timeout = self.timeout if isinstance(self.timeout, (int, float)) else None
-                _wait_acknowledged(self.sock, min(timeout or _MAX_WAIT_S, _MAX_WAIT_S))
-                try:
-                    fn(tcp_min_rtt_s(self.sock))
-                except Exception:  # the observer's failure must not fail the request
-                    logger.exception("upload observer failed")
+                if _wait_acknowledged(self.sock, min(timeout or _MAX_WAIT_S, _MAX_WAIT_S)):
+                    try:
+                        fn(tcp_min_rtt_s(self.sock))
+                    except Exception:  # the observer's failure must not fail the request
+                        logger.exception("upload observer failed")
             return super().getresponse(*args, **kwargs)
 
     Timed.__name__ = Timed.__qualname__ = f"Timed{base.__name__}"
