@@ -425,10 +425,6 @@ class DeviceCore:
             if f is not None and f.rung is not None:
                 f.nbytes = int(nbytes)
                 self.sizes.update(f.rung, int(nbytes))
-        rungs = [self._frames[s].rung if s in self._frames else None for s in req.seqs]
-        for rung, nbytes in zip(rungs, ev.frame_bytes):
-            if rung is not None:
-                self.counters[("upload_bytes", rung.name)] += int(nbytes)
         self.link.finish(req.id, ev.at, sum(ev.frame_bytes) if ev.frame_bytes else None, ev.rtt_s)
         self.pool.uploaded(req.endpoint, req.id, ev.at)
 
@@ -685,7 +681,6 @@ class DeviceCore:
         for f in frames:
             f.stage, f.request, f.rung, f.nbytes = _Stage.CLOUD_FLIGHT, req.id, rung, None
         self.counters["requests"] += 1
-        self.counters[("upload_frames", rung.name)] += len(seqs)
         # each frame's budget on the wire is net of its upload and of the endpoint's usual network time
         network = (upload_end - now) + self.link.latency_s + (ep.network.quantile(0.5) or 0.0)
         self._out.append(SendBatch(req.id, ep.index, seqs, timeout, tuple(f.deadline for f in frames), network,

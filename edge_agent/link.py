@@ -190,18 +190,17 @@ class Uplink:
 
     ``prior_bps`` is the goodput assumed before anything is measured (None: fast enough not to
     matter, until measured). The goodput is measured over the uploads that finished in the last
-    ``horizon_s`` (at least the newest ``keep``; none older than ``forget_s``), and planned with
-    ``safety`` times it.
+    ``horizon_s`` (and always the newest ``keep``, however old), and planned with ``safety`` times it.
     """
 
     def __init__(self, *, prior_bps: float | None = None, horizon_s: float = 2.0, keep: int = 3,
-                 forget_s: float = 10.0, safety: float = 0.9, lead_s: float = 0.02) -> None:
+                 safety: float = 0.9, lead_s: float = 0.02) -> None:
         if prior_bps is not None and not (math.isfinite(prior_bps) and prior_bps > 0):
             raise ConfigError(f"the uplink's prior goodput must be a positive number of bits/s or None, got {prior_bps!r}")
         if not 0 < safety <= 1:
             raise ConfigError(f"uplink safety must be in (0, 1], got {safety!r}")
         self.prior_Bps = None if prior_bps is None else prior_bps / 8.0
-        self.horizon_s, self.keep, self.forget_s, self.safety, self.lead_s = horizon_s, keep, forget_s, safety, lead_s
+        self.horizon_s, self.keep, self.safety, self.lead_s = horizon_s, keep, safety, lead_s
         self._uploads: dict[int, _Upload] = {}
         self._done: deque[tuple[float, float, int]] = deque()  # (start, end, bytes) of finished uploads
         self._cache: tuple[float, float | None] | None = None
@@ -269,8 +268,7 @@ class Uplink:
     def _age_out(self, now: float) -> None:
         # the newest few are always kept: an old measurement beats the prior (a link that went
         # quiet is probed, see stale(), rather than assumed as good as new)
-        while len(self._done) > self.keep and (self._done[0][1] < now - self.forget_s or
-                                               self._done[0][1] < now - self.horizon_s):
+        while len(self._done) > self.keep and self._done[0][1] < now - self.horizon_s:
             self._done.popleft()
             self._cache = None
 
@@ -300,8 +298,7 @@ class Uplink:
         g *= self.safety
         if self._uploads:
             first = min(u.started for u in self._uploads.values())
-            overdue = [u for u in self._uploads.values() if now > u.projected_end + self._grace]
-            if overdue and now > first:
+            if self.overdue(now) and now > first:
                 g = min(g, self.inflight_bytes / (now - first))
         return max(g, 1.0)
 

@@ -150,7 +150,7 @@ class _StateCollector:
         counters = self.m._counters or {}
         decisions = CounterMetricFamily("edge_agent_decisions", "Routing decisions by route and reason",
                                         labels=["route", "reason"])
-        events = CounterMetricFamily("edge_agent_core_events", "Cloud requests, failures, timeouts and wakes",
+        events = CounterMetricFamily("edge_agent_core_events", "Cloud requests, failures, timeouts and wakes; frames the uplink could not carry in time, requests stalled on it",
                                      labels=["event"])
         endpoint_events = CounterMetricFamily(
             "edge_agent_endpoint_events", "Per cloud endpoint: requests, frames answered or expired, failures by kind, "
@@ -162,6 +162,8 @@ class _StateCollector:
         for key, n in sorted(counters.items(), key=lambda kv: str(kv[0])):
             if isinstance(key, tuple) and key[0] == "hedge":
                 hedges.add_metric(["_".join(key[1:])], n)
+            elif isinstance(key, tuple) and key[0] in ("cloud_queue_left", "uplink"):
+                events.add_metric(["_".join(key)], n)  # frames the uplink could not carry, stalled requests
             elif isinstance(key, tuple) and key[0] == "decision":
                 decisions.add_metric([key[1], key[2]], n)
             elif isinstance(key, tuple) and key[0] == "endpoint":
