@@ -150,8 +150,8 @@ class _StateCollector:
         counters = self.m._counters or {}
         decisions = CounterMetricFamily("edge_agent_decisions", "Routing decisions by route and reason",
                                         labels=["route", "reason"])
-        events = CounterMetricFamily("edge_agent_core_events", "Cloud requests, failures, timeouts and wakes; frames the uplink could not carry in time, requests stalled on it",
-                                     labels=["event"])
+        events = CounterMetricFamily("edge_agent_core_events", "Cloud requests, failures, timeouts and wakes; frames "
+                                     "the uplink could not carry in time, requests stalled on it", labels=["event"])
         endpoint_events = CounterMetricFamily(
             "edge_agent_endpoint_events", "Per cloud endpoint: requests, frames answered or expired, failures by kind, "
             "times taken out of rotation, probes, wakes, model mismatches", labels=["endpoint", "event"])

@@ -32,14 +32,20 @@ def run(name: str, seed: int, strategy: str = "policy"):
     return simulate(scenario(name, seed=seed), strategy=strategy)
 
 
-def device_run(name: str, seed: int = 0, **overrides):
-    """One device with its results kept: (device, stats)."""
+def device_run(name: str, seed: int = 0, *, core=None, policy=None, before=None, **overrides):
+    """One device with its results kept: (device, stats). ``core``: CoreConfig fields to replace;
+    ``policy``: a policy given the core's config; ``before(device)``: called before the run."""
+    from dataclasses import replace
+
     trace = scenario(name, seed=seed, **overrides)
-    cfg = core_config_for(trace)
+    cfg = replace(core_config_for(trace), **(core or {}))
     loop = EventLoop()
     clouds = [SimCloud(loop, c, duration_s=trace.duration_s, net_rtt_s=trace.net_rtt_s) for c in trace.clouds]
     stats = RunStats(budget_s=trace.budget_s, count_from=trace.warmup_s)
-    device = SimDevice(loop, clouds, sample(trace), cfg, stats, keep_results=True)
+    device = SimDevice(loop, clouds, sample(trace), cfg, stats, keep_results=True,
+                       policy=None if policy is None else policy(cfg))
+    if before is not None:
+        before(device)
     loop.run()
     return device, stats
 
@@ -136,21 +142,14 @@ def test_the_lock_out_is_real_without_the_idle_rule():
     locally past its estimate stays off its own engine long after the spell ends."""
     from dataclasses import replace
 
-    trace = scenario("local_spell_3s", seed=0)
-    cfg = core_config_for(trace)
+    def never_idle(cfg):  # the policy as it was: an idle worker does not take a frame over its estimate
+        return lambda obs: decide(replace(obs, local_busy=obs.local_workers), cfg.policy)
 
-    def never_idle(obs):  # the policy as it was: an idle worker does not take a frame over its estimate
-        return decide(replace(obs, local_busy=obs.local_workers), cfg.policy)
+    def old_estimator(device):  # ... and the estimator as it was: it keeps its newest samples forever
+        device.core._service.forget_s = None
 
-    # ... and the estimator as it was: after its horizon it still keeps its newest samples, forever
-
-    loop = EventLoop()
-    clouds = [SimCloud(loop, c, duration_s=trace.duration_s, net_rtt_s=trace.net_rtt_s) for c in trace.clouds]
-    stats = RunStats(budget_s=trace.budget_s, count_from=trace.warmup_s)
-    device = SimDevice(loop, clouds, sample(trace), cfg, stats, policy=never_idle, keep_results=True)
-    device.core._service.forget_s = None
-    loop.run()
-    end = _spell_end(trace)
+    device, _ = device_run("local_spell_3s", 0, policy=never_idle, before=old_estimator)
+    end = _spell_end(scenario("local_spell_3s"))
     after = [r for r in device.results if r.captured_at >= end]
     locked = sum(r.route is Route.LOCAL for r in after) / len(after)
     fixed, _ = device_run("local_spell_3s", 0)
@@ -182,17 +181,9 @@ def test_hedged_frames_are_answered_once_and_counted():
 
 
 def test_hedging_is_what_saves_the_late_cloud_answers():
-    from dataclasses import replace
-
     without, with_ = 0, 0
     for seed in range(5):
-        trace = scenario("jitter_1_2x_tail", seed=seed)
-        cfg = replace(core_config_for(trace), hedge=False)
-        loop = EventLoop()
-        clouds = [SimCloud(loop, c, duration_s=trace.duration_s, net_rtt_s=trace.net_rtt_s) for c in trace.clouds]
-        stats = RunStats(budget_s=trace.budget_s, count_from=trace.warmup_s)
-        SimDevice(loop, clouds, sample(trace), cfg, stats)
-        loop.run()
+        _, stats = device_run("jitter_1_2x_tail", seed, core={"hedge": False})
         assert stats.hedged == 0
         without += stats.within_budget
         with_ += run("jitter_1_2x_tail", seed).stats.within_budget
