@@ -828,8 +828,8 @@ class DeviceCore:
 
     def _link_stalled(self, now: float) -> bool:
         """An upload on the link is past the time it should have left by (as measured)."""
-        return self._uploads_reported and self.link.free_at(now) > now + self.link.lead_s and \
-            self.link.plan_Bps(now) is not None and self.link.inflight > 0 and self.link.overdue(now)
+        # (free_at is ``now`` while nothing is on the link or its goodput is unknown)
+        return self._uploads_reported and self.link.free_at(now) > now + self.link.lead_s and self.link.overdue(now)
 
     def _hedge_pick(self, now: float) -> _Frame | None:
         est = self._local_estimate(self._pcfg.local_quantile, now)
