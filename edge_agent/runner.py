@@ -272,6 +272,10 @@ class Agent:
 
     def _emit(self, results: Sequence[FrameResult]) -> None:
         for r in results:
+            if r.within_budget and self.clock() > r.deadline:
+                # the core released it in time, but this thread was descheduled past its deadline
+                # before the sinks got it: what reaches them late is reported late
+                r.outcome, r.reason = Outcome.LATE, "released_late"
             image = self._images.pop(r.seq, None)
             if self.keep_images:
                 r.image = image

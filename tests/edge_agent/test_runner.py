@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from edge_agent.config import AgentConfig
+from edge_agent.events import Release
 from edge_agent.frames import Outcome, Route
 from edge_agent.policy import CloudState
 from edge_agent.runner import Agent
@@ -129,6 +130,27 @@ def test_a_slow_cloud_answer_leaves_late_at_the_deadline_not_after_it():
     assert r.outcome is Outcome.LATE and r.route is Route.CLOUD and r.reason == "deadline"
     assert sink.received_at[0] - r.deadline < 0.05  # released at its deadline, not held for the answer
     assert agent.stats.late_answers[Route.CLOUD] == 1
+
+
+def test_a_result_handed_to_the_sinks_after_its_deadline_is_reported_late():
+    offset = [0.0]
+    sink = ListSink()
+    agent = Agent(AgentConfig(latency_budget_ms=500), detector=SlowDetector(0.001), sinks=[sink],
+                  clock=lambda: time.monotonic() + offset[0])
+    handle = agent.core.handle
+
+    def descheduled_after_a_release(event):
+        actions = handle(event)
+        if any(isinstance(a, Release) for a in actions):
+            offset[0] += 1.0  # the releasing thread loses the CPU for a second before the sinks get the result
+        return actions
+
+    agent.core.handle = descheduled_after_a_release
+    with agent:
+        agent.submit(IMG)
+    (r,) = sink.results
+    assert r.outcome is Outcome.LATE and r.reason == "released_late" and r.route is Route.LOCAL
+    assert agent.stats.outcomes[Outcome.LATE] == 1 and agent.stats.dishonest == 0
 
 
 def test_local_detector_built_in_the_background_cloud_serves_meanwhile():
