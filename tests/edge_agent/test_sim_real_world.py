@@ -9,9 +9,9 @@ thermal ramp) and ``JITTER_SCENARIOS`` (1.2x capacity, a jittery round trip).
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
 
 import pytest
+from sim_runs import SimRuns
 
 from edge_agent.frames import Outcome, Route
 from edge_agent.oracle import oracle_bound
@@ -27,9 +27,14 @@ def _quiet(caplog):
     caplog.set_level(logging.ERROR, logger="edge_agent")
 
 
-@lru_cache(maxsize=None)
-def run(name: str, seed: int, strategy: str = "policy"):
-    return simulate(scenario(name, seed=seed), strategy=strategy)
+SIM = SimRuns()  # every (scenario, seed, strategy) simulated once, on every core
+run = SIM.run
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _sim_workers():
+    yield
+    SIM.close()
 
 
 def device_run(name: str, seed: int = 0, *, core=None, policy=None, before=None, **overrides):
@@ -55,6 +60,7 @@ def device_run(name: str, seed: int = 0, *, core=None, policy=None, before=None,
 @pytest.mark.parametrize("seed", range(5))
 @pytest.mark.parametrize("name", sorted(UPLINK_SCENARIOS))
 def test_hybrid_answers_at_least_what_local_only_does_over_every_real_uplink(name, seed):
+    SIM.prime([("run", n, s, strategy) for n in UPLINK_SCENARIOS for s in range(5) for strategy in ("policy", "local")])
     hybrid, local = run(name, seed), run(name, seed, "local")
     trace = scenario(name, seed=seed)
     offset = sample(trace).uplink_offset_s
@@ -104,11 +110,11 @@ def test_a_dead_link_leaves_hybrid_local_only_and_says_why():
 
 
 def test_the_oracle_knows_the_link():
-    trace = scenario("uplink_verizon_lte", duration_s=20, seed=1)
+    trace = scenario("uplink_att_lte_driving", duration_s=10, seed=1)  # measured: 0.54 <= 0.70 < 1.0
     with_link = oracle_bound(sample(trace)).within_share
-    without = oracle_bound(sample(scenario("uplink_verizon_lte", duration_s=20, seed=1, uplink=None))).within_share
+    without = oracle_bound(sample(scenario("uplink_att_lte_driving", duration_s=10, seed=1, uplink=None))).within_share
     hybrid = simulate(trace).within_share
-    assert hybrid <= with_link <= without
+    assert hybrid <= with_link < without
 
 
 def test_the_devices_own_cpu_work_takes_local_capacity():
@@ -166,6 +172,7 @@ FLOOR = {"jitter_1_2x": 0.999, "jitter_1_2x_tail": 0.998}
 @pytest.mark.slow  # 10-40 simulated minutes each
 @pytest.mark.parametrize("name", sorted(JITTER_SCENARIOS))
 def test_999_per_mille_within_budget_at_1_2x_capacity_with_jitter_on_every_seed(name):
+    SIM.prime([("run", name, seed, "policy") for seed in range(20)])
     worst = min((run(name, seed).within_share, seed) for seed in range(20))
     assert worst[0] >= FLOOR[name], worst
     assert sum(run(name, seed).stats.hedged for seed in range(20)) > 0  # hedging is what saves them
