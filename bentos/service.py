@@ -80,13 +80,14 @@ from yolo_edge.wire import LIMITS, FrameStatus, ModelRef, ServiceInfo
 
 logger = logging.getLogger(__name__)
 
-# Batching, chosen from measurement on the 2-core CPU (notes/cloud.md): the default model
-# takes 29 ms per frame at every batch size when the machine is quiet (batch of 8: 232
-# ms) and 3-4x that when it is shared (batch of 8: 0.5-1.1 s). At the autoscaling target
-# of 16 concurrent requests a request may wait for a full batch in flight and then run
-# in the next: up to ~3 batch latencies. BentoML answers 503 as soon as it predicts
-# max_latency_ms will be missed, so the budget must cover the slow case too: at 2 s,
-# 21 of 96 requests got 503 at concurrency 16 on the busy machine; at 5 s, none did.
+# Batching, chosen from measurement on the 2-core CPU (BENCHMARKS.md, "Batching
+# measurements"): the default model takes 29 ms per frame at every batch size when the
+# machine is quiet (batch of 8: 232 ms) and 3-4x that when it is shared (batch of 8:
+# 0.5-1.1 s). At the autoscaling target of 16 concurrent requests a request may wait for
+# a full batch in flight and then run in the next: up to ~3 batch latencies. BentoML
+# answers 503 as soon as it predicts max_latency_ms will be missed, so the budget must
+# cover the slow case too: at 2 s, 21 of 96 requests got 503 at concurrency 16 on the
+# busy machine; at 5 s, none did.
 MAX_BATCH_SIZE = 8
 MAX_LATENCY_MS = 5000
 #: More images than this in one request are refused (400); send several requests instead.

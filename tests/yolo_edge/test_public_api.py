@@ -19,7 +19,7 @@ def test_exported_members():
         assert hasattr(yolo_edge, name)
 
 
-#: Where each public name is defined: `yolo_edge.X` and `from yolo_edge import X` are that object.
+#: Where each public name is defined: the package attribute and `from yolo_edge import <name>` are that object.
 DEFINED_IN = {
     "CloudClient": "yolo_edge.cloud", "Detections": "yolo_edge.types", "Detector": "yolo_edge.detector",
     "EndpointPool": "yolo_edge.pool", "ModelInfo": "yolo_edge.types", "OipClient": "yolo_edge.oip",
