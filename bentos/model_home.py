@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Mapping
 
 from bentos.bake import BAKE_HOME
-from yolo_edge.models.registry import cache_dir
+from yolo_edge.errors import ModelNotFoundError
+from yolo_edge.models.registry import DEFAULT_MODEL, cache_dir
 
 __all__ = ["ModelHome", "ModelOrigin", "SOURCE_ROOT", "built_bento", "model_home"]
 
@@ -58,6 +59,20 @@ class ModelHome:
 
     def describe(self) -> str:
         return f"{self.origin.value} ({self.root if self.root is not None else cache_dir()})"
+
+    def not_found(self, model: str | None, exc: ModelNotFoundError) -> ModelNotFoundError:
+        """The error to raise when ``model`` is not where this home says: inside a Bento, say
+        what the Bento carries and how to serve another model (the registry's own message
+        says to fetch it, which a Bento's image cannot)."""
+        if self.origin is not ModelOrigin.BENTO or self.root is None:
+            return exc
+        models = self.root / "models"
+        baked = sorted(p.name for p in models.iterdir() if p.is_dir()) if models.is_dir() else []
+        name = model or DEFAULT_MODEL
+        return ModelNotFoundError(
+            f"{exc}. This Bento carries only the model(s) baked into it ({', '.join(baked) or 'none'}, in "
+            f"{self.root}): bake {name!r} in (`python -m bentos.bake {name}` before `bentoml build`), or set "
+            "YOLO_EDGE_HOME to a folder that has it")
 
 
 def built_bento(source_root: Path) -> Path | None:

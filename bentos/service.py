@@ -76,6 +76,7 @@ from bentos.model_home import ModelHome, ModelOrigin, model_home
 from bentos.openapi import OpenAPIDocs
 from yolo_edge.backends.engine_cache import PRECISIONS
 from yolo_edge.backends.select import describe_backend
+from yolo_edge.errors import ModelNotFoundError
 from yolo_edge.wire import LIMITS, FrameStatus, ModelRef, ServiceInfo
 
 logger = logging.getLogger(__name__)
@@ -290,15 +291,18 @@ class YoloEdge:
         # the service's lines (where the model came from, warm-up done) follow its level
         logging.getLogger("bentos").setLevel(logging.getLogger("bentoml").getEffectiveLevel())
         options = {"precision": SETTINGS.precision} if SETTINGS.precision else None
-        self.detector = yolo_edge.Detector(SETTINGS.model, backend=SETTINGS.backend, threads=SETTINGS.threads,
-                                           max_pixels=SETTINGS.max_pixels, root=SETTINGS.model_home,
-                                           backend_options=options)
+        home = ModelHome(SETTINGS.model_home, SETTINGS.model_origin)
+        try:
+            self.detector = yolo_edge.Detector(SETTINGS.model, backend=SETTINGS.backend, threads=SETTINGS.threads,
+                                               max_pixels=SETTINGS.max_pixels, root=SETTINGS.model_home,
+                                               backend_options=options)
+        except ModelNotFoundError as exc:
+            raise home.not_found(SETTINGS.model, exc) from exc
         if SETTINGS.bench_no_inference:
             logger.warning("%s=1: BENCHMARK MODE, every frame is answered with no boxes and no model runs", BENCH_ENV)
             self.detector = yolo_edge.Detector(SETTINGS.model, backend=NoInference(self.detector.backend),
                                                max_pixels=SETTINGS.max_pixels, root=SETTINGS.model_home)
-        logger.info("serving %s from %s: %s", self.detector.info.name, self.detector.info.path,
-                    ModelHome(SETTINGS.model_home, SETTINGS.model_origin).describe())
+        logger.info("serving %s from %s: %s", self.detector.info.name, self.detector.info.path, home.describe())
         self.info = self.detector.info
         self.model = ModelRef(self.info.name, self.info.sha256)
         self.model_time = ModelTime()  # what a batch will take, to drop frames that could not make their deadline

@@ -79,3 +79,21 @@ def test_yolo_edge_home_wins_everywhere(tmp_path):
         home = model_home({"YOLO_EDGE_HOME": str(tmp_path / "models")}, root)
         assert (home.root, home.origin) == (tmp_path / "models", ModelOrigin.ENV)
         assert "$YOLO_EDGE_HOME" in home.describe()
+
+
+def test_a_model_missing_from_the_bento_says_what_it_carries_and_how_to_add_one(tmp_path, default_model_path):
+    from yolo_edge.errors import ModelNotFoundError
+    from yolo_edge.models.resolve import resolve_model
+
+    src = _bento_layout(tmp_path / "bento", "service: bentos.service:YoloEdge\n", baked=False)
+    bake("yolov3-tiny-coco", src / "build" / "model_home")
+    home = model_home({}, src)
+    assert home.origin is ModelOrigin.BENTO
+    with pytest.raises(ModelNotFoundError) as caught:
+        resolve_model("yolov8s-fall", home.root)
+    err = home.not_found("yolov8s-fall", caught.value)
+    assert isinstance(err, ModelNotFoundError)
+    assert "carries only the model(s) baked into it (yolov3-tiny-coco" in str(err)
+    assert "python -m bentos.bake yolov8s-fall" in str(err) and "YOLO_EDGE_HOME" in str(err)
+    # outside a Bento the registry's own message (fetch it) is the right one
+    assert model_home({}, tmp_path / "clone").not_found("yolov8s-fall", caught.value) is caught.value
