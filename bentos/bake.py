@@ -1,8 +1,10 @@
 """Copy a verified model into the build context so ``bentoml build`` bakes it into the Bento.
 
-The Bento then carries its own ``YOLO_EDGE_HOME`` (``build/model_home``): a replica that
-scales up from zero loads the model from its image, with no download and the same sha256
-check as everywhere else.
+The Bento then carries the model in ``build/model_home``: a replica that scales up from
+zero loads the model from its image, with no download and the same sha256 check as
+everywhere else. Only a service running from the built Bento reads it; one started from
+this clone (``python -m bentos.serve``) still loads from the user's model cache, whatever
+was baked here (``bentos/model_home.py``).
 
     python -m bentos.bake                      # the default model, yolov3-tiny-coco
     python -m bentos.bake yolov8s-fall

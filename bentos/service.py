@@ -32,8 +32,9 @@ auth), ``YOLO_EDGE_BACKEND``, ``YOLO_EDGE_PRECISION`` (``fp16``/``fp32`` on a GP
 backend; unset: the backend's default), ``YOLO_EDGE_THREADS``, ``YOLO_EDGE_MAX_UPLOAD_BYTES``,
 ``YOLO_EDGE_MAX_PIXELS`` (per image), ``YOLO_EDGE_MAX_REQUEST_PIXELS`` (per request),
 ``YOLO_EDGE_MAX_IN_FLIGHT``, ``YOLO_EDGE_MAX_OPEN_UPLOADS``, ``YOLO_EDGE_BODY_TIMEOUT_S``,
-``YOLO_EDGE_WARMUP_RUNS``, ``YOLO_EDGE_HOME`` (default: the model baked into the Bento
-by ``python -m bentos.bake``, else ``~/.cache/yolo-edge``), ``YOLO_EDGE_ACCESS_LOG`` (``1``:
+``YOLO_EDGE_WARMUP_RUNS``, ``YOLO_EDGE_HOME`` (default: inside a built Bento, the model
+baked into it by ``python -m bentos.bake``, else the user's cache ``~/.cache/yolo-edge``, as
+``yolo-edge models list`` shows it; bentos/model_home.py; the log says which), ``YOLO_EDGE_ACCESS_LOG`` (``1``:
 BentoML's access log, one line per request; off by default, the request metrics count every
 request) and, for benchmarks only, ``YOLO_EDGE_BENCH_NO_INFERENCE`` (``1``: answer every frame
 with no boxes and run no model, so that the serving path can be timed alone;
@@ -71,20 +72,23 @@ from bentos.bench_backend import NoInference
 from bentos.guard import Guard, install_json_protocol_errors
 from bentos.image import IMAGE
 from bentos.intake import Frame, IntakeLimits, PixelBudget, Rejected, arrival, decode_frames, read_form
+from bentos.model_home import ModelHome, ModelOrigin, model_home
 from bentos.openapi import OpenAPIDocs
 from yolo_edge.backends.engine_cache import PRECISIONS
 from yolo_edge.backends.select import describe_backend
+from yolo_edge.errors import ModelNotFoundError
 from yolo_edge.wire import LIMITS, FrameStatus, ModelRef, ServiceInfo
 
 logger = logging.getLogger(__name__)
 
-# Batching, chosen from measurement on the 2-core CPU (notes/cloud.md): the default model
-# takes 29 ms per frame at every batch size when the machine is quiet (batch of 8: 232
-# ms) and 3-4x that when it is shared (batch of 8: 0.5-1.1 s). At the autoscaling target
-# of 16 concurrent requests a request may wait for a full batch in flight and then run
-# in the next: up to ~3 batch latencies. BentoML answers 503 as soon as it predicts
-# max_latency_ms will be missed, so the budget must cover the slow case too: at 2 s,
-# 21 of 96 requests got 503 at concurrency 16 on the busy machine; at 5 s, none did.
+# Batching, chosen from measurement on the 2-core CPU (BENCHMARKS.md, "Batching
+# measurements"): the default model takes 29 ms per frame at every batch size when the
+# machine is quiet (batch of 8: 232 ms) and 3-4x that when it is shared (batch of 8:
+# 0.5-1.1 s). At the autoscaling target of 16 concurrent requests a request may wait for
+# a full batch in flight and then run in the next: up to ~3 batch latencies. BentoML
+# answers 503 as soon as it predicts max_latency_ms will be missed, so the budget must
+# cover the slow case too: at 2 s, 21 of 96 requests got 503 at concurrency 16 on the
+# busy machine; at 5 s, none did.
 MAX_BATCH_SIZE = 8
 MAX_LATENCY_MS = 5000
 #: More images than this in one request are refused (400); send several requests instead.
@@ -96,16 +100,13 @@ REQUEST_TIMEOUT_S = 60
 INLINE_DECODE_PIXELS = 640 * 640
 
 
-#: Where ``python -m bentos.bake`` puts the model, relative to the build context.
-_BAKED_HOME = Path(__file__).resolve().parent.parent / "build" / "model_home"
-
-
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     """Service settings; ``from_env`` is the one place the environment is read."""
 
     model: str | None = None
-    model_home: Path | None = None  # where pinned models live; None: $YOLO_EDGE_HOME or ~/.cache
+    model_home: Path | None = None  # where pinned models live; None: the user's cache (bentos/model_home.py)
+    model_origin: ModelOrigin = ModelOrigin.CACHE  # why there, for the log
     token: str | None = None
     backend: str = "auto"
     precision: str | None = None  # "fp16" / "fp32" for GPU backends; None: the backend's default
@@ -157,12 +158,11 @@ class Settings:
         precision = (env.get("YOLO_EDGE_PRECISION") or "").lower() or None
         if precision is not None and precision not in PRECISIONS:
             raise ValueError(f"YOLO_EDGE_PRECISION must be {' or '.join(PRECISIONS)}, got {env.get('YOLO_EDGE_PRECISION')!r}")
-        home = env.get("YOLO_EDGE_HOME")
-        if not home and _BAKED_HOME.is_dir():  # inside a Bento: the model baked in by bentos.bake
-            home = str(_BAKED_HOME)
+        home = model_home(env)
         return cls(
             model=env.get("YOLO_EDGE_MODEL") or None,
-            model_home=Path(home) if home else None,
+            model_home=home.root,
+            model_origin=home.origin,
             token=env.get("YOLO_EDGE_TOKEN") or None,
             backend=env.get("YOLO_EDGE_BACKEND") or "auto",
             precision=precision,
@@ -287,15 +287,22 @@ class YoloEdge:
     """Object detection with a yolo_edge.Detector behind adaptive batching."""
 
     def __init__(self) -> None:
+        # BentoML's server logging shows INFO of its own "bentoml" logger only (root: WARNING);
+        # the service's lines (where the model came from, warm-up done) follow its level
+        logging.getLogger("bentos").setLevel(logging.getLogger("bentoml").getEffectiveLevel())
         options = {"precision": SETTINGS.precision} if SETTINGS.precision else None
-        self.detector = yolo_edge.Detector(SETTINGS.model, backend=SETTINGS.backend, threads=SETTINGS.threads,
-                                           max_pixels=SETTINGS.max_pixels, root=SETTINGS.model_home,
-                                           backend_options=options)
+        home = ModelHome(SETTINGS.model_home, SETTINGS.model_origin)
+        try:
+            self.detector = yolo_edge.Detector(SETTINGS.model, backend=SETTINGS.backend, threads=SETTINGS.threads,
+                                               max_pixels=SETTINGS.max_pixels, root=SETTINGS.model_home,
+                                               backend_options=options)
+        except ModelNotFoundError as exc:
+            raise home.not_found(SETTINGS.model, exc) from exc
         if SETTINGS.bench_no_inference:
             logger.warning("%s=1: BENCHMARK MODE, every frame is answered with no boxes and no model runs", BENCH_ENV)
             self.detector = yolo_edge.Detector(SETTINGS.model, backend=NoInference(self.detector.backend),
                                                max_pixels=SETTINGS.max_pixels, root=SETTINGS.model_home)
-        logger.info("serving %s from %s", self.detector.info.name, self.detector.info.path)
+        logger.info("serving %s from %s: %s", self.detector.info.name, self.detector.info.path, home.describe())
         self.info = self.detector.info
         self.model = ModelRef(self.info.name, self.info.sha256)
         self.model_time = ModelTime()  # what a batch will take, to drop frames that could not make their deadline

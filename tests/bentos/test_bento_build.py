@@ -18,9 +18,11 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.version import Version
+from serving_probe import serving_model
 
 from bentos import image
 from bentos.bake import bake
+from yolo_edge.models.registry import MODELS
 
 try:
     import tomllib
@@ -71,6 +73,14 @@ def test_bento_carries_the_model_and_the_code(built):
     assert (bento / "src" / "build" / "model_home" / "models" / "yolov3-tiny-coco" / "model.onnx").is_file()
     assert (bento / "src" / "bentos" / "service.py").is_file() and (bento / "src" / "yolo_edge" / "detector.py").is_file()
     assert not list((bento / "src").rglob("__pycache__"))
+
+
+def test_the_service_in_the_bento_loads_the_baked_model(built, default_model_path):
+    _, bento = built
+    baked = bento / "src" / "build" / "model_home" / "models" / "yolov3-tiny-coco" / "model.onnx"
+    served = serving_model(bento / "src", "yolov3-tiny-coco")  # the Bento's own bentos and yolo_edge
+    assert (served["path"], served["origin"]) == (str(baked), "BENTO")
+    assert baked != default_model_path and served["sha256"] == MODELS["yolov3-tiny-coco"].onnx_sha256
 
 
 def test_image_pins_cuda_cudnn_and_onnxruntime_gpu_to_each_other(built):

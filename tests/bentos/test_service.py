@@ -187,6 +187,12 @@ def test_metadata(service, default_detector):
     assert info["backend_info"]["name"] == "onnxruntime" and "auto" in info["backend_info"]["selected"]
 
 
+def test_the_log_says_where_the_model_came_from(service, default_model_path):
+    # the test service is started with YOLO_EDGE_HOME set to the user's cache (conftest._model_env)
+    log = service.log.read_text(errors="replace")
+    assert f"serving yolov3-tiny-coco from {default_model_path}: $YOLO_EDGE_HOME ({default_model_path.parents[2]})" in log
+
+
 def test_metrics_parse_and_carry_the_model(service, bus_jpg, default_detector):
     post(service.url, [jpeg_part(bus_jpg)])
     m = metrics(service.url)

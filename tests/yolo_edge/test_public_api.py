@@ -1,7 +1,13 @@
+import importlib
 import subprocess
 import sys
 
+import pytest
+
 import yolo_edge
+
+#: What a module that needs no image decoding, model runtime or network must not load.
+HEAVY = ("cv2", "onnxruntime", "onnx", "requests", "urllib3", "bentoml", "torch", "tqdm")
 
 
 def test_exported_members():
@@ -11,6 +17,52 @@ def test_exported_members():
     }
     for name in yolo_edge.__all__:
         assert hasattr(yolo_edge, name)
+
+
+#: Where each public name is defined: the package attribute and `from yolo_edge import <name>` are that object.
+DEFINED_IN = {
+    "CloudClient": "yolo_edge.cloud", "Detections": "yolo_edge.types", "Detector": "yolo_edge.detector",
+    "EndpointPool": "yolo_edge.pool", "ModelInfo": "yolo_edge.types", "OipClient": "yolo_edge.oip",
+    "StageTimings": "yolo_edge.detector", "YoloEdgeError": "yolo_edge.errors", "detect": "yolo_edge.api",
+    "load_image": "yolo_edge.image",
+}
+
+
+def _fresh(code: str) -> None:
+    """Run ``code`` in a new interpreter (nothing imported yet); it fails by raising."""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+
+
+def test_public_names_are_the_defining_modules_objects():
+    assert set(DEFINED_IN) | {"errors", "samples", "__version__"} == set(yolo_edge.__all__)
+    assert set(yolo_edge.__all__) <= set(dir(yolo_edge))
+    for name, module in DEFINED_IN.items():
+        assert getattr(yolo_edge, name) is getattr(importlib.import_module(module), name), name
+    assert yolo_edge.errors is importlib.import_module("yolo_edge.errors")
+    assert yolo_edge.samples is importlib.import_module("yolo_edge.samples")
+    with pytest.raises(AttributeError, match="has no attribute 'Detecter'"):
+        yolo_edge.Detecter  # noqa: B018
+
+
+@pytest.mark.parametrize("name", sorted(DEFINED_IN) + ["errors", "samples", "__version__"])
+def test_from_import_works_first_thing(name):
+    # each name on its own, in an interpreter where nothing of yolo_edge was imported yet
+    _fresh(f"from yolo_edge import {name}\nimport yolo_edge\nassert {name} is yolo_edge.{name}\n"
+           f"assert '{name}' in dir(yolo_edge)")
+
+
+def test_submodules_still_work_as_attributes():
+    # `import yolo_edge` once imported every part; code that reached one through the
+    # package without importing it keeps working
+    _fresh("import yolo_edge\nassert callable(yolo_edge.api.close_clients)\nassert yolo_edge.wire.LIMITS\n"
+           "import yolo_edge.api\nassert yolo_edge.api.detect is yolo_edge.detect")
+
+
+@pytest.mark.parametrize("module", ["yolo_edge", "yolo_edge.wire", "yolo_edge.errors", "yolo_edge.health"])
+def test_light_modules_load_no_opencv_runtime_or_http_client(module):
+    _fresh(f"import sys\nimport {module}\n"
+           f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\nassert not heavy, heavy")
 
 
 def test_errors_share_one_root():
