@@ -2,8 +2,9 @@
 
 :class:`DeviceCore` holds the whole state of a device (the local queue and its workers,
 the cloud queue, batching and the in-flight caps, the pool of cloud endpoints with their
-health, wakes, Retry-After and estimates, the request timeouts, probe frames and the
-in-order release window) and is driven by timestamped events; for each event it answers
+health, wakes, Retry-After and estimates, the request timeouts, probe frames, and the
+frames themselves in :class:`edge_agent.window.ReleaseWindow`: their stages, deadlines and
+in-order release) and is driven by timestamped events; for each event it answers
 with the actions to take. It never reads a clock, sleeps, starts a thread or touches the
 network, so two small drivers run the very same logic: :class:`edge_agent.runner.Agent`
 (threads, the real detector and cloud clients, the wall clock) and :mod:`edge_agent.sim`
@@ -50,6 +51,7 @@ from yolo_edge.health import HealthConfig
 from .link import FrameSizes, Ladder, Rung, Uplink
 from .policy import CloudState, Mode, Observation, Policy, PolicyConfig, decide
 from .pool import CloudPool, Endpoint, EndpointSnapshot, EndpointSpec
+from .window import FrameState, ReleaseWindow, Stage
 
 __all__ = [
     "CoreConfig", "DeviceCore", "CoreSnapshot", "EndpointSpec", "Failure",
@@ -156,34 +158,6 @@ class CoreSnapshot:
 
 
 # -- internal state ------------------------------------------------------------------------
-class _Stage(Enum):
-    LOCAL_QUEUE = 1
-    LOCAL_RUN = 2
-    CLOUD_QUEUE = 3
-    CLOUD_FLIGHT = 4
-    DONE = 5
-
-
-@dataclass
-class _Frame:
-    seq: int
-    captured: float
-    deadline: float
-    budget: float
-    stage: _Stage = _Stage.DONE
-    reason: str | None = None
-    route: Route | None = None
-    outcome: Outcome | None = None
-    answer: Any = None
-    meta: dict | None = None
-    answered_at: float | None = None
-    endpoint: str | None = None
-    request: int | None = None
-    hedged: bool = False  # also running locally while its request is out
-    rung: Rung | None = None  # how it was (or is being) uploaded
-    nbytes: int | None = None  # its encoded size, once the driver said
-
-
 @dataclass
 class _Request:
     id: int
@@ -250,15 +224,12 @@ class DeviceCore:
         self.sizes = FrameSizes()
         self._requests: dict[int, _Request] = {}
         self._request_ids = 0
-        self._frames: dict[int, _Frame] = {}
-        self._deadlines: list[tuple[float, int]] = []
+        self._frames = ReleaseWindow(cfg.window)
         self._timeouts: list[tuple[float, int]] = []
         self._hedge_open: set[int] = set()  # hedged frames whose two runs have not both ended
         self._hedge_answered: set[int] = set()  # ... of which one has answered
         self._uploads_reported = False
         self._next_seq = 0
-        self._head = 0
-        self._force_upto = -1
         self._offloading = False
         self._closing = False
         self._now = -math.inf
@@ -304,11 +275,10 @@ class DeviceCore:
     def next_timer(self) -> float | None:
         """When the core next needs a ``Tick`` (a deadline, a request timeout, a probe, the
         uplink freeing up, a hedge coming due), or None."""
-        while self._deadlines and self._deadlines[0][1] not in self._frames:
-            heapq.heappop(self._deadlines)
         while self._timeouts and self._timeouts[0][1] not in self._requests:
             heapq.heappop(self._timeouts)
-        times = [h[0][0] for h in (self._deadlines, self._timeouts) if h]
+        times = [t for t in (self._frames.next_deadline(), self._timeouts[0][0] if self._timeouts else None)
+                 if t is not None]
         probe = self.pool.next_timer()
         if probe is not None and not (self._closing and self.idle):  # a closed, idle device probes nothing
             times.append(probe)
@@ -352,7 +322,7 @@ class DeviceCore:
         )
 
     # -- events ----------------------------------------------------------------------------
-    def _new_frame(self, seq: int, at: float, captured_at: float | None, budget_s: float | None) -> _Frame:
+    def _new_frame(self, seq: int, at: float, captured_at: float | None, budget_s: float | None) -> FrameState:
         if seq != self._next_seq:
             raise ConfigError(f"frames must be numbered 0, 1, 2, ... in capture order: expected {self._next_seq}, got {seq}")
         captured = at if captured_at is None else captured_at
@@ -361,10 +331,7 @@ class DeviceCore:
         if not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget > 0):
             raise ConfigError(f"a frame's budget must be a positive number of seconds, got {budget!r}")
         self._next_seq += 1
-        f = _Frame(seq, captured, captured + budget, budget)
-        self._frames[seq] = f
-        heapq.heappush(self._deadlines, (f.deadline, seq))
-        return f
+        return self._frames.add(FrameState(seq, captured, captured + budget, budget))
 
     def _on_frame(self, ev: FrameCaptured) -> None:
         f = self._new_frame(ev.seq, ev.at, ev.captured_at, ev.budget_s)
@@ -390,11 +357,11 @@ class DeviceCore:
         self._local_busy = max(0, self._local_busy - 1)
         self._local_started.pop(ev.seq, None)
         f = self._frames.get(ev.seq)
-        running = f is not None and (f.stage is _Stage.LOCAL_RUN or (f.hedged and f.stage is _Stage.CLOUD_FLIGHT))
+        running = f is not None and (f.stage is Stage.LOCAL_RUN or (f.hedged and f.stage is Stage.CLOUD_FLIGHT))
         if ev.error is not None:
             self.counters["local_errors"] += 1
             self._hedge_over(ev.seq)
-            if running and f.stage is _Stage.CLOUD_FLIGHT:  # a hedge failed: the cloud may still answer
+            if running and f.stage is Stage.CLOUD_FLIGHT:  # a hedge failed: the cloud may still answer
                 f.hedged = False
             elif running:
                 self._resolve(f, Outcome.DROPPED, "local_error")
@@ -467,10 +434,11 @@ class DeviceCore:
         """The request failed or timed out: its frames still waiting on it go back through the policy."""
         for seq in req.seqs:
             f = self._frames.get(seq)
-            if f is None or f.stage is not _Stage.CLOUD_FLIGHT or f.request != req.id:
+            if f is None or f.stage is not Stage.CLOUD_FLIGHT or f.request != req.id:
                 continue
             if f.hedged:  # it is running locally already: that answer is its chance now
-                f.stage, f.request, f.hedged = _Stage.LOCAL_RUN, None, False
+                f.move(Stage.LOCAL_RUN)
+                f.request, f.hedged = None, False
                 self._hedge_over(seq)
             else:
                 self._route(f, now, fallback=True)
@@ -495,14 +463,15 @@ class DeviceCore:
                                now=ev.at, network_s=network)
         for i, (seq, answer, meta) in enumerate(zip(req.seqs, answers, metas)):
             f = self._frames.get(seq)
-            current = f is not None and f.stage is _Stage.CLOUD_FLIGHT and f.request == req.id
+            current = f is not None and f.stage is Stage.CLOUD_FLIGHT and f.request == req.id
             why = ev.frame_errors.get(i)
             self._cloud_outcomes.append(why == "expired")
             if why is not None:
                 self.counters[("endpoint", req.endpoint.name, f"frames_{'expired' if why == 'expired' else 'error'}")] += 1
                 self._hedge_over(seq)
                 if current and f.hedged:
-                    f.stage, f.request, f.hedged = _Stage.LOCAL_RUN, None, False  # the local run is its chance
+                    f.move(Stage.LOCAL_RUN)  # the local run is its chance
+                    f.request, f.hedged = None, False
                 elif current and not self._rescue_local(f, ev.at):
                     self._resolve(f, Outcome.DROPPED, "expired_at_endpoint" if why == "expired" else "cloud_frame_error")
             elif self._hedge_second(seq, Route.CLOUD):
@@ -536,7 +505,7 @@ class DeviceCore:
         low = self.pool.model.quantile(depth, p.cloud_chance_quantile, now)
         return link_s, None if plan is None else link_s + plan, None if low is None else link_s + low
 
-    def _observe(self, f: _Frame, now: float, *, cloud_block: str | None = None) -> Observation:
+    def _observe(self, f: FrameState, now: float, *, cloud_block: str | None = None) -> Observation:
         """What the policy sees for ``f``; ``cloud_block``: why the cloud cannot take it in time after all."""
         p = self._pcfg
         state, cap = self.pool.view(now)
@@ -560,7 +529,7 @@ class DeviceCore:
                 stale or self.link.stale(now, self.cfg.probe_after_s)),
         )
 
-    def _route(self, f: _Frame, now: float, *, fallback: bool = False, cloud_block: str | None = None) -> None:
+    def _route(self, f: FrameState, now: float, *, fallback: bool = False, cloud_block: str | None = None) -> None:
         """Route a frame through the policy (``cloud_block``: why the cloud cannot take it in time)."""
         d = self._policy(self._observe(f, now, cloud_block=cloud_block))
         if cloud_block is not None and d.route is Route.CLOUD:  # a baseline that does not look at times
@@ -575,12 +544,12 @@ class DeviceCore:
         if d.route is Route.LOCAL:
             if self._local is not _LocalState.READY:
                 raise ConfigError(f"the policy sent frame {f.seq} to a local backend that is not ready")
-            f.stage = _Stage.LOCAL_QUEUE
+            f.move(Stage.LOCAL_QUEUE)
             self._local_q.append(f.seq)
         elif d.route is Route.CLOUD:
             if not len(self.pool):
                 raise ConfigError(f"the policy sent frame {f.seq} to the cloud, but no cloud is configured")
-            f.stage = _Stage.CLOUD_QUEUE
+            f.move(Stage.CLOUD_QUEUE)
             self._cloud_q.append(f.seq)
         else:
             self._resolve(f, Outcome.DROPPED, d.reason)
@@ -588,12 +557,12 @@ class DeviceCore:
     def _pump_local(self, now: float) -> None:
         while self._hedge_next and self._local_busy < self.cfg.local_workers:
             f = self._frames.get(self._hedge_next.popleft())
-            if f is not None and f.stage in (_Stage.CLOUD_QUEUE, _Stage.CLOUD_FLIGHT) and not f.hedged:
+            if f is not None and f.stage in (Stage.CLOUD_QUEUE, Stage.CLOUD_FLIGHT) and not f.hedged:
                 self._run_hedge(f, now)
         while self._local_q and self._local_busy < self.cfg.local_workers:
             f = self._frames[self._local_q.popleft()]
             self._local_busy += 1
-            f.stage = _Stage.LOCAL_RUN
+            f.move(Stage.LOCAL_RUN)
             self._local_started[f.seq] = now
             self._out.append(RunLocal(f.seq))
 
@@ -657,7 +626,7 @@ class DeviceCore:
             return "uplink_too_slow"
         return ep, seqs, ladder.floor  # a chance (or a probe of a link not measured lately), at the smallest size
 
-    def _behind_still_fit(self, now: float, behind: list[_Frame], nbytes: float, floor_bytes: float, n: int) -> bool:
+    def _behind_still_fit(self, now: float, behind: list[FrameState], nbytes: float, floor_bytes: float, n: int) -> bool:
         p = self._pcfg
         post = self.pool.model.quantile(self.pool.frames + n, p.cloud_quantile, now) or 0.0
         base = n * floor_bytes
@@ -679,7 +648,8 @@ class DeviceCore:
         heapq.heappush(self._timeouts, (req.timeout_at, req.id))
         self.pool.sent(ep, len(seqs), req.id, now)
         for f in frames:
-            f.stage, f.request, f.rung, f.nbytes = _Stage.CLOUD_FLIGHT, req.id, rung, None
+            f.move(Stage.CLOUD_FLIGHT)
+            f.request, f.rung, f.nbytes = req.id, rung, None
         self.counters["requests"] += 1
         # each frame's budget on the wire is net of its upload and of the endpoint's usual network time
         network = (upload_end - now) + self.link.latency_s + (ep.network.quantile(0.5) or 0.0)
@@ -700,7 +670,7 @@ class DeviceCore:
         for req in self._requests.values():
             for seq in req.seqs:
                 f = self._frames.get(seq)
-                if f is not None and f.stage is _Stage.CLOUD_FLIGHT and f.request == req.id and not f.hedged:
+                if f is not None and f.stage is Stage.CLOUD_FLIGHT and f.request == req.id and not f.hedged:
                     yield f
 
     def _worker_idle(self) -> bool:
@@ -733,10 +703,10 @@ class DeviceCore:
                 self._hedge_next.append(f.seq)
                 self.counters[("hedge", "next_in_line")] += 1
 
-    def _run_hedge(self, f: _Frame, now: float) -> None:
-        if f.stage is _Stage.CLOUD_QUEUE:
+    def _run_hedge(self, f: FrameState, now: float) -> None:
+        if f.stage is Stage.CLOUD_QUEUE:
             self._cloud_q.remove(f.seq)
-            f.stage = _Stage.LOCAL_RUN
+            f.move(Stage.LOCAL_RUN)
             self.counters[("hedge", "moved_local")] += 1
         else:
             f.hedged = True
@@ -770,11 +740,11 @@ class DeviceCore:
         """Whether every frame in the local queue still makes its deadline one run later."""
         return all(slot + (i + 2) * est <= self._frames[seq].deadline for i, seq in enumerate(self._local_q))
 
-    def _cloud_likely_in_time(self, f: _Frame, now: float) -> bool:
+    def _cloud_likely_in_time(self, f: FrameState, now: float) -> bool:
         """Whether the cloud's answer to an in-flight frame is still likely by its deadline (its
         request is younger than most answers take, and they come in time): then a hedge
         would most likely be a local run wasted."""
-        if f.stage is not _Stage.CLOUD_FLIGHT:
+        if f.stage is not Stage.CLOUD_FLIGHT:
             return False
         req = self._requests.get(f.request)
         if req is None:
@@ -790,7 +760,7 @@ class DeviceCore:
         """The share of the cloud's recent frame answers that were "expired"."""
         return sum(self._cloud_outcomes) / len(self._cloud_outcomes) if self._cloud_outcomes else 0.0
 
-    def _rescue_local(self, f: _Frame, now: float) -> bool:
+    def _rescue_local(self, f: FrameState, now: float) -> bool:
         """A cloud frame came back unanswered (expired at the endpoint, an error): it runs
         locally next if that can still answer it in time at no other frame's expense."""
         if not self._hedging or self._local is not _LocalState.READY or not self._spare(now):
@@ -801,12 +771,13 @@ class DeviceCore:
         slot = self._local_slot(now, est)
         if slot + self._local_estimate(0.25, now) > f.deadline or not self._queue_can_wait(slot, est):
             return False
-        f.stage, f.request = _Stage.LOCAL_QUEUE, None
+        f.move(Stage.LOCAL_QUEUE)
+        f.request = None
         self._local_q.appendleft(f.seq)
         self.counters[("hedge", "rescued_local")] += 1
         return True
 
-    def _hedge_ahead(self, now: float) -> _Frame | None:
+    def _hedge_ahead(self, now: float) -> FrameState | None:
         """With every worker busy: a cloud frame whose answer is not back, that only a local run
         started next (ahead of the local queue) can still answer in time, when each frame in the
         local queue still makes its deadline one run later."""
@@ -831,7 +802,7 @@ class DeviceCore:
         # (free_at is ``now`` while nothing is on the link or its goodput is unknown)
         return self._uploads_reported and self.link.free_at(now) > now + self.link.lead_s and self.link.overdue(now)
 
-    def _hedge_pick(self, now: float) -> _Frame | None:
+    def _hedge_pick(self, now: float) -> FrameState | None:
         est = self._local_estimate(self._pcfg.local_quantile, now)
         low = self._local_estimate(0.25, now)
         frames = list(self._cloud_frames())
@@ -843,10 +814,10 @@ class DeviceCore:
             # the uplink carries nothing for now: frames still waiting to leave on it are the idle
             # worker's to take at once (a stalled upload answers nothing, an idle worker may)
             stuck = [f for f in frames if now + low <= f.deadline and
-                     (f.stage is _Stage.CLOUD_QUEUE or self._requests[f.request].uploaded_at is None)]
+                     (f.stage is Stage.CLOUD_QUEUE or self._requests[f.request].uploaded_at is None)]
             if stuck:
                 return min(stuck, key=lambda f: f.deadline)
-        flying = [f for f in frames if f.stage is _Stage.CLOUD_FLIGHT]
+        flying = [f for f in frames if f.stage is Stage.CLOUD_FLIGHT]
         if flying and all(now + low > f.deadline for f in frames):
             return max(flying, key=lambda f: f.deadline)  # the probe: a copy, the cloud still answers it
         return None
@@ -854,16 +825,9 @@ class DeviceCore:
     # -- time ------------------------------------------------------------------------------
     def _expire(self, now: float) -> None:
         """Frames at their deadline leave as what they are; requests past their timeout fail."""
-        while self._deadlines and self._deadlines[0][0] <= now:
-            _, seq = heapq.heappop(self._deadlines)
-            f = self._frames.get(seq)
-            if f is None:
-                continue
-            if f.stage is not _Stage.DONE:
+        for f in self._frames.due(now):
+            if f.stage is not Stage.DONE:
                 self._leave_unanswered(f, "deadline")
-            # an answered frame must not wait past its own deadline behind an older one
-            # (possible only with per-frame budgets): everything before it leaves now
-            self._force_upto = max(self._force_upto, seq)
         while self._timeouts and self._timeouts[0][0] <= now:
             _, rid = heapq.heappop(self._timeouts)
             req = self._requests.get(rid)
@@ -885,33 +849,33 @@ class DeviceCore:
                                  message=f"no answer within {self.cfg.request_timeout_s:.3f} s")
             self._requeue(req, now)
 
-    def _leave_unanswered(self, f: _Frame, why: str) -> None:
+    def _leave_unanswered(self, f: FrameState, why: str) -> None:
         """Resolve a frame that has to leave now without an answer."""
-        if f.stage is _Stage.LOCAL_QUEUE:
+        if f.stage is Stage.LOCAL_QUEUE:
             self._local_q.remove(f.seq)
             self._resolve(f, Outcome.DROPPED, "expired_in_queue" if why == "deadline" else why)
-        elif f.stage is _Stage.CLOUD_QUEUE:
+        elif f.stage is Stage.CLOUD_QUEUE:
             self._cloud_q.remove(f.seq)
             self._resolve(f, Outcome.DROPPED, "expired_in_cloud_queue" if why == "deadline" else why)
         else:  # running locally or in flight: the answer may still come, and will be counted late
-            f.route = Route.LOCAL if f.stage is _Stage.LOCAL_RUN else Route.CLOUD
+            f.route = Route.LOCAL if f.stage is Stage.LOCAL_RUN else Route.CLOUD
             self._resolve(f, Outcome.LATE, why)
 
     def _flush(self, now: float) -> None:
-        for f in list(self._frames.values()):
-            if f.stage is not _Stage.DONE:
+        for f in self._frames:
+            if f.stage is not Stage.DONE:
                 self._leave_unanswered(f, "shutdown")
 
     # -- results ---------------------------------------------------------------------------
-    def _resolve(self, f: _Frame, outcome: Outcome, reason: str | None) -> None:
+    def _resolve(self, f: FrameState, outcome: Outcome, reason: str | None) -> None:
         if outcome is Outcome.DROPPED and reason not in _NOT_SHORT:
             self._recent_short.append(self._now)
-        f.stage = _Stage.DONE
+        f.move(Stage.DONE)
         f.outcome = outcome
         if reason is not None:
             f.reason = reason
 
-    def _answer(self, f: _Frame, route: Route, answer: Any, meta: dict | None, now: float, *,
+    def _answer(self, f: FrameState, route: Route, answer: Any, meta: dict | None, now: float, *,
                 endpoint: str | None = None) -> None:
         f.route, f.endpoint = route, endpoint
         f.answer, f.meta, f.answered_at = answer, meta, now
@@ -940,29 +904,6 @@ class DeviceCore:
 
     def _release(self, now: float) -> None:
         """Release, in order, every frame that can leave now."""
-        out: list[FrameResult] = []
-        while self._head in self._frames:
-            f = self._frames[self._head]
-            if f.stage is not _Stage.DONE:
-                if f.seq <= self._force_upto:
-                    self._leave_unanswered(f, "held_order")
-                elif len(self._frames) > self.cfg.window:
-                    self._leave_unanswered(f, "window_full")
-                else:
-                    break
-            outcome, reason = f.outcome, f.reason
-            if outcome.within_budget and now > f.deadline:
-                # answered in time but held past its deadline: it did not reach the sinks in budget
-                outcome, reason = Outcome.LATE, "released_late"
-            upload = None
-            if f.route is Route.CLOUD and f.rung is not None:
-                upload = {"encoding": f.rung.name, "bytes": f.nbytes, "exact": f.rung.exact}
-            out.append(FrameResult(
-                seq=f.seq, outcome=outcome, route=f.route, reason=reason, captured_at=f.captured, deadline=f.deadline,
-                released_at=now, answered_at=f.answered_at, detections=f.answer, meta=f.meta or {},
-                endpoint=f.endpoint, upload=upload, hedged=f.hedged,
-            ))
-            del self._frames[self._head]
-            self._head += 1
+        out = self._frames.release(now, self._leave_unanswered)
         if out:
-            self._out.append(Release(tuple(out)))
+            self._out.append(Release(out))
