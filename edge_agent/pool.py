@@ -97,6 +97,7 @@ class Endpoint:
     network: WindowedQuantile = field(default_factory=lambda: WindowedQuantile(32, horizon_s=30.0))
     answered: int = 0
     failures: int = 0
+    reason: str | None = None  # why it is disabled (another model)
 
     @property
     def name(self) -> str:
@@ -124,6 +125,7 @@ class EndpointSnapshot:
     answered: int
     failures: int
     rtt_s: float | None  # median answer time with nothing else in flight
+    reason: str | None = None  # why it is disabled
 
 
 class CloudPool:
@@ -265,7 +267,7 @@ class CloudPool:
             logger.error("OFFLOAD REFUSED by endpoint %s: %s -- it runs a different model than this device; it is "
                          "out of rotation for good. Deploy the same model or pass --allow-model-mismatch.",
                          e.name, message or "model mismatch")
-        e.phase = Phase.DISABLED
+        e.phase, e.reason = Phase.DISABLED, message or "model mismatch"
 
     # -- waking and probing -------------------------------------------------------------
     def wake(self, wait_s: float) -> list[Wake]:
@@ -323,4 +325,4 @@ class CloudPool:
         return [EndpointSnapshot(
             name=e.name, state=Phase.OUT.value if e.phase is Phase.READY and e.health.out(now) else e.phase.value,
             backup=e.spec.backup, weight=e.spec.weight, requests=e.requests, frames=e.frames, answered=e.answered,
-            failures=e.failures, rtt_s=e.model.quantile(0, 0.5, now)) for e in self.endpoints]
+            failures=e.failures, rtt_s=e.model.quantile(0, 0.5, now), reason=e.reason) for e in self.endpoints]

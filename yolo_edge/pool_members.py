@@ -129,11 +129,15 @@ def choose(members: Sequence[Member], tried: set[int], now: float, *,
     Members whose time out is up are probed first. Then, among the members in rotation
     (the primaries not tried yet, else the backups), the fewest requests in flight per unit
     of weight, ties in turns by weight (nginx's smooth weighted round robin: the chosen
-    member's turn counter is updated here). ``one_at_a_time``: the pool's model is not
-    known yet, so while a member is being checked every call waits.
+    member's turn counter is updated here).
+
+    ``one_at_a_time``: the pool's model is not known yet, so it is the first member's
+    (the first one listed, whatever the weights): only that member is used until its
+    answer names the model, and while it is being checked every call waits. No other
+    member's answer may name the pool's model, so none is sent a request before.
     """
-    if one_at_a_time and any(m.busy for m in members if m.state is not MemberState.DISABLED):
-        return Kind.WAIT, None
+    if one_at_a_time:
+        return _founder(members, tried, now)
     usable = [m for m in members if m.state is not MemberState.DISABLED and m.index not in tried]
     for m in usable:
         if m.state is MemberState.OUT and not m.health.out(now) and not m.busy:
@@ -152,6 +156,18 @@ def choose(members: Sequence[Member], tried: set[int], now: float, *,
     chosen = max(tied, key=lambda m: m.current)
     chosen.current -= sum(m.spec.weight for m in tied)
     return (Kind.JOIN if chosen.state is MemberState.NEW else Kind.SEND), chosen
+
+
+def _founder(members: Sequence[Member], tried: set[int], now: float) -> tuple[Kind, Member | None]:
+    """The choice while the pool's model is unknown: the first member, or nobody."""
+    if any(m.busy for m in members if m.state is not MemberState.DISABLED):
+        return Kind.WAIT, None
+    first = members[0]
+    if first.index in tried or first.state is MemberState.DISABLED:
+        return Kind.NONE, None
+    if first.state is MemberState.OUT:
+        return (Kind.NONE, None) if first.health.out(now) else (Kind.PROBE, first)
+    return (Kind.JOIN if first.state is MemberState.NEW else Kind.SEND), first
 
 
 def member_fault(exc: CloudError) -> bool:
