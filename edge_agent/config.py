@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from yolo_edge.endpoint_url import check_endpoint_url
 from yolo_edge.errors import ConfigError
 
 from .core import CoreConfig
@@ -54,10 +55,7 @@ class CloudEndpoint:
         if unknown or "url" not in item:
             raise ConfigError(f"cloud endpoint {dict(item)!r}: {'unknown key(s) ' + str(unknown) if unknown else 'no url'};"
                               f" known keys are {sorted(known)}")
-        url = item["url"]
-        if not isinstance(url, str) or not url.startswith(("http://", "https://", "oip+http://", "oip+https://")):
-            raise ConfigError(f"cloud endpoint url must start with http(s):// (a yolo-edge service) or "
-                              f"oip+http(s):// (Triton, KServe), got {url!r}")
+        check_endpoint_url(item["url"], what="cloud endpoint")  # http(s)://: yolo-edge; oip+http(s)://: Triton
         try:
             return cls(**dict(item))
         except TypeError as exc:
@@ -70,6 +68,7 @@ class CloudEndpoint:
 
         parts = urlsplit(self.url)
         host = parts.hostname or ""
+        host = f"[{host}]" if ":" in host else host  # IPv6, in brackets as in the URL
         port = f":{parts.port}" if parts.port else ""
         return f"{parts.scheme}://{host}{port}{parts.path}".rstrip("/")
 

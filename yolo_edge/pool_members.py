@@ -17,6 +17,7 @@ from enum import Enum
 from typing import Any, Mapping, Sequence
 
 from .endpoint import Endpoint
+from .endpoint_url import check_endpoint_url
 from .errors import CloudDeadlineExpiredError, CloudError, CloudTimeoutError, CloudUnavailableError, ConfigError
 from .health import Health
 from .wire import short_repr
@@ -36,6 +37,8 @@ class PoolMember:
         if not isinstance(self.url, (str, Endpoint)):
             raise ConfigError(f"a pool member is a URL ('http://HOST:PORT', 'oip+http://HOST:PORT/v2/models/NAME') "
                               f"or a client (CloudClient, OipClient), got {short_repr(self.url)}")
+        if isinstance(self.url, str):
+            check_endpoint_url(self.url, what="pool member")
         weight = self.weight
         if not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and math.isfinite(weight)
                 and weight > 0):
@@ -185,5 +188,6 @@ def safe_name(url: str) -> str:
 
     parts = urlsplit(url)
     host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host  # IPv6, in brackets as in the URL
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{host}{port}{parts.path}".rstrip("/")
