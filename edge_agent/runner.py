@@ -33,6 +33,7 @@ from dataclasses import replace
 from queue import SimpleQueue
 from typing import Any, Callable, Iterable, Sequence
 
+from yolo_edge.balancer import ModelRule
 from yolo_edge.errors import (
     CloudDeadlineExpiredError, CloudError, CloudModelMismatchError, CloudTimeoutError, CloudUnavailableError,
     ConfigError, YoloEdgeError,
@@ -76,7 +77,7 @@ def _single_core(local_cpus) -> bool:
     return len(cpus) == 1 or (local_cpus is not None and cpus <= set(local_cpus))
 
 
-def _pool_model(clouds: Sequence[CloudEndpoint], names: Sequence[str]) -> str | None:
+def _pool_model(clouds: Sequence[CloudEndpoint], names: Sequence[str]) -> ModelRule:
     """The one model every endpoint must answer from: the device's, as the clients are pinned to it.
 
     ``edge-agent run`` pins every client to the sha256 of the agent's model (its registry pin);
@@ -92,7 +93,7 @@ def _pool_model(clouds: Sequence[CloudEndpoint], names: Sequence[str]) -> str | 
         logger.warning("no cloud endpoint names the model it must serve (expected_sha256): answers of %s are not "
                        "checked against the device's model; pass expected_sha256=Detector(model).info.sha256 "
                        "(edge-agent run does)", ", ".join(names))
-    return next(iter(pins.values()), None)
+    return ModelRule(next(iter(pins.values()), None))
 
 
 def _with_endpoints(cfg: CoreConfig, clients: int) -> CoreConfig:
@@ -147,7 +148,7 @@ class Agent:
                                local_ready=detector is not None, policy=policy)
         self.stats = RunStats(budget_s=core_cfg.budget_s)
         #: the pool's model: every answer from another is refused (its endpoint disabled), whatever its weight
-        self.model_sha256 = _pool_model(self.clouds, [e.name for e in core_cfg.endpoints])
+        self.model = _pool_model(self.clouds, [e.name for e in core_cfg.endpoints])
         self.metrics = metrics or AgentMetrics()
         self.metrics.watch(self.snapshot, self.core.counters)
         self.metrics.watch_sinks(self.sinks)
@@ -427,13 +428,18 @@ class Agent:
 
     def _other_model(self, results: Sequence[Any]) -> tuple[Failure | None, str]:
         """MISMATCH when an answer came from another model than the pool's (its client may not check)."""
-        if self.model_sha256 is None or self.cfg.allow_model_mismatch:
+        if self.model.sha256 is None or self.cfg.allow_model_mismatch:
             return None, ""
         for r in results:
-            if r.ok and r.model.sha256.lower() != self.model_sha256:
-                return Failure.MISMATCH, (f"it answered from model {r.model.name!r} with sha256 "
-                                          f"{r.model.sha256[:12] or '?'}..., not the pool's {self.model_sha256[:12]}...")
+            problem = self.model.judge(r.model.sha256, r.model.name) if r.ok else None
+            if problem:
+                return Failure.MISMATCH, "it answered from another model: " + problem
         return None, ""
+
+    @property
+    def model_sha256(self) -> str | None:
+        """The model every cloud answer must come from (the clients' pin), or None: not checked."""
+        return self.model.sha256
 
     def _wake(self, action: Wake) -> None:
         """Wake (or probe) an endpoint and check it runs our model before using it."""

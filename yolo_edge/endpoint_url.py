@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 from .errors import ConfigError
 from .wire import short_repr
 
-__all__ = ["check_endpoint_url", "HTTP_SCHEMES", "OIP_SCHEMES", "ENDPOINT_SCHEMES"]
+__all__ = ["check_endpoint_url", "check_table", "safe_name", "HTTP_SCHEMES", "OIP_SCHEMES", "ENDPOINT_SCHEMES"]
 
 HTTP_SCHEMES = ("http", "https")  # a yolo-edge service
 OIP_SCHEMES = ("oip+http", "oip+https")  # an Open Inference Protocol model (Triton, KServe)
@@ -82,3 +82,28 @@ def check_endpoint_url(url: Any, *, what: str = "endpoint", schemes: tuple[str, 
             raise bad(f"port {int(port)} is out of range" + (" (0 is not 'the default port': leave the port out)"
                                                                if int(port) == 0 else ""))
     return url
+
+
+def safe_name(url: str) -> str:
+    """The URL without credentials or query: safe in logs, metrics labels and status (IPv6 keeps its brackets).
+
+    >>> safe_name("https://user:secret@[::1]:3000/v2/models/yolo?token=x")
+    'https://[::1]:3000/v2/models/yolo'
+    """
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}".rstrip("/")
+
+
+def check_table(item: Mapping[str, Any], known: Iterable[str], *, what: str) -> dict[str, Any]:
+    """An endpoint given as a table (``{"url": ..., "weight": 2}``) as a dict: it has a url, and no unknown key."""
+    known = sorted(known)
+    unknown = sorted(set(item) - set(known))
+    if unknown or "url" not in item:
+        raise ConfigError(f"{what} {short_repr(dict(item))}: {'unknown key(s) ' + str(unknown) if unknown else 'no url'};"
+                          f" known keys are {known}")
+    return dict(item)

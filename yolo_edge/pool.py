@@ -9,7 +9,7 @@ It is safe to share between threads; it starts no thread of its own.
 - **Choice**: each request goes to the member in rotation with the fewest requests in
   flight per unit of ``weight``, ties taken in weighted turns (nginx's ``least_conn``).
   Backup members serve only a request that no primary in rotation is left for.
-- **Health** (:mod:`yolo_edge.health`, the edge agent's very rule): after ``max_fails``
+- **Health** (:mod:`yolo_edge.balancer`, the edge agent's very rules): after ``max_fails``
   failures within ``fail_timeout_s`` a member is out for ``fail_timeout_s`` (or its
   ``Retry-After``, if longer); the first call that finds its time up probes it with
   ``ready()`` (``/readyz``) and checks its model before it rejoins.
@@ -50,7 +50,7 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from .endpoint import Endpoint, client_options, frame_deadlines, image_list, open_endpoint, poll_ready
 from .errors import CloudError, CloudModelMismatchError, CloudUnavailableError, ConfigError
-from .health import Health, HealthConfig, on_failure, on_success
+from .balancer import HealthConfig, ModelRule, failed, on_success, probe_failed
 from .pool_members import Kind, Member, MemberState, MemberStatus, PoolMember, choose, member_fault
 from .wire import LIMITS, FrameResult, FrameStatus, ModelRef, short_repr
 
@@ -109,10 +109,10 @@ class EndpointPool:
         if not callable(clock) or not callable(sleep):
             raise ConfigError("clock and sleep must be functions (like time.monotonic and time.sleep)")
         specs = [PoolMember.parse(m) for m in members]
-        self._sha256 = check_sha256(expected_sha256)
-        self._model_name = "?"
-        if self._sha256 is None and model is not None:
-            self._model_name, self._sha256 = _model_identity(model)
+        self._model = ModelRule(check_sha256(expected_sha256))  # the pool's model: fixed, never voted
+        if self._model.sha256 is None and model is not None:
+            name, sha = _model_identity(model)
+            self._model = ModelRule(sha, name)
         self._health = health
         self._clock = clock
         self._sleep = sleep
@@ -158,6 +158,14 @@ class EndpointPool:
 
     # -- status ------------------------------------------------------------------------
     @property
+    def _sha256(self) -> str | None:
+        return self._model.sha256
+
+    @property
+    def _model_name(self) -> str:
+        return self._model.name
+
+    @property
     def expected_sha256(self) -> str | None:
         """The model every member must serve: the one given (or ``model``'s), or the first member's once known."""
         return self._sha256
@@ -199,7 +207,7 @@ class EndpointPool:
             if expected and self._sha256 and expected != self._sha256:
                 raise CloudModelMismatchError(f"the pool serves model {self._sha256[:12]}..., not {expected[:12]}...")
             if expected:
-                self._sha256 = expected
+                self._model = ModelRule(expected, self._model_name)
         if self._sha256 is None:
             first = self._members[0]
             if self._claim_first() and self._join(first) is _Joined.UNKNOWN:
@@ -459,7 +467,7 @@ class EndpointPool:
             return
         with self._cond:
             member.state = MemberState.OUT
-            member.health = Health((), self._clock() + self._health.fail_timeout_s)
+            member.health = probe_failed(now=self._clock(), cfg=self._health)
             self._unclaim(member)
         logger.debug("endpoint %s is still not ready", member.name)
 
@@ -468,7 +476,7 @@ class EndpointPool:
         with self._cond:
             if member.state is MemberState.PROBING:
                 member.state = MemberState.OUT
-                member.health = Health((), self._clock() + self._health.fail_timeout_s)
+                member.health = probe_failed(now=self._clock(), cfg=self._health)
             self._unclaim(member)
 
     def _checking(self) -> bool:
@@ -480,20 +488,13 @@ class EndpointPool:
             self._cond.notify_all()
 
     def _holds(self, member: Member, sha: str, name: str) -> str | None:
-        """None when ``sha`` is the pool's model (the first one named becomes it), else what is wrong."""
+        """None when ``sha`` is the pool's model (the first member's names it, if none was given), else what is wrong."""
         with self._cond:
-            if self._sha256 is None and member is not self._members[0]:
-                return "the pool's model is the first endpoint's, which has not named it yet"  # never reached: choose()
-            if sha and self._sha256 is None:
-                self._sha256, self._model_name = sha, name
-                logger.info("pool model: %s (sha256 %s...), as served by %s", name, sha[:12], member.name)
-            if sha and sha == self._sha256:
-                if self._model_name == "?":
-                    self._model_name = name
-                return None
-            if not sha:
-                return "it does not say which model it serves"
-            return f"it serves model {name!r} with sha256 {sha[:12]}..., not the pool's {self._sha256[:12]}..."
+            founding = self._model.sha256 is None
+            problem = self._model.judge(sha, name, first=member is self._members[0])
+        if founding and problem is None:
+            logger.info("pool model: %s (sha256 %s...), as served by %s", name, sha[:12], member.name)
+        return problem
 
     def _answered(self, member: Member, shas: list[str], alive: bool) -> bool:
         """Account an answer; False (and the member disabled) when it came from another model."""
@@ -520,14 +521,12 @@ class EndpointPool:
             member.failures += 1
             member.reason = str(exc)
             if checking and member.state is MemberState.PROBING:  # probed ready, but its check failed: out again
-                member.health = Health((), now + max(self._health.fail_timeout_s, retry_after or 0.0))
+                member.health = probe_failed(now=now, cfg=self._health, retry_after_s=retry_after)
                 member.state = MemberState.OUT
                 taken_out = True
             else:
-                was_out = member.health.out(now)
-                member.health = on_failure(member.health, now=now, cfg=self._health, retry_after_s=retry_after)
-                taken_out = member.health.out(now) and not was_out and member.state in (MemberState.NEW,
-                                                                                        MemberState.READY)
+                member.health, took_out = failed(member.health, now=now, cfg=self._health, retry_after_s=retry_after)
+                taken_out = took_out and member.state in (MemberState.NEW, MemberState.READY)
                 if taken_out:
                     member.state = MemberState.OUT
             if checking:

@@ -91,7 +91,7 @@ def test_an_answer_from_another_model_is_refused_even_when_its_client_does_not_c
         c.close()
     _check(agent, sink, a, d)
     assert d.detect_requests >= 1  # it answered first, and its answer was refused
-    assert "answered from model 'yolov8s-fall'" in agent.health()["endpoints"][1]["reason"]
+    assert "answered from another model: it serves model 'yolov8s-fall'" in agent.health()["endpoints"][1]["reason"]
     assert "OFFLOAD REFUSED" in caplog.text
 
 
