@@ -2,7 +2,7 @@
 
 All of the device's logic lives in one sans-I/O state machine,
 :class:`edge_agent.core.DeviceCore` (with the pure :mod:`edge_agent.policy`,
-:mod:`edge_agent.pool`, :mod:`yolo_edge.health` and :mod:`edge_agent.estimators` it uses): timestamped events
+:mod:`edge_agent.pool` (over the SDK's :mod:`yolo_edge.balancer`), :mod:`yolo_edge.health` and :mod:`edge_agent.estimators` it uses): timestamped events
 in, actions out. :class:`edge_agent.runner.Agent` drives it with threads, the real
 detector and cloud client and the wall clock; :mod:`edge_agent.sim` drives the very same
 core with an event heap and sampled service times on a virtual clock.

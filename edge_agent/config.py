@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from yolo_edge.endpoint_url import check_endpoint_url, check_table, safe_name
 from yolo_edge.errors import ConfigError
 
 from .core import CoreConfig
@@ -49,29 +50,17 @@ class CloudEndpoint:
         if not isinstance(item, Mapping):
             raise ConfigError(f"a cloud endpoint is a URL or a table with 'url' (and weight, backup, max_inflight, "
                               f"max_batch, token), got {item!r}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(item) - known)
-        if unknown or "url" not in item:
-            raise ConfigError(f"cloud endpoint {dict(item)!r}: {'unknown key(s) ' + str(unknown) if unknown else 'no url'};"
-                              f" known keys are {sorted(known)}")
-        url = item["url"]
-        if not isinstance(url, str) or not url.startswith(("http://", "https://", "oip+http://", "oip+https://")):
-            raise ConfigError(f"cloud endpoint url must start with http(s):// (a yolo-edge service) or "
-                              f"oip+http(s):// (Triton, KServe), got {url!r}")
+        item = check_table(item, [f.name for f in fields(cls)], what="cloud endpoint")
+        check_endpoint_url(item["url"], what="cloud endpoint")  # http(s)://: yolo-edge; oip+http(s)://: Triton
         try:
-            return cls(**dict(item))
+            return cls(**item)
         except TypeError as exc:
             raise ConfigError(f"bad cloud endpoint {dict(item)!r}: {exc}") from exc
 
     @property
     def name(self) -> str:
         """The URL without credentials or query: safe in logs, metrics labels and results."""
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(self.url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-        return f"{parts.scheme}://{host}{port}{parts.path}".rstrip("/")
+        return safe_name(self.url)
 
     def spec(self) -> EndpointSpec:
         return EndpointSpec(name=self.name, weight=self.weight, backup=self.backup, max_inflight=self.max_inflight,

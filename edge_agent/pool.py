@@ -2,7 +2,7 @@
 
 Part of the sans-I/O device core (no clock, thread or socket): :class:`CloudPool` keeps,
 per endpoint, its phase (cold, waking, ready, out, probing, disabled), its
-:class:`~edge_agent.health.Health`, the requests and frames it has in flight and a
+:class:`~yolo_edge.health.Health`, the requests and frames it has in flight and a
 :class:`~edge_agent.estimators.SojournModel` of its answer times; and, for the whole pool,
 the model of how long a frame takes from joining the device's cloud queue to its answer,
 which the policy plans with.
@@ -13,6 +13,8 @@ time (its planning quantile at its load) fits the batch's tightest deadline, tho
 a recent failure first, then the fewest frames outstanding per unit of weight, ties to the
 one that answers soonest; when none fits, the one that answers soonest. Backup endpoints
 serve only while no primary is in rotation. A batch goes to one endpoint, up to that endpoint's batch size.
+Who serves, the health transitions and the model rule are the SDK pool's own
+(:mod:`yolo_edge.balancer`); the deadline fit and the answer-time estimates are the device's.
 
 >>> pool = CloudPool((EndpointSpec(name="a"), EndpointSpec(name="b", weight=2.0)), max_inflight=2, max_batch=1,
 ...                  health=HealthConfig(), cold=False)
@@ -35,7 +37,7 @@ from yolo_edge.errors import ConfigError
 
 from .estimators import SojournModel, WindowedQuantile
 from .events import Failure, Wake
-from yolo_edge.health import Health, HealthConfig, on_failure, on_success
+from yolo_edge.balancer import Health, HealthConfig, check_share, failed, on_success, probe_failed, serving
 from .policy import CloudState
 
 __all__ = ["EndpointSpec", "Endpoint", "EndpointSnapshot", "CloudPool", "Phase"]
@@ -56,9 +58,7 @@ class EndpointSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise ConfigError(f"an endpoint needs a name (its URL), got {self.name!r}")
-        if not (isinstance(self.weight, (int, float)) and not isinstance(self.weight, bool)
-                and math.isfinite(self.weight) and self.weight > 0):
-            raise ConfigError(f"endpoint {self.name}: weight must be a positive number, got {self.weight!r}")
+        object.__setattr__(self, "weight", check_share(f"endpoint {self.name}", self.weight, self.backup))
         for key in ("max_inflight", "max_batch"):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
@@ -97,6 +97,7 @@ class Endpoint:
     network: WindowedQuantile = field(default_factory=lambda: WindowedQuantile(32, horizon_s=30.0))
     answered: int = 0
     failures: int = 0
+    reason: str | None = None  # why it is disabled (another model)
 
     @property
     def name(self) -> str:
@@ -124,6 +125,7 @@ class EndpointSnapshot:
     answered: int
     failures: int
     rtt_s: float | None  # median answer time with nothing else in flight
+    reason: str | None = None  # why it is disabled
 
 
 class CloudPool:
@@ -155,9 +157,7 @@ class CloudPool:
     # -- what the policy sees ----------------------------------------------------------
     def _serving(self, now: float) -> list[Endpoint]:
         """The endpoints in rotation: primaries, or the backups while no primary is."""
-        rotation = [e for e in self.endpoints if e.in_rotation(now)]
-        primaries = [e for e in rotation if not e.spec.backup]
-        return primaries or rotation
+        return serving(self.endpoints, in_rotation=lambda e: e.in_rotation(now), backup=lambda e: e.spec.backup)
 
     def view(self, now: float) -> tuple[CloudState, int]:
         """The pool as one cloud: its state, and how many frames it takes in flight at once."""
@@ -245,9 +245,8 @@ class CloudPool:
         if failure is Failure.MISMATCH:
             self._disable(e, message)
             return
-        was_out = e.health.out(now)
-        e.health = on_failure(e.health, now=now, cfg=self.health_cfg, retry_after_s=retry_after_s)
-        if e.health.out(now) and not was_out:
+        e.health, taken_out = failed(e.health, now=now, cfg=self.health_cfg, retry_after_s=retry_after_s)
+        if taken_out:
             e.phase = Phase.OUT
             self.counters[("endpoint", e.name, "taken_out")] += 1
             logger.warning("cloud endpoint %s out of rotation for %.2f s (%s%s)", e.name, e.health.out_until - now,
@@ -265,7 +264,7 @@ class CloudPool:
             logger.error("OFFLOAD REFUSED by endpoint %s: %s -- it runs a different model than this device; it is "
                          "out of rotation for good. Deploy the same model or pass --allow-model-mismatch.",
                          e.name, message or "model mismatch")
-        e.phase = Phase.DISABLED
+        e.phase, e.reason = Phase.DISABLED, message or "model mismatch"
 
     # -- waking and probing -------------------------------------------------------------
     def wake(self, wait_s: float) -> list[Wake]:
@@ -305,7 +304,7 @@ class CloudPool:
                 logger.warning("cloud endpoint %s answers again: back in rotation", e.name)
             else:
                 e.phase = Phase.OUT
-                e.health = Health((), now + self.health_cfg.fail_timeout_s)
+                e.health = probe_failed(now=now, cfg=self.health_cfg)
             return
         if e.phase is not Phase.WAKING:
             return
@@ -323,4 +322,4 @@ class CloudPool:
         return [EndpointSnapshot(
             name=e.name, state=Phase.OUT.value if e.phase is Phase.READY and e.health.out(now) else e.phase.value,
             backup=e.spec.backup, weight=e.spec.weight, requests=e.requests, frames=e.frames, answered=e.answered,
-            failures=e.failures, rtt_s=e.model.quantile(0, 0.5, now)) for e in self.endpoints]
+            failures=e.failures, rtt_s=e.model.quantile(0, 0.5, now), reason=e.reason) for e in self.endpoints]

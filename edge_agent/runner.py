@@ -33,6 +33,7 @@ from dataclasses import replace
 from queue import SimpleQueue
 from typing import Any, Callable, Iterable, Sequence
 
+from yolo_edge.balancer import ModelRule
 from yolo_edge.errors import (
     CloudDeadlineExpiredError, CloudError, CloudModelMismatchError, CloudTimeoutError, CloudUnavailableError,
     ConfigError, YoloEdgeError,
@@ -74,6 +75,25 @@ def _single_core(local_cpus) -> bool:
         return (os.cpu_count() or 1) == 1
     cpus = os.sched_getaffinity(0)
     return len(cpus) == 1 or (local_cpus is not None and cpus <= set(local_cpus))
+
+
+def _pool_model(clouds: Sequence[CloudEndpoint], names: Sequence[str]) -> ModelRule:
+    """The one model every endpoint must answer from: the device's, as the clients are pinned to it.
+
+    ``edge-agent run`` pins every client to the sha256 of the agent's model (its registry pin);
+    clients pinned to two models are refused. None: no client is pinned, no answer can be checked.
+    """
+    pins = {name: c.expected_sha256.lower() for c, name in zip(clouds, names) if c.expected_sha256}
+    if len(set(pins.values())) > 1:
+        raise ConfigError("the cloud endpoints are pinned to different models ("
+                          + ", ".join(f"{name}: {sha[:12]}..." for name, sha in pins.items())
+                          + "): the pool serves one model, the device's; pin every client to it "
+                          "(expected_sha256=Detector(model).info.sha256)")
+    if clouds and not pins:
+        logger.warning("no cloud endpoint names the model it must serve (expected_sha256): answers of %s are not "
+                       "checked against the device's model; pass expected_sha256=Detector(model).info.sha256 "
+                       "(edge-agent run does)", ", ".join(names))
+    return ModelRule(next(iter(pins.values()), None))
 
 
 def _with_endpoints(cfg: CoreConfig, clients: int) -> CoreConfig:
@@ -127,6 +147,8 @@ class Agent:
         self.core = DeviceCore(core_cfg, cloud=bool(self.clouds), cloud_warm=cloud_warm,
                                local_ready=detector is not None, policy=policy)
         self.stats = RunStats(budget_s=core_cfg.budget_s)
+        #: the pool's model: every answer from another is refused (its endpoint disabled), whatever its weight
+        self.model = _pool_model(self.clouds, [e.name for e in core_cfg.endpoints])
         self.metrics = metrics or AgentMetrics()
         self.metrics.watch(self.snapshot, self.core.counters)
         self.metrics.watch_sinks(self.sinks)
@@ -385,15 +407,17 @@ class Agent:
         except Exception as exc:  # anything else from the transport counts as a cloud failure
             failure, message = Failure.ERROR, f"cloud request failed: {exc!r}"
         else:
-            answers, metas = [], []
-            server_s = max((r.timing.server_ms for r in results), default=0.0) / 1000.0
-            if server_s > 0:  # the endpoint said how long it took: the rest was the network's
-                network = max(0.0, time.perf_counter() - sent - server_s)
-            for i, r in enumerate(results):
-                answers.append(r.detections if r.ok else None)
-                metas.append({"model": {"name": r.model.name, "sha256": r.model.sha256}, "timing": r.timing.to_dict()})
-                if not r.ok:
-                    frame_errors[i] = "expired" if r.status.value == "expired" else (r.error or r.status.value)
+            failure, message = self._other_model(results)
+            if failure is None:
+                answers, metas = [], []
+                server_s = max((r.timing.server_ms for r in results), default=0.0) / 1000.0
+                if server_s > 0:  # the endpoint said how long it took: the rest was the network's
+                    network = max(0.0, time.perf_counter() - sent - server_s)
+                for i, r in enumerate(results):
+                    answers.append(r.detections if r.ok else None)
+                    metas.append({"model": {"name": r.model.name, "sha256": r.model.sha256}, "timing": r.timing.to_dict()})
+                    if not r.ok:
+                        frame_errors[i] = "expired" if r.status.value == "expired" else (r.error or r.status.value)
         with self._lock:
             if failure is None:
                 self._feed(CloudDone(at=self.clock(), request=action.request, answers=answers, metas=metas,
@@ -401,6 +425,21 @@ class Agent:
             else:
                 self._feed(CloudDone(at=self.clock(), request=action.request, failure=failure,
                                      retry_after_s=retry_after, message=message))
+
+    def _other_model(self, results: Sequence[Any]) -> tuple[Failure | None, str]:
+        """MISMATCH when an answer came from another model than the pool's (its client may not check)."""
+        if self.model.sha256 is None or self.cfg.allow_model_mismatch:
+            return None, ""
+        for r in results:
+            problem = self.model.judge(r.model.sha256, r.model.name) if r.ok else None
+            if problem:
+                return Failure.MISMATCH, "it answered from another model: " + problem
+        return None, ""
+
+    @property
+    def model_sha256(self) -> str | None:
+        """The model every cloud answer must come from (the clients' pin), or None: not checked."""
+        return self.model.sha256
 
     def _wake(self, action: Wake) -> None:
         """Wake (or probe) an endpoint and check it runs our model before using it."""
@@ -445,5 +484,6 @@ class Agent:
             "cloud_rtt_ms": None if snap.cloud_rtt_s is None else round(1000 * snap.cloud_rtt_s, 2),
             "endpoints": [{"name": e.name, "state": e.state, "inflight": e.requests, "answered": e.answered,
                            "failures": e.failures, "backup": e.backup, "weight": e.weight,
-                           "rtt_ms": None if e.rtt_s is None else round(1000 * e.rtt_s, 2)} for e in snap.endpoints],
+                           "rtt_ms": None if e.rtt_s is None else round(1000 * e.rtt_s, 2),
+                           **({"reason": e.reason} if e.reason else {})} for e in snap.endpoints],
         }

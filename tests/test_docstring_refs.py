@@ -30,10 +30,9 @@ DOCS = [REPO / "README.md", REPO / "BENCHMARKS.md", *sorted((REPO / "docs").glob
 DOTTED = re.compile(r"(?<![\w/.-])((?:%s)(?:\.[A-Za-z_]\w*)+)" % "|".join(PACKAGES))
 PATH = re.compile(r"(?<![\w/.-])((?:%s|docs|notes)/[\w/.-]*\w)" % "|".join(PACKAGES))
 FILE_SUFFIXES = (".py", ".md", ".yaml", ".yml", ".json", ".toml", ".gz", ".up")
-#: Stale references left for another change to fix, as (file, reference): edge_agent/pool.py
-#: is being rewritten into the one balancer (issue 16), which drops or renames it. Remove an
-#: entry once its file no longer has the reference.
-KNOWN_STALE = {("edge_agent/pool.py", "edge_agent.health.Health")}
+#: Stale references left for another change to fix, as (file, reference). Remove an entry
+#: once its file no longer has the reference.
+KNOWN_STALE: set[tuple[str, str]] = set()
 
 
 def _module_file(dotted: str) -> Path | None:

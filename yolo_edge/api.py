@@ -126,8 +126,9 @@ def detect(
 
     A list of endpoints (URLs, or ``{"url", "weight", "backup"}`` tables) is one shared
     :class:`~yolo_edge.pool.EndpointPool`: each call goes to the least loaded endpoint and
-    fails over to another when one is down, and every answer comes from the same model
-    (``expected_sha256=``, or the first endpoint's).
+    fails over to another when one is down, and every answer comes from the same model:
+    ``expected_sha256=``, else ``model``'s when given (a registry name's pinned sha256),
+    else the first endpoint's; an endpoint on another model is never used.
 
     >>> import yolo_edge
     >>> dets = yolo_edge.detect("bus.jpg")                          # doctest: +SKIP
@@ -139,10 +140,12 @@ def detect(
     single = not isinstance(image, (list, tuple))
     images = [image] if single else list(image)
     if endpoint is not None:
-        if backend != "auto" or (model is not None and not _is_oip(endpoint)):
+        pool = isinstance(endpoint, (list, tuple))
+        if backend != "auto" or (model is not None and not pool and not _is_oip(endpoint)):
             raise ConfigError("model= and backend= apply to local detection; with a yolo-edge endpoint= the "
-                              "service's model answers: pin it with expected_sha256=Detector(model).info.sha256")
-        if isinstance(endpoint, (list, tuple)):
+                              "service's model answers: pin it with expected_sha256=Detector(model).info.sha256 "
+                              "(with a list of endpoints, model= names the pool's model)")
+        if pool:
             client = _shared_pool(endpoint, token, cloud_options, model=model)
         else:
             client = _shared_client(endpoint, token, cloud_options, model=model)

@@ -44,6 +44,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .endpoint import backoff_delay, check_client_args, frame_deadlines, image_list, poll_ready, transport_error
+from .endpoint_url import HTTP_SCHEMES, check_endpoint_url
 from .errors import (
     CloudAuthError,
     CloudError,
@@ -121,6 +122,7 @@ class CloudClient:
     ) -> None:
         from .detector import check_sha256
 
+        check_endpoint_url(endpoint, what="CloudClient endpoint", schemes=HTTP_SCHEMES)
         if not isinstance(endpoint, str) or not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", endpoint):
             raise ConfigError(f"endpoint must be an http(s) URL like 'http://127.0.0.1:3000', got {short_repr(endpoint)}")
         self.timeout, self.backoff_s = check_client_args(

@@ -1,7 +1,8 @@
 """Health of one cloud endpoint, as pure values (the caller passes ``now``).
 
-Shared by the SDK's :class:`yolo_edge.pool.EndpointPool` and the edge agent's device core
-(``edge_agent.pool``), so both take an endpoint out and back by the same rule.
+Shared, through :mod:`yolo_edge.balancer` (the pools' rules), by the SDK's
+:class:`yolo_edge.pool.EndpointPool` and the edge agent's device core (``edge_agent.pool``),
+so both take an endpoint out and back by the same rule.
 
 The rule is a load balancer's (nginx's ``max_fails``/``fail_timeout``): after ``max_fails``
 failures within ``fail_timeout_s`` (and no success since), the endpoint is out of rotation

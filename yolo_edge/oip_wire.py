@@ -29,6 +29,8 @@ from urllib.parse import quote, urlsplit
 
 import numpy as np
 
+from .endpoint_url import OIP_SCHEMES as ENDPOINT_OIP_SCHEMES
+from .endpoint_url import check_endpoint_url
 from .errors import (
     CloudAuthError,
     CloudDeadlineExpiredError,
@@ -85,6 +87,7 @@ def parse_oip_url(url: str) -> OipUrl:
     if not isinstance(url, str) or not url.startswith(OIP_SCHEMES):
         raise ConfigError(f"an Open Inference Protocol endpoint looks like 'oip+http://HOST:PORT/v2/models/NAME', "
                           f"got {url!r}")
+    check_endpoint_url(url, what="Open Inference Protocol endpoint", schemes=ENDPOINT_OIP_SCHEMES)
     parts = urlsplit(url[len("oip+"):])
     match = _PATH.match(parts.path)
     if not parts.netloc or match is None or parts.query or parts.fragment:

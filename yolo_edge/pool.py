@@ -9,17 +9,21 @@ It is safe to share between threads; it starts no thread of its own.
 - **Choice**: each request goes to the member in rotation with the fewest requests in
   flight per unit of ``weight``, ties taken in weighted turns (nginx's ``least_conn``).
   Backup members serve only a request that no primary in rotation is left for.
-- **Health** (:mod:`yolo_edge.health`, the edge agent's very rule): after ``max_fails``
+- **Health** (:mod:`yolo_edge.balancer`, the edge agent's very rules): after ``max_fails``
   failures within ``fail_timeout_s`` a member is out for ``fail_timeout_s`` (or its
   ``Retry-After``, if longer); the first call that finds its time up probes it with
   ``ready()`` (``/readyz``) and checks its model before it rejoins.
 - **Failover**: a request that fails because of the member (unreachable, 5xx, timed out)
   goes to another member in rotation, each member at most once per call, so a dead member
   costs a caller latency, not an error. Errors of the request itself (4xx) are raised at once.
-- **One model**: every member's model sha256 is checked when it joins (``verify_model``)
-  and on every answer. The model is ``expected_sha256=``, or else the first member's; a
-  member that serves another is out of the pool for good, with an ERROR naming it, and
-  its answers are never returned.
+- **One model, fixed, never voted**: the pool's model is ``expected_sha256=``; else, when
+  ``model=`` names one, that model's sha256 (a registry name's pin, a registered export's,
+  an ``.onnx`` file's own); else the model of the first member listed, whatever the
+  weights: until that member's answer names it, no other member is sent anything. Every
+  member's model sha256 is checked when it joins (``verify_model``) and on every answer;
+  a member that serves another model is out of the pool for good (state ``disabled``,
+  its reason in :meth:`EndpointPool.members`), with an ERROR naming it, and its answers
+  are never returned, however heavy its weight and however fast it answers.
 
 Constructing a pool does no network I/O:
 
@@ -46,7 +50,7 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from .endpoint import Endpoint, client_options, frame_deadlines, image_list, open_endpoint, poll_ready
 from .errors import CloudError, CloudModelMismatchError, CloudUnavailableError, ConfigError
-from .health import Health, HealthConfig, on_failure, on_success
+from .balancer import HealthConfig, ModelRule, failed, on_success, probe_failed
 from .pool_members import Kind, Member, MemberState, MemberStatus, PoolMember, choose, member_fault
 from .wire import LIMITS, FrameResult, FrameStatus, ModelRef, short_repr
 
@@ -76,7 +80,8 @@ class EndpointPool:
     since the pool's failover is the retry), and closed by :meth:`close`; clients given
     built are the caller's to close.
 
-    ``expected_sha256`` is the model every member must serve (default: the first member's).
+    The model every member must serve is ``expected_sha256``; else ``model``'s sha256
+    when ``model`` is given; else the first member's (see the module docstring).
     ``health`` sets ``max_fails`` and ``fail_timeout_s``; ``clock`` (seconds, monotonic)
     times them and per-frame budgets; ``sleep`` waits between :meth:`wake`'s probes.
     """
@@ -104,8 +109,10 @@ class EndpointPool:
         if not callable(clock) or not callable(sleep):
             raise ConfigError("clock and sleep must be functions (like time.monotonic and time.sleep)")
         specs = [PoolMember.parse(m) for m in members]
-        self._sha256 = check_sha256(expected_sha256)
-        self._model_name = "?"
+        self._model = ModelRule(check_sha256(expected_sha256))  # the pool's model: fixed, never voted
+        if self._model.sha256 is None and model is not None:
+            name, sha = _model_identity(model)
+            self._model = ModelRule(sha, name)
         self._health = health
         self._clock = clock
         self._sleep = sleep
@@ -127,6 +134,11 @@ class EndpointPool:
             self.close()
             raise ConfigError(f"pool members must differ (give one a weight instead of listing it twice), got {names}")
         self.endpoint = "pool(" + ", ".join(names) + ")"
+        if self._sha256 is None:
+            logger.info("pool model: the one %s serves (the first endpoint listed), once it answers", names[0])
+        else:
+            logger.info("pool model: sha256 %s... (%s)", self._sha256[:12],
+                        "expected_sha256=" if expected_sha256 else f"model={self._model_name!r}")
 
     # -- lifecycle ---------------------------------------------------------------------
     def close(self) -> None:
@@ -146,8 +158,16 @@ class EndpointPool:
 
     # -- status ------------------------------------------------------------------------
     @property
+    def _sha256(self) -> str | None:
+        return self._model.sha256
+
+    @property
+    def _model_name(self) -> str:
+        return self._model.name
+
+    @property
     def expected_sha256(self) -> str | None:
-        """The model every member must serve: the one given, or the first member's once known."""
+        """The model every member must serve: the one given (or ``model``'s), or the first member's once known."""
         return self._sha256
 
     def members(self) -> list[MemberStatus]:
@@ -174,9 +194,11 @@ class EndpointPool:
     def verify_model(self, expected_sha256: str | None = None) -> dict[str, Any]:
         """Check every member in rotation now; return ``{"name", "sha256", "members": {name: state}}``.
 
-        Members serving another model are taken out for good (ERROR). Raises
+        Members serving another model are taken out for good (ERROR). Without a model
+        given, the first member is checked first: its model is the pool's. Raises
         :class:`CloudModelMismatchError` when the pool already holds to another model or no
-        member serves this one, :class:`CloudUnavailableError` when none could be checked.
+        member serves this one, :class:`CloudUnavailableError` when none could be checked
+        (or, with no model given yet, the first member could not be).
         """
         from .detector import check_sha256
 
@@ -185,19 +207,19 @@ class EndpointPool:
             if expected and self._sha256 and expected != self._sha256:
                 raise CloudModelMismatchError(f"the pool serves model {self._sha256[:12]}..., not {expected[:12]}...")
             if expected:
-                self._sha256 = expected
-        unknown = []
+                self._model = ModelRule(expected, self._model_name)
+        if self._sha256 is None:
+            first = self._members[0]
+            if self._claim_first() and self._join(first) is _Joined.UNKNOWN:
+                self._unclaim(first)
+                raise ConfigError(f"verify_model needs the expected sha256: the pool's model is the first endpoint's, "
+                                  f"and {first.name} does not say which model it serves; pass it, or create the "
+                                  "pool with expected_sha256=Detector().info.sha256")
+            if self._sha256 is None:
+                raise self._exhausted([], None)
         for m in self._usable():
             if m.state in (MemberState.NEW, MemberState.READY) and self._claim(m):
-                if self._join(m) is _Joined.UNKNOWN:
-                    self._unclaim(m)
-                    unknown.append(m)
-        for m in unknown:  # members that cannot name their model, once another one named it
-            if self._sha256 and self._claim(m) and self._join(m) is _Joined.UNKNOWN:
-                self._unclaim(m)
-        if self._sha256 is None and unknown:
-            raise ConfigError("verify_model needs the expected sha256: pass it, or create the pool with "
-                              "expected_sha256=Detector().info.sha256")
+                self._join(m)
         states = {s.name: s.state.value for s in self.members()}
         if MemberState.READY.value not in states.values():
             raise self._exhausted([], None)
@@ -376,6 +398,17 @@ class EndpointPool:
             self._cond.notify_all()
 
     # -- members joining, failing, coming back -------------------------------------------
+    def _claim_first(self) -> bool:
+        """Claim the first member to learn the pool's model, once no call is checking one; False: not usable."""
+        first = self._members[0]
+        with self._cond:
+            while self._sha256 is None and self._checking():
+                self._cond.wait(0.5)
+            if self._sha256 is not None or first.state not in (MemberState.NEW, MemberState.READY):
+                return False
+            first.busy = True
+            return True
+
     def _claim(self, member: Member) -> bool:
         with self._cond:
             if member.busy or (self._sha256 is None and self._checking()):
@@ -434,7 +467,7 @@ class EndpointPool:
             return
         with self._cond:
             member.state = MemberState.OUT
-            member.health = Health((), self._clock() + self._health.fail_timeout_s)
+            member.health = probe_failed(now=self._clock(), cfg=self._health)
             self._unclaim(member)
         logger.debug("endpoint %s is still not ready", member.name)
 
@@ -443,7 +476,7 @@ class EndpointPool:
         with self._cond:
             if member.state is MemberState.PROBING:
                 member.state = MemberState.OUT
-                member.health = Health((), self._clock() + self._health.fail_timeout_s)
+                member.health = probe_failed(now=self._clock(), cfg=self._health)
             self._unclaim(member)
 
     def _checking(self) -> bool:
@@ -455,18 +488,13 @@ class EndpointPool:
             self._cond.notify_all()
 
     def _holds(self, member: Member, sha: str, name: str) -> str | None:
-        """None when ``sha`` is the pool's model (the first one named becomes it), else what is wrong."""
+        """None when ``sha`` is the pool's model (the first member's names it, if none was given), else what is wrong."""
         with self._cond:
-            if sha and self._sha256 is None:
-                self._sha256, self._model_name = sha, name
-                logger.info("pool model: %s (sha256 %s...), as served by %s", name, sha[:12], member.name)
-            if sha and sha == self._sha256:
-                if self._model_name == "?":
-                    self._model_name = name
-                return None
-            if not sha:
-                return "it does not say which model it serves"
-            return f"it serves model {name!r} with sha256 {sha[:12]}..., not the pool's {self._sha256[:12]}..."
+            founding = self._model.sha256 is None
+            problem = self._model.judge(sha, name, first=member is self._members[0])
+        if founding and problem is None:
+            logger.info("pool model: %s (sha256 %s...), as served by %s", name, sha[:12], member.name)
+        return problem
 
     def _answered(self, member: Member, shas: list[str], alive: bool) -> bool:
         """Account an answer; False (and the member disabled) when it came from another model."""
@@ -493,14 +521,12 @@ class EndpointPool:
             member.failures += 1
             member.reason = str(exc)
             if checking and member.state is MemberState.PROBING:  # probed ready, but its check failed: out again
-                member.health = Health((), now + max(self._health.fail_timeout_s, retry_after or 0.0))
+                member.health = probe_failed(now=now, cfg=self._health, retry_after_s=retry_after)
                 member.state = MemberState.OUT
                 taken_out = True
             else:
-                was_out = member.health.out(now)
-                member.health = on_failure(member.health, now=now, cfg=self._health, retry_after_s=retry_after)
-                taken_out = member.health.out(now) and not was_out and member.state in (MemberState.NEW,
-                                                                                        MemberState.READY)
+                member.health, took_out = failed(member.health, now=now, cfg=self._health, retry_after_s=retry_after)
+                taken_out = took_out and member.state in (MemberState.NEW, MemberState.READY)
                 if taken_out:
                     member.state = MemberState.OUT
             if checking:
@@ -544,12 +570,33 @@ class EndpointPool:
             out = [s for s in states if s.state is MemberState.OUT]
             retry = min((s.out_for_s for s in out), default=None)
             described = failures or [_describe(s) for s in states]
-            error = CloudUnavailableError("no endpoint of the pool could answer: " + "; ".join(described),
+            first_only = "" if self._sha256 else (
+                f". The pool's model is the one its first endpoint ({states[0].name}) serves, and that endpoint has "
+                "not answered yet, so no other endpoint is used (it could serve another model): pass "
+                "expected_sha256= (e.g. Detector().info.sha256) or model= to let the others serve")
+            error = CloudUnavailableError("no endpoint of the pool could answer: " + "; ".join(described) + first_only,
                                           retry_after_s=retry or None)
         # each member's failure is in the message: the last one's traceback would add nothing
         error.original = last
         error.__suppress_context__ = True
         return error
+
+
+def _model_identity(model: Any) -> tuple[str, str]:
+    """``(name, sha256)`` of the model named by ``model``: a registry name's pin (no file needed), else the file's."""
+    from .models.registry import MODELS
+    from .models.resolve import ResolvedModel, resolve_model
+
+    if isinstance(model, ResolvedModel):
+        return model.name, model.sha256
+    if isinstance(model, str) and model in MODELS:
+        return model, MODELS[model].onnx_sha256
+    try:
+        resolved = resolve_model(model)
+    except TypeError:
+        raise ConfigError(f"model must be a model name like 'yolov3-tiny-coco' or a path to an .onnx file, "
+                          f"got {short_repr(model)}") from None
+    return resolved.name, resolved.sha256
 
 
 def _client_kwargs(url: str, model: Any, token: str | None, sha256: str | None,

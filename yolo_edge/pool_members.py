@@ -11,14 +11,14 @@ PoolMember(url='http://10.0.0.6:3000', weight=2.0, backup=False)
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Mapping, Sequence
 
 from .endpoint import Endpoint
+from .endpoint_url import check_endpoint_url, check_table, safe_name
 from .errors import CloudDeadlineExpiredError, CloudError, CloudTimeoutError, CloudUnavailableError, ConfigError
-from .health import Health
+from .balancer import Health, check_share, serving
 from .wire import short_repr
 
 __all__ = ["PoolMember", "MemberState", "MemberStatus", "Member", "Kind", "choose", "member_fault", "safe_name"]
@@ -36,13 +36,9 @@ class PoolMember:
         if not isinstance(self.url, (str, Endpoint)):
             raise ConfigError(f"a pool member is a URL ('http://HOST:PORT', 'oip+http://HOST:PORT/v2/models/NAME') "
                               f"or a client (CloudClient, OipClient), got {short_repr(self.url)}")
-        weight = self.weight
-        if not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and math.isfinite(weight)
-                and weight > 0):
-            raise ConfigError(f"pool member {self.label}: weight must be a positive number, got {short_repr(weight)}")
-        object.__setattr__(self, "weight", float(weight))
-        if not isinstance(self.backup, bool):
-            raise ConfigError(f"pool member {self.label}: backup must be True or False, got {short_repr(self.backup)}")
+        if isinstance(self.url, str):
+            check_endpoint_url(self.url, what="pool member")
+        object.__setattr__(self, "weight", check_share(f"pool member {self.label}", self.weight, self.backup))
 
     @property
     def label(self) -> str:
@@ -58,12 +54,7 @@ class PoolMember:
         if not isinstance(item, Mapping):
             raise ConfigError(f"a pool member is a URL, a client or a table {{'url', 'weight', 'backup'}}, "
                               f"got {short_repr(item)}")
-        unknown = sorted(set(item) - {"url", "weight", "backup"})
-        if unknown or "url" not in item:
-            raise ConfigError(f"pool member {short_repr(dict(item))}: "
-                              f"{'unknown key(s) ' + str(unknown) if unknown else 'no url'}; "
-                              "known keys are ['backup', 'url', 'weight']")
-        return cls(**item)
+        return cls(**check_table(item, ("url", "weight", "backup"), what="pool member"))
 
 
 class MemberState(str, Enum):
@@ -129,20 +120,24 @@ def choose(members: Sequence[Member], tried: set[int], now: float, *,
     Members whose time out is up are probed first. Then, among the members in rotation
     (the primaries not tried yet, else the backups), the fewest requests in flight per unit
     of weight, ties in turns by weight (nginx's smooth weighted round robin: the chosen
-    member's turn counter is updated here). ``one_at_a_time``: the pool's model is not
-    known yet, so while a member is being checked every call waits.
+    member's turn counter is updated here).
+
+    ``one_at_a_time``: the pool's model is not known yet, so it is the first member's
+    (the first one listed, whatever the weights): only that member is used until its
+    answer names the model, and while it is being checked every call waits. No other
+    member's answer may name the pool's model, so none is sent a request before.
     """
-    if one_at_a_time and any(m.busy for m in members if m.state is not MemberState.DISABLED):
-        return Kind.WAIT, None
+    if one_at_a_time:
+        return _founder(members, tried, now)
     usable = [m for m in members if m.state is not MemberState.DISABLED and m.index not in tried]
     for m in usable:
         if m.state is MemberState.OUT and not m.health.out(now) and not m.busy:
             return Kind.PROBE, m
-    rotation = [m for m in usable if m.state in (MemberState.NEW, MemberState.READY)]
-    serving = [m for m in rotation if not m.spec.backup] or rotation
-    free = [m for m in serving if not m.busy]
+    takers = serving(usable, in_rotation=lambda m: m.state in (MemberState.NEW, MemberState.READY),
+                     backup=lambda m: m.spec.backup)
+    free = [m for m in takers if not m.busy]
     if not free:
-        if serving or any(m.busy for m in usable):
+        if takers or any(m.busy for m in usable):
             return Kind.WAIT, None  # a member is being checked: its verdict may give this call one
         return Kind.NONE, None
     least = min(m.outstanding / m.spec.weight for m in free)
@@ -154,6 +149,18 @@ def choose(members: Sequence[Member], tried: set[int], now: float, *,
     return (Kind.JOIN if chosen.state is MemberState.NEW else Kind.SEND), chosen
 
 
+def _founder(members: Sequence[Member], tried: set[int], now: float) -> tuple[Kind, Member | None]:
+    """The choice while the pool's model is unknown: the first member, or nobody."""
+    if any(m.busy for m in members if m.state is not MemberState.DISABLED):
+        return Kind.WAIT, None
+    first = members[0]
+    if first.index in tried or first.state is MemberState.DISABLED:
+        return Kind.NONE, None
+    if first.state is MemberState.OUT:
+        return (Kind.NONE, None) if first.health.out(now) else (Kind.PROBE, first)
+    return (Kind.JOIN if first.state is MemberState.NEW else Kind.SEND), first
+
+
 def member_fault(exc: CloudError) -> bool:
     """Whether a failed request says something about the member (retry elsewhere) rather than the request."""
     if isinstance(exc, (CloudUnavailableError, CloudTimeoutError)):
@@ -161,13 +168,3 @@ def member_fault(exc: CloudError) -> bool:
     if isinstance(exc, CloudDeadlineExpiredError) or type(exc) is not CloudError:
         return False  # 4xx, auth, a frame's own error, an expired deadline: the same anywhere
     return exc.status_code is None or exc.status_code >= 500 or exc.status_code < 400
-
-
-def safe_name(url: str) -> str:
-    """The URL without credentials or query: safe in logs and status."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}".rstrip("/")

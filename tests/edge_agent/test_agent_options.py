@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import datetime
 
@@ -10,6 +11,7 @@ import pytest
 from edge_agent.cli import CloudWithOptions, build_parser, config_from_args, main
 from edge_agent.config import AgentConfig, load_config
 from edge_agent.frames import FrameResult, Outcome, Route
+from yolo_edge.errors import ConfigError
 
 
 def test_results_carry_wall_clock_times():
@@ -101,9 +103,37 @@ def test_cloud_endpoints_from_urls_tables_and_repeated_flags(tmp_path):
     args = build_parser().parse_args(["run", "--source", "x", "--cloud", "http://a:1", "--cloud", "http://b:2"])
     assert [e.name for e in config_from_args(args).endpoints] == ["http://a:1", "http://b:2"]
     assert AgentConfig(cloud="http://a:1", mode="local").endpoints == ()
-    for bad, match in [(["http://a:1", "http://a:1"], "must differ"), ("ftp://a", "must start with"),
+    for bad, match in [(["http://a:1", "http://a:1"], "must differ"), ("ftp://a", "the scheme must be one of"),
                        ({"url": "http://a:1", "wieght": 2}, "unknown key"), ({"weight": 2}, "no url"),
                        ({"url": "http://a:1", "weight": -1}, "weight must be a positive number"), (7, "a URL or a table")]:
         with pytest.raises(ConfigError, match=match):
             AgentConfig(cloud=bad).core()
     assert isinstance(CloudEndpoint.parse("http://a:1"), CloudEndpoint)
+
+
+@pytest.mark.parametrize("url, problem", [
+    ("http://127.0.0.1:99999", "port 99999 is out of range"),
+    ("http://127.0.0.1:0", "port 0 is out of range"),
+    ("http://[::1", "an IPv6 address opened with '[' is not closed with ']'"),
+    ("http://::1:3000", "an IPv6 address must be in brackets"),
+    ("gpu-1:3000", "the scheme must be one of http://, https://, oip+http://, oip+https://"),
+])
+def test_a_bad_cloud_url_is_one_clear_line_from_the_flag_and_from_the_config_file(url, problem, capsys, tmp_path):
+    assert main(["run", "--source", str(tmp_path), "--cloud", "http://127.0.0.1:3000", "--cloud", url]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"edge-agent: error: cloud endpoint {url!r}: {problem}") and "expected http(s)://" in err
+    conf = tmp_path / "agent.toml"
+    conf.write_text(f'[agent]\nsource = "photos"\n\n[[agent.cloud]]\nurl = "{url}"\nweight = 2\n')
+    with pytest.raises(ConfigError, match=re.escape(f"cloud endpoint {url!r}: {problem}")):
+        load_config(conf)
+    assert main(["run", "--config", str(conf)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cloud endpoint {url!r}: {problem}" in err
+    with pytest.raises(ConfigError, match=re.escape(problem)):
+        AgentConfig(cloud=[{"url": url, "backup": True}])
+
+
+def test_ipv6_cloud_urls_in_brackets_are_accepted_and_named_with_them():
+    cfg = AgentConfig(cloud=["http://[::1]:3000", "oip+http://[fd00::5]:8000/v2/models/yolo"])
+    assert [e.name for e in cfg.cloud] == ["http://[::1]:3000", "oip+http://[fd00::5]:8000/v2/models/yolo"]

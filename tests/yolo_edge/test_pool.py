@@ -191,7 +191,9 @@ def test_detect_keeps_one_pool_per_endpoint_list_and_close_clients_closes_it():
         api.close_clients()
     assert not api._clients and closed == [1, 1]
     with pytest.raises(errors.ConfigError, match="model= and backend="):
-        yolo_edge.detect(FRAME, endpoint=urls, model="yolov8s-fall")
+        yolo_edge.detect(FRAME, endpoint=urls, backend="onnxruntime")
+    with pytest.raises(errors.ConfigError, match="with a list of endpoints, model= names the pool's model"):
+        yolo_edge.detect(FRAME, endpoint=urls[0], model="yolov8s-fall")
     with pytest.raises(errors.ConfigError, match="jpeg_qualty.*do not apply"):
         yolo_edge.detect(FRAME, endpoint=urls, jpeg_qualty=90)
     with pytest.raises(errors.ConfigError, match="plain values"):
@@ -202,7 +204,7 @@ def test_detect_keeps_one_pool_per_endpoint_list_and_close_clients_closes_it():
 # -- choice -----------------------------------------------------------------------------------
 def test_sequential_calls_are_shared_by_weight():
     a, b, c = Member("a"), Member("b"), Member("c")
-    pool = pool_of(a, {"url": b, "weight": 3}, c)
+    pool = pool_of(a, {"url": b, "weight": 3}, c, expected_sha256=SHA)
     for _ in range(50):
         pool.detect(FRAME)
     assert (a.frames, b.frames, c.frames) == (10, 30, 10)
@@ -233,7 +235,7 @@ def test_concurrent_requests_go_to_the_least_outstanding_per_weight():
 def test_backups_serve_only_what_no_primary_is_left_for():
     clock = Clock()
     a, b, backup = Member("a"), Member("b"), Member("backup")
-    pool = pool_of(a, b, {"url": backup, "backup": True}, clock=clock)
+    pool = pool_of(a, b, {"url": backup, "backup": True}, clock=clock, expected_sha256=SHA)
     for _ in range(10):
         pool.detect(FRAME)
     assert backup.calls == backup.verifies == backup.probes == 0 and a.frames + b.frames == 10
@@ -256,7 +258,7 @@ def test_backups_serve_only_what_no_primary_is_left_for():
 def test_max_fails_within_fail_timeout_takes_a_member_out_until_a_probe_says_ready():
     clock = Clock()
     a, b = Member("a"), Member("b")
-    pool = pool_of(a, b, clock=clock, health=HealthConfig(max_fails=2, fail_timeout_s=1.0))
+    pool = pool_of(a, b, clock=clock, health=HealthConfig(max_fails=2, fail_timeout_s=1.0), expected_sha256=SHA)
     pool.detect(FRAME), pool.detect(FRAME)
     a.fail = [down()]
     pool.detect(FRAME)  # a fails, b answers
@@ -322,7 +324,7 @@ def test_an_out_member_that_comes_back_on_another_model_is_disabled(caplog):
 # -- failover ---------------------------------------------------------------------------------
 def test_a_dead_member_costs_a_caller_nothing_but_a_try_and_no_work_is_done_twice():
     a, b = Member("a"), Member("b")
-    pool = pool_of(a, b, health=HealthConfig(max_fails=100, fail_timeout_s=1.0))
+    pool = pool_of(a, b, health=HealthConfig(max_fails=100, fail_timeout_s=1.0), expected_sha256=SHA)
     a.down = True
     for n in range(1, 11):
         assert len(pool.detect_many([FRAME] * n)) == n
@@ -419,7 +421,7 @@ def test_when_no_member_is_left_the_error_says_so():
     with pytest.raises(errors.CloudModelMismatchError, match="no endpoint of the pool serves model aaaaaaaaaaaa"):
         pool.detect(FRAME)
     a, b = Member("a"), Member("b")
-    pool = pool_of(a, b, clock=clock, health=HealthConfig(max_fails=1, fail_timeout_s=2.0))
+    pool = pool_of(a, b, clock=clock, health=HealthConfig(max_fails=1, fail_timeout_s=2.0), expected_sha256=SHA)
     a.down = b.down = True
     with pytest.raises(errors.CloudUnavailableError, match="http://a:3000: cannot connect.*http://b:3000"):
         pool.detect(FRAME)
