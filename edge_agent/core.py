@@ -48,6 +48,7 @@ from .events import (
 )
 from .frames import FrameResult, Outcome, Route
 from yolo_edge.health import HealthConfig
+from .lane import LaneState, LocalLane
 from .link import FrameSizes, Ladder, Rung, Uplink
 from .policy import CloudState, Mode, Observation, Policy, PolicyConfig, decide
 from .pool import CloudPool, Endpoint, EndpointSnapshot, EndpointSpec
@@ -177,12 +178,6 @@ class _Request:
         return self.uploaded_at if self.uploaded_at is not None else self.sent_at
 
 
-class _LocalState(Enum):
-    WARMING = "warming"
-    READY = "ready"
-    FAILED = "failed"
-
-
 class DeviceCore:
     """One device's logic. Not thread-safe: a driver calls it from one thread or under a lock.
 
@@ -202,19 +197,14 @@ class DeviceCore:
         self._hedging = cfg.hedge and policy is None and cfg.policy.mode is Mode.HYBRID
         #: decisions by (route, reason), late answers by route, per-endpoint events, ...
         self.counters: Counter = Counter()
-        self._local = _LocalState.READY if local_ready else _LocalState.WARMING
-        self._service = WindowedQuantile(cfg.estimator_window, horizon_s=cfg.estimator_horizon_s,
-                                         forget_s=4 * cfg.estimator_horizon_s)
-        self._local_q: deque[int] = deque()
-        #: cloud frames a busy worker runs next, ahead of the local queue (their hedge is due)
-        self._hedge_next: deque[int] = deque()
-        self._local_started: dict[int, float] = {}  # frame -> when its local run started
+        self.local = LocalLane(cfg.local_workers, ready=local_ready, prior_s=cfg.policy.local_service_prior_s,
+                               estimator=WindowedQuantile(cfg.estimator_window, horizon_s=cfg.estimator_horizon_s,
+                                                          forget_s=4 * cfg.estimator_horizon_s))
         #: the last second's frames and its drops for lack of capacity (when each was seen)
         self._recent_frames: deque[float] = deque()
         self._link_doubt = False  # an upload ended unacknowledged before the link was ever measured
         self._cloud_outcomes: deque[bool] = deque(maxlen=20)  # the cloud's last frame answers: expired?
         self._recent_short: deque[float] = deque()
-        self._local_busy = 0
         self._cloud_q: deque[int] = deque()
         specs = (cfg.endpoints or (EndpointSpec(),)) if cloud else ()
         self.pool = CloudPool(specs, max_inflight=cfg.max_inflight, max_batch=cfg.max_batch, health=cfg.health,
@@ -313,9 +303,9 @@ class DeviceCore:
         endpoints = tuple(self.pool.snapshot(now))
         link = self.link.stats(now)
         return CoreSnapshot(
-            local_ready=self._local is _LocalState.READY, local_queued=len(self._local_q), local_busy=self._local_busy,
+            local_ready=self.local.ready, local_queued=len(self.local.queue), local_busy=self.local.busy,
             cloud_state=state, cloud_pending=len(self._cloud_q) + self.pool.frames, pending=len(self._frames),
-            local_service_s=self._service.quantile(self._pcfg.local_quantile, now),
+            local_service_s=self.local.estimator.quantile(self._pcfg.local_quantile, now),
             cloud_rtt_s=endpoints[0].rtt_s if len(endpoints) == 1 else self.pool.model.quantile(0, 0.5, now),
             endpoints=endpoints, uplink_bps=link["goodput_bps"], uplink_sent_bytes=link["sent_bytes"],
             uplink_busy_s=link["busy_s"],
@@ -348,14 +338,13 @@ class DeviceCore:
 
     def _on_local_ready(self, ev: LocalReady) -> None:
         if ev.ok:
-            self._local = _LocalState.READY
+            self.local.state = LaneState.READY
         else:
-            self._local = _LocalState.FAILED
+            self.local.state = LaneState.FAILED
             logger.error("local backend failed to load (%s): frames go to the cloud or are dropped", ev.error)
 
     def _on_local_done(self, ev: LocalDone) -> None:
-        self._local_busy = max(0, self._local_busy - 1)
-        self._local_started.pop(ev.seq, None)
+        self.local.end(ev.seq, service_s=ev.service_s if ev.error is None else None, now=ev.at)
         f = self._frames.get(ev.seq)
         running = f is not None and (f.stage is Stage.LOCAL_RUN or (f.hedged and f.stage is Stage.CLOUD_FLIGHT))
         if ev.error is not None:
@@ -366,7 +355,6 @@ class DeviceCore:
             elif running:
                 self._resolve(f, Outcome.DROPPED, "local_error")
             return
-        self._service.update(ev.service_s, at=ev.at)
         if self._hedge_second(ev.seq, Route.LOCAL):
             return
         if not running:
@@ -489,10 +477,6 @@ class DeviceCore:
         self.pool.woken(ev.endpoint, ev.at, ok=ev.ok, failure=ev.failure, message=ev.message)
 
     # -- routing ---------------------------------------------------------------------------
-    def _local_estimate(self, q: float, now: float) -> float:
-        value = self._service.quantile(q, now)
-        return self._pcfg.local_service_prior_s if value is None else value
-
     def _cloud_times(self, now: float, *, ahead: int, rung: Rung | None = None) -> tuple[float, float | None, float | None]:
         """For a frame joining the cloud queue behind ``ahead`` frames: its time on the uplink
         (waiting and crossing, at ``rung`` or the floor), and its answer time at the planning and
@@ -518,9 +502,9 @@ class DeviceCore:
         else:
             link_s, eta, low = (math.inf if cloud_block == "uplink_too_slow" else 0.0), math.inf, math.inf
         return Observation(
-            frame_age_s=now - f.captured, budget_s=f.budget, local_ready=self._local is _LocalState.READY,
-            local_queued=len(self._local_q), local_busy=self._local_busy, local_workers=self.cfg.local_workers,
-            local_service_s=self._service.quantile(p.local_quantile, now), cloud_state=state,
+            frame_age_s=now - f.captured, budget_s=f.budget, local_ready=self.local.ready,
+            local_queued=len(self.local.queue), local_busy=self.local.busy, local_workers=self.cfg.local_workers,
+            local_service_s=self.local.estimator.quantile(p.local_quantile, now), cloud_state=state,
             cloud_eta_s=eta, cloud_eta_low_s=low, cloud_link_s=link_s,
             cloud_link_free=cloud and self.link.accepting(now),
             cloud_expiring=self._expiring() if self.cfg.uploads_share_local_cpu else 0.0,
@@ -542,10 +526,10 @@ class DeviceCore:
         f.reason = d.reason
         f.request = None
         if d.route is Route.LOCAL:
-            if self._local is not _LocalState.READY:
+            if not self.local.ready:
                 raise ConfigError(f"the policy sent frame {f.seq} to a local backend that is not ready")
             f.move(Stage.LOCAL_QUEUE)
-            self._local_q.append(f.seq)
+            self.local.queue.append(f.seq)
         elif d.route is Route.CLOUD:
             if not len(self.pool):
                 raise ConfigError(f"the policy sent frame {f.seq} to the cloud, but no cloud is configured")
@@ -555,15 +539,14 @@ class DeviceCore:
             self._resolve(f, Outcome.DROPPED, d.reason)
 
     def _pump_local(self, now: float) -> None:
-        while self._hedge_next and self._local_busy < self.cfg.local_workers:
-            f = self._frames.get(self._hedge_next.popleft())
+        while self.local.next and self.local.has_room:
+            f = self._frames.get(self.local.next.popleft())
             if f is not None and f.stage in (Stage.CLOUD_QUEUE, Stage.CLOUD_FLIGHT) and not f.hedged:
                 self._run_hedge(f, now)
-        while self._local_q and self._local_busy < self.cfg.local_workers:
-            f = self._frames[self._local_q.popleft()]
-            self._local_busy += 1
+        while self.local.queue and self.local.has_room:
+            f = self._frames[self.local.take()]
             f.move(Stage.LOCAL_RUN)
-            self._local_started[f.seq] = now
+            self.local.start(f.seq, now)
             self._out.append(RunLocal(f.seq))
 
     def _pump_cloud(self, now: float) -> None:
@@ -673,14 +656,10 @@ class DeviceCore:
                 if f is not None and f.stage is Stage.CLOUD_FLIGHT and f.request == req.id and not f.hedged:
                     yield f
 
-    def _worker_idle(self) -> bool:
-        return (self._local is _LocalState.READY and not self._local_q
-                and self._local_busy < self.cfg.local_workers)
-
     def _next_hedge(self) -> float | None:
-        if not self._hedging or not self._worker_idle():
+        if not self._hedging or not self.local.idle:
             return None
-        est = self._local_estimate(self._pcfg.local_quantile, self._now)
+        est = self.local.estimate(self._pcfg.local_quantile, self._now)
         times = [f.deadline - est for f in self._cloud_frames()]
         due = min(times, default=None)
         return None if due is None or due <= self._now else due
@@ -691,16 +670,16 @@ class DeviceCore:
         frame, runs one anyway: the probe that shows when the slow spell is over."""
         if not self._hedging:
             return
-        while self._worker_idle():
+        while self.local.idle:
             f = self._hedge_pick(now)
             if f is None:
                 break
             self._run_hedge(f, now)
-        if (self._local is _LocalState.READY and self._local_busy >= self.cfg.local_workers and not self._hedge_next
+        if (self.local.ready and not self.local.has_room and not self.local.next
                 and self._spare(now)):
             f = self._hedge_ahead(now)
             if f is not None:
-                self._hedge_next.append(f.seq)
+                self.local.next.append(f.seq)
                 self.counters[("hedge", "next_in_line")] += 1
 
     def _run_hedge(self, f: FrameState, now: float) -> None:
@@ -712,8 +691,7 @@ class DeviceCore:
             f.hedged = True
             self._hedge_open.add(f.seq)
             self.counters[("hedge", "started")] += 1
-        self._local_busy += 1
-        self._local_started[f.seq] = now
+        self.local.start(f.seq, now)
         self._out.append(RunLocal(f.seq))
 
     def _spare(self, now: float) -> bool:
@@ -729,16 +707,9 @@ class DeviceCore:
         # a device dropping more than a few frames in a second for lack of capacity has none to spare
         return len(self._recent_short) <= _SHORT_SHARE * len(self._recent_frames)
 
-    def _local_slot(self, now: float, est: float) -> float:
-        """When a local worker is free to start another frame (about)."""
-        if self._local_busy < self.cfg.local_workers:
-            return now
-        starts = [t for seq, t in self._local_started.items() if seq in self._frames]
-        return max(now, min(starts) + est) if starts else now + est
-
     def _queue_can_wait(self, slot: float, est: float) -> bool:
         """Whether every frame in the local queue still makes its deadline one run later."""
-        return all(slot + (i + 2) * est <= self._frames[seq].deadline for i, seq in enumerate(self._local_q))
+        return self.local.queue_can_wait(slot, est, lambda seq: self._frames[seq].deadline)
 
     def _cloud_likely_in_time(self, f: FrameState, now: float) -> bool:
         """Whether the cloud's answer to an in-flight frame is still likely by its deadline (its
@@ -763,17 +734,17 @@ class DeviceCore:
     def _rescue_local(self, f: FrameState, now: float) -> bool:
         """A cloud frame came back unanswered (expired at the endpoint, an error): it runs
         locally next if that can still answer it in time at no other frame's expense."""
-        if not self._hedging or self._local is not _LocalState.READY or not self._spare(now):
+        if not self._hedging or not self.local.ready or not self._spare(now):
             return False
         if self.cfg.uploads_share_local_cpu and self._expiring() > 0.5:
             return False  # a cloud expiring most frames: rescuing them all would starve the local queue
-        est = self._local_estimate(self._pcfg.local_quantile, now)
-        slot = self._local_slot(now, est)
-        if slot + self._local_estimate(0.25, now) > f.deadline or not self._queue_can_wait(slot, est):
+        est = self.local.estimate(self._pcfg.local_quantile, now)
+        slot = self.local.slot(now, est, self._frames)
+        if slot + self.local.estimate(0.25, now) > f.deadline or not self._queue_can_wait(slot, est):
             return False
         f.move(Stage.LOCAL_QUEUE)
         f.request = None
-        self._local_q.appendleft(f.seq)
+        self.local.queue.appendleft(f.seq)
         self.counters[("hedge", "rescued_local")] += 1
         return True
 
@@ -781,9 +752,9 @@ class DeviceCore:
         """With every worker busy: a cloud frame whose answer is not back, that only a local run
         started next (ahead of the local queue) can still answer in time, when each frame in the
         local queue still makes its deadline one run later."""
-        est = self._local_estimate(self._pcfg.local_quantile, now)
-        low = self._local_estimate(0.25, now)
-        slot = self._local_slot(now, est)
+        est = self.local.estimate(self._pcfg.local_quantile, now)
+        low = self.local.estimate(0.25, now)
+        slot = self.local.slot(now, est, self._frames)
         # due: the next free slot is the last one whose run can still finish by the deadline
         if slot + 2 * est < min((f.deadline for f in self._cloud_frames()), default=math.inf):
             return None  # nothing due yet: the cloud still has time
@@ -803,8 +774,8 @@ class DeviceCore:
         return self._uploads_reported and self.link.free_at(now) > now + self.link.lead_s and self.link.overdue(now)
 
     def _hedge_pick(self, now: float) -> FrameState | None:
-        est = self._local_estimate(self._pcfg.local_quantile, now)
-        low = self._local_estimate(0.25, now)
+        est = self.local.estimate(self._pcfg.local_quantile, now)
+        low = self.local.estimate(0.25, now)
         frames = list(self._cloud_frames())
         # due: no answer yet by the last moment a local run could still finish; and it still can
         can = [f for f in frames if f.deadline - est <= now and now + low <= f.deadline]
@@ -852,7 +823,7 @@ class DeviceCore:
     def _leave_unanswered(self, f: FrameState, why: str) -> None:
         """Resolve a frame that has to leave now without an answer."""
         if f.stage is Stage.LOCAL_QUEUE:
-            self._local_q.remove(f.seq)
+            self.local.queue.remove(f.seq)
             self._resolve(f, Outcome.DROPPED, "expired_in_queue" if why == "deadline" else why)
         elif f.stage is Stage.CLOUD_QUEUE:
             self._cloud_q.remove(f.seq)

@@ -152,7 +152,7 @@ def test_the_lock_out_is_real_without_the_idle_rule():
         return lambda obs: decide(replace(obs, local_busy=obs.local_workers), cfg.policy)
 
     def old_estimator(device):  # ... and the estimator as it was: it keeps its newest samples forever
-        device.core._service.forget_s = None
+        device.core.local.estimator.forget_s = None
 
     device, _ = device_run("local_spell_3s", 0, policy=never_idle, before=old_estimator)
     end = _spell_end(scenario("local_spell_3s"))
