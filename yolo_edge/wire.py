@@ -71,6 +71,8 @@ __all__ = [
     "check_max_det",
     "check_classes",
     "check_budgets",
+    "frame_deadlines",
+    "image_list",
     "check_seconds",
     "budgets_to_form",
     "parse_form",
@@ -179,6 +181,23 @@ def check_budgets(value: Any, count: int, *, spent_ok: bool = False) -> tuple[fl
                               f"got {short_repr(b)} in {short_repr(value)}")
         out.append(number)
     return tuple(out)
+
+
+def frame_deadlines(budgets_s: Any, count: int, now: float) -> list[float | None] | None:
+    """Each frame's deadline on the clock that read ``now`` (None: no deadline); None without budgets.
+
+    ``budgets_s`` as the clients' ``detect_frames`` take it, checked by :func:`check_budgets`
+    (a spent budget is allowed: that frame is not sent).
+    """
+    budgets = check_budgets(budgets_s, count, spent_ok=True)
+    return None if budgets is None else [None if b is None else now + b for b in budgets]
+
+
+def image_list(images: Any, what: str) -> list[Any]:
+    """``images`` as a list; ConfigError for one image (a path, bytes, an array) or no sequence at all."""
+    if isinstance(images, (str, bytes, np.ndarray)) or not isinstance(images, Sequence):
+        raise ConfigError(f"{what} expects a list of images, got {type(images).__name__}; use detect() for one image")
+    return list(images)
 
 
 def budgets_to_form(budgets: Sequence[float | None]) -> str:
