@@ -20,6 +20,12 @@ capped exponential backoff, jitter and ``Retry-After``, and raises only
 :class:`~yolo_edge.errors.CloudError` subclasses. The client keeps one connection pool and
 one ``/metadata`` lookup.
 
+Before its first upload the client asks the service for the sizes it takes (``GET
+/metadata``, once per client): a batch is split into as many requests as those take, a
+file above them is shrunk to the model's input like an array (with ``downscale``), and a
+frame that fits no request raises :class:`~yolo_edge.errors.ImageTooLargeError` saying the
+limit and how to fix it, before anything is uploaded, rather than the service's 413.
+
 ``budgets_s=`` gives each frame the seconds it has left. They travel with the request
 (recomputed at each try, so waiting spends them), the service answers a frame that cannot
 be answered by its deadline as ``expired`` without computing it, and a frame
@@ -35,22 +41,19 @@ could not start before the last frame's deadline.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-import numpy as np
-
+from .cloud_upload import Upload, check_fits, fit_request, prepare_upload, service_limits
+from .cloud_upload import to_original as _to_original  # its old name, for the benchmarks
 from .errors import CloudError, CloudFrameError, CloudModelMismatchError, ConfigError
-from .image import MAX_BYTES, MAX_PIXELS, check_channels
+from .image import check_channels
 from .transport import RETRY_STATUS, HttpTransport, RetryPolicy, check_client_args, poll_ready
 from .types import Detections
 from .wire import (
     BUDGETS_FIELD,
-    LIMITS,
     DetectOptions,
     FrameResult,
     FrameStatus,
@@ -229,7 +232,7 @@ class CloudClient:
         return_meta: bool = False,
         budgets_s: Sequence[float | None] | float | None = None,
     ) -> Any:
-        """Detect in several images, one request per ``LIMITS.max_images`` of them.
+        """Detect in several images, in as few requests as the service's limits allow.
 
         A frame the service could not process, or that expired (see ``budgets_s`` in
         :meth:`detect_frames`), raises :class:`CloudFrameError` (use :meth:`detect_frames`
@@ -298,59 +301,75 @@ class CloudClient:
     def _detect(self, images: list[Any], *, channels: str, budgets_s: Any = None,
                 qualities: list[int | None] | None = None, on_uploaded: Callable[..., None] | None = None,
                 **options: Any) -> tuple[list[FrameResult], list[float]]:
+        """Every frame's result: frames not expired are encoded, checked against the service's
+        limits (all of them, before anything is uploaded), and sent in as many requests as
+        those limits take."""
         check_channels(channels)
         form = DetectOptions(**options).to_form()
         deadlines = frame_deadlines(budgets_s, len(images), time.monotonic())
         results: list[FrameResult | None] = [None] * len(images)
         roundtrips = [0.0] * len(images)
-        pending = list(range(len(images)))
-        while pending:
-            now = time.monotonic()
+        pending = self._unexpired(list(range(len(images))), deadlines, results)
+        uploads: dict[int, Upload] = {}
+        if pending:
+            info = self.service_info()
+            limits = service_limits(info)
             for i in pending:
-                late = None if deadlines is None else deadlines[i]
-                if late is not None and late <= now:
-                    results[i] = self._not_sent(now - late)
-            pending = [i for i in pending if results[i] is None]
-            chunk, pending = pending[:LIMITS.max_images], pending[LIMITS.max_images:]
-            if chunk:
-                self._send(images, chunk, deadlines, form, channels, results, roundtrips, qualities, on_uploaded)
+                quality = self.jpeg_quality if qualities is None else qualities[i]
+                uploads[i] = prepare_upload(images[i], channels=channels, imgsz=info.imgsz if self.downscale else None,
+                                            jpeg_quality=quality, limits=limits)
+                check_fits(i, uploads[i], self._fields(form, deadlines, [i]), limits, self.endpoint)
+        while pending:
+            head = pending[:limits.max_images]
+            count = fit_request([(len(uploads[i].data), uploads[i].pixels) for i in head],
+                                self._fields(form, deadlines, head), limits)
+            self._send(pending[:count], uploads, deadlines, form, results, roundtrips, on_uploaded)
+            pending = self._unexpired(pending[count:], deadlines, results)
         return [r for r in results if r is not None], roundtrips
 
-    def _send(self, images: list[Any], chunk: list[int], deadlines: list[float | None] | None, form: dict[str, str],
-              channels: str, results: list[FrameResult | None], roundtrips: list[float],
-              qualities: list[int | None] | None = None, on_uploaded: Callable[..., None] | None = None) -> None:
+    def _unexpired(self, pending: list[int], deadlines: list[float | None] | None,
+                   results: list[FrameResult | None]) -> list[int]:
+        """``pending`` less the frames whose deadline has passed (answered EXPIRED in ``results``)."""
+        now = time.monotonic()
+        for i in pending:
+            late = None if deadlines is None else deadlines[i]
+            if late is not None and late <= now:
+                results[i] = self._not_sent(now - late)
+        return [i for i in pending if results[i] is None]
+
+    @staticmethod
+    def _fields(form: dict[str, str], deadlines: list[float | None] | None, chunk: list[int]) -> dict[str, str]:
+        """The form fields of a request for ``chunk``, with each frame's budget as it is left now."""
+        if deadlines is None:
+            return form
+        now = time.monotonic()
+        return {**form, BUDGETS_FIELD: budgets_to_form(
+            [None if deadlines[i] is None else max(0.0, deadlines[i] - now) for i in chunk])}  # type: ignore[operator]
+
+    def _send(self, chunk: list[int], uploads: dict[int, Upload], deadlines: list[float | None] | None,
+              form: dict[str, str], results: list[FrameResult | None], roundtrips: list[float],
+              on_uploaded: Callable[..., None] | None = None) -> None:
         """One request for the frames ``chunk``; their results go into ``results``."""
-        quality = [self.jpeg_quality if qualities is None else qualities[i] for i in chunk]
-        # the model's input size is needed only to shrink something: arrays, or files when lossy
-        shrink = self.downscale and (any(q is not None for q in quality) or
-                                     not all(_is_encoded(images[i]) for i in chunk))
-        imgsz = self.service_info().imgsz if shrink else None
-        uploads = [prepare_upload(images[i], channels=channels, imgsz=imgsz, jpeg_quality=q)
-                   for i, q in zip(chunk, quality)]
-        files = [("images", (f"frame{n}.{up.suffix}", up.data, up.content_type)) for n, up in enumerate(uploads)]
+        sent = [uploads[i] for i in chunk]
+        files = [("images", (f"frame{n}.{up.suffix}", up.data, up.content_type)) for n, up in enumerate(sent)]
         last: float | None = None
-        chunk_deadlines = None if deadlines is None else [deadlines[i] for i in chunk]
+        if deadlines is not None and None not in (chunk_deadlines := [deadlines[i] for i in chunk]):
+            last = max(chunk_deadlines)  # type: ignore[type-var]
 
         def fields() -> dict[str, Any]:  # at each try: what is left of each frame's budget then
-            if chunk_deadlines is None:
-                return {"data": form}
-            now = time.monotonic()
-            return {"data": {**form, BUDGETS_FIELD: budgets_to_form(
-                [None if d is None else max(0.0, d - now) for d in chunk_deadlines])}}
+            return {"data": self._fields(form, deadlines, chunk)}
 
-        if chunk_deadlines is not None and None not in chunk_deadlines:
-            last = max(chunk_deadlines)  # type: ignore[type-var]
         t0 = time.perf_counter()
         if on_uploaded is None:
             resp = self._transport.request("POST", "/detect", files=files, prepare=fields, deadline=last)
         else:
             from .upload_timing import on_acknowledged
 
-            sizes = [len(up.data) for up in uploads]
+            sizes = [len(up.data) for up in sent]
             with on_acknowledged(lambda rtt_s: on_uploaded(sizes, rtt_s)):
                 resp = self._transport.request("POST", "/detect", files=files, prepare=fields, deadline=last)
         roundtrip_ms = (time.perf_counter() - t0) * 1000.0
-        for i, result, up in zip(chunk, decode_results(_json(resp), len(uploads)), uploads):
+        for i, result, up in zip(chunk, decode_results(_json(resp), len(sent)), sent):
             self._check_sha(result.model.sha256, result.model.name)
             self._answered = result.model
             if result.detections is not None:
@@ -382,77 +401,9 @@ def _replace_detections(result: FrameResult, dets: Detections) -> FrameResult:
     return FrameResult(status=result.status, model=result.model, timing=result.timing, detections=dets)
 
 
-def _to_original(dets: Detections, scale: tuple[float, float], shape: tuple[int, int]) -> Detections:
-    """Map boxes from the uploaded frame back to the caller's frame."""
-    sx, sy = scale
-    xyxy = dets.xyxy
-    if (sx, sy) != (1.0, 1.0) and len(dets):
-        # the service divided by gain 1 on the uploaded frame; the local pipeline divides
-        # by the letterbox gain (uploaded / original): multiplying by its inverse is the same map
-        xyxy = dets.xyxy * np.array([sx, sy, sx, sy], np.float32)
-        xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, shape[1])
-        xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, shape[0])
-    return Detections(xyxy, dets.confidence, dets.class_id, dets.names, shape)
-
-
 def _json(resp: Any) -> Any:
     try:
         return resp.json()
     except ValueError as exc:
         raise CloudError(f"{resp.url} answered non-JSON ({resp.headers.get('Content-Type')}): "
                          f"{resp.text[:200]!r}", status_code=resp.status_code) from exc
-
-
-@dataclass(frozen=True)
-class _Upload:
-    data: bytes
-    content_type: str
-    suffix: str  # file name extension to upload under
-    shape: tuple[int, int]  # (height, width) of the caller's image
-    scale: tuple[float, float]  # caller pixels per uploaded pixel, (x, y)
-
-
-def _is_encoded(image: Any) -> bool:
-    return isinstance(image, (bytes, bytearray, memoryview, str, os.PathLike))
-
-
-def prepare_upload(image: Any, *, channels: str = "bgr", imgsz: tuple[int, int] | None = None,
-                   jpeg_quality: int | None = None, max_bytes: int = MAX_BYTES) -> _Upload:
-    """Encoded bytes to upload for ``image``, shrunk to fit ``imgsz`` (h, w) when given.
-
-    Already-encoded input (bytes or a file path) is sent as it is (after its header is
-    checked, so a bomb or a format the service refuses fails here) unless
-    ``jpeg_quality`` asks for a smaller, lossy upload and the image is larger than
-    ``imgsz``. Arrays are resized exactly as the service's letterbox would resize them
-    and sent as PNG (lossless) or, with ``jpeg_quality``, as JPEG.
-    """
-    from .image import decode_image, encode_image, load_image, read_image_file
-    from .image_header import read_header
-
-    if _is_encoded(image):
-        raw = bytes(image) if isinstance(image, (bytes, bytearray, memoryview)) else read_image_file(image, max_bytes=max_bytes)
-        header = read_header(raw)
-        from .image import check_pixels
-
-        check_pixels(header.width, header.height, MAX_PIXELS)
-        fits = imgsz is None or (header.height <= imgsz[0] and header.width <= imgsz[1])
-        if jpeg_quality is None or fits:
-            return _Upload(raw, header.mime, header.format, (header.height, header.width), (1.0, 1.0))
-        frame = decode_image(raw, max_bytes=max_bytes)
-    else:
-        frame = load_image(image, channels=channels)  # type: ignore[arg-type]
-    h, w = frame.shape[:2]
-    scale = (1.0, 1.0)
-    if imgsz is not None and (h > imgsz[0] or w > imgsz[1]):
-        import cv2
-
-        from .preprocess import letterbox_params
-
-        # the very size and interpolation the service's letterbox would use: the model
-        # then sees the same pixels as if the full frame had been sent
-        nw, nh = letterbox_params((h, w), imgsz).new_unpad
-        frame = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
-        scale = (w / nw, h / nh)
-    if jpeg_quality is None:
-        return _Upload(encode_image(frame, ".png"), "image/png", "png", (h, w), scale)
-    return _Upload(encode_image(frame, ".jpg", quality=jpeg_quality), "image/jpeg", "jpg", (h, w), scale)

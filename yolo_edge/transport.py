@@ -89,7 +89,9 @@ def backoff_delay(base_s: float, attempt: int, cap_s: float, *, rand: float | No
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header, delta-seconds or an HTTP date (RFC 9110 10.2.3); None if absent or unreadable.
+    """Seconds from a ``Retry-After`` header, delta-seconds or an HTTP date (RFC 9110 10.2.3).
+
+    None when the header is absent or unreadable.
 
     ``now`` is the wall-clock time (``time.time()``) an HTTP date is measured from.
     """

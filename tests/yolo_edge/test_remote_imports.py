@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "yolo_edge"
-REMOTE = ("transport", "wire", "cloud", "oip", "oip_wire", "oip_model", "endpoint", "upload_timing")
+REMOTE = ("transport", "wire", "cloud", "cloud_upload", "oip", "oip_wire", "oip_model", "endpoint", "upload_timing")
 
 
 def _module_name(path: Path) -> str:

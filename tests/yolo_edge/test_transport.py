@@ -32,7 +32,10 @@ from yolo_edge.transport import MAX_BACKOFF_S, HttpTransport, RetryPolicy, backo
 
 
 class Script:
-    """What a scripted server answers, in order (the last answer repeats), and what it was asked."""
+    """What a scripted server answers, in order (the last answer repeats), and what it was asked.
+
+    An answer is ``(status, headers, body[, delay_s])`` or a function of ``(method, path, body)`` giving one.
+    """
 
     def __init__(self, *answers: tuple[int, dict[str, str], Any] | tuple[int, dict[str, str], Any, float]) -> None:
         self.answers = list(answers)
@@ -45,6 +48,8 @@ class Script:
             self.seen.append((method, path, body))
             self.arrived.append(time.monotonic())
             answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if callable(answer):  # an answer made from the request
+            answer = answer(method, path, body)
         status, headers, payload, *delay = answer
         raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         return status, headers, raw, delay[0] if delay else 0.0
