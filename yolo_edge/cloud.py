@@ -319,10 +319,12 @@ class CloudClient:
                 uploads[i] = prepare_upload(images[i], channels=channels, imgsz=info.imgsz if self.downscale else None,
                                             jpeg_quality=quality, limits=limits)
                 check_fits(i, uploads[i], self._fields(form, deadlines, [i]), limits, self.endpoint)
+            pending = self._unexpired(pending, deadlines, results)  # encoding took time
         while pending:
             head = pending[:limits.max_images]
-            count = fit_request([(len(uploads[i].data), uploads[i].pixels) for i in head],
-                                self._fields(form, deadlines, head), limits)
+            # each frame fits a request alone (checked above): at least one goes, whatever the others
+            count = max(1, fit_request([(len(uploads[i].data), uploads[i].pixels) for i in head],
+                                       self._fields(form, deadlines, head), limits))
             self._send(pending[:count], uploads, deadlines, form, results, roundtrips, on_uploaded)
             pending = self._unexpired(pending[count:], deadlines, results)
         return [r for r in results if r is not None], roundtrips

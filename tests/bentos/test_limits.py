@@ -13,7 +13,6 @@ import cv2
 import numpy as np
 import pytest
 import requests
-from conftest import SMALL_UPLOAD_LIMIT
 
 from bentos.service import Settings
 from yolo_edge.cloud import CloudClient
@@ -54,8 +53,9 @@ def test_the_default_service_says_the_wire_limits(service):
 
 
 def test_the_client_splits_a_batch_the_service_would_refuse(secured_service):
+    limit = int(secured_service.env["YOLO_EDGE_MAX_UPLOAD_BYTES"])
     frames = [_noise_jpeg(500, seed) for seed in range(4)]  # ~0.6 MB each, 2.4 MB together
-    assert all(len(f) < SMALL_UPLOAD_LIMIT for f in frames) and sum(map(len, frames)) > SMALL_UPLOAD_LIMIT
+    assert all(len(f) < limit for f in frames) and sum(map(len, frames)) > limit
     files = [("images", (f"{i}.jpg", f, "image/jpeg")) for i, f in enumerate(frames)]
     headers = {"Authorization": f"Bearer {secured_service.token}"}
     whole = requests.post(secured_service.url + "/detect", files=files, headers=headers, timeout=60)
@@ -64,19 +64,21 @@ def test_the_client_splits_a_batch_the_service_would_refuse(secured_service):
     with CloudClient(secured_service.url, token=secured_service.token, downscale=False,
                      session=_recording_session(seen)) as client:
         results = client.detect_frames(frames)
-        assert client.service_info().max_upload_bytes == SMALL_UPLOAD_LIMIT
+        assert client.service_info().max_upload_bytes == limit
     assert [r.ok for r in results] == [True] * 4
     posts = [(size, status) for method, path, size, status in seen if path == "/detect"]
-    assert len(posts) >= 2 and all(status == 200 and size <= SMALL_UPLOAD_LIMIT for size, status in posts), posts
+    assert len(posts) >= 2 and all(status == 200 and size <= limit for size, status in posts), posts
 
 
 def test_the_client_refuses_a_frame_that_fits_no_request_before_uploading(secured_service):
-    big = _noise_jpeg(1400, 0)  # ~4 MB, above the 2 MB body limit
+    limit = int(secured_service.env["YOLO_EDGE_MAX_UPLOAD_BYTES"])
+    big = _noise_jpeg(1400, 0)  # ~4 MB
+    assert len(big) > limit
     seen: list[tuple[str, str, int, int]] = []
     with CloudClient(secured_service.url, token=secured_service.token, downscale=False,
                      session=_recording_session(seen)) as client, pytest.raises(ImageTooLargeError) as info:
         client.detect(big)
-    assert str(SMALL_UPLOAD_LIMIT) in str(info.value) and "YOLO_EDGE_MAX_UPLOAD_BYTES" in str(info.value)
+    assert str(limit) in str(info.value) and "YOLO_EDGE_MAX_UPLOAD_BYTES" in str(info.value)
     assert [path for _, path, _, _ in seen] == ["/metadata"]  # nothing uploaded
     # with downscale (the default), the file is shrunk to the model's input and answered
     with CloudClient(secured_service.url, token=secured_service.token) as client:

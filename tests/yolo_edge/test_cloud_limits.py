@@ -1,6 +1,6 @@
 """CloudClient holds its uploads to the limits the service says it takes, before uploading.
 
-A stand-in service on 127.0.0.1 (a real HTTP server, see test_transport.py) says its
+A stand-in service on 127.0.0.1 (a real HTTP server, tests/http_standin.py) says its
 limits in ``GET /metadata`` and answers ``/detect`` with one result per uploaded image;
 the client must split a batch into requests that fit, shrink a file that is too large when
 it may, and refuse what fits no request with an error that names the limit. The real
@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from test_transport import Script, Server
+from http_standin import Script, Server
 
 from yolo_edge.cloud import CloudClient
 from yolo_edge.cloud_upload import REQUEST_OVERHEAD, fit_request, request_bytes, service_limits
@@ -143,3 +143,15 @@ def test_the_body_estimate_is_never_below_the_real_body(stand_in):
     assert len(body) <= request_bytes([len(f) for f in frames], fields)
     assert fit_request([(len(f), 400) for f in frames], fields) == 4
     assert re.search(rb'name="budgets_s"', body)
+
+
+def test_frames_that_fit_alone_always_go_even_when_the_fields_grow(stand_in):
+    # a body limit that one frame with its own budget fits, two with theirs would not
+    frame = _noise_png(40)
+    fields_one = {"budgets_s": json.dumps([9.99999])}
+    limit = request_bytes([len(frame)], fields_one) + 10
+    server = stand_in(max_upload_bytes=limit)
+    with CloudClient(server.url) as client:
+        results = client.detect_frames([frame, frame, frame], budgets_s=[10.0, 10.0, 10.0])
+    assert [r.ok for r in results] == [True] * 3
+    assert [b.count(b'name="images"') for b in _posts(server)] == [1, 1, 1]
