@@ -40,6 +40,7 @@ could not start before the last frame's deadline.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
@@ -309,7 +310,7 @@ class CloudClient:
         deadlines = frame_deadlines(budgets_s, len(images), time.monotonic())
         results: list[FrameResult | None] = [None] * len(images)
         roundtrips = [0.0] * len(images)
-        pending = self._unexpired(list(range(len(images))), deadlines, results)
+        pending = _unexpired(list(range(len(images))), deadlines, results, self._not_sent)
         uploads: dict[int, Upload] = {}
         if pending:
             info = self.service_info()
@@ -318,35 +319,16 @@ class CloudClient:
                 quality = self.jpeg_quality if qualities is None else qualities[i]
                 uploads[i] = prepare_upload(images[i], channels=channels, imgsz=info.imgsz if self.downscale else None,
                                             jpeg_quality=quality, limits=limits)
-                check_fits(i, uploads[i], self._fields(form, deadlines, [i]), limits, self.endpoint)
-            pending = self._unexpired(pending, deadlines, results)  # encoding took time
+                check_fits(i, uploads[i], _form_fields(form, deadlines, [i]), limits, self.endpoint)
+            pending = _unexpired(pending, deadlines, results, self._not_sent)  # encoding took time
         while pending:
             head = pending[:limits.max_images]
             # each frame fits a request alone (checked above): at least one goes, whatever the others
             count = max(1, fit_request([(len(uploads[i].data), uploads[i].pixels) for i in head],
-                                       self._fields(form, deadlines, head), limits))
+                                       _form_fields(form, deadlines, head), limits))
             self._send(pending[:count], uploads, deadlines, form, results, roundtrips, on_uploaded)
-            pending = self._unexpired(pending[count:], deadlines, results)
+            pending = _unexpired(pending[count:], deadlines, results, self._not_sent)
         return [r for r in results if r is not None], roundtrips
-
-    def _unexpired(self, pending: list[int], deadlines: list[float | None] | None,
-                   results: list[FrameResult | None]) -> list[int]:
-        """``pending`` less the frames whose deadline has passed (answered EXPIRED in ``results``)."""
-        now = time.monotonic()
-        for i in pending:
-            late = None if deadlines is None else deadlines[i]
-            if late is not None and late <= now:
-                results[i] = self._not_sent(now - late)
-        return [i for i in pending if results[i] is None]
-
-    @staticmethod
-    def _fields(form: dict[str, str], deadlines: list[float | None] | None, chunk: list[int]) -> dict[str, str]:
-        """The form fields of a request for ``chunk``, with each frame's budget as it is left now."""
-        if deadlines is None:
-            return form
-        now = time.monotonic()
-        return {**form, BUDGETS_FIELD: budgets_to_form(
-            [None if deadlines[i] is None else max(0.0, deadlines[i] - now) for i in chunk])}  # type: ignore[operator]
 
     def _send(self, chunk: list[int], uploads: dict[int, Upload], deadlines: list[float | None] | None,
               form: dict[str, str], results: list[FrameResult | None], roundtrips: list[float],
@@ -359,17 +341,14 @@ class CloudClient:
             last = max(chunk_deadlines)  # type: ignore[type-var]
 
         def fields() -> dict[str, Any]:  # at each try: what is left of each frame's budget then
-            return {"data": self._fields(form, deadlines, chunk)}
+            return {"data": _form_fields(form, deadlines, chunk)}
 
+        from .upload_timing import on_acknowledged
+
+        sizes = [len(up.data) for up in sent]
         t0 = time.perf_counter()
-        if on_uploaded is None:
+        with contextlib.nullcontext() if on_uploaded is None else on_acknowledged(lambda rtt: on_uploaded(sizes, rtt)):
             resp = self._transport.request("POST", "/detect", files=files, prepare=fields, deadline=last)
-        else:
-            from .upload_timing import on_acknowledged
-
-            sizes = [len(up.data) for up in sent]
-            with on_acknowledged(lambda rtt_s: on_uploaded(sizes, rtt_s)):
-                resp = self._transport.request("POST", "/detect", files=files, prepare=fields, deadline=last)
         roundtrip_ms = (time.perf_counter() - t0) * 1000.0
         for i, result, up in zip(chunk, decode_results(_json(resp), len(sent)), sent):
             self._check_sha(result.model.sha256, result.model.name)
@@ -388,15 +367,39 @@ class CloudClient:
                            error=f"its budget ran out {late_s * 1e3:.1f} ms before it could be sent: not uploaded")
 
     def _check_sha(self, got: str, name: str, expected: str | None = None) -> None:
-        expected = expected or self.expected_sha256
-        if not expected or got.lower() == expected:
-            return
-        msg = (f"the service runs model {name!r} with sha256 {got[:12] or '?'}..., expected {expected[:12]}...: "
-               "deploy the same model file, or pass allow_model_mismatch=True to accept it")
-        if self.allow_model_mismatch:
-            logger.warning("%s", msg)
-            return
-        raise CloudModelMismatchError(msg)
+        _check_model(got, name, expected or self.expected_sha256, self.allow_model_mismatch)
+
+
+def _unexpired(pending: list[int], deadlines: list[float | None] | None, results: list[FrameResult | None],
+               not_sent: Callable[[float], FrameResult]) -> list[int]:
+    """``pending`` less the frames whose deadline has passed (answered ``not_sent(seconds late)`` in ``results``)."""
+    now = time.monotonic()
+    for i in pending:
+        late = None if deadlines is None else deadlines[i]
+        if late is not None and late <= now:
+            results[i] = not_sent(now - late)
+    return [i for i in pending if results[i] is None]
+
+
+def _form_fields(form: dict[str, str], deadlines: list[float | None] | None, chunk: list[int]) -> dict[str, str]:
+    """The form fields of a request for ``chunk``, with each frame's budget as it is left now."""
+    if deadlines is None:
+        return form
+    now = time.monotonic()
+    return {**form, BUDGETS_FIELD: budgets_to_form(
+        [None if deadlines[i] is None else max(0.0, deadlines[i] - now) for i in chunk])}  # type: ignore[operator]
+
+
+def _check_model(got: str, name: str, expected: str | None, allow_mismatch: bool) -> None:
+    """Raise CloudModelMismatchError (or only log it, when allowed) if ``got`` is not the ``expected`` sha256."""
+    if not expected or got.lower() == expected:
+        return
+    msg = (f"the service runs model {name!r} with sha256 {got[:12] or '?'}..., expected {expected[:12]}...: "
+           "deploy the same model file, or pass allow_model_mismatch=True to accept it")
+    if allow_mismatch:
+        logger.warning("%s", msg)
+        return
+    raise CloudModelMismatchError(msg)
 
 
 def _replace_detections(result: FrameResult, dets: Detections) -> FrameResult:
