@@ -33,6 +33,8 @@ import time
 from collections import deque
 from typing import Any, Awaitable, Callable
 
+from yolo_edge.wire import LIMITS
+
 __all__ = ["Guard", "OPEN_PATHS", "ON_END", "ARRIVED", "install_json_protocol_errors"]
 
 logger = logging.getLogger(__name__)
@@ -70,7 +72,7 @@ class Guard:
         app: Any,
         *,
         token: str | None = None,
-        max_body_bytes: int = 32 << 20,
+        max_body_bytes: int = LIMITS.max_request_bytes,
         max_in_flight: int = 64,
         max_open_uploads: int = 256,
         max_buffered_bytes: int = 256 << 20,

@@ -50,7 +50,7 @@ class Rejected(Exception):
 class IntakeLimits:
     """What one request may carry; the service's settings fill it in."""
 
-    max_upload_bytes: int
+    max_image_bytes: int  # one encoded image
     max_pixels: int  # per image
     max_request_pixels: int  # all images of the request together
     num_classes: int  # class ids must be below this (0: unknown, not checked)
@@ -166,8 +166,8 @@ def arrival(request: Any, default: float) -> float:
 
 def _header(index: int, data: bytes, limits: IntakeLimits) -> ImageHeader:
     try:
-        if len(data) > limits.max_upload_bytes:
-            raise ImageTooLargeError(f"{len(data)} bytes, above the limit of {limits.max_upload_bytes}")
+        if len(data) > limits.max_image_bytes:
+            raise ImageTooLargeError(f"{len(data)} bytes, above the limit of {limits.max_image_bytes} per image")
         header = read_header(data)
         check_pixels(header.width, header.height, limits.max_pixels)
         return header
@@ -182,7 +182,7 @@ def decode_frames(uploads: list[Upload], options: DetectOptions, received: float
     for up in uploads:
         t0 = time.perf_counter()
         try:
-            image = decode_image(up.data, max_pixels=limits.max_pixels, max_bytes=limits.max_upload_bytes)
+            image = decode_image(up.data, max_pixels=limits.max_pixels, max_bytes=limits.max_image_bytes)
         except ImageError as exc:
             raise _rejected(up.index, exc) from None
         decode_s = time.perf_counter() - t0

@@ -29,8 +29,10 @@ Run it (from the repository root)::
 Settings come from the environment, read here only: ``YOLO_EDGE_MODEL`` (registry
 name or .onnx path; default ``yolov3-tiny-coco``), ``YOLO_EDGE_TOKEN`` (enables bearer
 auth), ``YOLO_EDGE_BACKEND``, ``YOLO_EDGE_PRECISION`` (``fp16``/``fp32`` on a GPU
-backend; unset: the backend's default), ``YOLO_EDGE_THREADS``, ``YOLO_EDGE_MAX_UPLOAD_BYTES``,
-``YOLO_EDGE_MAX_PIXELS`` (per image), ``YOLO_EDGE_MAX_REQUEST_PIXELS`` (per request),
+backend; unset: the backend's default), ``YOLO_EDGE_THREADS``, ``YOLO_EDGE_MAX_UPLOAD_BYTES``
+(per request body), ``YOLO_EDGE_MAX_IMAGE_BYTES`` (per encoded image), ``YOLO_EDGE_MAX_PIXELS``
+(per image), ``YOLO_EDGE_MAX_REQUEST_PIXELS`` (per request; the four default to
+:data:`yolo_edge.wire.LIMITS`, and ``GET /metadata`` says which are in force),
 ``YOLO_EDGE_MAX_IN_FLIGHT``, ``YOLO_EDGE_MAX_OPEN_UPLOADS``, ``YOLO_EDGE_BODY_TIMEOUT_S``,
 ``YOLO_EDGE_WARMUP_RUNS``, ``YOLO_EDGE_HOME`` (default: inside a built Bento, the model
 baked into it by ``python -m bentos.bake``, else the user's cache ``~/.cache/yolo-edge``, as
@@ -111,10 +113,11 @@ class Settings:
     backend: str = "auto"
     precision: str | None = None  # "fp16" / "fp32" for GPU backends; None: the backend's default
     threads: int | None = None
-    max_upload_bytes: int = 32 << 20
-    max_pixels: int = 40_000_000  # per image
-    # per request: 32 full-HD frames, or two images at the per-image limit
-    max_request_pixels: int = 80_000_000
+    # the sizes a request is held to: yolo_edge.wire.LIMITS's, which the SDK, the guard and the proxy share
+    max_upload_bytes: int = LIMITS.max_request_bytes  # one request body
+    max_image_bytes: int = LIMITS.max_image_bytes  # one encoded image
+    max_pixels: int = LIMITS.max_pixels  # per image
+    max_request_pixels: int = LIMITS.max_request_pixels  # per request: 32 full-HD frames, or two at the image limit
     # all requests of a worker together, from decode to answer
     max_decoded_pixels: int = 160_000_000
     max_in_flight: int = 64  # requests whose body has arrived
@@ -127,8 +130,8 @@ class Settings:
     bench_no_inference: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("max_upload_bytes", "max_pixels", "max_request_pixels", "max_decoded_pixels", "max_in_flight",
-                     "max_open_uploads", "max_buffered_bytes"):
+        for name in ("max_upload_bytes", "max_image_bytes", "max_pixels", "max_request_pixels", "max_decoded_pixels",
+                     "max_in_flight", "max_open_uploads", "max_buffered_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"YOLO_EDGE_{name.upper()} must be a positive integer, got {getattr(self, name)}")
         if not 0 < self.body_timeout_s < REQUEST_TIMEOUT_S:
@@ -168,6 +171,7 @@ class Settings:
             precision=precision,
             threads=num("YOLO_EDGE_THREADS", None),
             max_upload_bytes=num("YOLO_EDGE_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
+            max_image_bytes=num("YOLO_EDGE_MAX_IMAGE_BYTES", cls.max_image_bytes),
             max_pixels=num("YOLO_EDGE_MAX_PIXELS", cls.max_pixels),
             max_request_pixels=num("YOLO_EDGE_MAX_REQUEST_PIXELS", cls.max_request_pixels),
             max_decoded_pixels=num("YOLO_EDGE_MAX_DECODED_PIXELS", cls.max_decoded_pixels),
@@ -245,7 +249,8 @@ class DetectOutput(bentoml.IODescriptor):
 
 
 def _intake_limits(num_classes: int) -> IntakeLimits:
-    return IntakeLimits(max_upload_bytes=SETTINGS.max_upload_bytes, max_pixels=SETTINGS.max_pixels,
+    return IntakeLimits(max_image_bytes=min(SETTINGS.max_image_bytes, SETTINGS.max_upload_bytes),
+                        max_pixels=SETTINGS.max_pixels,
                         max_request_pixels=SETTINGS.max_request_pixels, num_classes=num_classes)
 
 
@@ -358,6 +363,7 @@ class YoloEdge:
             name=self.info.name, sha256=self.info.sha256, names=self.info.names, imgsz=self.info.imgsz,
             version=yolo_edge.__version__, max_batch=MAX_BATCH_SIZE, max_images=LIMITS.max_images,
             max_upload_bytes=SETTINGS.max_upload_bytes, max_pixels=SETTINGS.max_pixels,
+            max_image_bytes=min(SETTINGS.max_image_bytes, SETTINGS.max_upload_bytes),
             max_request_pixels=SETTINGS.max_request_pixels,
             extra={
                 "providers": list(backend.providers),

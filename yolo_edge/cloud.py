@@ -13,10 +13,18 @@ the model input) go as JPEG of that quality, and detections may then differ from
 local ones (on ``bus.jpg`` at quality 90, the bus was lost). ``downscale=False`` sends
 arrays at full size.
 
-It retries what is safe to retry (429/502/503/504, connections refused or timed out
-before the request was sent, and read timeouts of GET requests) with exponential backoff,
-jitter and ``Retry-After``, keeps one connection pool and one ``/metadata`` lookup per
-client, and raises only :class:`~yolo_edge.errors.CloudError` subclasses.
+Requests travel over :class:`~yolo_edge.transport.HttpTransport`, the transport the
+OIP client uses too: it retries what is safe to retry (429/502/503/504, connections
+refused or timed out before the request was sent, and read timeouts of GET requests) with
+capped exponential backoff, jitter and ``Retry-After``, and raises only
+:class:`~yolo_edge.errors.CloudError` subclasses. The client keeps one connection pool and
+one ``/metadata`` lookup.
+
+Before its first upload the client asks the service for the sizes it takes (``GET
+/metadata``, once per client): a batch is split into as many requests as those take, a
+file above them is shrunk to the model's input like an array (with ``downscale``), and a
+frame that fits no request raises :class:`~yolo_edge.errors.ImageTooLargeError` saying the
+limit and how to fix it, before anything is uploaded, rather than the service's 413.
 
 ``budgets_s=`` gives each frame the seconds it has left. They travel with the request
 (recomputed at each try, so waiting spends them), the service answers a frame that cannot
@@ -32,34 +40,22 @@ could not start before the last frame's deadline.
 
 from __future__ import annotations
 
-import email.utils
+import contextlib
 import logging
-import os
 import re
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
-import numpy as np
-
-from .endpoint import backoff_delay, check_client_args, frame_deadlines, image_list, poll_ready, transport_error
+from .cloud_upload import Upload, check_fits, fit_request, prepare_upload, service_limits
+from .cloud_upload import to_original as _to_original  # its old name, for the benchmarks
 from .endpoint_url import HTTP_SCHEMES, check_endpoint_url
-from .errors import (
-    CloudAuthError,
-    CloudError,
-    CloudFrameError,
-    CloudModelMismatchError,
-    CloudRequestError,
-    CloudTimeoutError,
-    CloudUnavailableError,
-    ConfigError,
-)
-from .image import MAX_BYTES, MAX_PIXELS, check_channels
+from .errors import CloudError, CloudFrameError, CloudModelMismatchError, ConfigError
+from .image import check_channels
+from .transport import RETRY_STATUS, HttpTransport, RetryPolicy, check_client_args, poll_ready
 from .types import Detections
 from .wire import (
     BUDGETS_FIELD,
-    LIMITS,
     DetectOptions,
     FrameResult,
     FrameStatus,
@@ -68,6 +64,8 @@ from .wire import (
     _is_int,
     budgets_to_form,
     decode_results,
+    frame_deadlines,
+    image_list,
     short_repr,
 )
 
@@ -75,12 +73,7 @@ __all__ = ["CloudClient", "RETRY_STATUS"]
 
 logger = logging.getLogger(__name__)
 
-#: HTTP statuses that mean "not now" rather than "never": worth retrying.
-RETRY_STATUS = frozenset({429, 502, 503, 504})
-#: Longest single backoff sleep, so a retry never outlives a sensible request budget.
-_MAX_BACKOFF_S = 5.0
-_READY_TIMEOUT_S = 2.0
-_IDEMPOTENT = frozenset({"GET", "HEAD"})
+_HINT = "is the service running at that address (or scaled to zero: call wake())?"
 
 
 class CloudClient:
@@ -93,8 +86,8 @@ class CloudClient:
     ``expected_sha256`` makes every response's model hash checked: a different model
     raises :class:`CloudModelMismatchError` unless ``allow_model_mismatch=True``.
 
-    ``session`` is the transport (a ``requests.Session``; tests mount a fake adapter on
-    it) and ``sleep`` the clock used between retries.
+    ``session`` is the ``requests.Session`` the transport sends with (tests mount a fake
+    adapter on it) and ``sleep`` what waits between retries.
 
     >>> client = CloudClient("http://127.0.0.1:3000", token=None, max_retries=1)
     >>> client.endpoint
@@ -132,8 +125,6 @@ class CloudClient:
             raise ConfigError(f"jpeg_quality must be None (lossless) or an integer within 1..100, got {short_repr(jpeg_quality)}")
         if not isinstance(downscale, bool):
             raise ConfigError(f"downscale must be True or False, got {short_repr(downscale)}")
-        import requests  # the [cloud] extra; imported here so `import yolo_edge` stays light
-
         self.endpoint = endpoint.rstrip("/")
         self.token = token
         self.jpeg_quality = None if jpeg_quality is None else int(jpeg_quality)
@@ -141,12 +132,9 @@ class CloudClient:
         self.max_retries = int(max_retries)
         self.expected_sha256 = check_sha256(expected_sha256)
         self.allow_model_mismatch = allow_model_mismatch
-        self._owns_session = session is None
-        if session is None:
-            from .upload_timing import timed_session
-
-            session = timed_session()  # a plain requests.Session that can also say when an upload left
-        self._session = session
+        self._transport = HttpTransport(self.endpoint, client="CloudClient", hint=_HINT, token=token,
+                                        timeout=self.timeout, session=session, sleep=sleep,
+                                        retry=RetryPolicy(max_retries=self.max_retries, backoff_s=self.backoff_s))
         self._sleep = sleep
         self._service: ServiceInfo | None = None
         self._info_lock = threading.Lock()
@@ -156,8 +144,7 @@ class CloudClient:
     # -- lifecycle -------------------------------------------------------------------
     def close(self) -> None:
         """Close the HTTP session if this client created it. Idempotent."""
-        if self._owns_session:
-            self._session.close()
+        self._transport.close()
 
     def __enter__(self) -> "CloudClient":
         return self
@@ -171,16 +158,7 @@ class CloudClient:
     # -- health ----------------------------------------------------------------------
     def ready(self) -> bool:
         """GET /readyz once with a short timeout; False on any failure, never raises."""
-        import requests
-
-        try:
-            resp = self._session.get(
-                self.endpoint + "/readyz", headers=self._headers(), timeout=min(_READY_TIMEOUT_S, self.timeout)
-            )
-        except requests.RequestException as exc:
-            logger.debug("readyz %s failed: %s", self.endpoint, exc)
-            return False
-        return resp.status_code == 200
+        return self._transport.probe("/readyz")
 
     def wake(self, wait_s: float = 0) -> bool:
         """Ping /readyz so a scaled-to-zero deployment starts; optionally wait until ready.
@@ -196,7 +174,7 @@ class CloudClient:
 
         Every call asks the service (and refreshes what the client knows of it).
         """
-        resp = self._request("GET", "/metadata")
+        resp = self._transport.request("GET", "/metadata")
         data = _json(resp)
         service = ServiceInfo.from_dict(data)
         with self._info_lock:
@@ -257,7 +235,7 @@ class CloudClient:
         return_meta: bool = False,
         budgets_s: Sequence[float | None] | float | None = None,
     ) -> Any:
-        """Detect in several images, one request per ``LIMITS.max_images`` of them.
+        """Detect in several images, in as few requests as the service's limits allow.
 
         A frame the service could not process, or that expired (see ``budgets_s`` in
         :meth:`detect_frames`), raises :class:`CloudFrameError` (use :meth:`detect_frames`
@@ -326,60 +304,55 @@ class CloudClient:
     def _detect(self, images: list[Any], *, channels: str, budgets_s: Any = None,
                 qualities: list[int | None] | None = None, on_uploaded: Callable[..., None] | None = None,
                 **options: Any) -> tuple[list[FrameResult], list[float]]:
+        """Every frame's result: frames not expired are encoded, checked against the service's
+        limits (all of them, before anything is uploaded), and sent in as many requests as
+        those limits take."""
         check_channels(channels)
         form = DetectOptions(**options).to_form()
         deadlines = frame_deadlines(budgets_s, len(images), time.monotonic())
         results: list[FrameResult | None] = [None] * len(images)
         roundtrips = [0.0] * len(images)
-        pending = list(range(len(images)))
-        while pending:
-            now = time.monotonic()
+        pending = _unexpired(list(range(len(images))), deadlines, results, self._not_sent)
+        uploads: dict[int, Upload] = {}
+        if pending:
+            info = self.service_info()
+            limits = service_limits(info)
             for i in pending:
-                late = None if deadlines is None else deadlines[i]
-                if late is not None and late <= now:
-                    results[i] = self._not_sent(now - late)
-            pending = [i for i in pending if results[i] is None]
-            chunk, pending = pending[:LIMITS.max_images], pending[LIMITS.max_images:]
-            if chunk:
-                self._send(images, chunk, deadlines, form, channels, results, roundtrips, qualities, on_uploaded)
+                quality = self.jpeg_quality if qualities is None else qualities[i]
+                uploads[i] = prepare_upload(images[i], channels=channels, imgsz=info.imgsz if self.downscale else None,
+                                            jpeg_quality=quality, limits=limits)
+                check_fits(i, uploads[i], _form_fields(form, deadlines, [i]), limits, self.endpoint)
+            pending = _unexpired(pending, deadlines, results, self._not_sent)  # encoding took time
+        while pending:
+            head = pending[:limits.max_images]
+            # each frame fits a request alone (checked above): at least one goes, whatever the others
+            count = max(1, fit_request([(len(uploads[i].data), uploads[i].pixels) for i in head],
+                                       _form_fields(form, deadlines, head), limits))
+            self._send(pending[:count], uploads, deadlines, form, results, roundtrips, on_uploaded)
+            pending = _unexpired(pending[count:], deadlines, results, self._not_sent)
         return [r for r in results if r is not None], roundtrips
 
-    def _send(self, images: list[Any], chunk: list[int], deadlines: list[float | None] | None, form: dict[str, str],
-              channels: str, results: list[FrameResult | None], roundtrips: list[float],
-              qualities: list[int | None] | None = None, on_uploaded: Callable[..., None] | None = None) -> None:
+    def _send(self, chunk: list[int], uploads: dict[int, Upload], deadlines: list[float | None] | None,
+              form: dict[str, str], results: list[FrameResult | None], roundtrips: list[float],
+              on_uploaded: Callable[..., None] | None = None) -> None:
         """One request for the frames ``chunk``; their results go into ``results``."""
-        quality = [self.jpeg_quality if qualities is None else qualities[i] for i in chunk]
-        # the model's input size is needed only to shrink something: arrays, or files when lossy
-        shrink = self.downscale and (any(q is not None for q in quality) or
-                                     not all(_is_encoded(images[i]) for i in chunk))
-        imgsz = self.service_info().imgsz if shrink else None
-        uploads = [prepare_upload(images[i], channels=channels, imgsz=imgsz, jpeg_quality=q)
-                   for i, q in zip(chunk, quality)]
-        files = [("images", (f"frame{n}.{up.suffix}", up.data, up.content_type)) for n, up in enumerate(uploads)]
+        sent = [uploads[i] for i in chunk]
+        files = [("images", (f"frame{n}.{up.suffix}", up.data, up.content_type)) for n, up in enumerate(sent)]
         last: float | None = None
-        fields: dict[str, str] | Callable[[], dict[str, str]] = form
-        if deadlines is not None:
-            chunk_deadlines = [deadlines[i] for i in chunk]
+        if deadlines is not None and None not in (chunk_deadlines := [deadlines[i] for i in chunk]):
+            last = max(chunk_deadlines)  # type: ignore[type-var]
 
-            def with_budgets() -> dict[str, str]:  # at each try: what is left of each frame's budget then
-                now = time.monotonic()
-                return {**form, BUDGETS_FIELD: budgets_to_form(
-                    [None if d is None else max(0.0, d - now) for d in chunk_deadlines])}
+        def fields() -> dict[str, Any]:  # at each try: what is left of each frame's budget then
+            return {"data": _form_fields(form, deadlines, chunk)}
 
-            fields = with_budgets
-            if None not in chunk_deadlines:
-                last = max(chunk_deadlines)  # type: ignore[type-var]
+        from .upload_timing import on_acknowledged
+
+        sizes = [len(up.data) for up in sent]
         t0 = time.perf_counter()
-        if on_uploaded is None:
-            resp = self._request("POST", "/detect", files=files, data=fields, deadline=last)
-        else:
-            from .upload_timing import on_acknowledged
-
-            sizes = [len(up.data) for up in uploads]
-            with on_acknowledged(lambda rtt_s: on_uploaded(sizes, rtt_s)):
-                resp = self._request("POST", "/detect", files=files, data=fields, deadline=last)
+        with contextlib.nullcontext() if on_uploaded is None else on_acknowledged(lambda rtt: on_uploaded(sizes, rtt)):
+            resp = self._transport.request("POST", "/detect", files=files, prepare=fields, deadline=last)
         roundtrip_ms = (time.perf_counter() - t0) * 1000.0
-        for i, result, up in zip(chunk, decode_results(_json(resp), len(uploads)), uploads):
+        for i, result, up in zip(chunk, decode_results(_json(resp), len(sent)), sent):
             self._check_sha(result.model.sha256, result.model.name)
             self._answered = result.model
             if result.detections is not None:
@@ -396,78 +369,43 @@ class CloudClient:
                            error=f"its budget ran out {late_s * 1e3:.1f} ms before it could be sent: not uploaded")
 
     def _check_sha(self, got: str, name: str, expected: str | None = None) -> None:
-        expected = expected or self.expected_sha256
-        if not expected or got.lower() == expected:
-            return
-        msg = (f"the service runs model {name!r} with sha256 {got[:12] or '?'}..., expected {expected[:12]}...: "
-               "deploy the same model file, or pass allow_model_mismatch=True to accept it")
-        if self.allow_model_mismatch:
-            logger.warning("%s", msg)
-            return
-        raise CloudModelMismatchError(msg)
+        _check_model(got, name, expected or self.expected_sha256, self.allow_model_mismatch)
 
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
-    def _request(self, method: str, path: str, *, data: Any = None, deadline: float | None = None,
-                 **kwargs: Any) -> Any:
-        """Send with retries; return a 2xx response or raise a CloudError subclass.
+def _unexpired(pending: list[int], deadlines: list[float | None] | None, results: list[FrameResult | None],
+               not_sent: Callable[[float], FrameResult]) -> list[int]:
+    """``pending`` less the frames whose deadline has passed (answered ``not_sent(seconds late)`` in ``results``)."""
+    now = time.monotonic()
+    for i in pending:
+        late = None if deadlines is None else deadlines[i]
+        if late is not None and late <= now:
+            results[i] = not_sent(now - late)
+    return [i for i in pending if results[i] is None]
 
-        ``data`` may be a function giving the form fields at each try; no retry is made
-        that could not start before ``deadline`` (``time.monotonic()``).
-        """
-        import requests
 
-        url = self.endpoint + path
-        attempt = 0
-        while True:
-            retry_after: float | None = None
-            try:
-                resp = self._session.request(method, url, headers=self._headers(), timeout=self.timeout,
-                                             data=data() if callable(data) else data, **kwargs)
-            except requests.RequestException as exc:
-                # one line naming the cause; the library's chain stays on failure.original
-                failure: CloudError = transport_error(method, url, exc, timeout_s=self.timeout, hint=_HINT)
-                if not isinstance(failure, CloudUnavailableError) and not (
-                        isinstance(failure, CloudTimeoutError) and method in _IDEMPOTENT):
-                    raise failure from None  # a slow answer to a POST is not retried: it would double the load
-            else:
-                if resp.status_code < 300:
-                    return resp
-                retry_after = _retry_after(resp.headers.get("Retry-After"))
-                failure = _status_error(method, url, resp, retry_after)
-                if resp.status_code not in RETRY_STATUS:
-                    raise failure
-            if attempt >= self.max_retries:
-                raise failure
-            delay = backoff_delay(self.backoff_s, attempt, _MAX_BACKOFF_S)
-            if retry_after is not None:
-                if retry_after > self.timeout:  # waiting that long helps nobody: let the caller route elsewhere
-                    raise failure
-                delay = max(delay, retry_after)
-            if deadline is not None and time.monotonic() + delay >= deadline:
-                raise failure  # every frame would expire before the retry: say the service was unavailable
-            attempt += 1
-            logger.info("%s %s: %s; retry %d/%d in %.2f s", method, path, failure, attempt, self.max_retries, delay)
-            self._sleep(delay)
+def _form_fields(form: dict[str, str], deadlines: list[float | None] | None, chunk: list[int]) -> dict[str, str]:
+    """The form fields of a request for ``chunk``, with each frame's budget as it is left now."""
+    if deadlines is None:
+        return form
+    now = time.monotonic()
+    return {**form, BUDGETS_FIELD: budgets_to_form(
+        [None if deadlines[i] is None else max(0.0, deadlines[i] - now) for i in chunk])}  # type: ignore[operator]
 
+
+def _check_model(got: str, name: str, expected: str | None, allow_mismatch: bool) -> None:
+    """Raise CloudModelMismatchError (or only log it, when allowed) if ``got`` is not the ``expected`` sha256."""
+    if not expected or got.lower() == expected:
+        return
+    msg = (f"the service runs model {name!r} with sha256 {got[:12] or '?'}..., expected {expected[:12]}...: "
+           "deploy the same model file, or pass allow_model_mismatch=True to accept it")
+    if allow_mismatch:
+        logger.warning("%s", msg)
+        return
+    raise CloudModelMismatchError(msg)
 
 
 def _replace_detections(result: FrameResult, dets: Detections) -> FrameResult:
     return FrameResult(status=result.status, model=result.model, timing=result.timing, detections=dets)
-
-
-def _to_original(dets: Detections, scale: tuple[float, float], shape: tuple[int, int]) -> Detections:
-    """Map boxes from the uploaded frame back to the caller's frame."""
-    sx, sy = scale
-    xyxy = dets.xyxy
-    if (sx, sy) != (1.0, 1.0) and len(dets):
-        # the service divided by gain 1 on the uploaded frame; the local pipeline divides
-        # by the letterbox gain (uploaded / original): multiplying by its inverse is the same map
-        xyxy = dets.xyxy * np.array([sx, sy, sx, sy], np.float32)
-        xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, shape[1])
-        xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, shape[0])
-    return Detections(xyxy, dets.confidence, dets.class_id, dets.names, shape)
 
 
 def _json(resp: Any) -> Any:
@@ -476,132 +414,3 @@ def _json(resp: Any) -> Any:
     except ValueError as exc:
         raise CloudError(f"{resp.url} answered non-JSON ({resp.headers.get('Content-Type')}): "
                          f"{resp.text[:200]!r}", status_code=resp.status_code) from exc
-
-
-def _server_message(resp: Any) -> str:
-    """The service's error text: {"error": ...}, BentoML's [{"error": ...}], a proxy's page, or raw text."""
-    try:
-        data = resp.json()
-    except ValueError:
-        return _proxy_page_message(resp) or resp.text[:300].strip() or resp.reason or ""
-    if isinstance(data, list) and data and isinstance(data[0], Mapping):
-        data = data[0]
-    if isinstance(data, Mapping):
-        msg = str(data.get("error", ""))
-        detail = data.get("detail")
-        return f"{msg}: {detail}" if detail else msg
-    return str(data)[:300]
-
-
-#: What a status means when a proxy (nginx, a cloud load balancer) answered it with its own page.
-_PROXY_HINTS = {
-    413: "the proxy's body limit (nginx: client_max_body_size) is below this upload: send fewer or "
-         "smaller images (CloudClient(downscale=True)), or raise the limit to the service's YOLO_EDGE_MAX_UPLOAD_BYTES",
-    502: "no replica behind the proxy answered: check that the replicas are running and ready",
-    503: "no replica behind the proxy is available: check that the replicas are running and ready",
-    504: "the replicas behind the proxy did not answer in time: check their load, or raise the proxy's timeouts",
-}
-_TITLE = re.compile(r"<title>\s*(.*?)\s*</title>", re.IGNORECASE | re.DOTALL)
-
-
-def _proxy_page_message(resp: Any) -> str | None:
-    """A proxy's HTML error page (nginx's '502 Bad Gateway') as one line, not raw HTML; None otherwise."""
-    text = resp.text.lstrip()
-    looks_html = text[:15].lower().startswith(("<html", "<!doctype"))
-    if not looks_html and "html" not in resp.headers.get("Content-Type", "").lower():
-        return None
-    title = _TITLE.search(text)
-    what = title.group(1) if title else f"{resp.status_code} {resp.reason or ''}".strip()
-    server = resp.headers.get("Server") or "a proxy"
-    hint = _PROXY_HINTS.get(resp.status_code)
-    return f"{what} (an HTML page from {server} in front of the service, not the service itself)" + (
-        f"; {hint}" if hint else "")
-
-
-_HINT = "is the service running at that address (or scaled to zero: call wake())?"
-
-
-def _unavailable(msg: str, status: int | None = None, retry_after: float | None = None) -> CloudUnavailableError:
-    return CloudUnavailableError(msg, status_code=status, retry_after_s=retry_after)
-
-
-def _status_error(method: str, url: str, resp: Any, retry_after: float | None) -> CloudError:
-    code = resp.status_code
-    msg = f"{method} {url} -> {code}: {_server_message(resp)}"
-    if code in (401, 403):
-        return CloudAuthError(msg + " (check the token= given to CloudClient)", status_code=code)
-    if code in RETRY_STATUS:
-        return _unavailable(msg, code, retry_after)
-    if 400 <= code < 500:
-        return CloudRequestError(msg, status_code=code)
-    return CloudError(msg, status_code=code)
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date), or None."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-@dataclass(frozen=True)
-class _Upload:
-    data: bytes
-    content_type: str
-    suffix: str  # file name extension to upload under
-    shape: tuple[int, int]  # (height, width) of the caller's image
-    scale: tuple[float, float]  # caller pixels per uploaded pixel, (x, y)
-
-
-def _is_encoded(image: Any) -> bool:
-    return isinstance(image, (bytes, bytearray, memoryview, str, os.PathLike))
-
-
-def prepare_upload(image: Any, *, channels: str = "bgr", imgsz: tuple[int, int] | None = None,
-                   jpeg_quality: int | None = None, max_bytes: int = MAX_BYTES) -> _Upload:
-    """Encoded bytes to upload for ``image``, shrunk to fit ``imgsz`` (h, w) when given.
-
-    Already-encoded input (bytes or a file path) is sent as it is (after its header is
-    checked, so a bomb or a format the service refuses fails here) unless
-    ``jpeg_quality`` asks for a smaller, lossy upload and the image is larger than
-    ``imgsz``. Arrays are resized exactly as the service's letterbox would resize them
-    and sent as PNG (lossless) or, with ``jpeg_quality``, as JPEG.
-    """
-    from .image import decode_image, encode_image, load_image, read_image_file
-    from .image_header import read_header
-
-    if _is_encoded(image):
-        raw = bytes(image) if isinstance(image, (bytes, bytearray, memoryview)) else read_image_file(image, max_bytes=max_bytes)
-        header = read_header(raw)
-        from .image import check_pixels
-
-        check_pixels(header.width, header.height, MAX_PIXELS)
-        fits = imgsz is None or (header.height <= imgsz[0] and header.width <= imgsz[1])
-        if jpeg_quality is None or fits:
-            return _Upload(raw, header.mime, header.format, (header.height, header.width), (1.0, 1.0))
-        frame = decode_image(raw, max_bytes=max_bytes)
-    else:
-        frame = load_image(image, channels=channels)  # type: ignore[arg-type]
-    h, w = frame.shape[:2]
-    scale = (1.0, 1.0)
-    if imgsz is not None and (h > imgsz[0] or w > imgsz[1]):
-        import cv2
-
-        from .preprocess import letterbox_params
-
-        # the very size and interpolation the service's letterbox would use: the model
-        # then sees the same pixels as if the full frame had been sent
-        nw, nh = letterbox_params((h, w), imgsz).new_unpad
-        frame = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
-        scale = (w / nw, h / nh)
-    if jpeg_quality is None:
-        return _Upload(encode_image(frame, ".png"), "image/png", "png", (h, w), scale)
-    return _Upload(encode_image(frame, ".jpg", quality=jpeg_quality), "image/jpeg", "jpg", (h, w), scale)

@@ -22,28 +22,22 @@ the model that answered it, and every frame's remaining budget on the wire.
 
 from __future__ import annotations
 
-import errno
 import inspect
-import logging
 import os
-import random
-import socket
-import ssl
-import time
-from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
 
-import numpy as np
+from .errors import ConfigError
 
-from .errors import CloudError, CloudTimeoutError, CloudUnavailableError, ConfigError
-from .wire import _is_int, check_budgets, check_seconds, short_repr
+# what the clients share, re-exported for the pools and the agent: defined in the transport and the
+# wire, which the clients import; the clients never import this module (it imports them)
+from .transport import backoff_delay, check_client_args, poll_ready, transport_error, why_unreachable
+from .wire import frame_deadlines, image_list
 
 if TYPE_CHECKING:
     from .wire import FrameResult
 
 __all__ = ["Endpoint", "open_endpoint", "client_options", "poll_ready", "check_client_args", "image_list",
            "frame_deadlines", "backoff_delay", "why_unreachable", "transport_error"]
-
-logger = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -138,138 +132,3 @@ def client_options(url: str) -> frozenset[str]:
         from .cloud import CloudClient as client_type
     params = inspect.signature(client_type.__init__).parameters
     return frozenset(name for name, p in params.items() if p.kind is p.KEYWORD_ONLY and name != "model")
-
-
-def poll_ready(ready: Callable[[], bool], wait_s: float, sleep: Callable[[float], None] = time.sleep,
-               every_s: float = 0.5) -> bool:
-    """Call ``ready()`` until it says True or ``wait_s`` has passed; once when ``wait_s`` is 0.
-
-    What ``wake(wait_s)`` does: the first probe is the wake-up signal for a deployment
-    scaled to zero, the next ones wait for it. ``wait_s`` is a non-negative finite number
-    of seconds (ConfigError otherwise).
-    """
-    deadline = time.monotonic() + check_seconds("wait_s", wait_s, zero=True)
-    while True:
-        if ready():
-            return True
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        sleep(min(every_s, remaining))
-
-
-# -- what every client checks and computes alike --------------------------------------------
-
-def check_client_args(*, token: Any, timeout: Any, max_retries: Any, backoff_s: Any, allow_model_mismatch: Any,
-                      sleep: Any) -> tuple[float, float]:
-    """Check an endpoint client's common constructor arguments; ``(timeout, backoff_s)`` as floats.
-
-    Raises ConfigError naming the argument, what it must be and what it got.
-    """
-    if token is not None and (not isinstance(token, str) or not token or any(c in token for c in "\r\n\0")):
-        raise ConfigError("token must be a non-empty string on one line (the service's YOLO_EDGE_TOKEN), "
-                          f"got {short_repr(token) if not isinstance(token, str) else 'a string with line breaks'}")
-    timeout_s = check_seconds("timeout", timeout)
-    if not _is_int(max_retries) or not 0 <= max_retries <= 20:
-        raise ConfigError(f"max_retries must be an integer within 0..20, got {short_repr(max_retries)}")
-    backoff = check_seconds("backoff_s", backoff_s, zero=True)
-    if not isinstance(allow_model_mismatch, bool):
-        raise ConfigError(f"allow_model_mismatch must be True or False, got {short_repr(allow_model_mismatch)}")
-    if not callable(sleep):
-        raise ConfigError(f"sleep must be a function of seconds, got {short_repr(sleep)}")
-    return timeout_s, backoff
-
-
-def image_list(images: Any, what: str) -> list[Any]:
-    """``images`` as a list; ConfigError for one image (a path, bytes, an array) or no sequence at all."""
-    if isinstance(images, (str, bytes, np.ndarray)) or not isinstance(images, Sequence):
-        raise ConfigError(f"{what} expects a list of images, got {type(images).__name__}; use detect() for one image")
-    return list(images)
-
-
-def frame_deadlines(budgets_s: Any, count: int, now: float) -> list[float | None] | None:
-    """Each frame's deadline on the clock that read ``now`` (None: no deadline); None without budgets.
-
-    ``budgets_s`` as :meth:`Endpoint.detect_frames` takes it, checked by
-    :func:`~yolo_edge.wire.check_budgets` (a spent budget is allowed: that frame is not sent).
-    """
-    budgets = check_budgets(budgets_s, count, spent_ok=True)
-    return None if budgets is None else [None if b is None else now + b for b in budgets]
-
-
-def backoff_delay(base_s: float, attempt: int, cap_s: float) -> float:
-    """Seconds to wait before retry ``attempt``: full-jitter exponential backoff, capped.
-
-    The jitter spreads a crowd of clients that failed together, so they do not retry together.
-    """
-    return min(cap_s, base_s * 2 ** attempt) * (0.5 + random.random() / 2)
-
-
-# -- what a request that got no answer says ------------------------------------------------
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    """``exc`` and what caused it, outermost first (``__cause__``, ``__context__``, urllib3's ``reason``)."""
-    seen: list[BaseException] = []
-    todo: list[BaseException] = [exc]
-    while todo:
-        e = todo.pop(0)
-        if e is None or any(e is s for s in seen):
-            continue
-        seen.append(e)
-        reason = e.__dict__.get("reason")  # urllib3's MaxRetryError / NewConnectionError keep it here
-        todo += [x for x in (e.__cause__, e.__context__, reason) if isinstance(x, BaseException)]
-        todo += [x for x in e.args if isinstance(x, BaseException)]  # requests wraps urllib3's error in args
-    return seen
-
-
-def why_unreachable(exc: BaseException) -> str:
-    """What went wrong below HTTP, in a few words: ``connection refused``, ``host name not found``, ...
-
-    >>> why_unreachable(ConnectionRefusedError(111, "Connection refused"))
-    'connection refused (nothing listens at that address and port)'
-    >>> why_unreachable(socket.gaierror(-2, "Name or service not known"))
-    'host name not found (DNS: Name or service not known)'
-    """
-    chain = _chain(exc)
-    for e in chain:
-        if isinstance(e, ConnectionRefusedError):
-            return "connection refused (nothing listens at that address and port)"
-        if isinstance(e, socket.gaierror):
-            return f"host name not found (DNS: {e.strerror or e})"
-        if isinstance(e, ssl.SSLError):
-            return f"TLS handshake failed ({e.__dict__.get('reason') or e})"
-        if isinstance(e, ConnectionResetError):
-            return "the connection was reset by the other end"
-        if isinstance(e, OSError) and e.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
-            return "no route to the host (network unreachable)"
-    for e in chain:
-        if isinstance(e, (TimeoutError, socket.timeout)) or "timeout" in type(e).__name__.lower():
-            return "no answer in time (timed out)"
-    deepest = chain[-1]
-    text = str(deepest).strip() or type(deepest).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
-def transport_error(method: str, url: str, exc: BaseException, *, timeout_s: float, hint: str) -> CloudError:
-    """A request to ``url`` got no HTTP answer: one line a user can act on, as our error.
-
-    Connection failures and timeouts become :class:`CloudUnavailableError` /
-    :class:`CloudTimeoutError` naming the URL, the cause below HTTP and ``hint``. The chain of
-    requests/urllib3/socket exceptions behind it is not printed with the error (raise the
-    result ``from None``); it stays on ``error.original`` and is logged at DEBUG.
-    """
-    import requests
-
-    if isinstance(exc, requests.ConnectTimeout):  # before Timeout: the request was never sent
-        error: CloudError = CloudUnavailableError(f"cannot connect to {url}: no connection within {timeout_s:g} s; "
-                                                  f"{hint}")
-    elif isinstance(exc, requests.Timeout):
-        error = CloudTimeoutError(f"{method} {url} took longer than {timeout_s:g} s; raise timeout= or check the "
-                                  "service's load")
-    elif isinstance(exc, requests.ConnectionError):
-        error = CloudUnavailableError(f"cannot connect to {url}: {why_unreachable(exc)}; {hint}")
-    else:
-        error = CloudError(f"{method} {url} failed: {why_unreachable(exc)}")
-    error.original = exc
-    logger.debug("%s %s failed", method, url, exc_info=exc)
-    return error

@@ -19,6 +19,7 @@ from .errors import (
     ConfigError, ImageDecodeError, ImageError, ImageNotFoundError, ImageTooLargeError, UnsupportedImageError,
 )
 from .image_header import read_header
+from .wire import LIMITS
 
 __all__ = [
     "ImageSource",
@@ -35,10 +36,11 @@ __all__ = [
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray, Any]
 Channels = Literal["bgr", "rgb"]
 
-#: Images above this many pixels are refused before decoding (decompression bombs).
-MAX_PIXELS = 50_000_000
-#: Encoded images above this many bytes are refused before decoding.
-MAX_BYTES = 64 * 1024 * 1024
+#: Images above this many pixels are refused before decoding (decompression bombs); the
+#: service's default, from :data:`yolo_edge.wire.LIMITS`, so what the SDK reads the service takes.
+MAX_PIXELS = LIMITS.max_pixels
+#: Encoded images above this many bytes are refused before decoding (the service's default too).
+MAX_BYTES = LIMITS.max_image_bytes
 
 
 def load_image(

@@ -38,28 +38,22 @@ import numpy as np
 
 from .backends.onnx_info import OnnxInfo, read_onnx_info
 from .detector import Detector, check_sha256
-from .endpoint import backoff_delay, check_client_args, frame_deadlines, image_list, poll_ready, transport_error
-from .errors import (
-    CloudDeadlineExpiredError,
-    CloudError,
-    CloudModelMismatchError,
-    CloudRequestError,
-    CloudTimeoutError,
-    CloudUnavailableError,
-    ConfigError,
-)
+from .errors import CloudDeadlineExpiredError, CloudError, CloudModelMismatchError, CloudRequestError, ConfigError
 from .models.resolve import ResolvedModel, resolve_model
 from .oip_model import ServedModel, check_output, check_served, identity_problem
-from .oip_wire import OipUrl, decode_infer_response, encode_infer_request, error_for_status, parse_oip_url
+from .oip_wire import OipUrl, decode_infer_response, encode_infer_request, parse_oip_url, refine_error
+from .transport import HttpTransport, RetryPolicy, check_client_args, poll_ready
 from .types import Detections
-from .wire import FrameResult, FrameStatus, FrameTiming, ModelRef, _is_int, _is_real, short_repr
+from .wire import (FrameResult, FrameStatus, FrameTiming, ModelRef, _is_int, _is_real, frame_deadlines, image_list,
+                   short_repr)
 
 __all__ = ["OipClient", "OipBackend", "ServedModel"]
 
 logger = logging.getLogger(__name__)
 
-_READY_TIMEOUT_S = 2.0
-_MAX_BACKOFF_S = 2.0
+_HINT = "is the server running at that address (or scaled to zero: call wake())?"
+#: what a server without the model-config extension answers GET .../config with
+_NO_CONFIG = (400, 404, 405, 501)
 
 
 class OipBackend:
@@ -93,8 +87,6 @@ class OipBackend:
                                                sleep=sleep)
         if max_batch is not None and (not _is_int(max_batch) or max_batch < 1):
             raise ConfigError(f"max_batch must be None (the server's) or an integer >= 1, got {short_repr(max_batch)}")
-        import requests  # only the client needs it: `import yolo_edge` stays light
-
         self.url = url if isinstance(url, OipUrl) else parse_oip_url(url)
         self.local = local
         self.input_shape = (None, *local.input_shape[1:])
@@ -107,9 +99,9 @@ class OipBackend:
         self.max_retries = int(max_retries)
         self.backoff_s = backoff_s
         self.allow_model_mismatch = allow_model_mismatch
-        self._owns_session = session is None
-        self._session = session if session is not None else requests.Session()
-        self._sleep = sleep
+        self._transport = HttpTransport(self.url.base, client="OipClient", hint=_HINT, token=token, timeout=timeout,
+                                        retry=RetryPolicy(max_retries=self.max_retries, backoff_s=backoff_s),
+                                        session=session, sleep=sleep, refine=refine_error)
         self._served: ServedModel | None = None
         self._lock = threading.Lock()
 
@@ -129,8 +121,7 @@ class OipBackend:
         return self.infer(batch)
 
     def close(self) -> None:
-        if self._owns_session:
-            self._session.close()
+        self._transport.close()
 
     # -- the endpoint ------------------------------------------------------------------
     def ready(self) -> bool:
@@ -139,15 +130,7 @@ class OipBackend:
         Not the server-wide ``/v2/health/ready``: under Triton's strict readiness (its
         default) that turns false when any *other* model in the repository failed to load.
         """
-        import requests
-
-        url = self.url.base + self.url.model_path + "/ready"
-        try:
-            resp = self._session.get(url, headers=self._headers(), timeout=min(_READY_TIMEOUT_S, self.timeout))
-        except requests.RequestException as exc:
-            logger.debug("%s failed: %s", url, exc)
-            return False
-        return resp.status_code == 200
+        return self._transport.probe(self.url.model_path + "/ready")
 
     @property
     def verified(self) -> ServedModel | None:
@@ -181,80 +164,36 @@ class OipBackend:
         served = self.served()
         if batch.ndim != 4 or batch.shape[0] > served.max_batch:
             raise ConfigError(f"batch of shape {batch.shape}: expected [B<={served.max_batch}, 3, H, W]")
-        url = self.url.base + self.url.model_path + "/infer"
-        attempt = 0
-        while True:
-            timeout_us = _remaining_us(deadline, url)
-            body, headers = encode_infer_request(batch, input_name=served.input_name, datatype=served.datatype,
-                                                 output_name=served.output_name, timeout_us=timeout_us)
-            try:
-                resp = self._post(url, body, headers)
-            except CloudUnavailableError as exc:
-                if attempt >= self.max_retries:
-                    raise
-                attempt += 1
-                delay = backoff_delay(self.backoff_s, attempt, _MAX_BACKOFF_S)
-                if exc.retry_after_s is not None:
-                    delay = max(delay, exc.retry_after_s)
-                if deadline is not None and time.monotonic() + delay >= deadline:
-                    raise  # no time left for another try: say the endpoint is unavailable
-                logger.info("%s: %s; retry %d/%d in %.2f s", url, exc, attempt, self.max_retries, delay)
-                self._sleep(delay)
-                continue
-            header, arrays = decode_infer_response(resp.content, resp.headers, url)
-            return [check_output(header, arrays, served, batch.shape[0], url)]
+        path = self.url.model_path + "/infer"
+        url = self.url.base + path
+
+        def body() -> dict[str, Any]:  # at each try: the time left then travels as the request's timeout
+            data, headers = encode_infer_request(batch, input_name=served.input_name, datatype=served.datatype,
+                                                 output_name=served.output_name,
+                                                 timeout_us=_remaining_us(deadline, url))
+            return {"data": data, "headers": headers}
+
+        resp = self._transport.request("POST", path, prepare=body, deadline=deadline)
+        header, arrays = decode_infer_response(resp.content, resp.headers, url)
+        return [check_output(header, arrays, served, batch.shape[0], url)]
 
     # -- internals ---------------------------------------------------------------------
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
-
-    def _post(self, url: str, body: bytes, headers: dict[str, str]) -> Any:
-        import requests
-
-        try:
-            resp = self._session.post(url, data=body, headers={**self._headers(), **headers}, timeout=self.timeout)
-        except requests.RequestException as exc:  # one line; the library's chain stays on .original
-            raise transport_error("POST", url, exc, timeout_s=self.timeout, hint=_HINT) from None
-        if resp.status_code >= 300:
-            raise error_for_status("POST", url, resp.status_code, resp.content, _retry_after(resp))
-        return resp
-
     def _get_json(self, path: str, *, optional: bool = False) -> Any:
-        import requests
-
-        url = self.url.base + path
         try:
-            resp = self._session.get(url, headers=self._headers(), timeout=self.timeout)
-        except requests.RequestException as exc:  # one line; the library's chain stays on .original
-            error = transport_error("GET", url, exc, timeout_s=self.timeout, hint=_HINT)
-            if type(error) is CloudError:  # GET is safe to repeat: any failure to get an answer is "unavailable"
-                error = CloudUnavailableError(str(error))
-                error.original = exc
-            raise error from None
-        if optional and resp.status_code in (400, 404, 405, 501):  # no such extension on this server
+            resp = self._transport.request("GET", path, accept=_NO_CONFIG if optional else ())
+        except CloudRequestError as error:
+            if error.status_code not in (400, 404):
+                raise
+            raise CloudRequestError(f"{error}: does the server serve a model named {self.url.model!r}"
+                                    f"{' version ' + self.url.version if self.url.version else ''}?",
+                                    status_code=error.status_code) from None
+        if resp.status_code in _NO_CONFIG:  # no such extension on this server
             return None
-        if resp.status_code >= 300:
-            error = error_for_status("GET", url, resp.status_code, resp.content, _retry_after(resp))
-            if resp.status_code in (400, 404):
-                raise CloudRequestError(f"{error}: does the server serve a model named {self.url.model!r}"
-                                        f"{' version ' + self.url.version if self.url.version else ''}?",
-                                        status_code=resp.status_code) from None
-            raise error
         try:
             return resp.json()
         except ValueError as exc:
-            raise CloudError(f"GET {url} answered non-JSON: {resp.text[:200]!r}",
+            raise CloudError(f"GET {resp.url} answered non-JSON: {resp.text[:200]!r}",
                              status_code=resp.status_code) from exc
-
-
-_HINT = "is the server running at that address (or scaled to zero: call wake())?"
-
-
-def _retry_after(resp: Any) -> float | None:
-    try:
-        return max(0.0, float(resp.headers.get("Retry-After", "")))
-    except ValueError:
-        return None
 
 
 def _remaining_us(deadline: float | None, url: str) -> int | None:

@@ -10,7 +10,7 @@ Pure functions, no sockets: :mod:`yolo_edge.oip` does the I/O. What is encoded h
   for ``parameters.binary_data: true``. The request ``timeout`` parameter (Triton's
   schedule-policy extension, microseconds) carries the frame's remaining budget.
 - Responses in either form: binary (the same header scheme) or plain JSON ``data``.
-- Server errors (``{"error": "..."}``) as :mod:`yolo_edge.errors` classes; Triton's
+- Server errors: :mod:`yolo_edge.transport` types them as for any endpoint; here Triton's
   "Request timeout expired" becomes :class:`~yolo_edge.errors.CloudDeadlineExpiredError`.
 
 >>> parse_oip_url("oip+http://127.0.0.1:8000/v2/models/yolo")
@@ -31,14 +31,7 @@ import numpy as np
 
 from .endpoint_url import OIP_SCHEMES as ENDPOINT_OIP_SCHEMES
 from .endpoint_url import check_endpoint_url
-from .errors import (
-    CloudAuthError,
-    CloudDeadlineExpiredError,
-    CloudError,
-    CloudRequestError,
-    CloudUnavailableError,
-    ConfigError,
-)
+from .errors import CloudDeadlineExpiredError, CloudError, ConfigError
 
 __all__ = [
     "OIP_SCHEMES",
@@ -46,7 +39,7 @@ __all__ = [
     "parse_oip_url",
     "encode_infer_request",
     "decode_infer_response",
-    "error_for_status",
+    "refine_error",
     "NUMPY_DTYPES",
     "HEADER_LENGTH",
     "trailing_dims_match",
@@ -56,7 +49,6 @@ OIP_SCHEMES = ("oip+http://", "oip+https://")
 HEADER_LENGTH = "Inference-Header-Content-Length"
 #: Open Inference Protocol datatypes a YOLO model's tensors may have, as little-endian numpy types
 NUMPY_DTYPES = {"FP32": np.dtype("<f4"), "FP16": np.dtype("<f2"), "FP64": np.dtype("<f8")}
-_RETRY_STATUS = frozenset({429, 502, 503, 504})
 _PATH = re.compile(r"^(?P<prefix>.*?)/(?:v2/)?models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?/?$")
 #: how Triton words a request rejected by its queue policy (timeout_action: REJECT)
 _DEADLINE_TEXT = ("request timeout expired", "timeout expired")
@@ -177,32 +169,19 @@ def _output_spec(out: Any, url: str) -> tuple[str, np.dtype, list[int]]:
     return out["name"], dtype, [int(d) for d in out["shape"]]
 
 
-def _server_message(body: bytes) -> str:
-    """The server's ``{"error": ...}`` text, or the start of the raw body."""
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return body[:300].decode("utf-8", "replace").strip()
-    if isinstance(data, dict) and "error" in data:
-        return str(data["error"])
-    return str(data)[:300]
+def refine_error(error: CloudError) -> CloudError:
+    """A non-2xx answer's typed error, read as an OIP server means it (the transport's refine hook).
 
-
-def error_for_status(method: str, url: str, status: int, body: bytes,
-                     retry_after_s: float | None = None) -> CloudError:
-    """The typed error for a non-2xx answer (see :mod:`yolo_edge.errors`)."""
-    text = _server_message(body)
-    msg = f"{method} {url} -> {status}: {text}"
-    if any(t in text.lower() for t in _DEADLINE_TEXT):
-        return CloudDeadlineExpiredError(msg + " (the request's deadline passed in the server's queue, "
-                                         "before its batch started: nothing was computed)", status_code=status)
-    if status in (401, 403):
-        return CloudAuthError(msg + " (check the token= given to OipClient)", status_code=status)
-    if status in _RETRY_STATUS:
-        return CloudUnavailableError(msg, status_code=status, retry_after_s=retry_after_s)
-    if 400 <= status < 500:
-        return CloudRequestError(msg, status_code=status)
-    return CloudError(msg, status_code=status)
+    Triton words a request its queue policy dropped (``timeout_action: REJECT``) as
+    "Request timeout expired", with 503 or 400: the frame's deadline passed before its
+    batch started, nothing was computed. That is a :class:`CloudDeadlineExpiredError`
+    (not retried: its deadline is gone), not the endpoint's fault. Other errors stay.
+    """
+    text = str(error)
+    if isinstance(error, CloudDeadlineExpiredError) or not any(t in text.lower() for t in _DEADLINE_TEXT):
+        return error
+    return CloudDeadlineExpiredError(text + " (the request's deadline passed in the server's queue, "
+                                     "before its batch started: nothing was computed)", status_code=error.status_code)
 
 
 def trailing_dims_match(served: Sequence[int], local: Sequence[int | str | None]) -> bool:

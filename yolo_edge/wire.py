@@ -71,6 +71,8 @@ __all__ = [
     "check_max_det",
     "check_classes",
     "check_budgets",
+    "frame_deadlines",
+    "image_list",
     "check_seconds",
     "budgets_to_form",
     "parse_form",
@@ -82,7 +84,16 @@ __all__ = [
 
 @dataclass(frozen=True, kw_only=True)
 class Limits:
-    """Bounds every request and every ``Detector`` call is held to."""
+    """Bounds every request and every ``Detector`` call is held to, defined once.
+
+    The sizes are the defaults of every part that holds an upload to a size: the SDK
+    (:mod:`yolo_edge.image` reads and decodes no larger image), the service (its
+    ``YOLO_EDGE_MAX_UPLOAD_BYTES``, ``_MAX_IMAGE_BYTES``, ``_MAX_PIXELS`` and
+    ``_MAX_REQUEST_PIXELS`` start from them), the service's guard (the body limit) and the nginx template
+    (``client_max_body_size``; a test holds ``deploy/`` to them). A service may be set to
+    other values: it says which in ``GET /metadata`` (``limits``), and the client holds
+    its requests to those (:func:`yolo_edge.cloud_upload.service_limits`).
+    """
 
     max_det: int = 1000  # detections kept per image
     max_images: int = 32  # images per request
@@ -90,6 +101,10 @@ class Limits:
     max_class_id: int = 65535  # no model has more classes than this
     max_field_chars: int = 8192  # one form field's text
     max_budget_s: float = 3600.0  # a frame's remaining time budget
+    max_pixels: int = 40_000_000  # one image, width x height (decompression bombs are refused before decoding)
+    max_request_pixels: int = 80_000_000  # all images of one request together: two at the per-image limit
+    max_image_bytes: int = 32 << 20  # one encoded image
+    max_request_bytes: int = 32 << 20  # one request body, multipart and all (the guard's and the proxy's limit)
 
 
 LIMITS = Limits()
@@ -179,6 +194,23 @@ def check_budgets(value: Any, count: int, *, spent_ok: bool = False) -> tuple[fl
                               f"got {short_repr(b)} in {short_repr(value)}")
         out.append(number)
     return tuple(out)
+
+
+def frame_deadlines(budgets_s: Any, count: int, now: float) -> list[float | None] | None:
+    """Each frame's deadline on the clock that read ``now`` (None: no deadline); None without budgets.
+
+    ``budgets_s`` as the clients' ``detect_frames`` take it, checked by :func:`check_budgets`
+    (a spent budget is allowed: that frame is not sent).
+    """
+    budgets = check_budgets(budgets_s, count, spent_ok=True)
+    return None if budgets is None else [None if b is None else now + b for b in budgets]
+
+
+def image_list(images: Any, what: str) -> list[Any]:
+    """``images`` as a list; ConfigError for one image (a path, bytes, an array) or no sequence at all."""
+    if isinstance(images, (str, bytes, np.ndarray)) or not isinstance(images, Sequence):
+        raise ConfigError(f"{what} expects a list of images, got {type(images).__name__}; use detect() for one image")
+    return list(images)
 
 
 def budgets_to_form(budgets: Sequence[float | None]) -> str:
@@ -427,7 +459,8 @@ class ServiceInfo:
     version: str = ""
     max_batch: int = 1
     max_images: int = LIMITS.max_images
-    max_upload_bytes: int | None = None
+    max_upload_bytes: int | None = None  # one request body (YOLO_EDGE_MAX_UPLOAD_BYTES)
+    max_image_bytes: int | None = None  # one encoded image
     max_pixels: int | None = None  # per image
     max_request_pixels: int | None = None  # all images of one request together
     extra: Mapping[str, Any] = field(default_factory=dict)  # backend, providers...: informative
@@ -437,8 +470,8 @@ class ServiceInfo:
                 "names": {str(k): v for k, v in self.names.items()}, "imgsz": list(self.imgsz),
                 "version": self.version, "max_batch": self.max_batch,
                 "limits": {"max_images": self.max_images, "max_upload_bytes": self.max_upload_bytes,
-                           "max_pixels": self.max_pixels, "max_request_pixels": self.max_request_pixels,
-                           "max_det": LIMITS.max_det}}
+                           "max_image_bytes": self.max_image_bytes, "max_pixels": self.max_pixels,
+                           "max_request_pixels": self.max_request_pixels, "max_det": LIMITS.max_det}}
 
     @classmethod
     def from_dict(cls, data: Any) -> "ServiceInfo":
@@ -451,10 +484,20 @@ class ServiceInfo:
                 names={int(k): str(v) for k, v in (data.get("names") or {}).items()},
                 imgsz=(int(imgsz[0]), int(imgsz[1])), version=str(data.get("version", "")),
                 max_batch=int(data.get("max_batch", 1)), max_images=int(limits.get("max_images", LIMITS.max_images)),
-                max_upload_bytes=limits.get("max_upload_bytes"), max_pixels=limits.get("max_pixels"),
-                max_request_pixels=limits.get("max_request_pixels"),
+                max_upload_bytes=_size(limits, "max_upload_bytes"), max_image_bytes=_size(limits, "max_image_bytes"),
+                max_pixels=_size(limits, "max_pixels"), max_request_pixels=_size(limits, "max_request_pixels"),
                 extra={k: v for k, v in data.items() if k not in known},
             )
         except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:
             raise CloudError(f"/metadata answered {short_repr(data, 200)}: expected a JSON object with name, sha256, "
                              "names and imgsz; is the endpoint a yolo-edge service?") from exc
+
+
+def _size(limits: Mapping[str, Any], key: str) -> int | None:
+    """A limit from ``/metadata``: a positive integer, or None when the service does not say."""
+    value = limits.get(key)
+    if value is None:
+        return None
+    if not _is_int(value) or value < 1:
+        raise ValueError(f"limits.{key} is {value!r}: expected a positive integer")
+    return int(value)

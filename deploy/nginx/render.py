@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Sequence
 
 TEMPLATE = Path(__file__).resolve().parent / "yolo-edge.conf.template"
-#: The service's default YOLO_EDGE_MAX_UPLOAD_BYTES: keep the two equal.
+#: yolo_edge.wire.LIMITS.max_request_bytes, the service's default YOLO_EDGE_MAX_UPLOAD_BYTES. Written out
+#: because this script runs on a balancer without the SDK; tests/deploy holds the two equal.
 DEFAULT_MAX_BODY_BYTES = 32 << 20
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$")

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from edge_agent.cloudserve import free_port
+from yolo_edge.wire import LIMITS
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFEST = REPO / "deploy" / "k8s" / "yolo-edge.yaml"
@@ -64,9 +65,29 @@ def test_deployment_probes_gpu_and_token(docs):
     env = {e["name"]: e for e in container["env"]}
     assert env["YOLO_EDGE_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "yolo-edge-auth", "key": "token"}
     assert "value" not in env["YOLO_EDGE_TOKEN"]  # never a literal token in the manifest
-    assert int(env["YOLO_EDGE_MAX_UPLOAD_BYTES"]["value"]) == render.DEFAULT_MAX_BODY_BYTES
+    assert int(env["YOLO_EDGE_MAX_UPLOAD_BYTES"]["value"]) == LIMITS.max_request_bytes
     # long enough for BentoML to finish a request under its 60 s timeout after preStop
     assert pod["spec"]["terminationGracePeriodSeconds"] > 60
+
+
+def test_every_body_limit_is_the_wire_modules():
+    """One request-size limit: the SDK's, the service's, its guard's, the nginx template's, the docs'."""
+    from bentos.guard import Guard
+
+    limit = LIMITS.max_request_bytes
+    assert render.DEFAULT_MAX_BODY_BYTES == limit  # the renderer runs without the SDK: it writes the number out
+    assert f"client_max_body_size {limit};" in render.render(["a:1"])
+    assert Guard(None).max_body_bytes == limit
+    mib = f"{limit >> 20}"
+    assert limit == int(mib) << 20, "the docs give the limit in MiB"
+    deploy_readme = (REPO / "deploy" / "README.md").read_text()
+    assert f"proxy-body-size: {mib}m" in deploy_readme and f"`YOLO_EDGE_MAX_UPLOAD_BYTES` ({mib} MiB" in deploy_readme
+    template = (REPO / "deploy" / "nginx" / "yolo-edge.conf.template").read_text()
+    assert f"YOLO_EDGE_MAX_UPLOAD_BYTES (default {mib} MiB)" in template
+    readme = (REPO / "README.md").read_text()
+    assert f"`YOLO_EDGE_MAX_UPLOAD_BYTES`\n({mib} MiB per request" in readme
+    assert f"`YOLO_EDGE_MAX_PIXELS` ({LIMITS.max_pixels // 10**6} MP per image)" in readme
+    assert f"Images above {LIMITS.max_pixels // 10**6} megapixels\n(or {LIMITS.max_image_bytes >> 20} MiB encoded)" in readme
 
 
 def test_service_and_hpa_point_at_the_deployment(docs):
@@ -85,7 +106,7 @@ def test_render_fills_every_placeholder_with_the_service_settings():
     assert "{{" not in conf and "}}" not in conf
     assert re.search(r"^\s*least_conn;", conf, re.M)
     assert conf.count("max_fails=2 fail_timeout=5s;") == 2
-    assert f"client_max_body_size {32 << 20};" in conf
+    assert f"client_max_body_size {LIMITS.max_request_bytes};" in conf
     assert "proxy_next_upstream error timeout http_502 http_503 non_idempotent;" in conf
     assert re.search(r"^\s*proxy_next_upstream_tries 2;", conf, re.M)
     assert "proxy_set_header Authorization $http_authorization;" in conf

@@ -142,7 +142,8 @@ def test_jpeg_quality_makes_uploads_lossy_jpeg_only_when_asked():
     lossless, adapter, _ = make_client(service(answer))
     lossless.detect(big)
     assert big in seen["body"]
-    assert [r.path_url for r in adapter.requests] == ["/detect"]  # a file needs no model lookup
+    # the service's limits are read before the first upload, once per client
+    assert [r.path_url for r in adapter.requests] == ["/metadata", "/detect"]
 
 
 def test_metadata_is_looked_up_once_per_client_even_from_many_threads():
@@ -259,7 +260,7 @@ def test_a_slow_detect_is_typed_and_not_retried():
     client, adapter, _ = make_client(service(lambda req: requests.ReadTimeout("slow")))
     with pytest.raises(CloudTimeoutError):
         client.detect(jpeg(10, 10))
-    assert [r.path_url for r in adapter.requests] == ["/detect"]
+    assert [r.path_url for r in adapter.requests] == ["/metadata", "/detect"]
 
 
 def test_a_slow_metadata_lookup_is_retried():
@@ -274,7 +275,7 @@ def test_connect_timeout_is_retried_even_for_detect():
     answers = iter([requests.ConnectTimeout("no SYN-ACK"), (200, [detect_item([], (10, 10))], None)])
     client, adapter, sleeps = make_client(service(lambda req: next(answers)), max_retries=2)
     assert len(client.detect(jpeg(10, 10))) == 0
-    assert [r.path_url for r in adapter.requests] == ["/detect", "/detect"] and len(sleeps) == 1
+    assert [r.path_url for r in adapter.requests] == ["/metadata", "/detect", "/detect"] and len(sleeps) == 1
     client, _, _ = make_client(lambda req: requests.ConnectTimeout("no SYN-ACK"), max_retries=1)
     with pytest.raises(CloudUnavailableError, match="no connection within"):
         client.detect(jpeg(10, 10))
