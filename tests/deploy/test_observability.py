@@ -29,6 +29,7 @@ from edge_agent.metrics import MetricsServer
 from edge_agent.runner import Agent
 from edge_agent.sources import replay
 from promql_names import grafana_to_promql, metric_names, scraped_names
+from service_standins import StandIn, fixed_detections
 from yolo_edge import Detector
 from yolo_edge.cloud import CloudClient
 from yolo_edge.image import load_image
@@ -130,9 +131,8 @@ def pool_agent_run(service, sample_photos, default_model_path):
 
     The pool has what the per-endpoint panels and alerts watch: the service (a primary, weight
     2); a primary of weight 3 on a free port where nothing listens, taken out after its first refused
-    request and probed through /readyz; a primary expected to serve another model (checked
-    against yolov8s-fall's sha256, so the service's answers do not match, as an endpoint
-    deployed with another model's would not; weight 3 too), disabled for good; and a backup on
+    request and probed through /readyz; a primary serving another model (a stand-in of the
+    service over real HTTP that serves yolov8s-fall; weight 3 too), disabled for good; and a backup on
     standby (nothing listens there either: a backup serves only while no primary is in rotation).
     """
     from yolo_edge.models.registry import MODELS
@@ -140,16 +140,17 @@ def pool_agent_run(service, sample_photos, default_model_path):
     detector = Detector("yolov3-tiny-coco", threads=1)
     frames = [cv2.resize(load_image(p), (640, 360)) for p in sample_photos]
     down, standby = (f"http://127.0.0.1:{free_port()}" for _ in range(2))
-    other = service.url.replace("127.0.0.1", "localhost")  # the same service under another name
+    wrong_model = StandIn(name="yolov8s-fall", sha256=MODELS["yolov8s-fall"].onnx_sha256,
+                          detections=fixed_detections({0: "Normal"}, [0])).__enter__()
+    other = wrong_model.url.replace("127.0.0.1", "localhost")  # named apart from the others in the scrape
     # a small queue budget at 30 fps: the device overflows, so frames go both ways; the down and
     # the other-model primaries weigh more than the service, so the first overflows go to them
     # (the fewest frames per unit of weight) and the pool learns what each is, whatever the pace
     cfg = AgentConfig(latency_budget_ms=2000, queue_budget=2, max_inflight=2, max_fails=1,
                       cloud=({"url": service.url, "weight": 2}, {"url": down, "weight": 3},
                              {"url": other, "weight": 3}, {"url": standby, "backup": True}))
-    expected = [detector.info.sha256, detector.info.sha256, MODELS["yolov8s-fall"].onnx_sha256, detector.info.sha256]
-    clients = [CloudClient(url, token=TOKEN, timeout=cfg.timeout_s, max_retries=0, expected_sha256=sha)
-               for url, sha in zip((service.url, down, other, standby), expected)]
+    clients = [CloudClient(url, token=TOKEN, timeout=cfg.timeout_s, max_retries=0, expected_sha256=detector.info.sha256)
+               for url in (service.url, down, other, standby)]
     agent = Agent(cfg, detector=detector, cloud=clients, sinks=[], cloud_warm=True)
     server = MetricsServer(agent.metrics, agent.health, port=0).start()
     names = [e.name for e in cfg.endpoints]
@@ -169,6 +170,7 @@ def pool_agent_run(service, sample_photos, default_model_path):
         server.close()
         for c in clients:
             c.close()
+        wrong_model.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="module")
