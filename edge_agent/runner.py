@@ -192,13 +192,13 @@ class Agent:
     def close(self, drain_timeout_s: float | None = None) -> RunStats:
         """Stop taking frames; every frame pending leaves by its deadline (or at the drain timeout)."""
         limit = drain_timeout_s if drain_timeout_s is not None else self.core.cfg.budget_s + 1.0
-        end = time.monotonic() + limit
+        end = self.clock() + limit
         with self._lock:
             if self._stopped:
                 return self.stats
             self._feed(Close(at=self.clock()))
-            while not self.core.idle and time.monotonic() < end:
-                self._changed.wait(min(0.05, max(0.0, end - time.monotonic())))
+            while not self.core.idle and self.clock() < end:
+                self._changed.wait(min(0.05, max(0.0, end - self.clock())))
             if not self.core.idle:
                 logger.warning("drain time ran out with %d frame(s) pending: they leave as dropped/late[shutdown]",
                                self.core.pending)
@@ -360,13 +360,13 @@ class Agent:
                 logger.warning("cannot pin the local worker to cores %s: %s", self.cfg.local_cpus, exc)
         while (job := self._local_jobs.get()) is not None:
             seq, image = job
-            start, cpu0 = time.perf_counter(), time.thread_time()
+            start, cpu0 = self.clock(), time.thread_time()
             try:
                 answer, error = self.detector(image), None
             except Exception as exc:  # a bad frame must not kill the worker
                 answer, error = None, f"{type(exc).__name__}: {exc}"
                 logger.warning("local inference failed on frame %d: %s", seq, error)
-            took = time.perf_counter() - start
+            took = self.clock() - start
             self.stages.add("inference", time.thread_time() - cpu0, took)
             with self._lock:
                 self.metrics.local_service.set(took)
@@ -378,7 +378,7 @@ class Agent:
         client = self.clouds[action.endpoint]
         failure, retry_after, message = None, None, ""
         answers, metas, frame_errors, network = None, None, {}, None
-        sent = time.perf_counter()
+        sent = self.clock()
         options: dict[str, Any] = {}
         if getattr(client, "upload_encodings", False) and action.encodings:
             # the encoding the core chose for each frame, and when the upload has left the device
@@ -412,7 +412,7 @@ class Agent:
                 answers, metas = [], []
                 server_s = max((r.timing.server_ms for r in results), default=0.0) / 1000.0
                 if server_s > 0:  # the endpoint said how long it took: the rest was the network's
-                    network = max(0.0, time.perf_counter() - sent - server_s)
+                    network = max(0.0, self.clock() - sent - server_s)
                 for i, r in enumerate(results):
                     answers.append(r.detections if r.ok else None)
                     metas.append({"model": {"name": r.model.name, "sha256": r.model.sha256}, "timing": r.timing.to_dict()})
@@ -459,10 +459,10 @@ class Agent:
 
     def wait_local_ready(self, stop: threading.Event | None = None, timeout_s: float | None = None) -> bool:
         """Block until the local backend is ready (or failed to load, or ``stop`` is set)."""
-        end = None if timeout_s is None else time.monotonic() + timeout_s
+        end = None if timeout_s is None else self.clock() + timeout_s
         with self._lock:
             while not self.core.snapshot(self.clock()).local_ready and not self._local_failed:
-                if (stop is not None and stop.is_set()) or (end is not None and time.monotonic() >= end):
+                if (stop is not None and stop.is_set()) or (end is not None and self.clock() >= end):
                     return False
                 self._changed.wait(0.1)
             return not self._local_failed

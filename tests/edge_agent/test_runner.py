@@ -153,6 +153,20 @@ def test_a_result_handed_to_the_sinks_after_its_deadline_is_reported_late():
     assert agent.stats.outcomes[Outcome.LATE] == 1 and agent.stats.dishonest == 0
 
 
+def test_every_time_the_runner_measures_is_on_its_own_clock():
+    """A local run's time feeds the same estimates the deadlines are compared with: the injected
+    clock's, not another one (here a clock running twice as fast as the wall)."""
+    sink = ListSink()
+    agent = Agent(AgentConfig(latency_budget_ms=5000), detector=SlowDetector(0.05), sinks=[sink],
+                  clock=lambda: 2 * time.monotonic())
+    with agent:
+        agent.submit(IMG)
+    (r,) = sink.results
+    took = agent.core.local.estimate(0.5, agent.clock())
+    assert took >= 0.1 - 1e-3  # 50 ms of sleep at least: 100 ms or more on the agent's clock
+    assert r.latency_s >= took
+
+
 def test_local_detector_built_in_the_background_cloud_serves_meanwhile():
     cloud, sink = FakeCloud(rtt_s=0.02), ListSink()
     loaded = threading.Event()
