@@ -27,10 +27,10 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from yolo_edge import transport
 from yolo_edge.errors import ConfigError
 
 from .delivery import SinkReport
@@ -84,32 +84,23 @@ class _Answer:
 
 
 def backoff_delay(failures: int, base_s: float, max_s: float, rng: random.Random | None = None) -> float:
-    """Seconds before retry number ``failures`` (>= 1): exponential, capped, with jitter in [cap/2, cap].
+    """Seconds before retry number ``failures`` (>= 1): the SDK transport's capped, jittered backoff.
 
     >>> backoff_delay(1, 0.5, 30.0, random.Random(0)) <= 0.5 <= backoff_delay(10, 0.5, 30.0) * 2
     True
     """
-    cap = min(max_s, base_s * 2 ** min(failures - 1, 30))
-    return cap / 2 + (rng or random).uniform(0, cap / 2)
+    return transport.backoff_delay(base_s, min(failures - 1, 30), max_s, rand=(rng or random).random())
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """``Retry-After`` as seconds (delta-seconds or an HTTP date), clamped to [0, 3600]; None if absent or bad.
+    """``Retry-After`` as seconds (the SDK transport's reading: delta-seconds or an HTTP date),
+    at most an hour; None if absent or unreadable.
 
-    >>> parse_retry_after("2"), parse_retry_after("soon")
-    (2.0, None)
+    >>> parse_retry_after("2"), parse_retry_after("soon"), parse_retry_after("99999")
+    (2.0, None, 3600.0)
     """
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = parsedate_to_datetime(value).timestamp() - (time.time() if now is None else now)
-        except (TypeError, ValueError, IndexError):
-            return None
-    return min(3600.0, max(0.0, seconds)) if seconds == seconds else None
+    seconds = transport.parse_retry_after(value, now=now)
+    return None if seconds is None else min(3600.0, seconds)
 
 
 def public_url(url: str) -> str:
