@@ -231,6 +231,7 @@ class DeviceCore:
         if not isinstance(event, EVENTS):
             raise ConfigError(f"DeviceCore.handle takes a core event ({', '.join(e.__name__ for e in EVENTS)}), "
                               f"got {type(event).__name__}")
+        self._reject_bad(event)  # before anything changes, time included
         now = event.at
         self._now = max(self._now, now)
         self._expire(now)
@@ -312,14 +313,34 @@ class DeviceCore:
         )
 
     # -- events ----------------------------------------------------------------------------
+    def _reject_bad(self, event: Event) -> None:
+        """Raise a ConfigError for an event that cannot be applied, so that none is half-applied."""
+        if isinstance(event, (FrameCaptured, FrameSkipped)):
+            if event.seq != self._next_seq:
+                raise ConfigError(f"frames must be numbered 0, 1, 2, ... in capture order: expected {self._next_seq}, "
+                                  f"got {event.seq}")
+            budget = getattr(event, "budget_s", None)
+            if budget is not None and not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget > 0):
+                raise ConfigError(f"a frame's budget must be a positive number of seconds, got {budget!r}")
+        elif isinstance(event, CloudDone):
+            req = self._requests.get(event.request)
+            if req is None:
+                raise ConfigError(f"CloudDone for request {event.request}, which this core never sent (or answered twice)")
+            if event.failure is None:
+                self._check_answer(req, event)
+        elif isinstance(event, Uploaded):
+            req = self._requests.get(event.request)
+            if (req is not None and req.uploaded_at is None and event.frame_bytes
+                    and len(event.frame_bytes) != len(req.seqs)):
+                raise ConfigError(f"Uploaded for request {req.id} gives {len(event.frame_bytes)} frame sizes; it has "
+                                  f"{len(req.seqs)} frames")
+        elif isinstance(event, WakeDone) and not 0 <= event.endpoint < len(self.pool):
+            raise ConfigError(f"WakeDone for endpoint {event.endpoint}; this core has {len(self.pool)}")
+
     def _new_frame(self, seq: int, at: float, captured_at: float | None, budget_s: float | None) -> FrameState:
-        if seq != self._next_seq:
-            raise ConfigError(f"frames must be numbered 0, 1, 2, ... in capture order: expected {self._next_seq}, got {seq}")
         captured = at if captured_at is None else captured_at
         self._recent_frames.append(at)
         budget = self.cfg.budget_s if budget_s is None else budget_s
-        if not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget > 0):
-            raise ConfigError(f"a frame's budget must be a positive number of seconds, got {budget!r}")
         self._next_seq += 1
         return self._frames.add(FrameState(seq, captured, captured + budget, budget))
 
@@ -372,9 +393,6 @@ class DeviceCore:
             self.link.finish(ev.request, ev.at, sum(ev.frame_bytes) if ev.frame_bytes else None, ev.rtt_s)
             return
         req.uploaded_at = ev.at
-        if ev.frame_bytes and len(ev.frame_bytes) != len(req.seqs):
-            raise ConfigError(f"Uploaded for request {req.id} gives {len(ev.frame_bytes)} frame sizes; it has "
-                              f"{len(req.seqs)} frames")
         for seq, nbytes in zip(req.seqs, ev.frame_bytes):
             f = self._frames.get(seq)
             if f is not None and f.rung is not None:
@@ -384,11 +402,7 @@ class DeviceCore:
         self.pool.uploaded(req.endpoint, req.id, ev.at)
 
     def _on_cloud_done(self, ev: CloudDone) -> None:
-        req = self._requests.pop(ev.request, None)
-        if req is None:
-            raise ConfigError(f"CloudDone for request {ev.request}, which this core never sent (or answered twice)")
-        if ev.failure is None:
-            self._check_answer(req, ev)  # before any change: a bad answer leaves no half-applied state
+        req = self._requests.pop(ev.request)  # known and well-formed: _reject_bad checked
         ep = req.endpoint
         if req.uploaded_at is None:
             self.link.drop(req.id)
@@ -472,8 +486,6 @@ class DeviceCore:
                 self._late_answer(seq, Route.CLOUD, ev.at)
 
     def _on_wake_done(self, ev: WakeDone) -> None:
-        if not 0 <= ev.endpoint < len(self.pool):
-            raise ConfigError(f"WakeDone for endpoint {ev.endpoint}; this core has {len(self.pool)}")
         self.pool.woken(ev.endpoint, ev.at, ok=ev.ok, failure=ev.failure, message=ev.message)
 
     # -- routing ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 import edge_agent
 from edge_agent.core import (
     Close, CloudDone, CoreConfig, DeviceCore, EndpointSpec, Failure, Flush, FrameCaptured, FrameSkipped, LateAnswer,
-    LocalDone, LocalReady, Release, RunLocal, SendBatch, Tick, Wake, WakeDone,
+    LocalDone, LocalReady, Release, RunLocal, SendBatch, Tick, Uploaded, Wake, WakeDone,
 )
 from yolo_edge.health import HealthConfig
 from edge_agent.frames import Outcome, Route
@@ -318,6 +318,29 @@ def test_bad_events_are_typed_errors():
         CoreConfig(local_workers=0)
     with pytest.raises(ConfigError):
         core.handle(FrameCaptured(at=0.0, seq=0, budget_s=-1))
+
+
+def test_a_bad_event_is_rejected_before_anything_changes_time_included():
+    d = Driver(DeviceCore(cfg(), cloud=False))
+    d.frame(0.0)
+    with pytest.raises(ConfigError, match="expected 1, got 5"):
+        d.feed(FrameCaptured(at=1.0, seq=5))  # past frame 0's deadline: had time moved, it would be late
+    d.feed(LocalDone(at=0.2, seq=0, service_s=0.2, answer="dets"))
+    assert [(r.seq, r.outcome) for r in d.released] == [(0, Outcome.LOCAL)]
+
+
+def test_a_malformed_answer_leaves_its_request_open_for_the_right_one():
+    d = Driver(DeviceCore(cloud_only(), cloud_warm=True))
+    d.frame(0.0)
+    (req,) = d.sent
+    snap = d.core.snapshot(0.0)
+    with pytest.raises(ConfigError, match="sent 1 frames but got 2 answers"):
+        d.feed(CloudDone(at=0.1, request=req.request, answers=("a", "b"), metas=({}, {})))
+    assert d.core.snapshot(0.0) == snap and d.released == []  # the pool still counts the request in flight
+    with pytest.raises(ConfigError, match="frame sizes"):
+        d.feed(Uploaded(at=0.05, request=req.request, frame_bytes=(100, 200)))
+    d.feed(CloudDone(at=0.1, request=req.request, answers=("a",), metas=({},)))
+    assert [(r.seq, r.outcome) for r in d.released] == [(0, Outcome.CLOUD)]
 
 
 @pytest.mark.parametrize("seed", range(12))
