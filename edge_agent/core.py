@@ -40,6 +40,7 @@ from enum import Enum
 from typing import Any
 
 from yolo_edge.errors import ConfigError
+from yolo_edge.wire import FrameStatus
 
 from .estimators import WindowedQuantile
 from .events import (
@@ -449,7 +450,7 @@ class DeviceCore:
         n = len(req.seqs)
         answers = list(ev.answers) if ev.answers is not None else [None] * n
         metas = list(ev.metas) if ev.metas is not None else [None] * n
-        expired = {i for i, why in ev.frame_errors.items() if why == "expired"}
+        expired = {i for i, why in ev.frame_errors.items() if why is FrameStatus.EXPIRED}
         self._sample(req, ev.at, expired)
         network = ev.network_s
         if network is not None and req.uploaded_at is not None:
@@ -467,15 +468,15 @@ class DeviceCore:
             f = self._frames.get(seq)
             current = f is not None and f.stage is Stage.CLOUD_FLIGHT and f.request == req.id
             why = ev.frame_errors.get(i)
-            self._cloud_outcomes.append(why == "expired")
+            self._cloud_outcomes.append(why is FrameStatus.EXPIRED)
             if why is not None:
-                self.counters[("endpoint", req.endpoint.name, f"frames_{'expired' if why == 'expired' else 'error'}")] += 1
+                self.counters[("endpoint", req.endpoint.name, f"frames_{why.value}")] += 1
                 self._hedge_over(seq)
                 if current and f.hedged:
                     f.move(Stage.LOCAL_RUN)  # the local run is its chance
                     f.request, f.hedged = None, False
                 elif current and not self._rescue_local(f, ev.at):
-                    self._resolve(f, Outcome.DROPPED, "expired_at_endpoint" if why == "expired" else "cloud_frame_error")
+                    self._resolve(f, Outcome.DROPPED, "expired_at_endpoint" if why is FrameStatus.EXPIRED else "cloud_frame_error")
             elif self._hedge_second(seq, Route.CLOUD):
                 continue
             elif current:

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Mapping, Sequence, Union
 
+from yolo_edge.errors import ConfigError
+from yolo_edge.wire import FrameStatus
+
 from .frames import FrameResult, Route
 
 __all__ = [
@@ -91,8 +94,9 @@ class CloudDone:
     """The answer of one request: ``answers``/``metas`` in the order of its frames, or a failure.
 
     ``frame_errors`` maps the index of a frame the endpoint answered without detections to
-    why: ``"expired"`` (its deadline passed before its batch started: not computed) or
-    another reason; the other frames of the request are answered normally.
+    its status on the wire: ``FrameStatus.EXPIRED`` (its deadline passed before its batch
+    started: not computed) or ``FrameStatus.ERROR``; the other frames of the request are
+    answered normally. (The strings ``"expired"``/``"error"`` are taken too.)
     """
 
     at: float
@@ -102,10 +106,23 @@ class CloudDone:
     failure: Failure | None = None
     retry_after_s: float | None = None
     message: str = ""
-    frame_errors: Mapping[int, str] = field(default_factory=dict)
+    frame_errors: Mapping[int, FrameStatus] = field(default_factory=dict)
     #: the request's time on the network (its round trip less the endpoint's own time), when the
     #: endpoint says how long it took; the device sends budgets net of it
     network_s: float | None = None
+
+    def __post_init__(self) -> None:
+        statuses = {}
+        for i, why in self.frame_errors.items():
+            try:
+                status = FrameStatus(why)
+            except ValueError:
+                status = None
+            if status not in (FrameStatus.EXPIRED, FrameStatus.ERROR):
+                raise ConfigError(f"CloudDone.frame_errors[{i}] is {why!r}: a frame answered without detections is "
+                                  f"FrameStatus.EXPIRED or FrameStatus.ERROR")
+            statuses[i] = status
+        object.__setattr__(self, "frame_errors", statuses)
 
 
 @dataclass(frozen=True)

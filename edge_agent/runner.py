@@ -38,6 +38,7 @@ from yolo_edge.errors import (
     CloudDeadlineExpiredError, CloudError, CloudModelMismatchError, CloudTimeoutError, CloudUnavailableError,
     ConfigError, YoloEdgeError,
 )
+from yolo_edge.wire import FrameStatus
 
 from .config import AgentConfig
 from .core import CoreConfig, DeviceCore
@@ -397,7 +398,7 @@ class Agent:
         except CloudDeadlineExpiredError as exc:  # the endpoint refused the whole request as too late
             results, message = None, str(exc)
             answers, metas = [None] * len(images), [{}] * len(images)
-            frame_errors = {i: "expired" for i in range(len(images))}
+            frame_errors = {i: FrameStatus.EXPIRED for i in range(len(images))}
         except CloudTimeoutError as exc:
             failure, message = Failure.TIMEOUT, str(exc)
         except CloudUnavailableError as exc:
@@ -417,7 +418,9 @@ class Agent:
                     answers.append(r.detections if r.ok else None)
                     metas.append({"model": {"name": r.model.name, "sha256": r.model.sha256}, "timing": r.timing.to_dict()})
                     if not r.ok:
-                        frame_errors[i] = "expired" if r.status.value == "expired" else (r.error or r.status.value)
+                        frame_errors[i] = r.status
+                        if r.error:
+                            logger.debug("%s could not answer frame %d: %s", client, action.seqs[i], r.error)
         with self._lock:
             if failure is None:
                 self._feed(CloudDone(at=self.clock(), request=action.request, answers=answers, metas=metas,

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 from yolo_edge.errors import ConfigError
+from yolo_edge.wire import FrameStatus
 
 from .core import CoreConfig, DeviceCore
 from .events import (
@@ -370,7 +371,7 @@ class SimDevice:
         n = len(self._requests.pop(rid))
         if failure is None:
             ev = CloudDone(at=self.loop.now, request=rid, answers=[None] * n, metas=[{}] * n,
-                           frame_errors={i: "expired" for i in expired}, network_s=network_s)
+                           frame_errors={i: FrameStatus.EXPIRED for i in expired}, network_s=network_s)
         else:
             ev = CloudDone(at=self.loop.now, request=rid, failure=failure, retry_after_s=retry_after)
         self._do(self.core.handle(ev))

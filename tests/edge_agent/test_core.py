@@ -14,6 +14,7 @@ from edge_agent.core import (
     LocalDone, LocalReady, Release, RunLocal, SendBatch, Tick, Uploaded, Wake, WakeDone,
 )
 from yolo_edge.health import HealthConfig
+from yolo_edge.wire import FrameStatus
 from edge_agent.frames import Outcome, Route
 from edge_agent.policy import CloudState, PolicyConfig
 from yolo_edge.errors import ConfigError
@@ -327,6 +328,13 @@ def test_a_bad_event_is_rejected_before_anything_changes_time_included():
         d.feed(FrameCaptured(at=1.0, seq=5))  # past frame 0's deadline: had time moved, it would be late
     d.feed(LocalDone(at=0.2, seq=0, service_s=0.2, answer="dets"))
     assert [(r.seq, r.outcome) for r in d.released] == [(0, Outcome.LOCAL)]
+
+
+def test_a_frame_error_is_a_wire_status_and_nothing_else():
+    assert CloudDone(at=0.0, request=1, frame_errors={0: "expired"}).frame_errors == {0: FrameStatus.EXPIRED}
+    for bad in ("ok", "timeout", None):
+        with pytest.raises(ConfigError, match="FrameStatus.EXPIRED or FrameStatus.ERROR"):
+            CloudDone(at=0.0, request=1, frame_errors={0: bad})
 
 
 def test_a_malformed_answer_leaves_its_request_open_for_the_right_one():
