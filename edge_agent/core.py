@@ -49,6 +49,7 @@ from .events import (
 )
 from .frames import FrameResult, Outcome, Route
 from yolo_edge.health import HealthConfig
+from .hedge import Headroom, Hedges
 from .lane import LaneState, LocalLane
 from .link import FrameSizes, Ladder, Rung, Uplink
 from .policy import CloudState, Mode, Observation, Policy, PolicyConfig, decide
@@ -63,12 +64,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: drop reasons that do not mean the device was short of capacity
-_NOT_SHORT = frozenset({"expired", "shutdown", "local_warming", "local_error", "expired_at_endpoint",
-                        "cloud_frame_error", "cloud_mismatch"})
-#: above this share of the last second's frames dropped for lack of capacity, no hedge goes ahead
-#: of the local queue
-_SHORT_SHARE = 0.05
 #: a cloud request older than this quantile of answer times is overdue: a hedge may go ahead
 _HEDGE_QUANTILE = 0.9
 
@@ -202,10 +197,7 @@ class DeviceCore:
                                estimator=WindowedQuantile(cfg.estimator_window, horizon_s=cfg.estimator_horizon_s,
                                                           forget_s=4 * cfg.estimator_horizon_s))
         #: the last second's frames and its drops for lack of capacity (when each was seen)
-        self._recent_frames: deque[float] = deque()
         self._link_doubt = False  # an upload ended unacknowledged before the link was ever measured
-        self._cloud_outcomes: deque[bool] = deque(maxlen=20)  # the cloud's last frame answers: expired?
-        self._recent_short: deque[float] = deque()
         self._cloud_q: deque[int] = deque()
         specs = (cfg.endpoints or (EndpointSpec(),)) if cloud else ()
         self.pool = CloudPool(specs, max_inflight=cfg.max_inflight, max_batch=cfg.max_batch, health=cfg.health,
@@ -217,8 +209,10 @@ class DeviceCore:
         self._request_ids = 0
         self._frames = ReleaseWindow(cfg.window)
         self._timeouts: list[tuple[float, int]] = []
-        self._hedge_open: set[int] = set()  # hedged frames whose two runs have not both ended
-        self._hedge_answered: set[int] = set()  # ... of which one has answered
+        self._hedges = Hedges()  # frames running on both routes
+        #: the last second's frames and drops for lack of capacity (above 5% dropped, no hedge goes
+        #: ahead of the local queue), and how many of the cloud's last 20 answers were expired
+        self._headroom = Headroom(window_s=1.0, short_share=0.05, answers=20)
         self._uploads_reported = False
         self._next_seq = 0
         self._offloading = False
@@ -340,7 +334,7 @@ class DeviceCore:
 
     def _new_frame(self, seq: int, at: float, captured_at: float | None, budget_s: float | None) -> FrameState:
         captured = at if captured_at is None else captured_at
-        self._recent_frames.append(at)
+        self._headroom.frame(at)
         budget = self.cfg.budget_s if budget_s is None else budget_s
         self._next_seq += 1
         return self._frames.add(FrameState(seq, captured, captured + budget, budget))
@@ -371,7 +365,7 @@ class DeviceCore:
         running = f is not None and (f.stage is Stage.LOCAL_RUN or (f.hedged and f.stage is Stage.CLOUD_FLIGHT))
         if ev.error is not None:
             self.counters["local_errors"] += 1
-            self._hedge_over(ev.seq)
+            self._hedges.over(ev.seq)
             if running and f.stage is Stage.CLOUD_FLIGHT:  # a hedge failed: the cloud may still answer
                 f.hedged = False
             elif running:
@@ -442,7 +436,7 @@ class DeviceCore:
             if f.hedged:  # it is running locally already: that answer is its chance now
                 f.move(Stage.LOCAL_RUN)
                 f.request, f.hedged = None, False
-                self._hedge_over(seq)
+                self._hedges.over(seq)
             else:
                 self._route(f, now, fallback=True)
 
@@ -468,10 +462,10 @@ class DeviceCore:
             f = self._frames.get(seq)
             current = f is not None and f.stage is Stage.CLOUD_FLIGHT and f.request == req.id
             why = ev.frame_errors.get(i)
-            self._cloud_outcomes.append(why is FrameStatus.EXPIRED)
+            self._headroom.cloud_answered(why is FrameStatus.EXPIRED)
             if why is not None:
                 self.counters[("endpoint", req.endpoint.name, f"frames_{why.value}")] += 1
-                self._hedge_over(seq)
+                self._hedges.over(seq)
                 if current and f.hedged:
                     f.move(Stage.LOCAL_RUN)  # the local run is its chance
                     f.request, f.hedged = None, False
@@ -520,7 +514,7 @@ class DeviceCore:
             local_service_s=self.local.estimator.quantile(p.local_quantile, now), cloud_state=state,
             cloud_eta_s=eta, cloud_eta_low_s=low, cloud_link_s=link_s,
             cloud_link_free=cloud and self.link.accepting(now),
-            cloud_expiring=self._expiring() if self.cfg.uploads_share_local_cpu else 0.0,
+            cloud_expiring=self._headroom.expiring if self.cfg.uploads_share_local_cpu else 0.0,
             cloud_pending=pending, cloud_capacity=cap, offloading=self._offloading,
             cloud_probe_due=cloud and len(self.pool) > 0 and pending == 0 and (
                 stale or self.link.stale(now, self.cfg.probe_after_s)),
@@ -702,7 +696,7 @@ class DeviceCore:
             self.counters[("hedge", "moved_local")] += 1
         else:
             f.hedged = True
-            self._hedge_open.add(f.seq)
+            self._hedges.start(f.seq)
             self.counters[("hedge", "started")] += 1
         self.local.start(f.seq, now)
         self._out.append(RunLocal(f.seq))
@@ -714,11 +708,8 @@ class DeviceCore:
         last = self.pool.model.last_at
         if last is None or now - last > self.cfg.probe_after_s:
             return False
-        for q in (self._recent_frames, self._recent_short):
-            while q and q[0] < now - 1.0:
-                q.popleft()
         # a device dropping more than a few frames in a second for lack of capacity has none to spare
-        return len(self._recent_short) <= _SHORT_SHARE * len(self._recent_frames)
+        return self._headroom.spare(now)
 
     def _queue_can_wait(self, slot: float, est: float) -> bool:
         """Whether every frame in the local queue still makes its deadline one run later."""
@@ -740,16 +731,12 @@ class DeviceCore:
             return self.link.upload_end(now, 0) + p90 <= f.deadline and not self.link.overdue(now)
         return now - req.since <= p90 and req.since + p90 <= f.deadline
 
-    def _expiring(self) -> float:
-        """The share of the cloud's recent frame answers that were "expired"."""
-        return sum(self._cloud_outcomes) / len(self._cloud_outcomes) if self._cloud_outcomes else 0.0
-
     def _rescue_local(self, f: FrameState, now: float) -> bool:
         """A cloud frame came back unanswered (expired at the endpoint, an error): it runs
         locally next if that can still answer it in time at no other frame's expense."""
         if not self._hedging or not self.local.ready or not self._spare(now):
             return False
-        if self.cfg.uploads_share_local_cpu and self._expiring() > 0.5:
+        if self.cfg.uploads_share_local_cpu and self._headroom.expiring > 0.5:
             return False  # a cloud expiring most frames: rescuing them all would starve the local queue
         est = self.local.estimate(self._pcfg.local_quantile, now)
         slot = self.local.slot(now, est, self._frames)
@@ -852,8 +839,8 @@ class DeviceCore:
 
     # -- results ---------------------------------------------------------------------------
     def _resolve(self, f: FrameState, outcome: Outcome, reason: str | None) -> None:
-        if outcome is Outcome.DROPPED and reason not in _NOT_SHORT:
-            self._recent_short.append(self._now)
+        if outcome is Outcome.DROPPED:
+            self._headroom.dropped(reason, self._now)
         f.move(Stage.DONE)
         f.outcome = outcome
         if reason is not None:
@@ -867,19 +854,10 @@ class DeviceCore:
 
     def _hedge_second(self, seq: int, route: Route) -> bool:
         """Whether this answer is the second of a hedged frame's two (counted here, used nowhere)."""
-        if seq not in self._hedge_open:
-            return False
-        if seq in self._hedge_answered:
-            self._hedge_over(seq)
+        if self._hedges.second(seq):
             self.counters[("hedge", "second_answer", route.value)] += 1
             return True
-        self._hedge_answered.add(seq)
         return False
-
-    def _hedge_over(self, seq: int) -> None:
-        """One of a hedged frame's two runs ended without an answer: no second answer will come."""
-        self._hedge_open.discard(seq)
-        self._hedge_answered.discard(seq)
 
     def _late_answer(self, seq: int, route: Route, now: float) -> None:
         """An answer for a frame that already left without one: counted, never released twice."""
