@@ -47,8 +47,11 @@ def runs():
 def test_threaded_agent_and_simulator_agree(runs, name):
     threaded, sim = runs[name].stats, simulate(TRACES[name]).stats
     assert abs(threaded.frames - sim.frames) <= 1  # the warm-up cut may fall either side of one frame
-    assert abs(threaded.within_share - sim.within_share) <= 0.01, (threaded.as_dict(), sim.as_dict())
-    assert abs(threaded.offload_ratio - sim.offload_ratio) <= 0.02, (threaded.as_dict(), sim.as_dict())
+    # measured on a quiet machine: within-budget shares 0-0.6 points apart, and the threaded
+    # agent offloading 0.2-1.5 points more (its local worker waits for thread wake-ups the
+    # simulator does not have); up to 1.3 and 2.4 points with other work on the 2 cores
+    assert abs(threaded.within_share - sim.within_share) <= 0.015, (threaded.as_dict(), sim.as_dict())
+    assert abs(threaded.offload_ratio - sim.offload_ratio) <= 0.03, (threaded.as_dict(), sim.as_dict())
 
 
 @pytest.mark.slow
