@@ -127,23 +127,30 @@ def test_bad_policies_fail_with_what_is_expected():
 
 # -- what is retried --------------------------------------------------------------------------
 
-def test_a_connect_timeout_is_retried_even_for_a_post():
-    # a listener whose accept queue is full drops new SYNs: a real connect timeout on loopback
+def full_listener() -> tuple[socket.socket, int, list[socket.socket]]:
+    """A 127.0.0.1 listener whose accept queue is full, so it drops new SYNs (a real connect
+    timeout on loopback): (the listener, its port, the connections that fill its queue)."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(0)
     port = listener.getsockname()[1]
     fillers = []
-    while True:
+    for _ in range(10):
         probe = socket.socket()
         probe.settimeout(0.3)
         try:
             probe.connect(("127.0.0.1", port))
         except (socket.timeout, TimeoutError):
             probe.close()
-            break
+            return listener, port, fillers
         fillers.append(probe)
-    assert len(fillers) < 10
+    for sock in [*fillers, listener]:
+        sock.close()
+    raise AssertionError("the listener's accept queue never filled: no connect timeout to test")
+
+
+def test_a_connect_timeout_is_retried_even_for_a_post():
+    listener, port, fillers = full_listener()
     script = Script(OK)
     servers: list[Server] = []
 
@@ -173,21 +180,8 @@ def test_a_connect_timeout_is_retried_even_for_a_post():
 
 
 def test_a_connect_timeout_without_retries_left_is_unavailable():
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    port = listener.getsockname()[1]
-    fillers = []
+    listener, port, fillers = full_listener()
     try:
-        for _ in range(10):
-            probe = socket.socket()
-            probe.settimeout(0.3)
-            try:
-                probe.connect(("127.0.0.1", port))
-            except (socket.timeout, TimeoutError):
-                probe.close()
-                break
-            fillers.append(probe)
         with transport(f"http://127.0.0.1:{port}", [], max_retries=0, timeout=0.3) as t:
             with pytest.raises(CloudUnavailableError, match=r"no connection within 0.3 s; is it running\?"):
                 t.request("POST", "/detect", data=b"x")
