@@ -323,6 +323,8 @@ class DeviceCore:
                 raise ConfigError(f"CloudDone for request {event.request}, which this core never sent (or answered twice)")
             if event.failure is None:
                 self._check_answer(req, event)
+            if event.uploaded is False and req.uploaded_at is not None:
+                raise ConfigError(f"CloudDone for request {req.id} says it was not uploaded, but its upload was reported")
         elif isinstance(event, Uploaded):
             req = self._requests.get(event.request)
             if (req is not None and req.uploaded_at is None and event.frame_bytes
@@ -401,13 +403,16 @@ class DeviceCore:
         ep = req.endpoint
         if req.uploaded_at is None:
             self.link.drop(req.id)
-            if ev.failure is None and not self._uploads_reported and self.link.prior_Bps is not None:
+            if ev.failure is None and ev.uploaded is None and not self._uploads_reported and self.link.prior_Bps is not None:
                 # this driver does not say when an upload has left: nothing can be measured, so
                 # the uplink is not planned for (a guessed prior would only hold requests back)
                 logger.debug("the driver reports no uploads: the uplink is not modelled")
                 self.link.prior_Bps = None
         if not req.timed_out:
             self.pool.finished(ep, len(req.seqs), req.id)
+        if ev.uploaded is False:
+            self._not_sent(req, ev.at)
+            return
         if ev.failure is None:
             self._on_answer(req, ev)
             return
@@ -426,6 +431,24 @@ class DeviceCore:
                 raise ConfigError(f"request {req.id} sent {n} frames but got {len(values)} {name}")
         if any(not 0 <= i < n for i in ev.frame_errors):
             raise ConfigError(f"request {req.id} has {n} frames; frame_errors names {sorted(ev.frame_errors)}")
+
+    def _not_sent(self, req: _Request, now: float) -> None:
+        """The client did not upload the request: its frames' budgets ran out before they could be
+        sent. It says nothing of the endpoint (no answer time, no expiry of its own), and the
+        frames go back through the policy with the uplink too slow for them."""
+        self.counters[("uplink", "not_sent_requests")] += 1
+        if req.timed_out:
+            return
+        for seq in req.seqs:
+            f = self._frames.get(seq)
+            if f is None or f.stage is not Stage.CLOUD_FLIGHT or f.request != req.id:
+                continue
+            self._hedges.over(seq)
+            if f.hedged:
+                f.move(Stage.LOCAL_RUN)
+                f.request, f.hedged = None, False
+            else:
+                self._route(f, now, fallback=True, cloud_block="uplink_too_slow")
 
     def _requeue(self, req: _Request, now: float) -> None:
         """The request failed or timed out: its frames still waiting on it go back through the policy."""
@@ -575,18 +598,21 @@ class DeviceCore:
                 self.counters[("cloud_queue_left", plan)] += 1
                 self._route(f, now, fallback=True, cloud_block=plan)
                 continue
-            ep, seqs, rung = plan
+            ep, seqs, rung, chance = plan
             for _ in seqs:
                 self._cloud_q.popleft()
-            self._send(ep, seqs, rung, now)
+            self._send(ep, seqs, rung, now, chance=chance)
 
-    def _plan(self, now: float) -> tuple[Endpoint, tuple[int, ...], Rung] | str | None:
-        """The next request: (endpoint, frames, encoding), None while no endpoint has a free slot,
-        or why the head of the queue cannot go (the uplink cannot carry it in time).
+    def _plan(self, now: float) -> tuple[Endpoint, tuple[int, ...], Rung, bool] | str | None:
+        """The next request: (endpoint, frames, encoding, whether it is a chance), None while no
+        endpoint has a free slot, or why the head of the queue cannot go (the uplink cannot
+        carry it in time).
 
         The encoding is the best rung whose answer still fits the batch's deadline (at the
         planning quantile, else at the optimistic one) without making a frame queued behind
-        it miss a deadline it would meet at the floor.
+        it miss a deadline it would meet at the floor. A chance is a request the plan does
+        not expect in time: it goes if the link turns out faster than measured (or, stale, to
+        measure it).
         """
         p, ladder = self._pcfg, self.cfg.ladder
         head = self._frames[self._cloud_q[0]]
@@ -606,15 +632,15 @@ class DeviceCore:
                 nbytes = len(seqs) * self.sizes.estimate(rung)
                 if (self.link.upload_end(now, nbytes) + post <= due
                         and self._behind_still_fit(now, behind, nbytes, floor_bytes, len(seqs))):
-                    return ep, seqs, rung
+                    return ep, seqs, rung, False
         best = rungs[0]
         if self.link.upload_end(now, len(seqs) * self.sizes.estimate(best)) - now <= 0.1 * max(0.0, due - now):
-            return ep, seqs, best  # the uplink is no factor: a chance, as good as it gets
+            return ep, seqs, best, True  # the uplink is no factor: a chance, as good as it gets
         link_s = self.link.upload_end(now, len(seqs) * floor_bytes) - now
         post_low = self.pool.post_upload(ep, p.cloud_chance_quantile, now, stuck=False)
         if link_s > post_low and now + link_s + post_low > due and not self.link.stale(now, self.cfg.probe_after_s):
             return "uplink_too_slow"
-        return ep, seqs, ladder.floor  # a chance (or a probe of a link not measured lately), at the smallest size
+        return ep, seqs, ladder.floor, True  # a chance (or a probe of a link not measured lately), at the smallest size
 
     def _behind_still_fit(self, now: float, behind: list[FrameState], nbytes: float, floor_bytes: float, n: int) -> bool:
         p = self._pcfg
@@ -626,7 +652,7 @@ class DeviceCore:
                 return False
         return True
 
-    def _send(self, ep: Endpoint, seqs: tuple[int, ...], rung: Rung, now: float) -> None:
+    def _send(self, ep: Endpoint, seqs: tuple[int, ...], rung: Rung, now: float, *, chance: bool = False) -> None:
         self._request_ids += 1
         timeout = self.cfg.request_timeout_s
         frames = [self._frames[s] for s in seqs]
@@ -641,8 +667,13 @@ class DeviceCore:
             f.move(Stage.CLOUD_FLIGHT)
             f.request, f.rung, f.nbytes = req.id, rung, None
         self.counters["requests"] += 1
-        # each frame's budget on the wire is net of its upload and of the endpoint's usual network time
-        network = (upload_end - now) + self.link.latency_s + (ep.network.quantile(0.5) or 0.0)
+        # each frame's budget on the wire is net of its upload and of the endpoint's usual network
+        # time; a chance's is net of the network time only: its planned upload would spend the
+        # budget before it is sent, so the client would answer it expired without uploading it,
+        # and a link not measured lately would never be measured again
+        network = self.link.latency_s + (ep.network.quantile(0.5) or 0.0)
+        if not chance:
+            network += upload_end - now
         self._out.append(SendBatch(req.id, ep.index, seqs, timeout, tuple(f.deadline for f in frames), network,
                                    encodings=tuple(rung.name for _ in seqs)))
 

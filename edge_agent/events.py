@@ -110,8 +110,16 @@ class CloudDone:
     #: the request's time on the network (its round trip less the endpoint's own time), when the
     #: endpoint says how long it took; the device sends budgets net of it
     network_s: float | None = None
+    #: False when nothing of the request was uploaded: the client answered its frames expired
+    #: because their budgets ran out before they could be sent (not the endpoint's answer);
+    #: None when the driver cannot tell
+    uploaded: bool | None = None
 
     def __post_init__(self) -> None:
+        if self.uploaded is False and (self.failure is not None or len(self.frame_errors) != len(self.answers or ())
+                                       or any(why != FrameStatus.EXPIRED for why in self.frame_errors.values())):
+            raise ConfigError("CloudDone(uploaded=False) answers every frame of its request FrameStatus.EXPIRED "
+                              "(not sent: its budget ran out first), with no failure")
         statuses = {}
         for i, why in self.frame_errors.items():
             try:

@@ -381,6 +381,7 @@ class Agent:
         answers, metas, frame_errors, network = None, None, {}, None
         sent = self.clock()
         options: dict[str, Any] = {}
+        not_sent: list[int] = []  # the frames the client did not upload: their budgets ran out first
         if getattr(client, "upload_encodings", False) and action.encodings:
             # the encoding the core chose for each frame, and when the upload has left the device
             options["jpeg_qualities"] = [Rung.parse(name).quality for name in action.encodings]
@@ -390,6 +391,7 @@ class Agent:
                     self._feed(Uploaded(at=self.clock(), request=action.request, frame_bytes=tuple(sizes), rtt_s=rtt_s))
 
             options["on_uploaded"] = on_uploaded
+            options["on_not_sent"] = not_sent.append
         try:
             with self.stages.stage("upload"):
                 results = client.detect_frames(images, budgets_s=budgets, **options)
@@ -424,7 +426,8 @@ class Agent:
         with self._lock:
             if failure is None:
                 self._feed(CloudDone(at=self.clock(), request=action.request, answers=answers, metas=metas,
-                                     frame_errors=frame_errors, network_s=network))
+                                     frame_errors=frame_errors, network_s=network,
+                                     uploaded=False if len(set(not_sent)) == len(images) else None))
             else:
                 self._feed(CloudDone(at=self.clock(), request=action.request, failure=failure,
                                      retry_after_s=retry_after, message=message))

@@ -335,6 +335,10 @@ class SimDevice:
         net = self.s.network_time(a.seqs[0], now, cloud.c)
         # the budgets on the wire are net of the endpoint's usual network time, as the agent sends them
         deadlines = [d - a.network_s for d in a.deadlines]
+        if all(d <= now for d in deadlines):
+            # as the client does: no frame has any budget left to send it with, so none is uploaded
+            self.loop.at(now, self._not_sent, a.request)
+            return
         done = lambda failure, retry, expired, rid=a.request, net=net: self._cloud_done(  # noqa: E731
             rid, failure, retry, expired, net)
         if self.link is None:  # no link: the request only pays its round trip; its upload is instant
@@ -351,6 +355,11 @@ class SimDevice:
         self.loop.at(left + net, self._uploaded, a.request, frame_bytes, net)  # the last byte's acknowledgement
         deadlines = [d + (left - now) for d in deadlines]
         self.loop.at(left, lambda: cloud.request(deadlines, net, max(0.0, a.timeout_s - (left - now)), done))
+
+    def _not_sent(self, rid: int) -> None:
+        n = len(self._requests.pop(rid))
+        self._do(self.core.handle(CloudDone(at=self.loop.now, request=rid, answers=[None] * n, metas=[{}] * n,
+                                            frame_errors={i: FrameStatus.EXPIRED for i in range(n)}, uploaded=False)))
 
     def _uploaded(self, rid: int, frame_bytes: tuple[int, ...], rtt_s: float | None = None) -> None:
         self._do(self.core.handle(Uploaded(at=self.loop.now, request=rid, frame_bytes=frame_bytes, rtt_s=rtt_s)))

@@ -271,6 +271,7 @@ class CloudClient:
         channels: str = "bgr",
         jpeg_qualities: Sequence[int | None] | None = None,
         on_uploaded: Callable[[list[int], float | None], None] | None = None,
+        on_not_sent: Callable[[int], None] | None = None,
     ) -> list[FrameResult]:
         """Like :meth:`detect_many`, but every frame's own :class:`~yolo_edge.wire.FrameResult`.
 
@@ -286,7 +287,9 @@ class CloudClient:
         called in this thread with the encoded size of each frame of a request, in order,
         once the service has acknowledged the request's last byte (when the upload has
         left the device; once per try): the caller can then tell the time on the wire from
-        the time in the service.
+        the time in the service. ``on_not_sent`` is called with the index of each frame that
+        is not uploaded because its budget ran out first (its result is EXPIRED too, but
+        the service never saw it).
         """
         images = image_list(images, "detect_frames")
         if jpeg_qualities is not None:
@@ -297,13 +300,16 @@ class CloudClient:
                                   f"(lossless) or an integer within 1..100, got {short_repr(jpeg_qualities)}")
         if on_uploaded is not None and not callable(on_uploaded):
             raise ConfigError(f"on_uploaded must be a function of the list of encoded sizes, got {short_repr(on_uploaded)}")
+        if on_not_sent is not None and not callable(on_not_sent):
+            raise ConfigError(f"on_not_sent must be a function of a frame's index, got {short_repr(on_not_sent)}")
         return self._detect(images, conf=conf, iou=iou, classes=classes, max_det=max_det, channels=channels,
-                            budgets_s=budgets_s, qualities=jpeg_qualities, on_uploaded=on_uploaded)[0]
+                            budgets_s=budgets_s, qualities=jpeg_qualities, on_uploaded=on_uploaded,
+                            on_not_sent=on_not_sent)[0]
 
     # -- internals -------------------------------------------------------------------
     def _detect(self, images: list[Any], *, channels: str, budgets_s: Any = None,
                 qualities: list[int | None] | None = None, on_uploaded: Callable[..., None] | None = None,
-                **options: Any) -> tuple[list[FrameResult], list[float]]:
+                on_not_sent: Callable[[int], None] | None = None, **options: Any) -> tuple[list[FrameResult], list[float]]:
         """Every frame's result: frames not expired are encoded, checked against the service's
         limits (all of them, before anything is uploaded), and sent in as many requests as
         those limits take."""
@@ -312,7 +318,13 @@ class CloudClient:
         deadlines = frame_deadlines(budgets_s, len(images), time.monotonic())
         results: list[FrameResult | None] = [None] * len(images)
         roundtrips = [0.0] * len(images)
-        pending = _unexpired(list(range(len(images))), deadlines, results, self._not_sent)
+
+        def not_sent(i: int, late_s: float) -> FrameResult:
+            if on_not_sent is not None:
+                on_not_sent(i)
+            return self._not_sent(late_s)
+
+        pending = _unexpired(list(range(len(images))), deadlines, results, not_sent)
         uploads: dict[int, Upload] = {}
         if pending:
             info = self.service_info()
@@ -322,14 +334,14 @@ class CloudClient:
                 uploads[i] = prepare_upload(images[i], channels=channels, imgsz=info.imgsz if self.downscale else None,
                                             jpeg_quality=quality, limits=limits)
                 check_fits(i, uploads[i], _form_fields(form, deadlines, [i]), limits, self.endpoint)
-            pending = _unexpired(pending, deadlines, results, self._not_sent)  # encoding took time
+            pending = _unexpired(pending, deadlines, results, not_sent)  # encoding took time
         while pending:
             head = pending[:limits.max_images]
             # each frame fits a request alone (checked above): at least one goes, whatever the others
             count = max(1, fit_request([(len(uploads[i].data), uploads[i].pixels) for i in head],
                                        _form_fields(form, deadlines, head), limits))
             self._send(pending[:count], uploads, deadlines, form, results, roundtrips, on_uploaded)
-            pending = _unexpired(pending[count:], deadlines, results, self._not_sent)
+            pending = _unexpired(pending[count:], deadlines, results, not_sent)
         return [r for r in results if r is not None], roundtrips
 
     def _send(self, chunk: list[int], uploads: dict[int, Upload], deadlines: list[float | None] | None,
@@ -373,13 +385,13 @@ class CloudClient:
 
 
 def _unexpired(pending: list[int], deadlines: list[float | None] | None, results: list[FrameResult | None],
-               not_sent: Callable[[float], FrameResult]) -> list[int]:
-    """``pending`` less the frames whose deadline has passed (answered ``not_sent(seconds late)`` in ``results``)."""
+               not_sent: Callable[[int, float], FrameResult]) -> list[int]:
+    """``pending`` less the frames whose deadline has passed (answered ``not_sent(index, seconds late)`` in ``results``)."""
     now = time.monotonic()
     for i in pending:
         late = None if deadlines is None else deadlines[i]
         if late is not None and late <= now:
-            results[i] = not_sent(now - late)
+            results[i] = not_sent(i, now - late)
     return [i for i in pending if results[i] is None]
 
 

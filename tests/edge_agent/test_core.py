@@ -16,6 +16,7 @@ from edge_agent.core import (
 from yolo_edge.health import HealthConfig
 from yolo_edge.wire import FrameStatus
 from edge_agent.frames import Outcome, Route
+from edge_agent.link import Ladder
 from edge_agent.policy import CloudState, PolicyConfig
 from yolo_edge.errors import ConfigError
 
@@ -543,3 +544,62 @@ def test_an_endpoint_failing_again_and_again_goes_out_of_rotation():
     drive_cloud_failures(d, 3, 0.0)
     assert [e.state for e in d.core.snapshot(0.1).endpoints] == ["out"]
     assert d.core.counters[("endpoint", "only", "taken_out")] == 1
+
+
+def _slow_stale_link():
+    """A hybrid core whose local backend is still warming up, uploading PNG only, whose uplink was measured at 16.7 kB/s (its frames
+    of 7.5 kB do not fit a 0.5 s budget on it) and then left unused for over ``probe_after_s``."""
+    d = Driver(DeviceCore(cfg(ladder=Ladder.parse("png")), cloud_warm=True, local_ready=False))
+    d.frame(0.0)
+    (first,) = d.sent
+    d.feed(Uploaded(at=0.45, request=first.request, frame_bytes=(7_500,)))
+    d.feed(CloudDone(at=0.48, request=first.request, answers=("c",), metas=({},)))
+    assert d.core.link.goodput(0.48) == pytest.approx(7_500 / 0.45, rel=0.01)
+    d.tick_until(2.0)
+    assert d.core.link.stale(2.0, d.core.cfg.probe_after_s)
+    return d
+
+
+def test_a_probe_of_a_slow_stale_link_is_sent_with_a_budget_the_client_can_upload():
+    """The probe is a chance: its planned upload would spend its whole budget, so the budget on
+    the wire is net of the network time only. Net of the planned upload too, the client would
+    answer it expired without uploading it, the link would never be measured again, and every
+    next frame would go the same way (780 requests, 777 never uploaded, over a real 1 Mbit/s drive)."""
+    d = _slow_stale_link()
+    d.frame(2.0)
+    probe = d.sent[-1]
+    assert probe.seqs == (1,) and probe.encodings == (d.core.cfg.ladder.floor.name,)
+    planned_upload = d.core.link.upload_end(2.0, d.core.sizes.estimate(d.core.cfg.ladder.floor)) - 2.0
+    assert planned_upload > BUDGET  # the plan says it cannot make it
+    assert probe.deadlines[0] - 2.0 - probe.network_s > 0.4  # yet the client gets to upload it
+
+
+def test_frames_the_client_did_not_upload_are_not_the_endpoints_expiries():
+    d = _slow_stale_link()
+    d.frame(2.0)
+    probe = d.sent[-1]
+    samples = d.core.pool.model.count if hasattr(d.core.pool.model, "count") else None
+    expiring = d.core._headroom.expiring
+    d.feed(CloudDone(at=2.01, request=probe.request, answers=(None,), metas=({},),
+                     frame_errors={0: FrameStatus.EXPIRED}, uploaded=False))
+    assert d.core.counters[("uplink", "not_sent_requests")] == 1
+    assert d.core.counters[("endpoint", "cloud", "frames_expired")] == 0  # not the endpoint's answer
+    assert d.core._headroom.expiring == expiring
+    if samples is not None:
+        assert d.core.pool.model.count == samples
+    (r,) = [r for r in d.released if r.seq == 1]
+    assert (r.outcome, r.reason) == (Outcome.DROPPED, "uplink_too_slow")
+    with pytest.raises(ConfigError, match="uploaded=False"):
+        CloudDone(at=2.02, request=probe.request, answers=("c",), metas=({},), uploaded=False)
+
+
+def test_a_request_reported_uploaded_cannot_be_answered_as_not_sent():
+    d = Driver(DeviceCore(cloud_only(), cloud_warm=True))
+    d.frame(0.0)
+    (req,) = d.sent
+    d.feed(Uploaded(at=0.05, request=req.request, frame_bytes=(1000,)))
+    snap = d.core.snapshot(0.1)
+    with pytest.raises(ConfigError, match="not uploaded"):
+        d.feed(CloudDone(at=0.1, request=req.request, answers=(None,), metas=({},),
+                         frame_errors={0: FrameStatus.EXPIRED}, uploaded=False))
+    assert d.core.snapshot(0.1) == snap

@@ -248,3 +248,28 @@ def test_local_workers_can_be_pinned_to_cores():
     assert seen == [{0}] and os.sched_getaffinity(0) != {0} or os.cpu_count() == 1  # only the worker thread
     with pytest.raises(ConfigError, match="local_cpus"):
         AgentConfig(local_cpus=["a"])
+
+
+class SpentBudgetCloud(FakeCloud):
+    """A client that can report its uploads, and has no budget left to upload any frame with."""
+
+    upload_encodings = True
+
+    def detect_frames(self, images, budgets_s=None, jpeg_qualities=None, on_uploaded=None, on_not_sent=None):
+        from yolo_edge.wire import FrameResult, FrameStatus, ModelRef
+
+        for i in range(len(images)):
+            on_not_sent(i)
+        return [FrameResult(status=FrameStatus.EXPIRED, model=ModelRef("fake", "aaaa"), error="not uploaded")
+                for _ in images]
+
+
+def test_frames_the_client_did_not_upload_are_reported_as_such_not_as_the_endpoints():
+    sink = ListSink()
+    agent = Agent(AgentConfig(latency_budget_ms=300, mode="cloud"), detector=SlowDetector(), cloud=SpentBudgetCloud(),
+                  sinks=[sink], cloud_warm=True)
+    with agent:
+        agent.submit(IMG)
+    (r,) = sink.results
+    assert (r.outcome, r.reason) == (Outcome.DROPPED, "uplink_too_slow")
+    assert agent.core.counters[("uplink", "not_sent_requests")] == 1

@@ -501,6 +501,18 @@ def test_a_spent_budget_is_not_uploaded():
     assert "not uploaded" in results[2].error and results[2].model.sha256 == SHA
 
 
+def test_the_caller_learns_which_frames_were_not_uploaded():
+    """A frame answered expired by the client itself is told apart from one the service expired."""
+    client, _, _ = make_client(service(lambda req: (200, [detect_item([], (10, 10))], None)), downscale=False,
+                               expected_sha256=SHA)
+    not_sent = []
+    client.detect_frames([jpeg(10, 10), jpeg(20, 20), jpeg(30, 30)], budgets_s=[0.0, 50.0, -1.0],
+                         on_not_sent=not_sent.append)
+    assert sorted(not_sent) == [0, 2]
+    with pytest.raises(ConfigError, match="on_not_sent"):
+        client.detect_frames([jpeg(10, 10)], on_not_sent="nope")
+
+
 def test_when_every_budget_is_spent_no_request_is_made():
     from yolo_edge.wire import FrameStatus
 
