@@ -125,6 +125,8 @@ def run_agent(mode: str, detector, url: str | None, frames, fps: float, seconds:
              local_service_s=timed.times, local_answers=stats.outcomes[Outcome.LOCAL],
              cloud_answers=stats.outcomes[Outcome.CLOUD],
              hedges={k[1]: v for k, v in agent.core.counters.items() if isinstance(k, tuple) and k[0] == "hedge"},
+             decisions={f"{k[1]}/{k[2]}": v for k, v in agent.core.counters.items()
+                        if isinstance(k, tuple) and k[0] == "decision"},
              cloud_server_ms=[t.get("server_ms") for t in cloud_timing if t.get("server_ms")],
              # one frame's model time on the service, from each answer's batch (the simulator's
              # batch of n costs 1 + 0.5 (n - 1) single frames) plus its decoding; queueing is the
@@ -205,7 +207,8 @@ def main(argv=None) -> int:
                            "local_only": local["within_budget_share"], "hybrid": hybrid["within_budget_share"],
                            "sim_hybrid": round(sim, 4), "gap_points": round(100 * (sim - hybrid["within_budget_share"]), 1),
                            "uploads": hybrid["uploads"], "uplink": hybrid["uplink"], "drops": hybrid["drops"],
-                           "late": hybrid["late"], "local_service_ms": round(1000 * local_s, 1),
+                           "late": hybrid["late"], "local_only_drops": local["drops"], "local_only_late": local["late"],
+                           "hybrid_decisions": hybrid["decisions"], "local_service_ms": round(1000 * local_s, 1),
                            "local_ms_in_hybrid": round(1000 * statistics.mean(hybrid["local_service_s"] or [0]), 1),
                            "local_answers": [local["local_answers"], hybrid["local_answers"]],
                            "upload_cpu_ms": round(1000 * hybrid["upload_cpu_s"], 2),

@@ -41,8 +41,13 @@ try:  # SIOCOUTQ is TIOCOUTQ on Linux: bytes in a TCP socket's send queue, not y
 except (ImportError, AttributeError):  # pragma: no cover - not Linux
     _SIOCOUTQ = None
 
-#: how often the send queue is looked at while it drains, and for how long at most
+#: the send queue is looked at every _POLL_S at first and near the end of the drain; in
+#: between, at a fraction of the time the rest should take at the rate seen so far (and of the
+#: time waited so far), never more than _MAX_POLL_S apart: a few dozen looks per upload over a
+#: slow link instead of hundreds, each a wake-up of the device's CPU, and an ending seen within
+#: a few percent of the upload's time. _MAX_WAIT_S: the longest wait.
 _POLL_S = 0.002
+_MAX_POLL_S = 0.05
 _MAX_WAIT_S = 120.0
 
 
@@ -94,13 +99,27 @@ _MIN_RTT_OFFSET = 148
 def _wait_acknowledged(sock: Any, limit_s: float) -> bool:
     """Wait until every byte sent on ``sock`` is acknowledged; False if some still are not after
     ``limit_s`` (the upload has not left: nothing is reported)."""
-    end = time.monotonic() + limit_s
-    while (left := unacknowledged_bytes(sock)) and time.monotonic() < end:
-        time.sleep(_POLL_S)
+    start = time.monotonic()
+    end = start + limit_s
+    first = unacknowledged_bytes(sock)
+    left = first
+    while left and (now := time.monotonic()) < end:
+        time.sleep(_poll_interval(first, left, now - start))
+        left = unacknowledged_bytes(sock)
     if left:
         logger.debug("%d bytes still unacknowledged after %.1f s", left, limit_s)
         return False
     return True
+
+
+def _poll_interval(first: int | None, left: int, waited_s: float) -> float:
+    """How long to sleep before looking at the send queue again: ``left`` of ``first`` bytes
+    still unacknowledged after ``waited_s``."""
+    interval = min(_MAX_POLL_S, 0.25 * waited_s)
+    drained = (first or 0) - left
+    if drained > 0 and waited_s > 0:
+        interval = min(interval, 0.5 * left * waited_s / drained)  # half what the rest should take
+    return max(_POLL_S, interval)
 
 
 def _timed(base: type) -> type:

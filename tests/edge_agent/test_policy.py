@@ -33,8 +33,14 @@ CASES = [
      obs(local_queued=8, local_busy=1, local_service_s=0.001), Route.CLOUD, "local_queue_full", False),
     ("old frame has less budget left", obs(frame_age_s=0.3, local_queued=2, local_busy=1), Route.CLOUD, "local_over_budget", False),
     ("expired frame is dropped", obs(frame_age_s=0.5), Route.DROP, "expired", False),
-    ("cloud too slow falls back to local", obs(local_queued=7, local_busy=1, cloud_eta_s=0.6),
+    # offloading, local takes frames at local_low (0.6 x 0.5); with the cloud too slow, up to
+    # local_fallback (0.8, here local_high too): (5 + 1 + 1) x 0.05 = 0.35 <= 0.8 x 0.5
+    ("cloud too slow falls back to local", obs(local_queued=5, local_busy=1, cloud_eta_s=0.6, offloading=True),
      Route.LOCAL, "fallback_cloud_too_slow", False),
+    # ... but not past it: (7 + 1 + 1) x 0.05 = 0.45 would end by the deadline, on the estimate
+    # (a real device's run times have a longer tail than the estimate's quantile)
+    ("cloud too slow: local takes no more than local_fallback of the budget", obs(local_queued=7, local_busy=1, cloud_eta_s=0.6),
+     Route.DROP, "cloud_too_slow", False),
     ("cloud too slow and local hopeless drops", obs(local_queued=8, local_busy=1, local_service_s=0.1, cloud_eta_s=0.6),
      Route.DROP, "cloud_too_slow", False),
     ("a real chance in an idle cloud is taken", obs(local_queued=8, local_busy=1, local_service_s=0.1, cloud_eta_s=0.6,
@@ -49,7 +55,7 @@ CASES = [
      False),
     ("cold cloud wakes when the queue rises", obs(local_queued=2, local_busy=1, cloud_state=C), Route.LOCAL, "local_fits", True),
     ("cold cloud not woken when idle", obs(local_queued=0, local_busy=1, cloud_state=C), Route.LOCAL, "local_fits", False),
-    ("cold cloud: overflow falls back to local", obs(local_queued=7, local_busy=1, cloud_state=C),
+    ("cold cloud: overflow falls back to local", obs(local_queued=5, local_busy=1, cloud_state=C, offloading=True),
      Route.LOCAL, "fallback_cloud_cold", True),
     ("cold cloud and full queue drops with reason", obs(local_queued=8, local_busy=1, cloud_state=C),
      Route.DROP, "cloud_cold", True),
@@ -142,3 +148,17 @@ def test_make_policy_strategies():
 def test_config_validation(kw):
     with pytest.raises(ConfigError):
         PolicyConfig(**kw)
+
+
+def test_with_the_cloud_too_slow_local_absorbs_the_overflow_up_to_local_fallback_not_the_whole_budget():
+    cfg = PolicyConfig(latency_budget_s=0.5)  # local_high 0.5, local_fallback 0.8
+    slow_cloud = dict(local_busy=1, local_service_s=0.05, cloud_eta_s=0.6)
+    d = decide(obs(local_queued=5, **slow_cloud), cfg)  # 0.35 s: past local_high x 0.5, within 0.8 x 0.5
+    assert (d.route, d.reason) == (Route.LOCAL, "fallback_cloud_too_slow")
+    d = decide(obs(local_queued=7, **slow_cloud), cfg)  # 0.45 s: by the deadline, on the estimate; not taken
+    assert (d.route, d.reason) == (Route.DROP, "cloud_too_slow")
+    # over an uplink too slow for any frame, local only's own terms
+    d = decide(obs(local_queued=5, **{**slow_cloud, "cloud_link_s": 0.6}), cfg)
+    assert (d.route, d.reason) == (Route.DROP, "uplink_too_slow")
+    with pytest.raises(ConfigError, match="local_fallback"):
+        PolicyConfig(local_fallback=1.5)

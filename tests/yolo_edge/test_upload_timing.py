@@ -54,6 +54,30 @@ def test_the_acknowledgement_comes_when_the_body_has_arrived_not_with_the_answer
     assert rtt is None or 0 <= rtt < 0.05  # loopback
 
 
+def test_a_slow_upload_is_watched_with_few_wakeups(server, monkeypatch):
+    """Every look at the send queue wakes the device's CPU, which a small device shares with
+    its local inference: the queue is looked at a few dozen times over a slow upload, not
+    every 2 ms, and its end is still seen within a few percent of its time."""
+    import yolo_edge.upload_timing as ut
+
+    looks = []
+
+    def counted(sock):
+        looks.append(time.monotonic())
+        return real(sock)
+
+    real = ut.unacknowledged_bytes
+    monkeypatch.setattr(ut, "unacknowledged_bytes", counted)
+    session, acked = timed_session(), []
+    t0 = time.monotonic()
+    with on_acknowledged(lambda rtt: acked.append(time.monotonic())):
+        session.post(f"http://127.0.0.1:{server.server_port}/x", data=b"x" * (4 << 20))
+    upload_s = server.read_at - t0
+    assert upload_s > 0.2 and len(acked) == 1
+    assert len(looks) < 50, f"{len(looks)} looks over {upload_s:.2f} s"  # a 2 ms poll: over 100
+    assert acked[0] <= server.read_at + max(0.02, 0.1 * upload_s)
+
+
 def test_nothing_is_waited_for_without_an_observer(server):
     resp = timed_session().post(f"http://127.0.0.1:{server.server_port}/x", data=b"x" * 1000)
     assert resp.status_code == 200
