@@ -104,7 +104,8 @@ class CoreConfig:
     uplink_prior_bps: float | None = 10e6
     #: the device's uploads (shrinking, encoding, HTTP) run on the local worker's core (a one-core
     #: device): an upload with little chance of an answer then costs local capacity, so no frame
-    #: is sent on a chance while most of the cloud's recent answers were "expired"
+    #: is sent on a chance (a probe aside) while most of the cloud's recent answers missed their
+    #: frame's deadline (expired, errors, late)
     uploads_share_local_cpu: bool = False
 
     def __post_init__(self) -> None:
@@ -485,7 +486,9 @@ class DeviceCore:
             f = self._frames.get(seq)
             current = f is not None and f.stage is Stage.CLOUD_FLIGHT and f.request == req.id
             why = ev.frame_errors.get(i)
-            self._headroom.cloud_answered(why is FrameStatus.EXPIRED)
+            # an upload that brought no answer in time (on a device whose uploads share the
+            # local core, each such one cost local capacity for nothing)
+            self._headroom.cloud_answered(why is not None or ev.at > req.deadlines[i])
             if why is not None:
                 self.counters[("endpoint", req.endpoint.name, f"frames_{why.value}")] += 1
                 self._hedges.over(seq)
@@ -537,7 +540,7 @@ class DeviceCore:
             local_service_s=self.local.estimator.quantile(p.local_quantile, now), cloud_state=state,
             cloud_eta_s=eta, cloud_eta_low_s=low, cloud_link_s=link_s,
             cloud_link_free=cloud and self.link.accepting(now),
-            cloud_expiring=self._headroom.expiring if self.cfg.uploads_share_local_cpu else 0.0,
+            cloud_missing=self._headroom.missing if self.cfg.uploads_share_local_cpu else 0.0,
             cloud_pending=pending, cloud_capacity=cap, offloading=self._offloading,
             cloud_probe_due=cloud and len(self.pool) > 0 and pending == 0 and (
                 stale or self.link.stale(now, self.cfg.probe_after_s)),
@@ -767,8 +770,8 @@ class DeviceCore:
         locally next if that can still answer it in time at no other frame's expense."""
         if not self._hedging or not self.local.ready or not self._spare(now):
             return False
-        if self.cfg.uploads_share_local_cpu and self._headroom.expiring > 0.5:
-            return False  # a cloud expiring most frames: rescuing them all would starve the local queue
+        if self.cfg.uploads_share_local_cpu and self._headroom.missing > 0.5:
+            return False  # a cloud missing most frames: rescuing them all would starve the local queue
         est = self.local.estimate(self._pcfg.local_quantile, now)
         slot = self.local.slot(now, est, self._frames)
         if slot + self.local.estimate(0.25, now) > f.deadline or not self._queue_can_wait(slot, est):

@@ -61,7 +61,8 @@ class Hedges:
 
 
 class Headroom:
-    """The last ``window_s`` of frames and of drops for lack of capacity; the cloud's last answers.
+    """The last ``window_s`` of frames and of drops for lack of capacity; how the cloud's last
+    frames came back.
 
     ``spare``: at most ``short_share`` of the window's frames were dropped short of capacity.
     """
@@ -70,7 +71,7 @@ class Headroom:
         self.window_s, self.short_share = window_s, short_share
         self._frames: deque[float] = deque()
         self._short: deque[float] = deque()
-        self._expired: deque[bool] = deque(maxlen=answers)
+        self._missed: deque[bool] = deque(maxlen=answers)
 
     def frame(self, at: float) -> None:
         self._frames.append(at)
@@ -86,10 +87,11 @@ class Headroom:
                 q.popleft()
         return len(self._short) <= self.short_share * len(self._frames)
 
-    def cloud_answered(self, expired: bool) -> None:
-        self._expired.append(expired)
+    def cloud_answered(self, missed: bool) -> None:
+        """The cloud answered a frame: in time, or ``missed`` (expired, an error, or after its deadline)."""
+        self._missed.append(missed)
 
     @property
-    def expiring(self) -> float:
-        """The share of the cloud's recent frame answers that were expired."""
-        return sum(self._expired) / len(self._expired) if self._expired else 0.0
+    def missing(self) -> float:
+        """The share of the cloud's recent frame answers that did not answer the frame in time."""
+        return sum(self._missed) / len(self._missed) if self._missed else 0.0

@@ -150,9 +150,10 @@ class Observation:
     cloud_link_s: float | None = None
     #: the uplink has nothing queued: a long shot would not delay another upload
     cloud_link_free: bool = True
-    #: share of the cloud's recent frame answers that were "expired" (the endpoint could not
-    #: answer them in time): a cloud refusing most frames is no chance for one more
-    cloud_expiring: float = 0.0
+    #: share of the cloud's recent frame answers that did not answer the frame in time (expired
+    #: at the endpoint, an error, or back after its deadline): a cloud missing most frames is no
+    #: chance for one more, where each upload costs local capacity
+    cloud_missing: float = 0.0
 
     @property
     def local_idle(self) -> bool:
@@ -214,8 +215,8 @@ def _cloud_chance(obs: Observation, cfg: PolicyConfig, remaining: float) -> bool
         return False
     if obs.cloud_probe_due:
         return True  # (also what refreshes the share below once the cloud has been left alone)
-    if obs.cloud_expiring > 0.5:
-        return False  # most frames sent lately came back expired: this one would too
+    if obs.cloud_missing > 0.5:
+        return False  # most frames sent lately came back too late or expired: this one would too
     low = obs.cloud_eta_low_s if obs.cloud_eta_low_s is not None else obs.cloud_eta_s
     # a slot is free and the frame would be dropped otherwise: unless even the optimistic
     # estimate (timeouts included) says clearly no, it costs nothing to try

@@ -579,12 +579,12 @@ def test_frames_the_client_did_not_upload_are_not_the_endpoints_expiries():
     d.frame(2.0)
     probe = d.sent[-1]
     samples = d.core.pool.model.count if hasattr(d.core.pool.model, "count") else None
-    expiring = d.core._headroom.expiring
+    missing = d.core._headroom.missing
     d.feed(CloudDone(at=2.01, request=probe.request, answers=(None,), metas=({},),
                      frame_errors={0: FrameStatus.EXPIRED}, uploaded=False))
     assert d.core.counters[("uplink", "not_sent_requests")] == 1
     assert d.core.counters[("endpoint", "cloud", "frames_expired")] == 0  # not the endpoint's answer
-    assert d.core._headroom.expiring == expiring
+    assert d.core._headroom.missing == missing
     if samples is not None:
         assert d.core.pool.model.count == samples
     (r,) = [r for r in d.released if r.seq == 1]
@@ -603,3 +603,17 @@ def test_a_request_reported_uploaded_cannot_be_answered_as_not_sent():
         d.feed(CloudDone(at=0.1, request=req.request, answers=(None,), metas=({},),
                          frame_errors={0: FrameStatus.EXPIRED}, uploaded=False))
     assert d.core.snapshot(0.1) == snap
+
+
+def test_a_cloud_answer_back_after_its_deadline_counts_as_missed_like_an_expired_one():
+    d = Driver(DeviceCore(cloud_only(), cloud_warm=True))
+    d.frame(0.0)
+    d.frame(0.01)
+    (first,) = d.sent  # one upload at a time until the link is measured
+    d.feed(Uploaded(at=0.2, request=first.request, frame_bytes=(1000,)))
+    d.feed(CloudDone(at=0.3, request=first.request, answers=("c",), metas=({},)))
+    assert d.core._headroom.missing == 0.0
+    second = d.sent[-1]
+    assert second.seqs == (1,)
+    d.feed(CloudDone(at=0.7, request=second.request, answers=("c",), metas=({},)))  # after its 0.51 s deadline
+    assert d.core._headroom.missing == pytest.approx(0.5)

@@ -46,9 +46,9 @@ def test_drops_that_say_nothing_about_capacity_do_not_count(reason):
     assert room.spare(0.1)
 
 
-def test_expiring_is_the_share_of_the_last_answers_that_came_back_expired():
+def test_missing_is_the_share_of_the_last_answers_that_did_not_answer_in_time():
     room = Headroom(answers=4)
-    assert room.expiring == 0.0
-    for expired in (True, True, False, True, False, False):
-        room.cloud_answered(expired)
-    assert room.expiring == pytest.approx(1 / 4)  # the last four: False, True, False, False
+    assert room.missing == 0.0
+    for missed in (True, True, False, True, False, False):
+        room.cloud_answered(missed)
+    assert room.missing == pytest.approx(1 / 4)  # the last four: False, True, False, False

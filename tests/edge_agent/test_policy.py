@@ -162,3 +162,11 @@ def test_with_the_cloud_too_slow_local_absorbs_the_overflow_up_to_local_fallback
     assert (d.route, d.reason) == (Route.DROP, "uplink_too_slow")
     with pytest.raises(ConfigError, match="local_fallback"):
         PolicyConfig(local_fallback=1.5)
+
+
+def test_no_long_shot_while_most_of_the_clouds_recent_answers_missed_their_deadline():
+    """On a device whose uploads share the local core, each chance costs local capacity."""
+    chance = dict(local_queued=8, local_busy=1, local_service_s=0.1, cloud_eta_s=0.6, cloud_eta_low_s=0.4)
+    assert decide(obs(**chance, cloud_missing=0.4), CFG).reason == "cloud_chance"
+    assert decide(obs(**chance, cloud_missing=0.6), CFG).route is Route.DROP
+    assert decide(obs(**chance, cloud_missing=0.6, cloud_probe_due=True), CFG).reason == "cloud_chance"
