@@ -842,8 +842,13 @@ class DeviceCore:
             self.pool.finished(req.endpoint, len(req.seqs), req.id)
             if req.uploaded_at is None and self.link.last_finish is None:
                 self._link_doubt = True
-            if req.uploaded_at is None and self._uploads_reported:
-                # still on the uplink: the link stalled, not the endpoint (its bytes stay queued until they leave)
+            if req.uploaded_at is None and (self._uploads_reported or self.link.prior_Bps is not None):
+                # still on the uplink: the link stalled, not the endpoint (its bytes stay queued until
+                # they leave). Also before any upload was reported, while the uplink is modelled: the
+                # first uploads, planned at the prior, can take longer than a request may; timed out
+                # as the endpoint's, they would say it takes the whole timeout to answer, and that
+                # estimate, with few answers to replace it, kept a real 1 Mbit/s device from
+                # offloading for the rest of its run
                 self.counters[("uplink", "stalled_requests")] += 1
             else:
                 self.link.drop(req.id)

@@ -215,6 +215,7 @@ def test_request_timeout_counts_as_a_failure_and_frees_the_slot():
     d = Driver(DeviceCore(cloud_only(cloud_timeout_s=0.3, max_inflight=1), cloud_warm=True))
     d.frame(0.0)
     req = d.sent[0]
+    d.feed(Uploaded(at=0.01, request=req.request, frame_bytes=(1000,)))  # the endpoint has it
     d.tick_until(0.3)
     assert d.core.counters["cloud_timeouts"] == 1 and d.core.pool.endpoints[0].requests == 0
     # the frame goes back through the policy with 0.2 s left: the cloud just showed it takes longer
@@ -222,6 +223,18 @@ def test_request_timeout_counts_as_a_failure_and_frees_the_slot():
     assert (r.outcome, r.reason, r.released_at) == (Outcome.DROPPED, "cloud_too_slow", 0.3)
     d.feed(CloudDone(at=0.7, request=req.request, answers=["x"], metas=[{}]))  # the real answer, much later
     assert d.late and d.late[-1].route is Route.CLOUD
+
+
+def test_a_request_timed_out_before_its_upload_left_is_the_links_stall_not_the_endpoints():
+    """The first uploads go out at the uplink's prior; over a slower link they time out on the
+    uplink. Counted as the endpoint's, they said it takes the whole timeout to answer, and over a
+    real 1 Mbit/s drive that estimate kept the device from offloading for the rest of its run."""
+    d = Driver(DeviceCore(cloud_only(cloud_timeout_s=0.3, max_inflight=1), cloud_warm=True))
+    d.frame(0.0)
+    d.tick_until(0.3)
+    assert d.core.counters[("uplink", "stalled_requests")] == 1 and d.core.counters["cloud_timeouts"] == 0
+    ep = d.core.pool.endpoints[0]
+    assert ep.requests == 0 and ep.failures == 0 and d.core.pool.model.samples == 0
 
 
 def test_cold_cloud_is_woken_when_the_queue_rises_and_used_once_ready():
