@@ -842,14 +842,17 @@ class DeviceCore:
             self.pool.finished(req.endpoint, len(req.seqs), req.id)
             if req.uploaded_at is None and self.link.last_finish is None:
                 self._link_doubt = True
-            if req.uploaded_at is None and (self._uploads_reported or self.link.prior_Bps is not None):
-                # still on the uplink: the link stalled, not the endpoint (its bytes stay queued until
-                # they leave). Also before any upload was reported, while the uplink is modelled: the
-                # first uploads, planned at the prior, can take longer than a request may; timed out
-                # as the endpoint's, they would say it takes the whole timeout to answer, and that
-                # estimate, with few answers to replace it, kept a real 1 Mbit/s device from
-                # offloading for the rest of its run
+            if req.uploaded_at is None and self._uploads_reported:
+                # still on the uplink: the link stalled, not the endpoint (its bytes stay queued until they leave)
                 self.counters[("uplink", "stalled_requests")] += 1
+            elif req.uploaded_at is None and self.link.prior_Bps is not None:
+                # before any upload was reported, with the uplink modelled: the first uploads,
+                # planned at the prior, can take longer than a request may. Timed out as the
+                # endpoint's, they said it takes the whole timeout to answer, and that estimate,
+                # with few answers to replace it, kept a real 1 Mbit/s device from offloading for
+                # the rest of its run. Nothing is known of the link yet: its upload is let go.
+                self.link.drop(req.id)
+                self.counters[("uplink", "unmeasured_timeouts")] += 1
             else:
                 self.link.drop(req.id)
                 self.counters["cloud_timeouts"] += 1
