@@ -470,9 +470,9 @@ class DeviceCore:
         metas = list(ev.metas) if ev.metas is not None else [None] * n
         expired = {i for i, why in ev.frame_errors.items() if why is FrameStatus.EXPIRED}
         self._sample(req, ev.at, expired)
+        # the round trip less the endpoint's own time, which counts from the request's arrival
+        # and so includes the upload: what is left is the network's
         network = ev.network_s
-        if network is not None and req.uploaded_at is not None:
-            network = max(0.0, network - (req.uploaded_at - req.sent_at))  # the part after the upload
         if len(expired) == n:
             # the endpoint judged it could not answer any of them in time: a quick "expired" is no
             # sign of speed; the answer would have taken at least until the last deadline
@@ -601,21 +601,18 @@ class DeviceCore:
                 self.counters[("cloud_queue_left", plan)] += 1
                 self._route(f, now, fallback=True, cloud_block=plan)
                 continue
-            ep, seqs, rung, chance = plan
+            ep, seqs, rung = plan
             for _ in seqs:
                 self._cloud_q.popleft()
-            self._send(ep, seqs, rung, now, chance=chance)
+            self._send(ep, seqs, rung, now)
 
-    def _plan(self, now: float) -> tuple[Endpoint, tuple[int, ...], Rung, bool] | str | None:
-        """The next request: (endpoint, frames, encoding, whether it is a chance), None while no
-        endpoint has a free slot, or why the head of the queue cannot go (the uplink cannot
-        carry it in time).
+    def _plan(self, now: float) -> tuple[Endpoint, tuple[int, ...], Rung] | str | None:
+        """The next request: (endpoint, frames, encoding), None while no endpoint has a free slot,
+        or why the head of the queue cannot go (the uplink cannot carry it in time).
 
         The encoding is the best rung whose answer still fits the batch's deadline (at the
         planning quantile, else at the optimistic one) without making a frame queued behind
-        it miss a deadline it would meet at the floor. A chance is a request the plan does
-        not expect in time: it goes if the link turns out faster than measured (or, stale, to
-        measure it).
+        it miss a deadline it would meet at the floor.
         """
         p, ladder = self._pcfg, self.cfg.ladder
         head = self._frames[self._cloud_q[0]]
@@ -635,15 +632,15 @@ class DeviceCore:
                 nbytes = len(seqs) * self.sizes.estimate(rung)
                 if (self.link.upload_end(now, nbytes) + post <= due
                         and self._behind_still_fit(now, behind, nbytes, floor_bytes, len(seqs))):
-                    return ep, seqs, rung, False
+                    return ep, seqs, rung
         best = rungs[0]
         if self.link.upload_end(now, len(seqs) * self.sizes.estimate(best)) - now <= 0.1 * max(0.0, due - now):
-            return ep, seqs, best, True  # the uplink is no factor: a chance, as good as it gets
+            return ep, seqs, best  # the uplink is no factor: a chance, as good as it gets
         link_s = self.link.upload_end(now, len(seqs) * floor_bytes) - now
         post_low = self.pool.post_upload(ep, p.cloud_chance_quantile, now, stuck=False)
         if link_s > post_low and now + link_s + post_low > due and not self.link.stale(now, self.cfg.probe_after_s):
             return "uplink_too_slow"
-        return ep, seqs, ladder.floor, True  # a chance (or a probe of a link not measured lately), at the smallest size
+        return ep, seqs, ladder.floor  # a chance (or a probe of a link not measured lately), at the smallest size
 
     def _behind_still_fit(self, now: float, behind: list[FrameState], nbytes: float, floor_bytes: float, n: int) -> bool:
         p = self._pcfg
@@ -655,12 +652,12 @@ class DeviceCore:
                 return False
         return True
 
-    def _send(self, ep: Endpoint, seqs: tuple[int, ...], rung: Rung, now: float, *, chance: bool = False) -> None:
+    def _send(self, ep: Endpoint, seqs: tuple[int, ...], rung: Rung, now: float) -> None:
         self._request_ids += 1
         timeout = self.cfg.request_timeout_s
         frames = [self._frames[s] for s in seqs]
         nbytes = len(seqs) * self.sizes.estimate(rung)
-        upload_end = self.link.start(self._request_ids, now, nbytes)
+        self.link.start(self._request_ids, now, nbytes)
         req = _Request(self._request_ids, ep, seqs, now, ep.frames, self.pool.frames, now + timeout,
                        tuple(f.deadline for f in frames))
         self._requests[req.id] = req
@@ -670,13 +667,14 @@ class DeviceCore:
             f.move(Stage.CLOUD_FLIGHT)
             f.request, f.rung, f.nbytes = req.id, rung, None
         self.counters["requests"] += 1
-        # each frame's budget on the wire is net of its upload and of the endpoint's usual network
-        # time; a chance's is net of the network time only: its planned upload would spend the
-        # budget before it is sent, so the client would answer it expired without uploading it,
-        # and a link not measured lately would never be measured again
-        network = self.link.latency_s + (ep.network.quantile(0.5) or 0.0)
-        if not chance:
-            network += upload_end - now
+        # each frame's budget on the wire is net of the endpoint's usual network time only: the
+        # service counts it from the request's arrival, before the body is read, so the upload
+        # spends it there. Net of the planned upload too, the upload was paid for twice: the
+        # service expired frames it could still answer in time, and a chance (whose planned
+        # upload spends its whole budget) was answered expired by the client without being
+        # uploaded, so a link not measured lately was never measured again
+        # (one round trip: the endpoint's measured one, or the link's before any answer)
+        network = max(self.link.latency_s, ep.network.quantile(0.5) or 0.0)
         self._out.append(SendBatch(req.id, ep.index, seqs, timeout, tuple(f.deadline for f in frames), network,
                                    encodings=tuple(rung.name for _ in seqs)))
 

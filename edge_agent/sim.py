@@ -148,7 +148,9 @@ class SimCloud:
             self.loop.at(now + self.c.outage_fail_s, finish, Failure.UNAVAILABLE, self.c.outage_retry_after_s)
             return
         # the service turns each frame's remaining budget into a deadline on its own clock at
-        # arrival: later than the device's by the uplink, as a real service's is
+        # arrival (called once the upload has left, so the budgets are taken from then: the
+        # upload has spent its part of them, as on a real service, which counts from the
+        # request's first byte)
         budgets = [d - now for d in deadlines]
         self.loop.at(arrive, self._arrive, budgets, half, finish)
 
@@ -345,7 +347,7 @@ class SimDevice:
             self.loop.at(now, self._uploaded, a.request, ())
             cloud.request(deadlines, net, a.timeout_s, done)
             return
-        # the budgets are written on the wire at send time; the endpoint counts them from arrival
+        # the budgets are written on the wire at send time
         encodings = a.encodings or ("png",) * len(a.seqs)
         frame_bytes = tuple(self.s.nbytes(seq, enc) for seq, enc in zip(a.seqs, encodings))
         encode_s = sum(self.s.encode_time(seq, enc) for seq, enc in zip(a.seqs, encodings))
@@ -353,7 +355,8 @@ class SimDevice:
             self.cpu.charge(encode_s)
         left = self.link.send(now + encode_s, wire_bytes(sum(frame_bytes), len(a.seqs)))
         self.loop.at(left + net, self._uploaded, a.request, frame_bytes, net)  # the last byte's acknowledgement
-        deadlines = [d + (left - now) for d in deadlines]
+        # the service counts the budgets from the request's arrival, before its body is read (as
+        # bentos/guard.py does): the upload spends them, so the deadlines are not moved by it
         self.loop.at(left, lambda: cloud.request(deadlines, net, max(0.0, a.timeout_s - (left - now)), done))
 
     def _not_sent(self, rid: int) -> None:
