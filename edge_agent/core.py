@@ -667,13 +667,11 @@ class DeviceCore:
             f.move(Stage.CLOUD_FLIGHT)
             f.request, f.rung, f.nbytes = req.id, rung, None
         self.counters["requests"] += 1
-        # each frame's budget on the wire is net of the endpoint's usual network time only: the
-        # service counts it from the request's arrival, before the body is read, so the upload
-        # spends it there. Net of the planned upload too, the upload was paid for twice: the
-        # service expired frames it could still answer in time, and a chance (whose planned
-        # upload spends its whole budget) was answered expired by the client without being
-        # uploaded, so a link not measured lately was never measured again
-        # (one round trip: the endpoint's measured one, or the link's before any answer)
+        # each frame's budget on the wire is net of one round trip (the endpoint's measured one,
+        # else the link's), not of its upload: the service counts it from the request's first
+        # byte, so the upload spends it there. Net of the planned upload too, the upload was paid
+        # for twice: the service expired frames it could still answer, and a chance (whose
+        # planned upload spends its whole budget) was answered expired by the client unsent
         network = max(self.link.latency_s, ep.network.quantile(0.5) or 0.0)
         self._out.append(SendBatch(req.id, ep.index, seqs, timeout, tuple(f.deadline for f in frames), network,
                                    encodings=tuple(rung.name for _ in seqs)))
