@@ -438,21 +438,12 @@ class DeviceCore:
         sent. It says nothing of the endpoint (no answer time, no expiry of its own), and the
         frames go back through the policy with the uplink too slow for them."""
         self.counters[("uplink", "not_sent_requests")] += 1
-        if req.timed_out:
-            return
-        for seq in req.seqs:
-            f = self._frames.get(seq)
-            if f is None or f.stage is not Stage.CLOUD_FLIGHT or f.request != req.id:
-                continue
-            self._hedges.over(seq)
-            if f.hedged:
-                f.move(Stage.LOCAL_RUN)
-                f.request, f.hedged = None, False
-            else:
-                self._route(f, now, fallback=True, cloud_block="uplink_too_slow")
+        if not req.timed_out:  # (a timed-out request's frames went back when it timed out)
+            self._requeue(req, now, cloud_block="uplink_too_slow")
 
-    def _requeue(self, req: _Request, now: float) -> None:
-        """The request failed or timed out: its frames still waiting on it go back through the policy."""
+    def _requeue(self, req: _Request, now: float, *, cloud_block: str | None = None) -> None:
+        """The request failed, timed out or was not sent: its frames still waiting on it go back
+        through the policy (``cloud_block``: why the cloud cannot take them now)."""
         for seq in req.seqs:
             f = self._frames.get(seq)
             if f is None or f.stage is not Stage.CLOUD_FLIGHT or f.request != req.id:
@@ -462,7 +453,7 @@ class DeviceCore:
                 f.request, f.hedged = None, False
                 self._hedges.over(seq)
             else:
-                self._route(f, now, fallback=True)
+                self._route(f, now, fallback=True, cloud_block=cloud_block)
 
     def _on_answer(self, req: _Request, ev: CloudDone) -> None:
         n = len(req.seqs)

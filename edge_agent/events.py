@@ -116,10 +116,6 @@ class CloudDone:
     uploaded: bool | None = None
 
     def __post_init__(self) -> None:
-        if self.uploaded is False and (self.failure is not None or len(self.frame_errors) != len(self.answers or ())
-                                       or any(why != FrameStatus.EXPIRED for why in self.frame_errors.values())):
-            raise ConfigError("CloudDone(uploaded=False) answers every frame of its request FrameStatus.EXPIRED "
-                              "(not sent: its budget ran out first), with no failure")
         statuses = {}
         for i, why in self.frame_errors.items():
             try:
@@ -131,6 +127,10 @@ class CloudDone:
                                   f"FrameStatus.EXPIRED or FrameStatus.ERROR")
             statuses[i] = status
         object.__setattr__(self, "frame_errors", statuses)
+        if self.uploaded is False and (self.failure is not None or len(statuses) != len(self.answers or ())
+                                       or any(s is not FrameStatus.EXPIRED for s in statuses.values())):
+            raise ConfigError("CloudDone(uploaded=False) answers every frame of its request FrameStatus.EXPIRED "
+                              "(not sent: its budget ran out first), with no failure")
 
 
 @dataclass(frozen=True)

@@ -79,9 +79,10 @@ class PolicyConfig:
     #: in runs bunch frames at the cloud, and the simulator measured that costing frames)
     local_low: float = 0.5
     #: with the cloud too slow or busy for a frame, local takes it while its estimated completion
-    #: <= local_fallback (at least local_high) x remaining. Not the whole budget: a real device's run times have a
-    #: longer tail than the estimate's quantile (over a real 1 Mbit/s link, admitting up to the
-    #: whole budget made 18-27 local answers late in 30 s where local only had none)
+    #: <= local_fallback (at least local_high) x remaining. Not the whole budget: a real device's
+    #: run times have a longer tail than the estimate's quantile (over a real 1 Mbit/s link,
+    #: admitting up to the whole budget made 18-27 local answers late in 30 s where local only
+    #: had none)
     local_fallback: float = 0.8
     #: while offloading the local queue limit is lowered by this many frames
     queue_hysteresis: int = 0
