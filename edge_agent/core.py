@@ -44,8 +44,8 @@ from yolo_edge.wire import FrameStatus
 
 from .estimators import WindowedQuantile
 from .events import (
-    EVENTS, Action, Close, CloudDone, Event, Failure, Flush, FrameCaptured, FrameSkipped, LateAnswer, LocalDone,
-    LocalReady, Release, RunLocal, SendBatch, Tick, Uploaded, Wake, WakeDone,
+    EVENTS, Action, Close, CloudDone, Encoded, Event, Failure, Flush, FrameCaptured, FrameSkipped, LateAnswer,
+    LocalDone, LocalReady, Release, RunLocal, SendBatch, Tick, Uploaded, Wake, WakeDone,
 )
 from .frames import FrameResult, Outcome, Route
 from yolo_edge.health import HealthConfig
@@ -58,7 +58,7 @@ from .window import FrameState, ReleaseWindow, Stage
 
 __all__ = [
     "CoreConfig", "DeviceCore", "CoreSnapshot", "EndpointSpec", "Failure",
-    "FrameCaptured", "FrameSkipped", "LocalReady", "LocalDone", "Uploaded", "CloudDone", "WakeDone", "Tick", "Close",
+    "FrameCaptured", "FrameSkipped", "LocalReady", "LocalDone", "Encoded", "Uploaded", "CloudDone", "WakeDone", "Tick", "Close",
     "Flush", "RunLocal", "SendBatch", "Wake", "Release", "LateAnswer", "Event", "Action",
 ]
 
@@ -66,6 +66,13 @@ logger = logging.getLogger(__name__)
 
 #: a cloud request older than this quantile of answer times is overdue: a hedge may go ahead
 _HEDGE_QUANTILE = 0.9
+
+#: the policy's decisions that wanted the cloud: sent there, or dropped because it could not take them
+_WANTED_CLOUD = frozenset({"cloud_busy", "cloud_too_slow", "uplink_too_slow"})
+#: the upload encoding is one at which the frames sent to the cloud over the last this-many
+#: seconds would load the uplink's planned goodput to at most _LINK_LOAD
+_OVERFLOW_WINDOW_S = 1.0
+_LINK_LOAD = 0.8
 
 
 
@@ -168,6 +175,7 @@ class _Request:
     deadlines: tuple[float, ...]
     uploaded_at: float | None = None  # when its body had left the device (None: not known)
     timed_out: bool = False
+    encoded: bool = False  # its frames' real sizes are known (an Encoded event)
 
     @property
     def since(self) -> float:
@@ -214,6 +222,9 @@ class DeviceCore:
         #: the last second's frames and drops for lack of capacity (above 5% dropped, no hedge goes
         #: ahead of the local queue), and how many of the cloud's last 20 answers were expired
         self._headroom = Headroom(window_s=1.0, short_share=0.05, answers=20)
+        #: when the frames the policy wanted the cloud for were routed (sent, or dropped because the
+        #: cloud could not take them): the rate the uplink has to carry
+        self._overflow: deque[float] = deque()
         self._uploads_reported = False
         self._next_seq = 0
         self._offloading = False
@@ -237,6 +248,8 @@ class DeviceCore:
             self._on_skipped(event)
         elif isinstance(event, LocalDone):
             self._on_local_done(event)
+        elif isinstance(event, Encoded):
+            self._on_encoded(event)
         elif isinstance(event, Uploaded):
             self._on_uploaded(event)
         elif isinstance(event, CloudDone):
@@ -326,12 +339,15 @@ class DeviceCore:
                 self._check_answer(req, event)
             if event.uploaded is False and req.uploaded_at is not None:
                 raise ConfigError(f"CloudDone for request {req.id} says it was not uploaded, but its upload was reported")
-        elif isinstance(event, Uploaded):
+        elif isinstance(event, (Encoded, Uploaded)):
             req = self._requests.get(event.request)
             if (req is not None and req.uploaded_at is None and event.frame_bytes
                     and len(event.frame_bytes) != len(req.seqs)):
-                raise ConfigError(f"Uploaded for request {req.id} gives {len(event.frame_bytes)} frame sizes; it has "
-                                  f"{len(req.seqs)} frames")
+                raise ConfigError(f"{type(event).__name__} for request {req.id} gives {len(event.frame_bytes)} frame "
+                                  f"sizes; it has {len(req.seqs)} frames")
+            if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in event.frame_bytes):
+                raise ConfigError(f"{type(event).__name__} frame sizes must be whole numbers of bytes >= 0, got "
+                                  f"{event.frame_bytes!r}")
         elif isinstance(event, WakeDone) and not 0 <= event.endpoint < len(self.pool):
             raise ConfigError(f"WakeDone for endpoint {event.endpoint}; this core has {len(self.pool)}")
 
@@ -383,6 +399,21 @@ class DeviceCore:
             self.counters[("hedge", "local_first")] += 1
         self._answer(f, Route.LOCAL, ev.answer, None, ev.at)
 
+    def _on_encoded(self, ev: Encoded) -> None:
+        req = self._requests.get(ev.request)
+        if req is None or req.uploaded_at is not None or not ev.frame_bytes:
+            return
+        req.encoded = True
+        self._frame_sizes(req, ev.frame_bytes)
+        self.link.resize(req.id, sum(ev.frame_bytes), ev.at)  # its time on the link, from its real bytes
+
+    def _frame_sizes(self, req: _Request, frame_bytes: tuple[int, ...]) -> None:
+        for seq, nbytes in zip(req.seqs, frame_bytes):
+            f = self._frames.get(seq)
+            if f is not None and f.rung is not None and nbytes > 0:
+                f.nbytes = int(nbytes)
+                self.sizes.update(f.rung, int(nbytes))
+
     def _on_uploaded(self, ev: Uploaded) -> None:
         self._uploads_reported = True
         req = self._requests.get(ev.request)
@@ -391,11 +422,8 @@ class DeviceCore:
             self.link.finish(ev.request, ev.at, sum(ev.frame_bytes) if ev.frame_bytes else None, ev.rtt_s)
             return
         req.uploaded_at = ev.at
-        for seq, nbytes in zip(req.seqs, ev.frame_bytes):
-            f = self._frames.get(seq)
-            if f is not None and f.rung is not None:
-                f.nbytes = int(nbytes)
-                self.sizes.update(f.rung, int(nbytes))
+        if not req.encoded:
+            self._frame_sizes(req, ev.frame_bytes)
         self.link.finish(req.id, ev.at, sum(ev.frame_bytes) if ev.frame_bytes else None, ev.rtt_s)
         self.pool.uploaded(req.endpoint, req.id, ev.at)
 
@@ -530,7 +558,7 @@ class DeviceCore:
             local_queued=len(self.local.queue), local_busy=self.local.busy, local_workers=self.cfg.local_workers,
             local_service_s=self.local.estimator.quantile(p.local_quantile, now), cloud_state=state,
             cloud_eta_s=eta, cloud_eta_low_s=low, cloud_link_s=link_s,
-            cloud_link_free=cloud and self.link.accepting(now),
+            cloud_link_free=cloud and (self.link.accepting(now) or not self._cloud_q),
             cloud_missing=self._headroom.missing if self.cfg.uploads_share_local_cpu else 0.0,
             cloud_pending=pending, cloud_capacity=cap, offloading=self._offloading,
             cloud_probe_due=cloud and len(self.pool) > 0 and pending == 0 and (
@@ -544,6 +572,8 @@ class DeviceCore:
             d = replace(d, route=Route.DROP, reason=cloud_block)
         if not fallback:
             self._offloading = d.offloading
+            if d.route is Route.CLOUD or (d.route is Route.DROP and d.reason in _WANTED_CLOUD):
+                self._overflow.append(now)
         self.counters[("decision", d.route.value, d.reason)] += 1
         if d.wake_cloud:
             self._out.extend(self.pool.wake(self.cfg.wake_timeout_s))
@@ -614,7 +644,7 @@ class DeviceCore:
             return None
         seqs = tuple(self._cloud_q[i] for i in range(min(ep.max_batch, len(self._cloud_q))))
         # the link not measured yet and an upload already failed on it: small ones until one is
-        rungs = (ladder.floor,) if self.link.last_finish is None and self._link_doubt else ladder.rungs
+        rungs = (ladder.floor,) if self.link.last_finish is None and self._link_doubt else self._sustainable(now)
         due = min(self._frames[s].deadline for s in seqs)
         behind = [self._frames[self._cloud_q[i]] for i in range(len(seqs), min(len(self._cloud_q), len(seqs) + 8))]
         for q in (p.cloud_quantile, p.cloud_chance_quantile):
@@ -632,6 +662,19 @@ class DeviceCore:
         if link_s > post_low and now + link_s + post_low > due and not self.link.stale(now, self.cfg.probe_after_s):
             return "uplink_too_slow"
         return ep, seqs, ladder.floor  # a chance (or a probe of a link not measured lately), at the smallest size
+
+    def _sustainable(self, now: float) -> tuple[Rung, ...]:
+        """The rungs at which the link keeps up with the frames the policy has been sending it
+        (the last ``_OVERFLOW_WINDOW_S``): one frame that fits its deadline at a rich encoding
+        can still hold the link while the frames after it arrive, each then too late for it."""
+        while self._overflow and self._overflow[0] < now - _OVERFLOW_WINDOW_S:
+            self._overflow.popleft()
+        g = self.link.plan_Bps(now)
+        rungs = self.cfg.ladder.rungs
+        if g is None or not self._overflow:
+            return rungs
+        rate = len(self._overflow) / _OVERFLOW_WINDOW_S
+        return tuple(r for r in rungs if rate * self.sizes.estimate(r) <= _LINK_LOAD * g) or (self.cfg.ladder.floor,)
 
     def _behind_still_fit(self, now: float, behind: list[FrameState], nbytes: float, floor_bytes: float, n: int) -> bool:
         p = self._pcfg

@@ -19,7 +19,7 @@ from yolo_edge.wire import FrameStatus
 from .frames import FrameResult, Route
 
 __all__ = [
-    "Failure", "FrameCaptured", "FrameSkipped", "LocalReady", "LocalDone", "Uploaded", "CloudDone", "WakeDone", "Tick",
+    "Failure", "FrameCaptured", "FrameSkipped", "LocalReady", "LocalDone", "Encoded", "Uploaded", "CloudDone", "WakeDone", "Tick",
     "Close", "Flush", "RunLocal", "SendBatch", "Wake", "Release", "LateAnswer", "Event", "Action", "EVENTS",
 ]
 
@@ -70,6 +70,22 @@ class LocalDone:
     service_s: float
     answer: Any = None
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """The frames of request ``request`` are encoded and their upload starts: ``frame_bytes`` is
+    each frame's encoded size, in the order of the request's frames (0 for a frame that was not
+    encoded: its budget ran out first).
+
+    Optional, like :class:`Uploaded`: the core plans a request's time on the uplink with the
+    sizes it expects (recent frames at the same encoding) until it hears the real ones, and a
+    scene that changes makes the next frames larger or smaller than the last.
+    """
+
+    at: float
+    request: int
+    frame_bytes: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -164,7 +180,7 @@ class Flush:
 
 
 Event = Union[FrameCaptured, FrameSkipped, LocalReady, LocalDone, Uploaded, CloudDone, WakeDone, Tick, Close, Flush]
-EVENTS = (FrameCaptured, FrameSkipped, LocalReady, LocalDone, Uploaded, CloudDone, WakeDone, Tick, Close, Flush)
+EVENTS = (FrameCaptured, FrameSkipped, LocalReady, LocalDone, Encoded, Uploaded, CloudDone, WakeDone, Tick, Close, Flush)
 
 
 # -- actions -------------------------------------------------------------------------------

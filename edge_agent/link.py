@@ -221,6 +221,22 @@ class Uplink:
         self.uploads += 1
         return end
 
+    def resize(self, request: int, nbytes: int, now: float) -> None:
+        """The upload of ``request`` is ``nbytes`` once encoded (it was planned at an estimate): its
+        projected end moves by the difference, and so do those of the uploads queued behind it."""
+        up = self._uploads.get(request)
+        if up is None or nbytes <= 0 or nbytes == up.nbytes:
+            return
+        g = self.plan_Bps(now)
+        if g is not None:
+            shift = (int(nbytes) - up.nbytes) / g
+            for other in self._uploads.values():
+                if other.projected_end >= up.projected_end and other is not up:
+                    other.projected_end += shift
+            up.projected_end += shift
+        self.sent_bytes += int(nbytes) - up.nbytes
+        up.nbytes = int(nbytes)
+
     def finish(self, request: int, at: float, nbytes: int | None = None, rtt_s: float | None = None) -> float | None:
         """The upload of ``request`` has left the device (all its bytes acknowledged at ``at``);
         its duration. ``rtt_s``, the connection's round trip, is the part of the wait for the
@@ -322,6 +338,10 @@ class Uplink:
         return any(now > u.projected_end + self._grace for u in self._uploads.values())
 
     @property
+    def _lead(self) -> float:
+        return self.lead_s + self.latency_s
+
+    @property
     def _grace(self) -> float:
         return 1.5 * self.latency_s + 0.02
 
@@ -341,13 +361,13 @@ class Uplink:
         anything is measured, when nothing is on it."""
         if self.last_finish is None:
             return self.prior_Bps is None or not self._uploads  # one upload at a time until one is measured
-        return self.free_at(now) <= now + self.lead_s
+        return self.free_at(now) <= now + self._lead
 
     def next_timer(self, now: float) -> float | None:
         """When the link will accept again (None: it does now, or nothing is on it)."""
         if not self._uploads or self.last_finish is None:
             return None  # (before the first measurement, the upload's end is what frees the link)
-        t = self.free_at(now) - self.lead_s
+        t = self.free_at(now) - self._lead
         return t if t > now else None
 
     def stats(self, now: float) -> dict:

@@ -43,8 +43,8 @@ from yolo_edge.wire import FrameStatus
 from .config import AgentConfig
 from .core import CoreConfig, DeviceCore
 from .events import (
-    Action, Close, CloudDone, Event, Failure, Flush, FrameCaptured, FrameSkipped, LateAnswer, LocalDone, LocalReady,
-    Release, RunLocal, SendBatch, Tick, Uploaded, Wake, WakeDone,
+    Action, Close, CloudDone, Encoded, Event, Failure, Flush, FrameCaptured, FrameSkipped, LateAnswer, LocalDone,
+    LocalReady, Release, RunLocal, SendBatch, Tick, Uploaded, Wake, WakeDone,
 )
 from .pool import EndpointSpec
 from .frames import FrameResult, Outcome
@@ -390,8 +390,13 @@ class Agent:
                 with self._lock:
                     self._feed(Uploaded(at=self.clock(), request=action.request, frame_bytes=tuple(sizes), rtt_s=rtt_s))
 
+            def on_encoded(sizes: list[int]) -> None:
+                with self._lock:
+                    self._feed(Encoded(at=self.clock(), request=action.request, frame_bytes=tuple(sizes)))
+
             options["on_uploaded"] = on_uploaded
             options["on_not_sent"] = not_sent.append
+            options["on_encoded"] = on_encoded
         try:
             with self.stages.stage("upload"):
                 results = client.detect_frames(images, budgets_s=budgets, **options)

@@ -34,8 +34,8 @@ from yolo_edge.wire import FrameStatus
 
 from .core import CoreConfig, DeviceCore
 from .events import (
-    Close, CloudDone, Failure, FrameCaptured, LateAnswer, LocalDone, LocalReady, Release, RunLocal, SendBatch, Tick,
-    Uploaded, Wake, WakeDone,
+    Close, CloudDone, Encoded, Failure, FrameCaptured, LateAnswer, LocalDone, LocalReady, Release, RunLocal, SendBatch,
+    Tick, Uploaded, Wake, WakeDone,
 )
 from .frames import Outcome
 from .link import Ladder
@@ -261,8 +261,9 @@ class SimDevice:
 
     With an uplink trace, every request's bytes (each frame's real encoded size at the rung
     the core chose, plus HTTP and TCP/IP framing) queue on the device's :class:`TraceLink`;
-    the request reaches the endpoint when its last packet has left plus half its round trip,
-    and the core hears :class:`Uploaded` when the acknowledgement is back.
+    the core hears :class:`Encoded` (the real sizes) when the frames are encoded, the request
+    reaches the endpoint when its last packet has left plus half its round trip, and the core
+    hears :class:`Uploaded` when the acknowledgement is back.
     """
 
     def __init__(self, loop: EventLoop, clouds: Sequence[SimCloud], tsample: TraceSample, cfg: CoreConfig,
@@ -353,6 +354,7 @@ class SimDevice:
         encode_s = sum(self.s.encode_time(seq, enc) for seq, enc in zip(a.seqs, encodings))
         if t.shared_cpu:
             self.cpu.charge(encode_s)
+        self.loop.at(now + encode_s, self._encoded, a.request, frame_bytes)
         left = self.link.send(now + encode_s, wire_bytes(sum(frame_bytes), len(a.seqs)))
         self.loop.at(left + net, self._uploaded, a.request, frame_bytes, net)  # the last byte's acknowledgement
         # the service counts the budgets from the request's arrival, before its body is read (as
@@ -363,6 +365,9 @@ class SimDevice:
         n = len(self._requests.pop(rid))
         self._do(self.core.handle(CloudDone(at=self.loop.now, request=rid, answers=[None] * n, metas=[{}] * n,
                                             frame_errors={i: FrameStatus.EXPIRED for i in range(n)}, uploaded=False)))
+
+    def _encoded(self, rid: int, frame_bytes: tuple[int, ...]) -> None:
+        self._do(self.core.handle(Encoded(at=self.loop.now, request=rid, frame_bytes=frame_bytes)))
 
     def _uploaded(self, rid: int, frame_bytes: tuple[int, ...], rtt_s: float | None = None) -> None:
         self._do(self.core.handle(Uploaded(at=self.loop.now, request=rid, frame_bytes=frame_bytes, rtt_s=rtt_s)))

@@ -272,6 +272,7 @@ class CloudClient:
         jpeg_qualities: Sequence[int | None] | None = None,
         on_uploaded: Callable[[list[int], float | None], None] | None = None,
         on_not_sent: Callable[[int], None] | None = None,
+        on_encoded: Callable[[list[int]], None] | None = None,
     ) -> list[FrameResult]:
         """Like :meth:`detect_many`, but every frame's own :class:`~yolo_edge.wire.FrameResult`.
 
@@ -289,7 +290,9 @@ class CloudClient:
         left the device; once per try): the caller can then tell the time on the wire from
         the time in the service. ``on_not_sent`` is called with the index of each frame that
         is not uploaded because its budget ran out first (its result is EXPIRED too, but
-        the service never saw it).
+        the service never saw it). ``on_encoded`` is called once, before anything is
+        uploaded, with each frame's encoded size in bytes (0 for a frame not uploaded):
+        the caller can plan the upload's time on its link from the real bytes.
         """
         images = image_list(images, "detect_frames")
         if jpeg_qualities is not None:
@@ -302,14 +305,17 @@ class CloudClient:
             raise ConfigError(f"on_uploaded must be a function of the list of encoded sizes, got {short_repr(on_uploaded)}")
         if on_not_sent is not None and not callable(on_not_sent):
             raise ConfigError(f"on_not_sent must be a function of a frame's index, got {short_repr(on_not_sent)}")
+        if on_encoded is not None and not callable(on_encoded):
+            raise ConfigError(f"on_encoded must be a function of the list of encoded sizes, got {short_repr(on_encoded)}")
         return self._detect(images, conf=conf, iou=iou, classes=classes, max_det=max_det, channels=channels,
                             budgets_s=budgets_s, qualities=jpeg_qualities, on_uploaded=on_uploaded,
-                            on_not_sent=on_not_sent)[0]
+                            on_not_sent=on_not_sent, on_encoded=on_encoded)[0]
 
     # -- internals -------------------------------------------------------------------
     def _detect(self, images: list[Any], *, channels: str, budgets_s: Any = None,
                 qualities: list[int | None] | None = None, on_uploaded: Callable[..., None] | None = None,
-                on_not_sent: Callable[[int], None] | None = None, **options: Any) -> tuple[list[FrameResult], list[float]]:
+                on_not_sent: Callable[[int], None] | None = None, on_encoded: Callable[[list[int]], None] | None = None,
+                **options: Any) -> tuple[list[FrameResult], list[float]]:
         """Every frame's result: frames not expired are encoded, checked against the service's
         limits (all of them, before anything is uploaded), and sent in as many requests as
         those limits take."""
@@ -335,6 +341,9 @@ class CloudClient:
                                             jpeg_quality=quality, limits=limits)
                 check_fits(i, uploads[i], _form_fields(form, deadlines, [i]), limits, self.endpoint)
             pending = _unexpired(pending, deadlines, results, not_sent)  # encoding took time
+        if on_encoded is not None:
+            going = set(pending)
+            on_encoded([len(uploads[i].data) if i in going else 0 for i in range(len(images))])
         while pending:
             head = pending[:limits.max_images]
             # each frame fits a request alone (checked above): at least one goes, whatever the others

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import heapq
 import random
 from pathlib import Path
 
@@ -10,8 +11,8 @@ import pytest
 
 import edge_agent
 from edge_agent.core import (
-    Close, CloudDone, CoreConfig, DeviceCore, EndpointSpec, Failure, Flush, FrameCaptured, FrameSkipped, LateAnswer,
-    LocalDone, LocalReady, Release, RunLocal, SendBatch, Tick, Uploaded, Wake, WakeDone,
+    Close, CloudDone, CoreConfig, DeviceCore, Encoded, EndpointSpec, Failure, Flush, FrameCaptured, FrameSkipped,
+    LateAnswer, LocalDone, LocalReady, Release, RunLocal, SendBatch, Tick, Uploaded, Wake, WakeDone,
 )
 from yolo_edge.health import HealthConfig
 from yolo_edge.wire import FrameStatus
@@ -631,3 +632,87 @@ def test_a_cloud_answer_back_after_its_deadline_counts_as_missed_like_an_expired
     assert second.seqs == (1,)
     d.feed(CloudDone(at=0.7, request=second.request, answers=("c",), metas=({},)))  # after its 0.51 s deadline
     assert d.core._headroom.missing == pytest.approx(0.5)
+
+
+# -- the uplink: the encoding and the link's projection --------------------------------------
+def over_a_link(core: DeviceCore, *, fps: float, seconds: float, link_Bps: float = 1e6,
+                sizes: dict | None = None, encoded: bool = True) -> Driver:
+    """Frames at ``fps`` for ``seconds`` through a FIFO uplink of ``link_Bps`` to an endpoint that
+    answers 20 ms after a request's upload has left (the driver reports Encoded, Uploaded, CloudDone)."""
+    sizes = sizes or {"png": 100_000, "jpeg70": 10_000}
+    d, queue, link_free, handled, order = Driver(core), [], 0.0, 0, 0
+
+    def push(at, event):
+        nonlocal order
+        order += 1
+        heapq.heappush(queue, (at, order, event))
+
+    for i in range(int(seconds * fps)):
+        push(i / fps, lambda at: FrameCaptured(at=at, seq=d.core.next_seq))
+    while queue or d.core.next_timer() is not None:
+        timer = d.core.next_timer()
+        if timer is not None and (not queue or timer < queue[0][0]):
+            d.feed(Tick(at=max(timer, d.now)))
+        else:
+            at, _, make = heapq.heappop(queue)
+            d.feed(make(at))
+        for req in d.sent[handled:]:
+            frame_bytes = tuple(sizes[e] for e in req.encodings)
+            start = max(d.now, link_free)
+            link_free = start + sum(frame_bytes) / link_Bps
+            if encoded:
+                push(d.now, lambda at, r=req.request, b=frame_bytes: Encoded(at=at, request=r, frame_bytes=b))
+            push(link_free, lambda at, r=req.request, b=frame_bytes: Uploaded(at=at, request=r, frame_bytes=b))
+            push(link_free + 0.02, lambda at, r=req.request, n=len(req.seqs): CloudDone(
+                at=at, request=r, answers=("c",) * n, metas=({},) * n))
+        handled = len(d.sent)
+    return d
+
+
+def test_the_encoding_is_one_the_link_can_carry_for_every_frame_sent_not_only_for_this_one():
+    """Lossless takes 0.1 s a frame on this link: each one alone fits its deadline, but at 20 frames
+    a second the link falls behind at once and the frames after it are late (a real Verizon LTE
+    uplink, in the simulator: 300 frames a minute lost). The ladder steps down to what keeps up."""
+    ladder = Ladder.parse("png,jpeg70")
+    busy = over_a_link(DeviceCore(cloud_only(ladder=ladder), cloud_warm=True), fps=20, seconds=4)
+    later = [e for req in busy.sent if req.seqs[0] >= 20 for e in req.encodings]
+    assert later and set(later) == {"jpeg70"}
+    assert all(r.outcome is Outcome.CLOUD for r in busy.released if r.seq >= 20)
+    # two frames a second: the link keeps up with lossless, and lossless it is
+    calm = over_a_link(DeviceCore(cloud_only(ladder=ladder), cloud_warm=True), fps=2, seconds=4)
+    assert {e for req in calm.sent[1:] for e in req.encodings} == {"png"}
+    assert all(r.outcome is Outcome.CLOUD for r in calm.released)
+
+
+def test_the_real_encoded_sizes_move_the_links_projection():
+    """A scene that changes makes frames larger than the last ones: planned at the old size, the
+    next upload would be put on a link still busy with this one."""
+    d = over_a_link(DeviceCore(cloud_only(ladder=Ladder.parse("jpeg70")), cloud_warm=True), fps=2, seconds=1,
+                    sizes={"jpeg70": 10_000})
+    assert d.core.sizes.estimate(Ladder.parse("jpeg70").floor) == 10_000
+    d.frame(2.0)
+    req = d.sent[-1]
+    before = d.core.link.free_at(2.0)
+    d.feed(Encoded(at=2.0, request=req.request, frame_bytes=(40_000,)))
+    g = d.core.link.plan_Bps(2.0)
+    assert d.core.link.free_at(2.0) == pytest.approx(before + 30_000 / g)
+    assert d.core.sizes.estimate(Ladder.parse("jpeg70").floor) > 10_000  # learnt before the upload ends
+    d.feed(Uploaded(at=2.05, request=req.request, frame_bytes=(40_000,)))
+    assert d.core.link.sent_bytes == 2 * 10_000 + 40_000  # counted once
+    for bad in ((1, 2), (-5,)):
+        d.frame(3.0)
+        with pytest.raises(ConfigError, match="frame sizes"):
+            d.feed(Encoded(at=3.0, request=d.sent[-1].request, frame_bytes=bad))
+
+
+def test_the_next_upload_goes_onto_the_link_one_round_trip_before_this_one_is_acknowledged():
+    """The device hears that an upload left one round trip after its last byte did: waiting for
+    that, the link would idle for a round trip between uploads (a quarter of a 1 Mbit/s link)."""
+    from edge_agent.link import Uplink
+
+    link = Uplink(prior_bps=8e6, safety=1.0)
+    link.start(1, 0.0, 10_000)
+    link.finish(1, 0.06, rtt_s=0.05)  # 10 kB in 10 ms, acknowledged 50 ms later
+    end = link.start(2, 1.0, 100_000)  # 100 ms on the link
+    assert end == pytest.approx(1.1)
+    assert not link.accepting(1.0) and link.accepting(end - 0.05 - link.lead_s)

@@ -255,7 +255,8 @@ class SpentBudgetCloud(FakeCloud):
 
     upload_encodings = True
 
-    def detect_frames(self, images, budgets_s=None, jpeg_qualities=None, on_uploaded=None, on_not_sent=None):
+    def detect_frames(self, images, budgets_s=None, jpeg_qualities=None, on_uploaded=None, on_not_sent=None,
+                      on_encoded=None):
         from yolo_edge.wire import FrameResult, FrameStatus, ModelRef
 
         for i in range(len(images)):
@@ -273,3 +274,29 @@ def test_frames_the_client_did_not_upload_are_reported_as_such_not_as_the_endpoi
     (r,) = sink.results
     assert (r.outcome, r.reason) == (Outcome.DROPPED, "uplink_too_slow")
     assert agent.core.counters[("uplink", "not_sent_requests")] == 1
+
+
+class SizedCloud(FakeCloud):
+    """A client that reports each frame's encoded size before its upload and when it has left."""
+
+    upload_encodings = True
+    told = []
+
+    def detect_frames(self, images, budgets_s=None, jpeg_qualities=None, on_uploaded=None, on_not_sent=None,
+                      on_encoded=None):
+        sizes = [12_345] * len(images)
+        on_encoded(sizes)
+        self.told.append(("encoded", len(images)))
+        on_uploaded(sizes, 0.001)
+        return super().detect_frames(images, budgets_s=budgets_s)
+
+
+def test_the_agent_tells_the_core_each_frames_encoded_size_before_its_upload():
+    agent = Agent(AgentConfig(latency_budget_ms=500, mode="cloud"), detector=SlowDetector(), cloud=SizedCloud(0.005),
+                  cloud_warm=True)
+    with agent:
+        for _ in range(3):
+            agent.submit(IMG)
+    assert SizedCloud.told and agent.core.link.uploads == len(SizedCloud.told)
+    assert agent.core.link.sent_bytes == 12_345 * sum(n for _, n in SizedCloud.told)
+    assert set(agent.core.sizes.measured().values()) == {12_345}

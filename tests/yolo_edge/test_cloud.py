@@ -513,6 +513,26 @@ def test_the_caller_learns_which_frames_were_not_uploaded():
         client.detect_frames([jpeg(10, 10)], on_not_sent="nope")
 
 
+def test_the_caller_learns_each_frames_encoded_size_before_the_upload():
+    """The agent plans the upload's time on its uplink from the real bytes, not from the last frames'."""
+    seen = []
+
+    def answer(req):
+        seen.append(list(encoded))  # by the time the request arrives, the sizes were told
+        n = req.body.count(b'name="images"')
+        return 200, [detect_item([], (10, 10))] * n, None
+
+    encoded = []
+    client, _, _ = make_client(service(answer), downscale=False, expected_sha256=SHA)
+    frames = [jpeg(10, 10), jpeg(40, 40), jpeg(30, 30)]
+    client.detect_frames(frames, budgets_s=[50.0, 50.0, -1.0], on_encoded=encoded.append)
+    (sizes,) = encoded
+    assert sizes[0] > 0 and sizes[1] > sizes[0] and sizes[2] == 0  # the third was not uploaded
+    assert seen == [[sizes]]
+    with pytest.raises(ConfigError, match="on_encoded"):
+        client.detect_frames([jpeg(10, 10)], on_encoded="nope")
+
+
 def test_when_every_budget_is_spent_no_request_is_made():
     from yolo_edge.wire import FrameStatus
 
