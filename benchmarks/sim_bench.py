@@ -79,8 +79,13 @@ def real_world_table(seeds: int, uplink_seeds: int = 5) -> list[dict]:
             for seed in range(n):
                 trace = scenario(name, seed=seed)
                 ours, local = simulate(trace), simulate(trace, strategy="local")
-                bound = oracle_bound(sample(trace)).within_share if group == "uplink" else None
-                per.append(dict(within=ours.within_share, local=local.within_share, bound=bound,
+                b = oracle_bound(sample(trace)) if group == "uplink" else None
+                bound = b.within_share if b else None
+                # the bound's local part knows each frame's inference time and takes the short
+                # ones: what it answers beyond the local-only policy, no device can know ahead
+                lead = max(0, b.local_only - local.stats.within_budget) if b else 0
+                rest = ours.stats.within_budget / (b.within - lead) if b and b.within > lead else None
+                per.append(dict(within=ours.within_share, local=local.within_share, bound=bound, rest=rest,
                                 gain=ours.stats.within_budget - local.stats.within_budget,
                                 uploads=ours.stats.upload_frames, hedged=ours.stats.hedged,
                                 mb=sum(ours.stats.upload_bytes.values()) / 1e6 / (trace.duration_s - trace.warmup_s)))
@@ -95,6 +100,8 @@ def real_world_table(seeds: int, uplink_seeds: int = 5) -> list[dict]:
                              gain_min=min(r["gain"] for r in per),
                              ratio_min=min(r["within"] / r["bound"] for r in per) if bounds else None,
                              ratio_mean=statistics.mean(r["within"] / r["bound"] for r in per) if bounds else None,
+                             rest_min=min(r["rest"] for r in per) if bounds else None,
+                             rest_mean=statistics.mean(r["rest"] for r in per) if bounds else None,
                              encodings=enc, hedged=sum(r["hedged"] for r in per),
                              mb_per_s=statistics.mean(r["mb"] for r in per)))
             print(f"  {name}: done", file=sys.stderr, flush=True)
@@ -180,13 +187,15 @@ def main(argv=None) -> int:
         print("\n### The real world: uplink traces (5 seeds), slow local spells (5 seeds), 1.2x jitter "
               f"({args.seeds} seeds)\n")
         print("| scenario | in budget (min / mean) | local only (mean) | frames over local only (worst seed) "
-              "| of the link-aware bound (min / mean) | uploads by encoding | MB/s uploaded | hedged |")
-        print("|---|---|---|---|---|---|---|---|")
+              "| of the link-aware bound (min / mean) | of the bound less its local lead (min / mean) "
+              "| uploads by encoding | MB/s uploaded | hedged |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for r in real:
             ratio = "-" if r["ratio_min"] is None else f"{r['ratio_min']:.1%} / {r['ratio_mean']:.1%}"
+            rest = "-" if r["rest_min"] is None else f"{r['rest_min']:.1%} / {r['rest_mean']:.1%}"
             enc = ", ".join(f"{k} {v}" for k, v in sorted(r["encodings"].items())) or "-"
             print(f"| {r['scenario']} | {r['within_min']:.2%} / {r['within_mean']:.2%} | {r['local_mean']:.2%} | "
-                  f"{r['gain_min']:+d} | {ratio} | {enc} | {r['mb_per_s']:.2f} | {r['hedged']} |")
+                  f"{r['gain_min']:+d} | {ratio} | {rest} | {enc} | {r['mb_per_s']:.2f} | {r['hedged']} |")
 
     fidelity = []
     if "fidelity" in parts:

@@ -58,8 +58,8 @@ from .window import FrameState, ReleaseWindow, Stage
 
 __all__ = [
     "CoreConfig", "DeviceCore", "CoreSnapshot", "EndpointSpec", "Failure",
-    "FrameCaptured", "FrameSkipped", "LocalReady", "LocalDone", "Encoded", "Uploaded", "CloudDone", "WakeDone", "Tick", "Close",
-    "Flush", "RunLocal", "SendBatch", "Wake", "Release", "LateAnswer", "Event", "Action",
+    "FrameCaptured", "FrameSkipped", "LocalReady", "LocalDone", "Encoded", "Uploaded", "CloudDone", "WakeDone", "Tick",
+    "Close", "Flush", "RunLocal", "SendBatch", "Wake", "Release", "LateAnswer", "Event", "Action",
 ]
 
 logger = logging.getLogger(__name__)
@@ -574,6 +574,7 @@ class DeviceCore:
             self._offloading = d.offloading
             if d.route is Route.CLOUD or (d.route is Route.DROP and d.reason in _WANTED_CLOUD):
                 self._overflow.append(now)
+                self._overflow_rate(now)  # (keeps the window's length bounded)
         self.counters[("decision", d.route.value, d.reason)] += 1
         if d.wake_cloud:
             self._out.extend(self.pool.wake(self.cfg.wake_timeout_s))
@@ -667,14 +668,18 @@ class DeviceCore:
         """The rungs at which the link keeps up with the frames the policy has been sending it
         (the last ``_OVERFLOW_WINDOW_S``): one frame that fits its deadline at a rich encoding
         can still hold the link while the frames after it arrive, each then too late for it."""
+        g = self.link.plan_Bps(now)
+        rate = self._overflow_rate(now)
+        rungs = self.cfg.ladder.rungs
+        if g is None or not rate:
+            return rungs
+        return tuple(r for r in rungs if rate * self.sizes.estimate(r) <= _LINK_LOAD * g) or (self.cfg.ladder.floor,)
+
+    def _overflow_rate(self, now: float) -> float:
+        """Frames a second that the policy wanted the cloud for, over the last window."""
         while self._overflow and self._overflow[0] < now - _OVERFLOW_WINDOW_S:
             self._overflow.popleft()
-        g = self.link.plan_Bps(now)
-        rungs = self.cfg.ladder.rungs
-        if g is None or not self._overflow:
-            return rungs
-        rate = len(self._overflow) / _OVERFLOW_WINDOW_S
-        return tuple(r for r in rungs if rate * self.sizes.estimate(r) <= _LINK_LOAD * g) or (self.cfg.ladder.floor,)
+        return len(self._overflow) / _OVERFLOW_WINDOW_S
 
     def _behind_still_fit(self, now: float, behind: list[FrameState], nbytes: float, floor_bytes: float, n: int) -> bool:
         p = self._pcfg

@@ -19,8 +19,9 @@ from yolo_edge.wire import FrameStatus
 from .frames import FrameResult, Route
 
 __all__ = [
-    "Failure", "FrameCaptured", "FrameSkipped", "LocalReady", "LocalDone", "Encoded", "Uploaded", "CloudDone", "WakeDone", "Tick",
-    "Close", "Flush", "RunLocal", "SendBatch", "Wake", "Release", "LateAnswer", "Event", "Action", "EVENTS",
+    "Failure", "FrameCaptured", "FrameSkipped", "LocalReady", "LocalDone", "Encoded", "Uploaded", "CloudDone",
+    "WakeDone", "Tick", "Close", "Flush", "RunLocal", "SendBatch", "Wake", "Release", "LateAnswer", "Event", "Action",
+    "EVENTS",
 ]
 
 
@@ -179,7 +180,7 @@ class Flush:
     at: float
 
 
-Event = Union[FrameCaptured, FrameSkipped, LocalReady, LocalDone, Uploaded, CloudDone, WakeDone, Tick, Close, Flush]
+Event = Union[FrameCaptured, FrameSkipped, LocalReady, LocalDone, Encoded, Uploaded, CloudDone, WakeDone, Tick, Close, Flush]
 EVENTS = (FrameCaptured, FrameSkipped, LocalReady, LocalDone, Encoded, Uploaded, CloudDone, WakeDone, Tick, Close, Flush)
 
 

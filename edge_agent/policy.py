@@ -149,7 +149,8 @@ class Observation:
     cloud_probe_due: bool = False
     #: of ``cloud_eta_s``, the time the frame would spend waiting for and crossing the uplink
     cloud_link_s: float | None = None
-    #: the uplink has nothing queued: a long shot would not delay another upload
+    #: no upload waits for the uplink (one may be on it): a long shot would not delay a frame
+    #: with a real chance, and it goes next
     cloud_link_free: bool = True
     #: share of the cloud's recent frame answers that did not answer the frame in time (expired
     #: at the endpoint, an error, or back after its deadline): a cloud missing most frames is no
