@@ -14,6 +14,7 @@ run several, one per model.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -42,6 +43,9 @@ class StandIn:
         self.detect_requests = 0
         self.frames = 0
         self.metadata_requests = 0
+        #: per /detect request: time.monotonic() when it arrived (its headers read, before its
+        #: body, as the service's guard stamps it) and the budgets_s it carried (None: none)
+        self.arrivals: list[tuple[float, list[float] | None]] = []
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -67,7 +71,11 @@ class StandIn:
                     self._answer(404, {"error": f"no route {self.path}"})
 
             def do_POST(self) -> None:  # noqa: N802
+                arrived = time.monotonic()
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                budgets = re.search(rb'name="budgets_s"\r\n\r\n(.*?)\r\n--', body, re.DOTALL)
+                with stand_in.lock:
+                    stand_in.arrivals.append((arrived, json.loads(budgets.group(1)) if budgets else None))
                 if self.path != "/detect":
                     self._answer(404, {"error": f"no route {self.path}"})
                     return
