@@ -60,9 +60,10 @@ triton: $(TRITON_VENV)/.installed
 test: install-test models nginx promtool triton
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# the edit-test loop: everything but the tests marked slow (real servers, whole clips, exports)
+# the edit-test loop: everything but the tests marked slow or integration (real servers, subprocesses,
+# namespaces, whole clips, exports, Ultralytics parity); `make test` runs them all
 test-fast: install-test models
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not slow and not integration and not parity" $(PYTEST_ARGS)
 
 # Python 3.10, the stated minimum, for real: the SDK and agent tests on a 3.10 interpreter (pyenv's or
 # Debian's python3.10). Not part of `make test`; tests/test_python_versions.py checks 3.10 statically there.

@@ -69,6 +69,17 @@ def fall_detector(fall_model_path: Path):
     return Detector("yolov8s-fall")
 
 
+#: fixtures that start a real server: a test that uses one is an integration test (``make test-fast``
+#: leaves those out; ``make test`` runs them)
+SERVER_FIXTURES = frozenset({"service", "secured_service", "local_service"})
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(scope="session")
 def local_service(tmp_path_factory, default_model_path):
     """A real `bentoml serve` of the service on a free 127.0.0.1 port, shared by the README and examples tests."""

@@ -42,6 +42,8 @@ from edge_agent.cli import build_parser as agent_parser
 from edge_agent.cloudserve import free_port
 from yolo_edge.cli import build_parser as yolo_parser
 
+pytestmark = pytest.mark.integration  # the README's blocks and commands as a user runs them
+
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
 SERVICE = "127.0.0.1:3000"

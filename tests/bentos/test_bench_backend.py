@@ -16,6 +16,8 @@ from bentos.bench_backend import ENV, NoInference
 from bentos.service import Settings
 from yolo_edge import Detector
 
+pytestmark = pytest.mark.integration  # real bentoml serve processes
+
 
 def test_no_inference_keeps_the_real_shapes_and_finds_nothing(default_detector, bus_jpg):
     fake = NoInference(default_detector.backend)

@@ -24,6 +24,8 @@ from bentos import image
 from bentos.bake import bake
 from yolo_edge.models.registry import MODELS
 
+pytestmark = pytest.mark.integration  # real bentoml builds
+
 try:
     import tomllib
 except ImportError:  # Python 3.10: bentoml depends on tomli there

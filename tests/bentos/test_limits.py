@@ -19,6 +19,8 @@ from yolo_edge.cloud import CloudClient
 from yolo_edge.errors import ImageTooLargeError
 from yolo_edge.wire import LIMITS
 
+pytestmark = pytest.mark.integration  # a real bentoml serve
+
 
 def _noise_jpeg(side: int, seed: int) -> bytes:
     noise = np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8)

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bentos import serve
 from edge_agent.cloudserve import LocalService
 
-pytestmark = pytest.mark.timeout(300)  # two real services; about 6 s here
+pytestmark = [pytest.mark.timeout(300), pytest.mark.integration]  # two real services; about 6 s here
 
 
 def _frames_ok(url: str) -> float:

@@ -34,7 +34,7 @@ from yolo_edge import Detector
 from yolo_edge.cloud import CloudClient
 from yolo_edge.image import load_image
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.integration]  # a real service and agent scraped, promtool
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS = REPO / "deploy" / "prometheus"

@@ -26,6 +26,8 @@ from yolo_edge.cloud import CloudClient
 
 from agent_fakes import ListSink
 
+pytestmark = pytest.mark.integration  # the real agent against a real bentoml serve, seconds of real time
+
 
 @pytest.fixture(scope="module")
 def service(default_model_path, tmp_path_factory):

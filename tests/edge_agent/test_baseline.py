@@ -71,6 +71,7 @@ def _record(agent_cfg: AgentConfig, *, cloud=None, service_s: float, n: int, fps
     return recorder, stats
 
 
+@pytest.mark.integration  # the threaded agent for 3 s of real time
 def test_the_replay_of_a_local_only_run_reproduces_it():
     """The threaded agent alone at twice its capacity, then its recording replayed: the same count, near enough.
 
@@ -85,6 +86,7 @@ def test_the_replay_of_a_local_only_run_reproduces_it():
     assert abs(replayed.within_budget - stats.within_budget) <= 10, (replayed.as_dict(), stats.as_dict())
 
 
+@pytest.mark.integration  # the demo's summary path, seconds of real time
 def test_the_demo_summary_path_prints_the_baseline_and_gain_of_its_json(tmp_path):
     """A hybrid run at twice local capacity (a fake cloud that takes real time), then what the demo prints."""
     cfg = AgentConfig(latency_budget_ms=400, queue_budget=6, max_inflight=4, cloud="http://127.0.0.1:9")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import statistics
 
 import numpy as np
+import pytest
 from agent_fakes import ListSink, SlowDetector
 from service_standins import StandIn, fixed_detections
 
@@ -22,6 +23,8 @@ from edge_agent.frames import Outcome
 from edge_agent.runner import Agent
 from edge_agent.sources import replay
 from yolo_edge.cloud import CloudClient
+
+pytestmark = pytest.mark.integration  # the real agent and client over HTTP, in real time
 
 SHA = "ab" * 32
 #: loopback's round trip and the agent's own hops (queue, sender thread, encoding) on a busy

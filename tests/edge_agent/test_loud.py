@@ -20,6 +20,8 @@ from edge_agent.cli import main
 from edge_agent.policy import CloudState
 from edge_agent.reach import ReachWatch, tcp_check
 
+pytestmark = pytest.mark.integration  # edge-agent run as a subprocess
+
 
 @pytest.fixture
 def closed_port():

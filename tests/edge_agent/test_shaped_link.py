@@ -22,6 +22,8 @@ from shaped_link import IP, MIN_RATE_BPS, TC, ShapedLink, clean_stale, skip_unle
 
 from edge_agent.uplink import BUNDLED, PACKET_BYTES, TCP_PAYLOAD_BYTES, bundled
 
+pytestmark = pytest.mark.integration  # network namespaces, veth pairs and tbf links, seconds of real traffic
+
 TESTS = Path(__file__).resolve().parents[1]
 PAYLOAD = TCP_PAYLOAD_BYTES / PACKET_BYTES  # what TCP carries of the trace's 1500-byte packets
 

@@ -39,6 +39,7 @@ def over_seeds(name: str, *strategies: str, bounds: bool = False) -> None:
               ([("bound", name, seed) for seed in SEEDS] if bounds else []))
 
 
+@pytest.mark.integration  # every scenario, several strategies: seconds
 def test_every_frame_accounted_and_honest_everywhere():
     SIM.prime([("run", name, 0, "policy") for name in SCENARIOS])
     for name in SCENARIOS:
@@ -84,6 +85,7 @@ def test_offload_at_most_5_points_above_what_is_needed(name):
     assert max(over)[0] <= 0.05, max(over)
 
 
+@pytest.mark.integration  # the oracle over every scenario: seconds
 def test_oracle_is_an_upper_bound_of_every_strategy():
     for name in ("steady", "burst", "outage", "slow_device", "local_warmup"):
         b = bound(name, 0)
@@ -127,6 +129,7 @@ def test_policy_beats_the_threshold_where_the_device_slows_down():
     assert ours.within_share > naive.within_share + 0.02
 
 
+@pytest.mark.integration  # a fleet of devices simulated: ~10 s
 def test_fleet_on_one_autoscaled_service():
     trace = scenario("steady", name="fleet", duration_s=40, cloud_service_s=0.01, cloud_slots=4, autoscale=True,
                      max_replicas=4, replica_start_s=10.0, cloud_cold_start_s=5.0, max_batch=4)

@@ -131,6 +131,7 @@ def test_sink_specs_are_parsed_into_typed_options(tmp_path):
 
 
 # -- the webhook sink --------------------------------------------------------------------
+@pytest.mark.integration  # a slow real receiver, seconds of real time
 def test_slow_receiver_everything_delivered_or_spooled_then_replayed_first_by_the_next_run(tmp_path):
     spool = tmp_path / "hook.jsonl"
     with Receiver(delay_s=0.2) as rx:
@@ -239,6 +240,7 @@ def test_receiver_coming_back_mid_run_gets_everything_in_order(tmp_path):
     assert rx.seqs == list(range(100)) and not spool.exists()
 
 
+@pytest.mark.integration  # real Retry-After waits
 def test_retry_after_is_honoured_and_refused_results_are_kept_apart(tmp_path):
     def answer(body, attempt):
         if body["seq"] == 0 and attempt == 1:
@@ -413,6 +415,7 @@ def test_agent_counts_sink_delivery_in_metrics_and_summary(tmp_path):
     assert "spooled 5" in agent.stats.render()
 
 
+@pytest.mark.integration  # two CLI runs on real photos
 def test_cli_exit_code_says_results_wait_and_the_next_run_delivers_them_first(tmp_path, capsys, sample_photos,
                                                                             default_model_path):
     import shutil
@@ -445,6 +448,7 @@ def test_cli_exit_code_says_results_wait_and_the_next_run_delivers_them_first(tm
     assert [x["seq"] for x in lines(tmp_path / "r.jsonl")] == [0, 1, 2, 3, 0, 1, 2, 3]  # appended
 
 
+@pytest.mark.integration  # a subprocess killed mid-run
 def test_sigkill_mid_run_every_counted_result_is_in_the_sink_or_the_spool(tmp_path, sample_photos,
                                                                           default_model_path, capsys):
     import shutil

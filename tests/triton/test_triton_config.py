@@ -22,6 +22,8 @@ from yolo_edge.errors import BackendError, ConfigError
 from yolo_edge.triton.config import DynamicBatching, TensorSpec, TritonModelConfig, render_config
 from yolo_edge.triton.export import export_triton
 
+pytestmark = pytest.mark.integration  # a real Triton server
+
 _PARSE = """
 import json, sys
 from google.protobuf import json_format, text_format

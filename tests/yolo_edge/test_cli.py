@@ -8,6 +8,8 @@ import pytest
 
 import yolo_edge
 
+pytestmark = pytest.mark.integration  # the CLIs as subprocesses on real images
+
 
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "yolo_edge.cli", *args], capture_output=True, text=True)

@@ -15,6 +15,8 @@ from yolo_edge.errors import ConfigError, ModelError
 from yolo_edge.models.fetch import sha256_file
 from yolo_edge.models.registry import load_local_registry
 
+pytestmark = pytest.mark.integration  # real exports
+
 pytest.importorskip("ultralytics", reason="export needs the [export] extra (Ultralytics)")
 
 

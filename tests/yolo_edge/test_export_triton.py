@@ -22,6 +22,8 @@ from yolo_edge.models.fetch import sha256_file
 from yolo_edge.triton.export import export_triton
 from yolo_edge.triton.onnx_batch import check_same_outputs, make_batch_dynamic
 
+pytestmark = pytest.mark.integration  # a real Triton server
+
 
 @pytest.fixture(scope="module")
 def fall_export(tmp_path_factory, fall_model_path):

@@ -21,6 +21,8 @@ from yolo_edge import EndpointPool, errors
 from yolo_edge.models.registry import DEFAULT_MODEL, MODELS
 from yolo_edge.pool import MemberState
 
+pytestmark = pytest.mark.integration  # several services over real HTTP
+
 A_SHA = MODELS[DEFAULT_MODEL].onnx_sha256
 D_SHA = MODELS["yolov8s-fall"].onnx_sha256
 FRAME = np.zeros((32, 32, 3), np.uint8)
