@@ -69,9 +69,8 @@ _HEDGE_QUANTILE = 0.9
 
 #: the policy's decisions that wanted the cloud: sent there, or dropped because it could not take them
 _WANTED_CLOUD = frozenset({"cloud_busy", "cloud_too_slow", "uplink_too_slow"})
-#: the upload encoding is one at which the frames sent to the cloud over the last this-many
-#: seconds would load the uplink's planned goodput to at most _LINK_LOAD
-_OVERFLOW_WINDOW_S = 1.0
+#: the upload encoding is one at which the frames sent to the cloud over the last second would
+#: load the uplink's planned goodput to at most this share
 _LINK_LOAD = 0.8
 
 
@@ -220,11 +219,9 @@ class DeviceCore:
         self._timeouts: list[tuple[float, int]] = []
         self._hedges = Hedges()  # frames running on both routes
         #: the last second's frames and drops for lack of capacity (above 5% dropped, no hedge goes
-        #: ahead of the local queue), and how many of the cloud's last 20 answers were expired
+        #: ahead of the local queue) and frames wanted at the cloud (the flow the uplink carries),
+        #: and how many of the cloud's last 20 answers were expired
         self._headroom = Headroom(window_s=1.0, short_share=0.05, answers=20)
-        #: when the frames the policy wanted the cloud for were routed (sent, or dropped because the
-        #: cloud could not take them): the rate the uplink has to carry
-        self._overflow: deque[float] = deque()
         self._uploads_reported = False
         self._next_seq = 0
         self._offloading = False
@@ -573,8 +570,7 @@ class DeviceCore:
         if not fallback:
             self._offloading = d.offloading
             if d.route is Route.CLOUD or (d.route is Route.DROP and d.reason in _WANTED_CLOUD):
-                self._overflow.append(now)
-                self._overflow_rate(now)  # (keeps the window's length bounded)
+                self._headroom.wanted_cloud(now)
         self.counters[("decision", d.route.value, d.reason)] += 1
         if d.wake_cloud:
             self._out.extend(self.pool.wake(self.cfg.wake_timeout_s))
@@ -666,20 +662,14 @@ class DeviceCore:
 
     def _sustainable(self, now: float) -> tuple[Rung, ...]:
         """The rungs at which the link keeps up with the frames the policy has been sending it
-        (the last ``_OVERFLOW_WINDOW_S``): one frame that fits its deadline at a rich encoding
-        can still hold the link while the frames after it arrive, each then too late for it."""
+        (the last second): one frame that fits its deadline at a rich encoding can still hold
+        the link while the frames after it arrive, each then too late for it."""
         g = self.link.plan_Bps(now)
-        rate = self._overflow_rate(now)
+        rate = self._headroom.cloud_rate(now)
         rungs = self.cfg.ladder.rungs
         if g is None or not rate:
             return rungs
         return tuple(r for r in rungs if rate * self.sizes.estimate(r) <= _LINK_LOAD * g) or (self.cfg.ladder.floor,)
-
-    def _overflow_rate(self, now: float) -> float:
-        """Frames a second that the policy wanted the cloud for, over the last window."""
-        while self._overflow and self._overflow[0] < now - _OVERFLOW_WINDOW_S:
-            self._overflow.popleft()
-        return len(self._overflow) / _OVERFLOW_WINDOW_S
 
     def _behind_still_fit(self, now: float, behind: list[FrameState], nbytes: float, floor_bytes: float, n: int) -> bool:
         p = self._pcfg

@@ -180,8 +180,10 @@ class Flush:
     at: float
 
 
-Event = Union[FrameCaptured, FrameSkipped, LocalReady, LocalDone, Encoded, Uploaded, CloudDone, WakeDone, Tick, Close, Flush]
-EVENTS = (FrameCaptured, FrameSkipped, LocalReady, LocalDone, Encoded, Uploaded, CloudDone, WakeDone, Tick, Close, Flush)
+Event = Union[FrameCaptured, FrameSkipped, LocalReady, LocalDone, Encoded, Uploaded, CloudDone, WakeDone, Tick, Close,
+              Flush]
+EVENTS = (FrameCaptured, FrameSkipped, LocalReady, LocalDone, Encoded, Uploaded, CloudDone, WakeDone, Tick, Close,
+          Flush)
 
 
 # -- actions -------------------------------------------------------------------------------

@@ -61,31 +61,48 @@ class Hedges:
 
 
 class Headroom:
-    """The last ``window_s`` of frames and of drops for lack of capacity; how the cloud's last
-    frames came back.
+    """The last ``window_s`` of frames, of drops for lack of capacity and of frames the policy
+    wanted the cloud for; how the cloud's last frames came back.
 
     ``spare``: at most ``short_share`` of the window's frames were dropped short of capacity.
+    ``cloud_rate``: frames a second the policy wanted the cloud for (the flow the uplink carries).
     """
 
     def __init__(self, *, window_s: float = 1.0, short_share: float = 0.05, answers: int = 20) -> None:
         self.window_s, self.short_share = window_s, short_share
         self._frames: deque[float] = deque()
         self._short: deque[float] = deque()
+        self._cloud: deque[float] = deque()
         self._missed: deque[bool] = deque(maxlen=answers)
 
     def frame(self, at: float) -> None:
-        self._frames.append(at)
+        self._add(self._frames, at)
 
     def dropped(self, reason: str | None, at: float) -> None:
         """A frame was dropped for ``reason``; counted when it means the device was short."""
         if reason not in NOT_SHORT:
-            self._short.append(at)
+            self._add(self._short, at)
+
+    def wanted_cloud(self, at: float) -> None:
+        """The policy sent a frame to the cloud, or dropped it because the cloud could not take it."""
+        self._add(self._cloud, at)
 
     def spare(self, now: float) -> bool:
-        for q in (self._frames, self._short):
-            while q and q[0] < now - self.window_s:
-                q.popleft()
+        self._prune(self._frames, now)
+        self._prune(self._short, now)
         return len(self._short) <= self.short_share * len(self._frames)
+
+    def cloud_rate(self, now: float) -> float:
+        self._prune(self._cloud, now)
+        return len(self._cloud) / self.window_s
+
+    def _add(self, q: deque[float], at: float) -> None:
+        q.append(at)
+        self._prune(q, at)  # (a window nobody asks about for hours still stays a window long)
+
+    def _prune(self, q: deque[float], now: float) -> None:
+        while q and q[0] < now - self.window_s:
+            q.popleft()
 
     def cloud_answered(self, missed: bool) -> None:
         """The cloud answered a frame: in time, or ``missed`` (expired, an error, or after its deadline)."""

@@ -301,12 +301,11 @@ class CloudClient:
                     q is None or (_is_int(q) and 1 <= q <= 100) for q in jpeg_qualities):
                 raise ConfigError(f"jpeg_qualities must give one quality per image ({len(images)}), each None "
                                   f"(lossless) or an integer within 1..100, got {short_repr(jpeg_qualities)}")
-        if on_uploaded is not None and not callable(on_uploaded):
-            raise ConfigError(f"on_uploaded must be a function of the list of encoded sizes, got {short_repr(on_uploaded)}")
-        if on_not_sent is not None and not callable(on_not_sent):
-            raise ConfigError(f"on_not_sent must be a function of a frame's index, got {short_repr(on_not_sent)}")
-        if on_encoded is not None and not callable(on_encoded):
-            raise ConfigError(f"on_encoded must be a function of the list of encoded sizes, got {short_repr(on_encoded)}")
+        for name, fn, of in (("on_uploaded", on_uploaded, "the list of encoded sizes"),
+                             ("on_not_sent", on_not_sent, "a frame's index"),
+                             ("on_encoded", on_encoded, "the list of encoded sizes")):
+            if fn is not None and not callable(fn):
+                raise ConfigError(f"{name} must be a function of {of}, got {short_repr(fn)}")
         return self._detect(images, conf=conf, iou=iou, classes=classes, max_det=max_det, channels=channels,
                             budgets_s=budgets_s, qualities=jpeg_qualities, on_uploaded=on_uploaded,
                             on_not_sent=on_not_sent, on_encoded=on_encoded)[0]

@@ -52,3 +52,16 @@ def test_missing_is_the_share_of_the_last_answers_that_did_not_answer_in_time():
     for missed in (True, True, False, True, False, False):
         room.cloud_answered(missed)
     assert room.missing == pytest.approx(1 / 4)  # the last four: False, True, False, False
+
+
+def test_the_headrooms_windows_stay_a_window_long_when_nobody_asks():
+    """An agent running for hours with hedging off never asks whether it has room to spare: its
+    windows still hold only the last second."""
+    room = Headroom(window_s=1.0)
+    for i in range(10_000):
+        t = i * 0.01
+        room.frame(t)
+        room.dropped("cloud_busy", t)
+        room.wanted_cloud(t)
+    assert max(len(room._frames), len(room._short), len(room._cloud)) <= 101
+    assert room.cloud_rate(99.99) == 101.0 and not room.spare(99.99)
