@@ -553,6 +553,7 @@ class DeviceCore:
         return Observation(
             frame_age_s=now - f.captured, budget_s=f.budget, local_ready=self.local.ready,
             local_queued=len(self.local.queue), local_busy=self.local.busy, local_workers=self.cfg.local_workers,
+            local_left_s=self.local.left(p.local_quantile, now),
             local_service_s=self.local.estimator.quantile(p.local_quantile, now), cloud_state=state,
             cloud_eta_s=eta, cloud_eta_low_s=low, cloud_link_s=link_s,
             cloud_link_free=cloud and (self.link.accepting(now) or not self._cloud_q),

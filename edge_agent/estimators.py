@@ -93,6 +93,24 @@ class WindowedQuantile:
         n = len(self._sorted)
         return self._sorted[min(n - 1, max(0, math.ceil(q * n) - 1))]
 
+    def remaining(self, q: float, elapsed: float, now: float | None = None) -> float | None:
+        """The ``q`` quantile of what is left of a run that has taken ``elapsed`` so far: of the
+        samples longer than ``elapsed``, less ``elapsed``. None when no sample is that long (the
+        run is slower than any seen: nothing says how much of it is left).
+
+        >>> q = WindowedQuantile(8)
+        >>> for v in (0.25, 0.5, 0.5, 0.75):
+        ...     q.update(v, at=0.0)
+        >>> q.remaining(0.5, 0.25), q.remaining(0.5, 0.75)
+        (0.25, None)
+        """
+        if now is not None:
+            self._age_out(now)
+        longer = self._sorted[bisect.bisect_right(self._sorted, elapsed):]
+        if not longer:
+            return None
+        return longer[min(len(longer) - 1, max(0, math.ceil(q * len(longer)) - 1))] - elapsed
+
     @property
     def samples(self) -> int:
         """Samples in the window now (at most ``size``)."""

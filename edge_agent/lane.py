@@ -65,6 +65,17 @@ class LocalLane:
         value = self.estimator.quantile(q, now)
         return self.prior_s if value is None else value
 
+    def left(self, q: float, now: float) -> tuple[float, ...]:
+        """For each run in progress, the ``q`` quantile of the time it still takes: its run time
+        so far counts (a run nearly done frees its worker soon), and a run slower than any seen
+        is planned as if it had just started."""
+        full = self.estimate(q, now)
+        out = []
+        for started in self.started.values():
+            rest = self.estimator.remaining(q, now - started, now)
+            out.append(full if rest is None else rest)
+        return tuple(out)
+
     def take(self) -> int:
         """The next queued frame, for a free worker."""
         return self.queue.popleft()

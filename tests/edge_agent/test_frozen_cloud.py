@@ -4,11 +4,14 @@ A real ``bentoml serve`` on 127.0.0.1 is frozen with SIGSTOP (its process group,
 group of each of its workers, which bentoml starts in sessions of their own) 4 s into a run
 at twice the device's local capacity with a 500 ms budget, and resumed with SIGCONT 6 s
 later: the requests in flight get no answer, new connections are accepted by the kernel
-and never served, and after SIGCONT the service works through what queued up. The same frames are then run local only. In the frozen
-window, and in it together with the 3 s after it, hybrid answers locally at least 90% of
-what local only answers in the same frames, and its local lane serves again within 1 s of
-the slow spell (issue 17: an agent whose local estimate froze answered 1 of 669
-frames locally after such a spell). As the service comes back it works through its
+and never served, and after SIGCONT the service works through what queued up. The same frames
+are then run local only. In the frozen window hybrid answers locally at least what local only
+answers in the same frames (the frames the cloud cannot take wait for the worker about to be
+free: a CI run that planned each busy worker's run as just started dropped them, and answered
+17 where local only answered 19); in it together with the 3 s after it, at least 90% (the cloud
+is back and takes its share); and its local lane serves again within 1 s of the slow spell
+(issue 17: an agent whose local estimate froze answered 1 of 669 frames locally after such a
+spell). As the service comes back it works through its
 backlog on the device's cores; here the local inferences that start in the first 0.7 s
 after SIGCONT take 0.6 s each (longer than the budget), in both runs at the same time
 into the run: the spell that locked the local lane out.
@@ -184,7 +187,7 @@ def test_local_answers_continue_while_the_cloud_is_frozen(service, edge, frames)
         print(f"{name} window {lo:.1f}-{hi:.1f} s: hybrid local {h_local} ({_describe(h)}); "
               f"local only {l_local} ({_describe(lo_only)})")
         assert l_local > 0, f"local only answered nothing {lo:.1f}-{hi:.1f} s: {_describe(lo_only)}"
-        assert h_local >= 0.9 * l_local, (
+        assert h_local >= (1.0 if name == "frozen" else 0.9) * l_local, (
             f"{name} window {lo:.1f}-{hi:.1f} s: hybrid answered {h_local} locally, local only {l_local}; "
             f"hybrid: {_describe(h)}; local only: {_describe(lo_only)}; hybrid stats {h_stats.as_dict()}")
     # the local lane serves again within 1 s of the slow spell's end (its last slow call may run past it)

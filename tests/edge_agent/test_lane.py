@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from edge_agent.estimators import WindowedQuantile
 from edge_agent.lane import LaneState, LocalLane
 
@@ -50,3 +52,13 @@ def test_the_queue_can_wait_one_run_only_if_every_queued_frame_still_makes_it():
     # frame i of the queue would start one run later: slot + (i + 2) * est
     assert lane_.queue_can_wait(0.5, 0.25, deadlines.__getitem__)
     assert not lane_.queue_can_wait(0.6, 0.25, deadlines.__getitem__)
+
+
+def test_what_is_left_of_each_run_counts_its_time_so_far_and_a_run_slower_than_any_is_planned_whole():
+    lane = LocalLane(workers=2, ready=True, estimator=WindowedQuantile(32), prior_s=0.1)
+    for v in (0.18, 0.2, 0.2, 0.22):
+        lane.estimator.update(v, at=0.0)
+    lane.start(0, now=1.0)
+    lane.start(1, now=1.15)
+    # at 1.25: run 0 has taken 0.25 (longer than any seen: a whole 0.75 quantile, 0.2), run 1 0.1
+    assert lane.left(0.75, 1.25) == pytest.approx((0.2, 0.1))

@@ -122,6 +122,35 @@ def test_local_eta_counts_workers():
     assert local_eta(obs(local_queued=3, local_busy=1, local_workers=2), 0.1) == pytest.approx(0.3)
 
 
+def test_local_eta_can_count_what_is_left_of_the_runs_in_progress():
+    # a run nearly done frees its worker soon: the next frame waits for what is left of it
+    nearly_done = obs(local_busy=1, local_left_s=(0.02,))
+    assert local_eta(nearly_done, 0.1, left=True) == pytest.approx(0.12)
+    assert local_eta(nearly_done, 0.1) == pytest.approx(0.2)  # admission's margin: as if just started
+    # two workers, 0.05 and 0.08 s from free: the queued frame takes the first, this one the second
+    assert local_eta(obs(local_queued=1, local_busy=2, local_workers=2, local_left_s=(0.08, 0.05)), 0.1,
+                     left=True) == pytest.approx(0.18)
+    # every run just started: (frames ahead + 1) / workers whole runs, as without the times
+    assert local_eta(obs(local_queued=3, local_busy=1, local_workers=2, local_left_s=(0.1,)), 0.1,
+                     left=True) == pytest.approx(0.3)
+
+
+def test_a_cloud_that_cannot_take_a_frame_leaves_it_to_a_worker_about_to_be_free():
+    # (issue 17: with its cloud frozen the agent dropped each frame that came while its one
+    # worker was busy, as if the run had just started, and answered fewer than local only)
+    cfg = PolicyConfig(latency_budget_s=0.5)
+    frozen = dict(local_busy=1, local_service_s=0.22, cloud_eta_s=2.0)
+    assert decide(obs(**frozen, local_left_s=(0.22,)), cfg).route is Route.DROP  # just started: 0.44 > 0.8 x 0.5
+    d = decide(obs(**frozen, local_left_s=(0.11,)), cfg)  # half done: 0.33 <= 0.8 x 0.5
+    assert (d.route, d.reason) == (Route.LOCAL, "fallback_cloud_too_slow")
+    # with the cloud ready, admission keeps its margin: 0.44 > 0.5 x 0.5, the cloud takes it
+    assert decide(obs(local_busy=1, local_service_s=0.22, local_left_s=(0.02,)), cfg).route is Route.CLOUD
+    # ... and so do local only's terms, over an uplink that carries nothing in time
+    over_a_dead_link = obs(**frozen, local_left_s=(0.02,), cloud_link_s=2.0)
+    d = decide(over_a_dead_link, cfg)
+    assert (d.route, d.reason) == (Route.DROP, "uplink_too_slow")
+
+
 def test_local_eta_is_infinite_while_warming():
     assert local_eta(obs(local_ready=False), 0.1) == float("inf")
 
