@@ -163,7 +163,7 @@ def drive_cloud_failures(d, n, at, **kw):
     for _ in range(n):
         d.frame(at)
         for req in list(d.sent):
-            if req.request in d.core._requests:
+            if req.request in d.core.dispatch.requests:
                 d.feed(CloudDone(at=at + 0.01, request=req.request, failure=kw.get("failure", Failure.UNAVAILABLE),
                                  retry_after_s=kw.get("retry_after_s")))
         at += 0.02
@@ -433,8 +433,8 @@ def _imports(module) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("name", ["core", "events", "pool", "policy", "estimators", "frames", "stats",
-                                  "oracle", "traces"])
+@pytest.mark.parametrize("name", ["core", "core_config", "dispatch", "hedge", "lane", "window", "link", "events",
+                                  "pool", "policy", "estimators", "frames", "stats", "oracle", "traces"])
 def test_device_logic_imports_no_io(name):
     """No clocks, threads, sleeps, sockets or OpenCV in the device's logic."""
     import importlib
