@@ -104,3 +104,17 @@ class CoreSnapshot:
     uplink_bps: float | None = None
     uplink_sent_bytes: int = 0
     uplink_busy_s: float = 0.0
+
+    def health(self, *, status: str, frames: int) -> dict:
+        """The device's part of ``/healthz``: ``status`` (ok, stopping) and the frames seen so far."""
+        def ms(s: float | None) -> float | None:
+            return None if s is None else round(1000 * s, 2)
+
+        return {
+            "status": status, "local": "ready" if self.local_ready else "warming", "cloud": self.cloud_state.value,
+            "local_queue": self.local_queued, "cloud_pending": self.cloud_pending, "pending": self.pending,
+            "frames": frames, "local_service_ms": ms(self.local_service_s), "cloud_rtt_ms": ms(self.cloud_rtt_s),
+            "endpoints": [{"name": e.name, "state": e.state, "inflight": e.requests, "answered": e.answered,
+                           "failures": e.failures, "backup": e.backup, "weight": e.weight, "rtt_ms": ms(e.rtt_s),
+                           **({"reason": e.reason} if e.reason else {})} for e in self.endpoints],
+        }

@@ -33,22 +33,16 @@ from dataclasses import replace
 from queue import SimpleQueue
 from typing import Any, Callable, Iterable, Sequence
 
-from yolo_edge.balancer import ModelRule
-from yolo_edge.errors import (
-    CloudDeadlineExpiredError, CloudError, CloudModelMismatchError, CloudTimeoutError, CloudUnavailableError,
-    ConfigError, YoloEdgeError,
-)
-from yolo_edge.wire import FrameStatus
+from yolo_edge.errors import ConfigError
 
 from .config import AgentConfig
 from .core import CoreConfig, DeviceCore
 from .events import (
-    Action, Close, CloudDone, Encoded, Event, Failure, Flush, FrameCaptured, FrameSkipped, LateAnswer, LocalDone,
-    LocalReady, Release, RunLocal, SendBatch, Tick, Uploaded, Wake, WakeDone,
+    Action, Close, CloudDone, Event, Failure, Flush, FrameCaptured, FrameSkipped, LateAnswer, LocalDone, LocalReady,
+    Release, RunLocal, SendBatch, Tick, Wake,
 )
 from .pool import EndpointSpec
 from .frames import FrameResult, Outcome
-from .link import Rung
 from .metrics import AgentMetrics
 from .policy import Mode, Policy
 from .protocols import CloudEndpoint, LocalDetector, Sink
@@ -56,6 +50,7 @@ from .sinks import close_sinks
 from .sources import SourceFrame
 from .stagetime import StageTimes
 from .stats import RunStats
+from .cloudcall import CloudCalls, pool_model
 
 __all__ = ["Agent", "Outcome"]
 
@@ -69,6 +64,20 @@ def _other_cpus(local_cpus: Sequence[int] | None) -> set[int] | None:
     return (os.sched_getaffinity(0) - set(local_cpus)) or None  # one core only: nowhere else to go
 
 
+def _keep_to(cpus: set[int] | None) -> None:
+    """Keep this thread (a cloud sender: encoding and HTTP; a wake) to ``cpus``, the cores other
+    than the local worker's (None: anywhere).
+
+    The timer thread is left where the OS puts it: it does little, and late (it decides
+    releases and expiries), so it must not queue behind a busy core's work.
+    """
+    if cpus:
+        try:
+            os.sched_setaffinity(0, cpus)  # this thread only (Linux)
+        except OSError as exc:
+            logger.warning("cannot keep agent threads off the local worker's cores: %s", exc)
+
+
 def _single_core(local_cpus) -> bool:
     """Whether every thread of this agent shares the local worker's core (one core available, or
     the local worker pinned to all the cores there are)."""
@@ -76,25 +85,6 @@ def _single_core(local_cpus) -> bool:
         return (os.cpu_count() or 1) == 1
     cpus = os.sched_getaffinity(0)
     return len(cpus) == 1 or (local_cpus is not None and cpus <= set(local_cpus))
-
-
-def _pool_model(clouds: Sequence[CloudEndpoint], names: Sequence[str]) -> ModelRule:
-    """The one model every endpoint must answer from: the device's, as the clients are pinned to it.
-
-    ``edge-agent run`` pins every client to the sha256 of the agent's model (its registry pin);
-    clients pinned to two models are refused. None: no client is pinned, no answer can be checked.
-    """
-    pins = {name: c.expected_sha256.lower() for c, name in zip(clouds, names) if c.expected_sha256}
-    if len(set(pins.values())) > 1:
-        raise ConfigError("the cloud endpoints are pinned to different models ("
-                          + ", ".join(f"{name}: {sha[:12]}..." for name, sha in pins.items())
-                          + "): the pool serves one model, the device's; pin every client to it "
-                          "(expected_sha256=Detector(model).info.sha256)")
-    if clouds and not pins:
-        logger.warning("no cloud endpoint names the model it must serve (expected_sha256): answers of %s are not "
-                       "checked against the device's model; pass expected_sha256=Detector(model).info.sha256 "
-                       "(edge-agent run does)", ", ".join(names))
-    return ModelRule(next(iter(pins.values()), None))
 
 
 def _with_endpoints(cfg: CoreConfig, clients: int) -> CoreConfig:
@@ -149,7 +139,7 @@ class Agent:
                                local_ready=detector is not None, policy=policy)
         self.stats = RunStats(budget_s=core_cfg.budget_s)
         #: the pool's model: every answer from another is refused (its endpoint disabled), whatever its weight
-        self.model = _pool_model(self.clouds, [e.name for e in core_cfg.endpoints])
+        self.model = pool_model(self.clouds, [e.name for e in core_cfg.endpoints])
         self.metrics = metrics or AgentMetrics()
         self.metrics.watch(self.snapshot, self.core.counters)
         self.metrics.watch_sinks(self.sinks)
@@ -164,8 +154,11 @@ class Agent:
         #: CPU time per stage (edge_agent.stagetime): what the agent itself costs per frame
         self.stages = StageTimes()
         self._other_cpus = _other_cpus(config.local_cpus)
+        #: the calls to the endpoints, on the sender and wake threads
+        self.calls = CloudCalls(self.clouds, model=self.model, allow_mismatch=config.allow_model_mismatch,
+                                clock=clock, report=self._report, stages=self.stages)
         self._senders = ThreadPoolExecutor(max_workers=senders, thread_name_prefix="edge-agent-cloud",
-                                           initializer=self._off_local_cores)
+                                           initializer=_keep_to, initargs=(self._other_cpus,))
         self._threads: list[threading.Thread] = []
         self._timer_due: float | None = None  # when the timer thread means to wake, while it waits
         self._started = False
@@ -311,18 +304,6 @@ class Agent:
             self.metrics.observe(r)
             r.image = None
 
-    def _off_local_cores(self) -> None:
-        """Keep this thread (a cloud sender: encoding and HTTP; a wake) off the local worker's cores.
-
-        The timer thread is left where the OS puts it: it does little, and late (it decides
-        releases and expiries), so it must not queue behind a busy core's work.
-        """
-        if self._other_cpus:
-            try:
-                os.sched_setaffinity(0, self._other_cpus)  # this thread only (Linux)
-            except OSError as exc:
-                logger.warning("cannot keep agent threads off the local worker's cores: %s", exc)
-
     def _timer_loop(self) -> None:
         with self._lock:
             while not self._stopped:
@@ -373,102 +354,23 @@ class Agent:
 
     # -- cloud ---------------------------------------------------------------------------
     def _send(self, action: SendBatch, images: list[Any]) -> None:
-        """One request to one endpoint; every frame's answer, or why there is none, goes to the core."""
-        # a deadline becomes "seconds left" here, as the client takes it: computed when the request
-        # was handed to this thread, it would stretch by the wait for a free sender (measured: 6 ms)
-        now = self.clock()
-        budgets = [max(0.0, deadline - now - action.network_s) for deadline in action.deadlines]
-        client = self.clouds[action.endpoint]
-        failure, retry_after, message = None, None, ""
-        answers, metas, frame_errors, network = None, None, {}, None
-        sent = self.clock()
-        options: dict[str, Any] = {}
-        not_sent: list[int] = []  # the frames the client did not upload: their budgets ran out first
-        if getattr(client, "upload_encodings", False) and action.encodings:
-            # the encoding the core chose for each frame, and when the upload has left the device
-            options["jpeg_qualities"] = [Rung.parse(name).quality for name in action.encodings]
+        """One request to one endpoint (a sender thread); its answer goes to the core."""
+        self._report(self.calls.send(action, images))
 
-            def on_uploaded(sizes: list[int], rtt_s: float | None = None) -> None:
-                with self._lock:
-                    self._feed(Uploaded(at=self.clock(), request=action.request, frame_bytes=tuple(sizes), rtt_s=rtt_s))
+    def _wake(self, action: Wake) -> None:
+        """Wake (or probe) an endpoint (a wake thread), off the local worker's cores."""
+        _keep_to(self._other_cpus)
+        self._report(self.calls.wake(action))
 
-            def on_encoded(sizes: list[int]) -> None:
-                with self._lock:
-                    self._feed(Encoded(at=self.clock(), request=action.request, frame_bytes=tuple(sizes)))
-
-            options["on_uploaded"] = on_uploaded
-            options["on_not_sent"] = not_sent.append
-            options["on_encoded"] = on_encoded
-        try:
-            with self.stages.stage("upload"):
-                results = client.detect_frames(images, budgets_s=budgets, **options)
-        except CloudModelMismatchError as exc:
-            failure, message = Failure.MISMATCH, str(exc)
-        except CloudDeadlineExpiredError as exc:  # the endpoint refused the whole request as too late
-            results, message = None, str(exc)
-            answers, metas = [None] * len(images), [{}] * len(images)
-            frame_errors = {i: FrameStatus.EXPIRED for i in range(len(images))}
-        except CloudTimeoutError as exc:
-            failure, message = Failure.TIMEOUT, str(exc)
-        except CloudUnavailableError as exc:
-            failure, message, retry_after = Failure.UNAVAILABLE, str(exc), exc.retry_after_s
-        except (CloudError, YoloEdgeError) as exc:
-            failure, message = Failure.ERROR, str(exc)
-        except Exception as exc:  # anything else from the transport counts as a cloud failure
-            failure, message = Failure.ERROR, f"cloud request failed: {exc!r}"
-        else:
-            failure, message = self._other_model(results)
-            if failure is None:
-                answers, metas = [], []
-                server_s = max((r.timing.server_ms for r in results), default=0.0) / 1000.0
-                if server_s > 0:  # the endpoint said how long it took: the rest was the network's
-                    network = max(0.0, self.clock() - sent - server_s)
-                for i, r in enumerate(results):
-                    answers.append(r.detections if r.ok else None)
-                    metas.append({"model": {"name": r.model.name, "sha256": r.model.sha256}, "timing": r.timing.to_dict()})
-                    if not r.ok:
-                        frame_errors[i] = r.status
-                        if r.error:
-                            logger.debug("%s could not answer frame %d: %s", client, action.seqs[i], r.error)
+    def _report(self, event: Event) -> None:
+        """Feed an event from a cloud call, stamped when the core takes it (under the lock)."""
         with self._lock:
-            if failure is None:
-                self._feed(CloudDone(at=self.clock(), request=action.request, answers=answers, metas=metas,
-                                     frame_errors=frame_errors, network_s=network,
-                                     uploaded=False if len(set(not_sent)) == len(images) else None))
-            else:
-                self._feed(CloudDone(at=self.clock(), request=action.request, failure=failure,
-                                     retry_after_s=retry_after, message=message))
-
-    def _other_model(self, results: Sequence[Any]) -> tuple[Failure | None, str]:
-        """MISMATCH when an answer came from another model than the pool's (its client may not check)."""
-        if self.model.sha256 is None or self.cfg.allow_model_mismatch:
-            return None, ""
-        for r in results:
-            problem = self.model.judge(r.model.sha256, r.model.name) if r.ok else None
-            if problem:
-                return Failure.MISMATCH, "it answered from another model: " + problem
-        return None, ""
+            self._feed(replace(event, at=self.clock()))
 
     @property
     def model_sha256(self) -> str | None:
         """The model every cloud answer must come from (the clients' pin), or None: not checked."""
         return self.model.sha256
-
-    def _wake(self, action: Wake) -> None:
-        """Wake (or probe) an endpoint and check it runs our model before using it."""
-        self._off_local_cores()
-        client = self.clouds[action.endpoint]
-        failure, message, ok = None, "", False
-        try:
-            ok = bool(client.wake(wait_s=action.wait_s))
-            if ok and client.expected_sha256:
-                client.verify_model()
-        except CloudModelMismatchError as exc:
-            failure, message, ok = Failure.MISMATCH, str(exc), False
-        except YoloEdgeError as exc:
-            failure, message, ok = Failure.ERROR, str(exc), False
-        with self._lock:
-            self._feed(WakeDone(at=self.clock(), endpoint=action.endpoint, ok=ok, failure=failure, message=message))
 
     def wait_local_ready(self, stop: threading.Event | None = None, timeout_s: float | None = None) -> bool:
         """Block until the local backend is ready (or failed to load, or ``stop`` is set)."""
@@ -487,16 +389,6 @@ class Agent:
             return self.core.snapshot(self.clock())
 
     def health(self) -> dict:
-        snap = self.snapshot()
-        return {
-            "status": "ok" if self._started and not self.core.closing else "stopping",
-            "local": "ready" if snap.local_ready else "warming", "cloud": snap.cloud_state.value,
-            "local_queue": snap.local_queued, "cloud_pending": snap.cloud_pending, "pending": snap.pending,
-            "frames": self.core.next_seq,
-            "local_service_ms": None if snap.local_service_s is None else round(1000 * snap.local_service_s, 2),
-            "cloud_rtt_ms": None if snap.cloud_rtt_s is None else round(1000 * snap.cloud_rtt_s, 2),
-            "endpoints": [{"name": e.name, "state": e.state, "inflight": e.requests, "answered": e.answered,
-                           "failures": e.failures, "backup": e.backup, "weight": e.weight,
-                           "rtt_ms": None if e.rtt_s is None else round(1000 * e.rtt_s, 2),
-                           **({"reason": e.reason} if e.reason else {})} for e in snap.endpoints],
-        }
+        """What ``/healthz`` shows of the agent."""
+        return self.snapshot().health(status="ok" if self._started and not self.core.closing else "stopping",
+                                      frames=self.core.next_seq)
