@@ -103,7 +103,7 @@ def test_clients_pinned_to_two_models_are_refused_and_unpinned_ones_warned_of(a_
     with pytest.raises(ConfigError, match="pinned to different models.*pin every client"):
         Agent(_config(a, d), detector=SlowDetector(), cloud=pinned)
     unpinned = [CloudClient(a.url), CloudClient(d.url)]
-    with caplog.at_level(logging.WARNING, logger="edge_agent.runner"):
+    with caplog.at_level(logging.WARNING, logger="edge_agent"):
         agent = Agent(_config(a, d), detector=SlowDetector(), cloud=unpinned)
     assert agent.model_sha256 is None and "not checked against the device's model" in caplog.text
     for c in pinned + unpinned:
