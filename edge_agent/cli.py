@@ -26,13 +26,13 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from yolo_edge.cli import BarSafeHandler, print_error
-from yolo_edge.endpoint import why_unreachable
-from yolo_edge.errors import CloudUnavailableError, YoloEdgeError
+from yolo_edge.errors import YoloEdgeError
 
 from .baseline import RunRecorder
+from .cloudcall import CloudWithOptions
 from .config import AgentConfig, load_config
 from .delivery import Delivery
 from .frames import Outcome
@@ -182,49 +182,6 @@ def _model_info(resolved):
     meta = parse_metadata(read_onnx_info(resolved.path).metadata)
     return ModelInfo(name=resolved.name, sha256=resolved.sha256, path=str(resolved.path),
                      names=as_names(meta["names"]) if "names" in meta else {}, imgsz=(0, 0))
-
-
-class CloudWithOptions:
-    """A cloud client that sends the agent's detection options (conf, iou, classes) with every
-    request, so a frame answered in the cloud is filtered like one answered locally."""
-
-    def __init__(self, client: Any, *, conf: float, iou: float, classes: list[int] | None,
-                 watch: ReachWatch | None = None, index: int = 0) -> None:
-        self.client = client
-        self.endpoint = client.endpoint
-        self.expected_sha256 = client.expected_sha256
-        self.options = {"conf": conf, "iou": iou, "classes": classes}
-        self.upload_encodings = getattr(client, "upload_encodings", False)
-        self.watch, self.index = watch, index
-
-    def _call(self, fn: Any, images: Sequence[Any], kwargs: dict) -> Any:
-        try:
-            answer = fn(images, **{**self.options, **kwargs})
-        except CloudUnavailableError as exc:
-            if self.watch is not None and exc.status_code is None:  # no HTTP answer at all: not reachable
-                self.watch.request_failed(self.index, why_unreachable(exc.original) if exc.original else str(exc))
-            raise
-        if self.watch is not None:
-            self.watch.request_answered(self.index)
-        return answer
-
-    def detect_frames(self, images: Sequence[Any], **kwargs: Any) -> Any:
-        return self._call(self.client.detect_frames, images, kwargs)
-
-    def detect_many(self, images: Sequence[Any], **kwargs: Any) -> Any:
-        return self._call(self.client.detect_many, images, kwargs)
-
-    def wake(self, wait_s: float = 0) -> bool:
-        ready = self.client.wake(wait_s=wait_s)
-        if ready and self.watch is not None:
-            self.watch.request_answered(self.index)
-        return ready
-
-    def verify_model(self) -> dict:
-        return self.client.verify_model()
-
-    def close(self) -> None:
-        self.client.close()
 
 
 def run(cfg: AgentConfig, *, summary_json: str | None = None, detector=None, out=None, progress: bool = False,

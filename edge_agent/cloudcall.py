@@ -1,5 +1,8 @@
 """The agent's calls to its cloud endpoints: one request or one wake, turned into the core's event.
 
+:class:`CloudWithOptions` wraps an endpoint's client for ``edge-agent run``: it sends the
+agent's detection options with every request and tells the reachability watch how each call went.
+
 :class:`CloudCalls` is the part of :class:`edge_agent.runner.Agent` that talks to the endpoint
 clients (:class:`yolo_edge.cloud.CloudClient`, :class:`yolo_edge.oip.OipClient`, or anything
 satisfying :class:`edge_agent.protocols.CloudEndpoint`). It carries out a ``SendBatch`` or a
@@ -14,7 +17,7 @@ and stamps each event then (``at``), when the core takes it.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from yolo_edge.balancer import ModelRule
 from yolo_edge.errors import (
@@ -28,7 +31,10 @@ from .link import Rung
 from .protocols import CloudEndpoint
 from .stagetime import StageTimes
 
-__all__ = ["CloudCalls", "pool_model"]
+if TYPE_CHECKING:
+    from .reach import ReachWatch
+
+__all__ = ["CloudCalls", "CloudWithOptions", "pool_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -147,3 +153,48 @@ class CloudCalls:
         except YoloEdgeError as exc:
             failure, message, ok = Failure.ERROR, str(exc), False
         return WakeDone(at=self.clock(), endpoint=action.endpoint, ok=ok, failure=failure, message=message)
+
+
+class CloudWithOptions:
+    """A cloud client that sends the agent's detection options (conf, iou, classes) with every
+    request, so a frame answered in the cloud is filtered like one answered locally."""
+
+    def __init__(self, client: Any, *, conf: float, iou: float, classes: list[int] | None,
+                 watch: ReachWatch | None = None, index: int = 0) -> None:
+        self.client = client
+        self.endpoint = client.endpoint
+        self.expected_sha256 = client.expected_sha256
+        self.options = {"conf": conf, "iou": iou, "classes": classes}
+        self.upload_encodings = getattr(client, "upload_encodings", False)
+        self.watch, self.index = watch, index
+
+    def _call(self, fn: Any, images: Sequence[Any], kwargs: dict) -> Any:
+        try:
+            answer = fn(images, **{**self.options, **kwargs})
+        except CloudUnavailableError as exc:
+            if self.watch is not None and exc.status_code is None:  # no HTTP answer at all: not reachable
+                from yolo_edge.endpoint import why_unreachable  # (the HTTP stack: loaded only when it failed)
+
+                self.watch.request_failed(self.index, why_unreachable(exc.original) if exc.original else str(exc))
+            raise
+        if self.watch is not None:
+            self.watch.request_answered(self.index)
+        return answer
+
+    def detect_frames(self, images: Sequence[Any], **kwargs: Any) -> Any:
+        return self._call(self.client.detect_frames, images, kwargs)
+
+    def detect_many(self, images: Sequence[Any], **kwargs: Any) -> Any:
+        return self._call(self.client.detect_many, images, kwargs)
+
+    def wake(self, wait_s: float = 0) -> bool:
+        ready = self.client.wake(wait_s=wait_s)
+        if ready and self.watch is not None:
+            self.watch.request_answered(self.index)
+        return ready
+
+    def verify_model(self) -> dict:
+        return self.client.verify_model()
+
+    def close(self) -> None:
+        self.client.close()
