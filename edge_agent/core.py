@@ -299,9 +299,7 @@ class DeviceCore:
             if f is None or f.stage is not Stage.CLOUD_FLIGHT or f.request != req.id:
                 continue
             if f.hedged:  # it is running locally already: that answer is its chance now
-                f.move(Stage.LOCAL_RUN)
-                f.request, f.hedged = None, False
-                self.hedger.both.over(seq)
+                self.hedger.cloud_over(f)
             else:
                 self._route(f, now, fallback=True, cloud_block=cloud_block)
 
@@ -319,12 +317,13 @@ class DeviceCore:
             self._headroom.cloud_answered(why is not None or ev.at > req.deadlines[i])
             if why is not None:
                 self.counters[("endpoint", req.endpoint.name, f"frames_{why.value}")] += 1
-                self.hedger.both.over(seq)
                 if current and f.hedged:
-                    f.move(Stage.LOCAL_RUN)  # the local run is its chance
-                    f.request, f.hedged = None, False
-                elif current and not self.hedger.rescue(f, ev.at):
-                    self._resolve(f, Outcome.DROPPED, "expired_at_endpoint" if why is FrameStatus.EXPIRED else "cloud_frame_error")
+                    self.hedger.cloud_over(f)  # the local run is its chance
+                else:
+                    self.hedger.both.over(seq)
+                    if current and not self.hedger.rescue(f, ev.at):
+                        self._resolve(f, Outcome.DROPPED,
+                                      "expired_at_endpoint" if why is FrameStatus.EXPIRED else "cloud_frame_error")
             elif self._hedge_second(seq, Route.CLOUD):
                 continue
             elif current:

@@ -90,8 +90,7 @@ class WindowedQuantile:
             self._age_out(now)
         if not self._sorted:
             return self.prior
-        n = len(self._sorted)
-        return self._sorted[min(n - 1, max(0, math.ceil(q * n) - 1))]
+        return _nearest_rank(self._sorted, q)
 
     def remaining(self, q: float, elapsed: float, now: float | None = None) -> float | None:
         """The ``q`` quantile of what is left of a run that has taken ``elapsed`` so far: of the
@@ -109,7 +108,7 @@ class WindowedQuantile:
         longer = self._sorted[bisect.bisect_right(self._sorted, elapsed):]
         if not longer:
             return None
-        return longer[min(len(longer) - 1, max(0, math.ceil(q * len(longer)) - 1))] - elapsed
+        return _nearest_rank(longer, q) - elapsed
 
     @property
     def samples(self) -> int:
@@ -210,7 +209,12 @@ class SojournModel:
             xs = self._cache[key] = sorted(v + b * (depth - d) for _, d, v in self._samples)
         unseen = max(0, depth - self._cache["deep"])
         extra = unseen * max(0.0, self._cache["base"] / self.parallel - b)
-        return xs[min(len(xs) - 1, max(0, math.ceil(q * len(xs)) - 1))] + extra
+        return _nearest_rank(xs, q) + extra
+
+
+def _nearest_rank(xs: list[float], q: float) -> float:
+    """The ``q`` quantile of the sorted, non-empty ``xs`` by nearest rank (a value of ``xs``)."""
+    return xs[min(len(xs) - 1, max(0, math.ceil(q * len(xs)) - 1))]
 
 
 def _median(xs: list[float]) -> float:

@@ -194,6 +194,13 @@ class Hedger:
         self.lane.start(f.seq, now)
         return RunLocal(f.seq)
 
+    def cloud_over(self, f: FrameState) -> None:
+        """The cloud side of hedged frame ``f`` ended without an answer: its local run, under way,
+        is its chance now."""
+        f.move(Stage.LOCAL_RUN)
+        f.request, f.hedged = None, False
+        self.both.over(f.seq)
+
     def rescue(self, f: FrameState, now: float) -> bool:
         """A cloud frame came back unanswered (expired at the endpoint, an error): it runs
         locally next if that can still answer it in time at no other frame's expense."""
