@@ -65,9 +65,9 @@ class OracleBound:
 
 
 def _batch_share(trace: Trace, cloud) -> float:
-    """A frame's cheapest share of a batch's service time (a batch of n costs 1 + 0.5 (n - 1) frames)."""
+    """A frame's cheapest share of a batch's service time (a batch of n costs 1 + m (n - 1) frames)."""
     n = max(trace.max_batch, cloud.batch_frames)
-    return (1 + 0.5 * (n - 1)) / n
+    return (1 + cloud.batch_marginal * (n - 1)) / n
 
 
 def _all_down(clouds) -> list[tuple[float, float]]:

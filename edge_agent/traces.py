@@ -41,6 +41,9 @@ class CloudTrace:
     #: adaptive batching: a free slot takes queued requests' frames into one model batch of up to
     #: this many (as BentoML merges concurrent requests); 1: each request is served on its own
     batch_frames: int = 1
+    #: what each frame after the first adds to a batch, in single frames: about 0.5 on a GPU
+    #: (batching pays), near 1.0 on a CPU, where a batch of n costs about n singles
+    batch_marginal: float = 0.5
     degrade: tuple[Ramp, ...] = ()  # round trip and service slow down and recover
     slow: tuple[Window, ...] = ()  # (start, end, factor) multiplying its service time: an endpoint slowed
     cold_start_s: float = 0.0  # time from the first wake until the first replica is ready
@@ -59,6 +62,9 @@ class CloudTrace:
     def __post_init__(self) -> None:
         if self.service_s <= 0 or self.slots < 1 or self.max_replicas < 1:
             raise ConfigError(f"cloud {self.name!r}: service_s, slots and max_replicas must be positive")
+        if not 0.0 <= self.batch_marginal <= 2.0:
+            raise ConfigError(f"cloud {self.name!r}: batch_marginal is what each extra frame adds to a batch, in "
+                              f"single frames (0.0-2.0), not {self.batch_marginal}")
 
     def degrade_factor(self, t: float) -> float:
         return _ramp(self.degrade, t)
@@ -79,7 +85,7 @@ class CloudTrace:
 
     def batch_s(self, n: int, t: float) -> float:
         """Service time of a batch of ``n`` frames started at ``t`` (a GPU batch costs less than n singles)."""
-        return self.service_s * (1 + 0.5 * (n - 1)) * self.degrade_factor(t) * self.slow_factor(t)
+        return self.service_s * (1 + self.batch_marginal * (n - 1)) * self.degrade_factor(t) * self.slow_factor(t)
 
     @property
     def capacity_fps(self) -> float:

@@ -9,6 +9,7 @@ thermal ramp) and ``JITTER_SCENARIOS`` (1.2x capacity, a jittery round trip).
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import pytest
 from sim_runs import SimRuns
@@ -18,8 +19,9 @@ from edge_agent.oracle import oracle_bound
 from edge_agent.policy import decide
 from edge_agent.sim import EventLoop, SimCloud, SimDevice, core_config_for, simulate
 from edge_agent.stats import RunStats
-from edge_agent.traces import JITTER_SCENARIOS, LIVENESS_SCENARIOS, UPLINK_SCENARIOS, sample, scenario
+from edge_agent.traces import JITTER_SCENARIOS, CloudTrace, LIVENESS_SCENARIOS, UPLINK_SCENARIOS, sample, scenario
 from edge_agent.uplink import UplinkTrace
+from yolo_edge.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)
@@ -115,6 +117,21 @@ def test_the_oracle_knows_the_link():
     without = oracle_bound(sample(scenario("uplink_att_lte_driving", duration_s=10, seed=1, uplink=None))).within_share
     hybrid = simulate(trace).within_share
     assert hybrid <= with_link < without
+
+
+def test_a_service_whose_batches_cost_n_frames_serves_fewer_and_the_oracle_knows():
+    """On a CPU a batch of n costs about n frames (measured here: a batch of two, 1.9-2.0 singles),
+    on a GPU about 1 + 0.5 (n - 1); the simulator's cloud and the oracle both take the cost given."""
+    assert CloudTrace(service_s=0.1, batch_marginal=1.0).batch_s(3, 0.0) == pytest.approx(0.3)
+    assert CloudTrace(service_s=0.1).batch_s(3, 0.0) == pytest.approx(0.2)
+    with pytest.raises(ConfigError, match="batch_marginal"):
+        CloudTrace(batch_marginal=-0.5)
+    gpu = scenario("steady", seed=1, duration_s=20, fps=60.0,
+                   endpoints=(CloudTrace(service_s=0.12, slots=1, batch_frames=4),))
+    cpu = replace(gpu, endpoints=(CloudTrace(service_s=0.12, slots=1, batch_frames=4, batch_marginal=1.0),))
+    served = {name: simulate(t).row()["endpoints"]["cloud"]["frames_served"] for name, t in (("gpu", gpu), ("cpu", cpu))}
+    assert served["cpu"] < 0.8 * served["gpu"]
+    assert oracle_bound(sample(cpu)).within_share < oracle_bound(sample(gpu)).within_share
 
 
 def test_the_devices_own_cpu_work_takes_local_capacity():
