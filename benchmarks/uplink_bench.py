@@ -33,7 +33,6 @@ Prints Markdown for BENCHMARKS.md; ``--json`` keeps every number.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -51,6 +50,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 from shaped_link import ShapedLink, shaped_link_unavailable  # noqa: E402
+from quiet import device_priority  # noqa: E402
 
 from edge_agent.config import AgentConfig  # noqa: E402
 from edge_agent.demo import photos  # noqa: E402
@@ -71,34 +71,6 @@ PINNED = hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2
 OFFSETS = {"verizon-lte": 30.0, "tmobile-lte": 30.0, "att-lte-driving": 20.0, "tmobile-umts-driving": 60.0}
 
 logger = logging.getLogger("uplink_bench")
-AUTOGROUP = Path("/proc/sys/kernel/sched_autogroup_enabled")
-
-
-@contextlib.contextmanager
-def device_priority(nice: int = -10):
-    """Keep other work on this shared machine off the device's and the service's cores.
-
-    The agent, the shaper and the service (its children inherit the niceness) run at ``nice``.
-    Linux's autogroups would make niceness count only within a session, so a test or a build
-    started from another terminal would still take half a core; they are turned off for the
-    run and restored after. Each run's ``device`` record says what share of its core the agent
-    got, so a disturbed run shows.
-    """
-    before = AUTOGROUP.read_text().strip() if AUTOGROUP.exists() else None
-    try:
-        if before == "1":
-            AUTOGROUP.write_text("0")
-        os.setpriority(os.PRIO_PROCESS, 0, nice)
-    except OSError as exc:
-        logger.warning("could not raise the benchmark's priority (%s): other work on this machine may slow the "
-                       "device and the service", exc)
-    try:
-        yield
-    finally:
-        if before == "1":
-            AUTOGROUP.write_text(before)
-
-
 class Recorder:
     """A sink that keeps every result (its route, timing and upload)."""
 
