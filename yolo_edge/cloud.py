@@ -52,7 +52,7 @@ from .cloud_upload import to_original as _to_original  # its old name, for the b
 from .endpoint_url import HTTP_SCHEMES, check_endpoint_url
 from .errors import CloudError, CloudFrameError, CloudModelMismatchError, ConfigError
 from .image import check_channels
-from .transport import RETRY_STATUS, HttpTransport, RetryPolicy, check_client_args, poll_ready
+from .transport import RETRY_STATUS, HttpTransport, RemoteClient, RetryPolicy, check_client_args
 from .types import Detections
 from .wire import (
     BUDGETS_FIELD,
@@ -76,7 +76,7 @@ logger = logging.getLogger(__name__)
 _HINT = "is the service running at that address (or scaled to zero: call wake())?"
 
 
-class CloudClient:
+class CloudClient(RemoteClient):
     """A client for one yolo-edge service endpoint; safe to share between threads.
 
     ``jpeg_quality`` (1-100) makes uploads lossy and small; by default (None) they are
@@ -146,12 +146,6 @@ class CloudClient:
         """Close the HTTP session if this client created it. Idempotent."""
         self._transport.close()
 
-    def __enter__(self) -> "CloudClient":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"CloudClient({self.endpoint!r}, auth={'on' if self.token else 'off'})"
 
@@ -159,15 +153,6 @@ class CloudClient:
     def ready(self) -> bool:
         """GET /readyz once with a short timeout; False on any failure, never raises."""
         return self._transport.probe("/readyz")
-
-    def wake(self, wait_s: float = 0) -> bool:
-        """Ping /readyz so a scaled-to-zero deployment starts; optionally wait until ready.
-
-        Returns whether the service answered ready. With ``wait_s=0`` this is one
-        request (the wake-up signal); with ``wait_s>0`` it polls every 0.5 s until the
-        service is ready or ``wait_s`` has passed.
-        """
-        return poll_ready(self.ready, wait_s, self._sleep)
 
     def info(self) -> dict[str, Any]:
         """GET /metadata: ``name, sha256, names, imgsz, providers, version, max_batch, limits``.

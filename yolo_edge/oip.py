@@ -42,7 +42,7 @@ from .errors import CloudDeadlineExpiredError, CloudError, CloudModelMismatchErr
 from .models.resolve import ResolvedModel, resolve_model
 from .oip_model import ServedModel, check_output, check_served, identity_problem
 from .oip_wire import OipUrl, decode_infer_response, encode_infer_request, parse_oip_url, refine_error
-from .transport import HttpTransport, RetryPolicy, check_client_args, poll_ready
+from .transport import HttpTransport, RemoteClient, RetryPolicy, check_client_args
 from .types import Detections
 from .wire import (FrameResult, FrameStatus, FrameTiming, ModelRef, _is_int, _is_real, frame_deadlines, image_list,
                    short_repr)
@@ -206,7 +206,7 @@ def _remaining_us(deadline: float | None, url: str) -> int | None:
     return max(1, int(left * 1e6))
 
 
-class OipClient:
+class OipClient(RemoteClient):
     """A detection client for one model on an Open Inference Protocol endpoint.
 
     ``url`` is ``oip+http://HOST:PORT[/PREFIX]/v2/models/NAME[/versions/V]``. ``model``
@@ -256,12 +256,6 @@ class OipClient:
         """Close the HTTP session if this client created it. Idempotent."""
         self.backend.close()
 
-    def __enter__(self) -> "OipClient":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"OipClient({self.endpoint!r}, model={self.detector.info.name!r})"
 
@@ -269,10 +263,6 @@ class OipClient:
     def ready(self) -> bool:
         """Server and model ready; False on any failure, never raises."""
         return self.backend.ready()
-
-    def wake(self, wait_s: float = 0) -> bool:
-        """Ask for readiness (which wakes a scaled-to-zero KServe service); poll up to ``wait_s`` until ready."""
-        return poll_ready(self.ready, wait_s, self._sleep)
 
     def verify_model(self, expected_sha256: str | None = None) -> dict[str, Any]:
         """Check the served model against the local one (interface and sha256); return what is served."""

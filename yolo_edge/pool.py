@@ -53,6 +53,7 @@ from .endpoint_url import safe_name
 from .errors import ConfigError
 from .failover import Failover
 from .pool_members import PoolMember
+from .transport import RemoteClient
 from .wire import LIMITS, FrameResult, FrameStatus, ModelRef, short_repr
 
 __all__ = ["EndpointPool", "PoolMember", "MemberState", "MemberStatus"]
@@ -60,7 +61,7 @@ __all__ = ["EndpointPool", "PoolMember", "MemberState", "MemberStatus"]
 logger = logging.getLogger(__name__)
 
 
-class EndpointPool:
+class EndpointPool(RemoteClient):
     """Detection over several endpoints with failover; an :class:`~yolo_edge.endpoint.Endpoint` itself.
 
     ``members``: URLs, :class:`PoolMember` tables or clients (see the module docstring).
@@ -135,12 +136,6 @@ class EndpointPool:
         """Close the clients the pool opened (not those given to it built). Idempotent."""
         for client in self._owned:
             client.close()
-
-    def __enter__(self) -> "EndpointPool":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"EndpointPool({[m.name for m in self._members]!r})"

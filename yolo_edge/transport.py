@@ -38,14 +38,14 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Collection, Mapping
+from typing import Any, Callable, Collection, Mapping, TypeVar
 
 from .errors import CloudAuthError, CloudError, CloudRequestError, CloudTimeoutError, CloudUnavailableError, ConfigError
 from .wire import _is_int, check_seconds, short_repr
 
 __all__ = ["HttpTransport", "RetryPolicy", "RETRY_STATUS", "MAX_BACKOFF_S", "IDEMPOTENT", "parse_retry_after",
            "backoff_delay", "status_error", "server_message", "transport_error", "why_unreachable",
-           "check_client_args", "poll_ready"]
+           "check_client_args", "poll_ready", "Closing", "RemoteClient"]
 
 logger = logging.getLogger(__name__)
 
@@ -253,7 +253,41 @@ def _retryable(method: str, error: CloudError) -> bool:
 
 # -- the transport -------------------------------------------------------------------------------
 
-class HttpTransport:
+Self = TypeVar("Self", bound="Closing")
+
+
+class Closing:
+    """Closed on leaving a ``with`` block; the subclass defines :meth:`close` (idempotent)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: Self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RemoteClient(Closing):
+    """What every remote client shares: :meth:`close` at the end of a ``with`` block, :meth:`wake` over :meth:`ready`."""
+
+    _sleep: Callable[[float], None]  # how wake() waits between probes
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def wake(self, wait_s: float = 0) -> bool:
+        """Probe readiness so a scaled-to-zero deployment starts; optionally wait until ready.
+
+        Returns whether it answered ready. With ``wait_s=0`` this is one probe (the
+        wake-up signal); with ``wait_s>0`` it polls every 0.5 s until ready or ``wait_s``
+        has passed (:func:`poll_ready`).
+        """
+        return poll_ready(self.ready, wait_s, self._sleep)
+
+
+class HttpTransport(Closing):
     """One endpoint's HTTP session and retry loop; safe to share between threads.
 
     ``base_url`` is what paths are appended to. ``client`` names the client in error
@@ -299,12 +333,6 @@ class HttpTransport:
         """Close the session if this transport created it. Idempotent."""
         if self._owns_session:
             self.session.close()
-
-    def __enter__(self) -> "HttpTransport":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
