@@ -54,6 +54,7 @@ from .errors import CloudError, CloudFrameError, CloudModelMismatchError, Config
 from .image import check_channels
 from .transport import RETRY_STATUS, HttpTransport, RemoteClient, RetryPolicy, check_client_args
 from .types import Detections
+from .values import is_int, short_repr
 from .wire import (
     BUDGETS_FIELD,
     DetectOptions,
@@ -61,12 +62,10 @@ from .wire import (
     FrameStatus,
     ModelRef,
     ServiceInfo,
-    _is_int,
     budgets_to_form,
     decode_results,
     frame_deadlines,
     image_list,
-    short_repr,
 )
 
 __all__ = ["CloudClient", "RETRY_STATUS"]
@@ -121,7 +120,7 @@ class CloudClient(RemoteClient):
         self.timeout, self.backoff_s = check_client_args(
             token=token, timeout=timeout, max_retries=max_retries, backoff_s=backoff_s,
             allow_model_mismatch=allow_model_mismatch, sleep=sleep)
-        if jpeg_quality is not None and (not _is_int(jpeg_quality) or not 1 <= jpeg_quality <= 100):
+        if jpeg_quality is not None and (not is_int(jpeg_quality) or not 1 <= jpeg_quality <= 100):
             raise ConfigError(f"jpeg_quality must be None (lossless) or an integer within 1..100, got {short_repr(jpeg_quality)}")
         if not isinstance(downscale, bool):
             raise ConfigError(f"downscale must be True or False, got {short_repr(downscale)}")
@@ -283,7 +282,7 @@ class CloudClient(RemoteClient):
         if jpeg_qualities is not None:
             jpeg_qualities = list(jpeg_qualities)
             if len(jpeg_qualities) != len(images) or not all(
-                    q is None or (_is_int(q) and 1 <= q <= 100) for q in jpeg_qualities):
+                    q is None or (is_int(q) and 1 <= q <= 100) for q in jpeg_qualities):
                 raise ConfigError(f"jpeg_qualities must give one quality per image ({len(images)}), each None "
                                   f"(lossless) or an integer within 1..100, got {short_repr(jpeg_qualities)}")
         for name, fn, of in (("on_uploaded", on_uploaded, "the list of encoded sizes"),

@@ -44,8 +44,8 @@ from .oip_model import ServedModel, check_output, check_served, identity_problem
 from .oip_wire import OipUrl, decode_infer_response, encode_infer_request, parse_oip_url, refine_error
 from .transport import HttpTransport, RemoteClient, RetryPolicy, check_client_args
 from .types import Detections
-from .wire import (FrameResult, FrameStatus, FrameTiming, ModelRef, _is_int, _is_real, frame_deadlines, image_list,
-                   short_repr)
+from .values import is_int, is_real, short_repr
+from .wire import FrameResult, FrameStatus, FrameTiming, ModelRef, frame_deadlines, image_list
 
 __all__ = ["OipClient", "OipBackend", "ServedModel"]
 
@@ -85,7 +85,7 @@ class OipBackend:
         timeout, backoff_s = check_client_args(token=token, timeout=timeout, max_retries=max_retries,
                                                backoff_s=backoff_s, allow_model_mismatch=allow_model_mismatch,
                                                sleep=sleep)
-        if max_batch is not None and (not _is_int(max_batch) or max_batch < 1):
+        if max_batch is not None and (not is_int(max_batch) or max_batch < 1):
             raise ConfigError(f"max_batch must be None (the server's) or an integer >= 1, got {short_repr(max_batch)}")
         self.url = url if isinstance(url, OipUrl) else parse_oip_url(url)
         self.local = local
@@ -295,7 +295,7 @@ class OipClient(RemoteClient):
         images = image_list(images, "detect_many")
         if not isinstance(return_meta, bool):
             raise ConfigError(f"return_meta must be True or False, got {short_repr(return_meta)}")
-        if budget_s is not None and not (_is_real(budget_s) and -math.inf < budget_s < math.inf):  # NaN fails too
+        if budget_s is not None and not (is_real(budget_s) and -math.inf < budget_s < math.inf):  # NaN fails too
             raise ConfigError(f"budget_s must be None (no deadline) or a finite number of seconds left, "
                               f"got {short_repr(budget_s)}")
         if not images:

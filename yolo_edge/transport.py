@@ -41,7 +41,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Collection, Mapping, TypeVar
 
 from .errors import CloudAuthError, CloudError, CloudRequestError, CloudTimeoutError, CloudUnavailableError, ConfigError
-from .wire import _is_int, check_seconds, short_repr
+from .values import is_int, short_repr
+from .wire import check_seconds
 
 __all__ = ["HttpTransport", "RetryPolicy", "RETRY_STATUS", "MAX_BACKOFF_S", "IDEMPOTENT", "parse_retry_after",
            "backoff_delay", "status_error", "server_message", "transport_error", "why_unreachable",
@@ -68,7 +69,7 @@ class RetryPolicy:
     max_backoff_s: float = MAX_BACKOFF_S  # cap on a backoff wait (a Retry-After may ask for longer)
 
     def __post_init__(self) -> None:
-        if not _is_int(self.max_retries) or not 0 <= self.max_retries <= 20:
+        if not is_int(self.max_retries) or not 0 <= self.max_retries <= 20:
             raise ConfigError(f"max_retries must be an integer within 0..20, got {short_repr(self.max_retries)}")
         check_seconds("backoff_s", self.backoff_s, zero=True)
         check_seconds("max_backoff_s", self.max_backoff_s, zero=True)
@@ -415,7 +416,7 @@ def check_client_args(*, token: Any, timeout: Any, max_retries: Any, backoff_s: 
         raise ConfigError("token must be a non-empty string on one line (the service's YOLO_EDGE_TOKEN), "
                           f"got {short_repr(token) if not isinstance(token, str) else 'a string with line breaks'}")
     timeout_s = check_seconds("timeout", timeout)
-    if not _is_int(max_retries) or not 0 <= max_retries <= 20:
+    if not is_int(max_retries) or not 0 <= max_retries <= 20:
         raise ConfigError(f"max_retries must be an integer within 0..20, got {short_repr(max_retries)}")
     backoff = check_seconds("backoff_s", backoff_s, zero=True)
     if not isinstance(allow_model_mismatch, bool):

@@ -49,7 +49,6 @@ import enum
 import json
 import math
 import numbers
-import reprlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -57,6 +56,9 @@ import numpy as np
 
 from .errors import CloudError, ConfigError
 from .types import Detections
+from .values import is_int as _is_int
+from .values import is_real as _is_real
+from .values import short_repr
 
 __all__ = [
     "LIMITS",
@@ -216,34 +218,6 @@ def image_list(images: Any, what: str) -> list[Any]:
 def budgets_to_form(budgets: Sequence[float | None]) -> str:
     """The ``budgets_s`` form field: a JSON list, microsecond precision."""
     return json.dumps([None if b is None else round(float(b), 6) for b in budgets])
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _is_real(value: Any) -> bool:
-    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
-        return False
-    try:
-        float(value)
-    except (OverflowError, ValueError):  # an int too large for a float
-        return False
-    return True
-
-
-_REPR = reprlib.Repr()
-_REPR.maxstring, _REPR.maxother = 60, 60
-
-
-def short_repr(value: Any, limit: int = 80) -> str:
-    """``repr`` for error messages: bounded, and safe on huge ints and odd objects."""
-    try:
-        text = _REPR.repr(value)
-    except Exception:  # an int above the int-to-str digit limit, a failing __repr__
-        text = (f"<an integer of {value.bit_length()} bits>" if isinstance(value, int)
-                else f"<{type(value).__name__}>")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # -- request options ------------------------------------------------------------------------------
