@@ -47,7 +47,7 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
-from .cloud_upload import Upload, check_fits, fit_request, prepare_upload, service_limits
+from .cloud_upload import Upload, check_fits, check_qualities, fit_request, prepare_upload, service_limits
 from .cloud_upload import to_original as _to_original  # its old name, for the benchmarks
 from .endpoint_url import HTTP_SCHEMES, check_endpoint_url
 from .errors import CloudError, CloudFrameError, CloudModelMismatchError, ConfigError
@@ -66,6 +66,7 @@ from .wire import (
     decode_results,
     frame_deadlines,
     image_list,
+    unexpired,
 )
 
 __all__ = ["CloudClient", "RETRY_STATUS"]
@@ -279,12 +280,7 @@ class CloudClient(RemoteClient):
         the caller can plan the upload's time on its link from the real bytes.
         """
         images = image_list(images, "detect_frames")
-        if jpeg_qualities is not None:
-            jpeg_qualities = list(jpeg_qualities)
-            if len(jpeg_qualities) != len(images) or not all(
-                    q is None or (is_int(q) and 1 <= q <= 100) for q in jpeg_qualities):
-                raise ConfigError(f"jpeg_qualities must give one quality per image ({len(images)}), each None "
-                                  f"(lossless) or an integer within 1..100, got {short_repr(jpeg_qualities)}")
+        jpeg_qualities = check_qualities(jpeg_qualities, len(images))
         for name, fn, of in (("on_uploaded", on_uploaded, "the list of encoded sizes"),
                              ("on_not_sent", on_not_sent, "a frame's index"),
                              ("on_encoded", on_encoded, "the list of encoded sizes")):
@@ -313,7 +309,7 @@ class CloudClient(RemoteClient):
                 on_not_sent(i)
             return self._not_sent(late_s)
 
-        pending = _unexpired(list(range(len(images))), deadlines, results, not_sent)
+        pending = unexpired(range(len(images)), deadlines, results, time.monotonic(), not_sent)
         uploads: dict[int, Upload] = {}
         if pending:
             info = self.service_info()
@@ -323,7 +319,7 @@ class CloudClient(RemoteClient):
                 uploads[i] = prepare_upload(images[i], channels=channels, imgsz=info.imgsz if self.downscale else None,
                                             jpeg_quality=quality, limits=limits)
                 check_fits(i, uploads[i], _form_fields(form, deadlines, [i]), limits, self.endpoint)
-            pending = _unexpired(pending, deadlines, results, not_sent)  # encoding took time
+            pending = unexpired(pending, deadlines, results, time.monotonic(), not_sent)  # encoding took time
         if on_encoded is not None:
             going = set(pending)
             on_encoded([len(uploads[i].data) if i in going else 0 for i in range(len(images))])
@@ -333,7 +329,7 @@ class CloudClient(RemoteClient):
             count = max(1, fit_request([(len(uploads[i].data), uploads[i].pixels) for i in head],
                                        _form_fields(form, deadlines, head), limits))
             self._send(pending[:count], uploads, deadlines, form, results, roundtrips, on_uploaded)
-            pending = _unexpired(pending[count:], deadlines, results, not_sent)
+            pending = unexpired(pending[count:], deadlines, results, time.monotonic(), not_sent)
         return [r for r in results if r is not None], roundtrips
 
     def _send(self, chunk: list[int], uploads: dict[int, Upload], deadlines: list[float | None] | None,
@@ -374,17 +370,6 @@ class CloudClient(RemoteClient):
 
     def _check_sha(self, got: str, name: str, expected: str | None = None) -> None:
         _check_model(got, name, expected or self.expected_sha256, self.allow_model_mismatch)
-
-
-def _unexpired(pending: list[int], deadlines: list[float | None] | None, results: list[FrameResult | None],
-               not_sent: Callable[[int, float], FrameResult]) -> list[int]:
-    """``pending`` less the frames whose deadline has passed (answered ``not_sent(index, seconds late)`` in ``results``)."""
-    now = time.monotonic()
-    for i in pending:
-        late = None if deadlines is None else deadlines[i]
-        if late is not None and late <= now:
-            results[i] = not_sent(i, now - late)
-    return [i for i in pending if results[i] is None]
 
 
 def _form_fields(form: dict[str, str], deadlines: list[float | None] | None, chunk: list[int]) -> dict[str, str]:

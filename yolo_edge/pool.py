@@ -54,7 +54,7 @@ from .errors import ConfigError
 from .failover import Failover
 from .pool_members import PoolMember
 from .transport import RemoteClient
-from .wire import LIMITS, FrameResult, FrameStatus, ModelRef, short_repr
+from .wire import LIMITS, FrameResult, FrameStatus, ModelRef, short_repr, unexpired
 
 __all__ = ["EndpointPool", "PoolMember", "MemberState", "MemberStatus"]
 
@@ -254,17 +254,11 @@ class EndpointPool(RemoteClient):
         opts = dict(conf=conf, iou=iou, classes=classes, max_det=max_det, channels=channels)
         results: list[FrameResult | None] = [None] * len(images)
 
-        def unexpired(chunk: list[int]) -> list[int]:
-            """The frames of ``chunk`` with budget left; the others are answered EXPIRED here."""
-            now = self._clock()
-            for i in chunk:
-                late = None if deadlines is None else deadlines[i]
-                if results[i] is None and late is not None and late <= now:
-                    results[i] = self._expired_here(now - late)
-            return [i for i in chunk if results[i] is None]
+        def with_budget(chunk: list[int]) -> list[int]:  # the others are answered EXPIRED here
+            return unexpired(chunk, deadlines, results, self._clock(), lambda _, late_s: self._expired_here(late_s))
 
         def send(client: Endpoint, chunk: list[int]) -> tuple[list[int], list[FrameResult]]:
-            left = unexpired(chunk)  # again at each try: failing over takes time
+            left = with_budget(chunk)  # again at each try: failing over takes time
             if not left:
                 return left, []
             now = self._clock()
@@ -273,7 +267,7 @@ class EndpointPool(RemoteClient):
             return left, client.detect_frames([images[i] for i in left], budgets_s=budgets_left, **opts)
 
         for chunk in _chunks(list(range(len(images)))):
-            if not unexpired(chunk):
+            if not with_budget(chunk):
                 continue
             (left, answers), _ = self._failover.call(
                 lambda client: send(client, chunk),

@@ -50,7 +50,7 @@ import json
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -74,6 +74,7 @@ __all__ = [
     "check_classes",
     "check_budgets",
     "frame_deadlines",
+    "unexpired",
     "image_list",
     "check_seconds",
     "budgets_to_form",
@@ -206,6 +207,19 @@ def frame_deadlines(budgets_s: Any, count: int, now: float) -> list[float | None
     """
     budgets = check_budgets(budgets_s, count, spent_ok=True)
     return None if budgets is None else [None if b is None else now + b for b in budgets]
+
+
+def unexpired(pending: Sequence[int], deadlines: Sequence[float | None] | None, results: list[Any], now: float,
+              expired: Callable[[int, float], Any]) -> list[int]:
+    """The frames of ``pending`` with no result yet and budget left at ``now``.
+
+    A frame whose deadline has passed gets ``expired(index, seconds late)`` in ``results``.
+    """
+    for i in pending:
+        late = None if deadlines is None else deadlines[i]
+        if results[i] is None and late is not None and late <= now:
+            results[i] = expired(i, now - late)
+    return [i for i in pending if results[i] is None]
 
 
 def image_list(images: Any, what: str) -> list[Any]:
