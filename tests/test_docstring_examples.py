@@ -18,7 +18,7 @@ MODULES = [
     "yolo_edge.coco", "yolo_edge.models.index", "yolo_edge.samples", "yolo_edge.inputs", "yolo_edge.stream",
     "yolo_edge.pool", "yolo_edge.pool_members", "yolo_edge.upload_timing", "edge_agent.link", "edge_agent.uplink",
     "edge_agent.window", "edge_agent.lane", "edge_agent.hedge", "edge_agent.dispatch", "edge_agent.core_config", "edge_agent.cloudcall", "bentos.model_home", "yolo_edge.balancer", "yolo_edge.endpoint_url",
-    "yolo_edge.transport", "yolo_edge.cloud_upload",
+    "yolo_edge.transport", "yolo_edge.cloud_upload", "yolo_edge.values", "yolo_edge.failover", "yolo_edge.models.darknet_cfg",
 ]
 
 

@@ -1,9 +1,11 @@
-"""The rules every endpoint pool follows, as pure functions of its state and ``now``: no clock, thread or socket.
+"""The rules every endpoint pool follows, fed its state and ``now``: no clock, thread or socket.
 
-Two drivers hold the state and call these rules: :class:`yolo_edge.pool.EndpointPool` (with
-its clock, under its lock) and the edge agent's device core (``edge_agent.pool.CloudPool``,
-with event times), so an SDK pool and an agent choose, take out, bring back and hold to a
-model by the same rules:
+Two drivers use these rules: :class:`yolo_edge.pool.EndpointPool` drives a
+:class:`Balancer` (the SDK pool's members, their states and the choice of the next try)
+with its clock, under its lock, and does the I/O it asks for; the edge agent's device core
+(``edge_agent.pool.CloudPool``, with event times) calls the rules below on state of its
+own. So an SDK pool and an agent choose, take out, bring back and hold to a model by the
+same rules:
 
 - **Who serves**: the endpoints in rotation, the primaries; the backups only while no
   primary is (:func:`serving`). Among them each driver takes the least loaded per unit of
@@ -33,14 +35,16 @@ model by the same rules:
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence, TypeVar
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Callable, Sequence, TypeVar
 
-from .errors import ConfigError
+from .errors import CloudModelMismatchError, ConfigError
 from .health import Health, HealthConfig, on_failure, on_success
 from .wire import short_repr
 
-__all__ = ["ModelRule", "check_share", "serving", "failed", "probe_failed", "Health", "HealthConfig", "on_failure",
-           "on_success"]
+__all__ = ["Balancer", "Member", "MemberState", "MemberStatus", "Kind", "Change", "Note", "ModelRule", "check_share",
+           "serving", "failed", "probe_failed", "Health", "HealthConfig", "on_failure", "on_success"]
 
 T = TypeVar("T")
 
@@ -102,3 +106,299 @@ def probe_failed(*, now: float, cfg: HealthConfig, retry_after_s: float | None =
     Or for as long as the server asked with ``Retry-After``, if longer.
     """
     return Health((), now + max(cfg.fail_timeout_s, float(retry_after_s or 0.0)))
+
+
+class MemberState(str, Enum):
+    NEW = "new"  # not used yet: its model is checked on first use
+    READY = "ready"  # in rotation
+    OUT = "out"  # too many failures: out until its time is up, then probed
+    PROBING = "probing"  # its time out is up: a call is probing it
+    DISABLED = "disabled"  # serves another model: never used again
+
+
+@dataclass(frozen=True)
+class MemberStatus:
+    """One member as :meth:`yolo_edge.pool.EndpointPool.members` shows it."""
+
+    name: str
+    state: MemberState
+    weight: float
+    backup: bool
+    outstanding: int  # requests in flight now
+    requests: int  # requests sent
+    frames: int  # frames answered
+    failures: int
+    sha256: str | None  # the model it was seen to serve
+    out_for_s: float  # seconds left out of rotation (0 when in rotation)
+    reason: str | None  # the last failure, or why it was disabled
+
+
+class Member:
+    """One member's mutable state in a :class:`Balancer`; guarded by its driver's lock."""
+
+    def __init__(self, index: int, name: str, *, weight: float = 1.0, backup: bool = False, client: Any = None) -> None:
+        self.index, self.name, self.weight, self.backup = index, name, weight, backup
+        self.client = client  # the driver's handle on it: never called here
+        self.state = MemberState.NEW
+        self.health = Health()
+        self.busy = False  # a call is checking (joining or probing) it, or sending the pool's first request
+        self.founding = False  # sending the request whose answer names the pool's model
+        self.outstanding = self.requests = self.frames = self.failures = 0
+        self.current = 0.0  # smooth weighted round robin among equally loaded members
+        self.sha256: str | None = None
+        self.reason: str | None = None
+
+    def status(self, now: float) -> MemberStatus:
+        out_for = max(0.0, self.health.out_until - now) if self.state is MemberState.OUT else 0.0
+        return MemberStatus(self.name, self.state, self.weight, self.backup, self.outstanding,
+                            self.requests, self.frames, self.failures, self.sha256, out_for, self.reason)
+
+
+class Kind(Enum):
+    """What a call does next."""
+
+    SEND = "send"  # send the request to the member (counted)
+    JOIN = "join"  # check the member's model (first use; it is claimed), then send to it
+    PROBE = "probe"  # its time out is up (it is claimed, PROBING): probe it, then choose again
+    WAIT = "wait"  # another call is checking a member this one may need
+    NONE = "none"  # no member is left for this call
+
+
+class Change(Enum):
+    """What a driver is told happened to a member (for its log)."""
+
+    FOUNDED = "founded"  # its model is the pool's from now on (the first endpoint's)
+    BACK = "back"  # back in rotation after a time out
+    OUT = "out"  # taken out of rotation for a while
+    STILL_OUT = "still out"  # probed, not ready: out again
+    FAILED = "failed"  # a failure that did not take it out
+    DISABLED = "disabled"  # serves another model: out for good
+
+
+@dataclass(frozen=True)
+class Note:
+    change: Change
+    member: Member
+    why: str | None = None  # OUT, FAILED, DISABLED: the failure, or the other model; FOUNDED: the model's name
+    out_for_s: float = 0.0  # OUT: for how long
+    check: bool = False  # FAILED: the failure was its model check's
+
+
+class Balancer:
+    """An endpoint pool's state and choices, fed ``now`` and outcomes; no clock, lock or I/O.
+
+    The driver (:class:`yolo_edge.pool.EndpointPool`) holds it under its lock, asks
+    :meth:`next` what a call does next, does that (sends, checks a model, probes) and
+    feeds back what came of it (:meth:`sent`, :meth:`joined`, :meth:`probed`,
+    :meth:`answered`, :meth:`failed`, :meth:`disable`, :meth:`done`). What happened to a
+    member that a log should say is queued in :attr:`notes` (:meth:`take_notes`).
+
+    >>> bal = Balancer([Member(0, "a"), Member(1, "b", weight=2.0)], model=ModelRule("a" * 64))
+    >>> kind, m = bal.next(set(), now=0.0); kind.value, m.name
+    ('join', 'b')
+    >>> bal.joined(m, "a" * 64, "coco"), m.state.value  # its model check named the pool's model
+    (True, 'ready')
+    >>> bal.sent(m); bal.next(set(), now=0.0)[1].name  # b has a request in flight, a none
+    'a'
+    """
+
+    def __init__(self, members: Sequence[Member], *, model: ModelRule, health: HealthConfig = HealthConfig()) -> None:
+        self.members = list(members)
+        self.model = model  # the pool's model: fixed, never voted
+        self.health = health
+        self.notes: list[Note] = []
+
+    def take_notes(self) -> list[Note]:
+        notes, self.notes = self.notes, []
+        return notes
+
+    def status(self, now: float) -> list[MemberStatus]:
+        return [m.status(now) for m in self.members]
+
+    def usable(self) -> list[Member]:
+        """The members not disabled, primaries first."""
+        usable = [m for m in self.members if m.state is not MemberState.DISABLED]
+        return [m for m in usable if not m.backup] + [m for m in usable if m.backup]
+
+    def checking(self) -> bool:
+        """Whether a call is checking a member (or sending the pool's first request)."""
+        return any(m.busy for m in self.members if m.state is not MemberState.DISABLED)
+
+    # -- choice ------------------------------------------------------------------------
+    def next(self, tried: set[int], now: float) -> tuple[Kind, Member | None]:
+        """What a call that has ``tried`` these members does next, done here: SEND counts, JOIN and PROBE claim.
+
+        Members whose time out is up are probed first. Then, among the members in rotation
+        (the primaries not tried yet, else the backups), the fewest requests in flight per
+        unit of weight, ties in turns by weight (nginx's smooth weighted round robin).
+
+        While the pool's model is not known, it is the first member's (the first one
+        listed, whatever the weights): only that member is used until its answer names the
+        model, and while it is being checked every call waits. No other member's answer may
+        name the pool's model, so none is sent a request before.
+        """
+        kind, member = self._founder(tried, now) if self.model.sha256 is None else self._choose(tried, now)
+        if member is not None:
+            if kind is Kind.SEND:
+                self.sent(member)
+            else:
+                member.busy = True
+                if kind is Kind.PROBE:
+                    member.state = MemberState.PROBING
+        return kind, member
+
+    def _choose(self, tried: set[int], now: float) -> tuple[Kind, Member | None]:
+        usable = [m for m in self.members if m.state is not MemberState.DISABLED and m.index not in tried]
+        for m in usable:
+            if m.state is MemberState.OUT and not m.health.out(now) and not m.busy:
+                return Kind.PROBE, m
+        takers = serving(usable, in_rotation=lambda m: m.state in (MemberState.NEW, MemberState.READY),
+                         backup=lambda m: m.backup)
+        free = [m for m in takers if not m.busy]
+        if not free:
+            if takers or any(m.busy for m in usable):
+                return Kind.WAIT, None  # a member is being checked: its verdict may give this call one
+            return Kind.NONE, None
+        least = min(m.outstanding / m.weight for m in free)
+        tied = [m for m in free if m.outstanding / m.weight == least]
+        for m in tied:
+            m.current += m.weight
+        chosen = max(tied, key=lambda m: m.current)
+        chosen.current -= sum(m.weight for m in tied)
+        return (Kind.JOIN if chosen.state is MemberState.NEW else Kind.SEND), chosen
+
+    def _founder(self, tried: set[int], now: float) -> tuple[Kind, Member | None]:
+        """The choice while the pool's model is unknown: the first member, or nobody."""
+        if self.checking():
+            return Kind.WAIT, None
+        first = self.members[0]
+        if first.index in tried or first.state is MemberState.DISABLED:
+            return Kind.NONE, None
+        if first.state is MemberState.OUT:
+            return (Kind.NONE, None) if first.health.out(now) else (Kind.PROBE, first)
+        return (Kind.JOIN if first.state is MemberState.NEW else Kind.SEND), first
+
+    def expect(self, sha256: str) -> None:
+        """Hold the pool to model ``sha256`` from now on; CloudModelMismatchError if it already holds to another."""
+        if self.model.sha256 and sha256 != self.model.sha256:
+            raise CloudModelMismatchError(f"the pool serves model {self.model.sha256[:12]}..., not {sha256[:12]}...")
+        self.model = ModelRule(sha256, self.model.name)
+
+    def claim_first(self) -> Kind:
+        """Claim the first member to learn the pool's model: JOIN (claimed), WAIT (a call is checking one) or NONE."""
+        first = self.members[0]
+        if self.model.sha256 is None and self.checking():
+            return Kind.WAIT
+        if self.model.sha256 is not None or first.state not in (MemberState.NEW, MemberState.READY):
+            return Kind.NONE
+        first.busy = True
+        return Kind.JOIN
+
+    def claim(self, member: Member) -> bool:
+        """Claim ``member`` for a check of its model; False: another call has it, or is learning the pool's model."""
+        if member.busy or (self.model.sha256 is None and self.checking()):
+            return False
+        member.busy = True
+        return True
+
+    def unclaim(self, member: Member) -> None:
+        member.busy = member.founding = False
+
+    # -- outcomes ----------------------------------------------------------------------
+    def sent(self, member: Member, *, founding: bool = False) -> None:
+        """A request goes to ``member``; ``founding``: a claimed member whose answer will name the pool's model."""
+        member.outstanding += 1
+        member.requests += 1
+        if founding:
+            member.founding = True
+
+    def take(self, member: Member) -> bool:
+        """A request to a member that has just joined, if it is still in rotation (counted); False: it is not."""
+        if member.state is not MemberState.READY:
+            return False
+        self.sent(member)
+        return True
+
+    def done(self, member: Member) -> None:
+        """A request to ``member`` is over (answered or not); the founding request ends its claim."""
+        member.outstanding -= 1
+        if member.founding:
+            self.unclaim(member)
+
+    def joined(self, member: Member, sha256: str, name: str) -> bool:
+        """A claimed member's check named its model: in rotation (True), else disabled; the claim ends."""
+        if not self._holds(member, sha256.lower(), name):
+            return False
+        if member.state is MemberState.PROBING:
+            self.notes.append(Note(Change.BACK, member))
+        member.state, member.health, member.sha256 = MemberState.READY, on_success(member.health), sha256.lower()
+        self.unclaim(member)
+        return True
+
+    def not_ready(self, member: Member, *, now: float) -> None:
+        """A probed member is not ready: out again; the claim ends."""
+        member.state, member.health = MemberState.OUT, probe_failed(now=now, cfg=self.health)
+        self.unclaim(member)
+        self.notes.append(Note(Change.STILL_OUT, member))
+
+    def unnamed(self, member: Member) -> None:
+        """A probed member is ready but cannot name its model, and the pool has none yet: back to its first use."""
+        member.state, member.health = MemberState.NEW, on_success(member.health)
+        self.unclaim(member)
+
+    def abandon(self, member: Member, now: float) -> None:
+        """End a claim that an unexpected error cut short; a member being probed is out again."""
+        if member.state is MemberState.PROBING:
+            member.state, member.health = MemberState.OUT, probe_failed(now=now, cfg=self.health)
+        self.unclaim(member)
+
+    def answered(self, member: Member, shas: Sequence[str], *, alive: bool) -> bool:
+        """Account an answer naming these models; False (and the member disabled) when one is another model."""
+        for sha in shas:
+            if not self._holds(member, sha.lower(), "?", answer=True):
+                return False
+        if shas:
+            member.frames += len(shas)
+            member.sha256 = shas[0].lower()
+            if member.state is MemberState.NEW:
+                member.state = MemberState.READY
+        if alive and (member.health.fails or member.health.out_until > -math.inf):
+            member.health = on_success(member.health)
+        return True
+
+    def failed(self, member: Member, reason: str, *, now: float, retry_after_s: float | None = None,
+               checking: bool = False) -> None:
+        """A request to ``member`` (or, ``checking``, its check: the claim ends here) failed through its fault."""
+        member.failures += 1
+        member.reason = reason
+        if checking and member.state is MemberState.PROBING:  # probed ready, but its check failed: out again
+            member.health = probe_failed(now=now, cfg=self.health, retry_after_s=retry_after_s)
+            member.state = MemberState.OUT
+            taken_out = True
+        else:
+            member.health, took_out = failed(member.health, now=now, cfg=self.health, retry_after_s=retry_after_s)
+            taken_out = took_out and member.state in (MemberState.NEW, MemberState.READY)
+            if taken_out:
+                member.state = MemberState.OUT
+        if checking:
+            self.unclaim(member)
+        self.notes.append(Note(Change.OUT, member, reason, out_for_s=member.health.out_until - now) if taken_out
+                          else Note(Change.FAILED, member, reason, check=checking))
+
+    def disable(self, member: Member, why: str) -> None:
+        """``member`` serves another model: out for good (its claim, if any, ends)."""
+        member.busy = False
+        if member.state is not MemberState.DISABLED:
+            member.state, member.reason = MemberState.DISABLED, why
+            self.notes.append(Note(Change.DISABLED, member, why))
+
+    def _holds(self, member: Member, sha: str, name: str, *, answer: bool = False) -> bool:
+        """Whether ``sha`` is the pool's model (the first member's names it, if none was given); else disabled."""
+        founding = self.model.sha256 is None
+        problem = self.model.judge(sha, name, first=member is self.members[0])
+        if problem:
+            self.disable(member, ("it answered from another model: " if answer else "") + problem)
+            return False
+        if founding:
+            self.notes.append(Note(Change.FOUNDED, member, name))
+        return True

@@ -47,13 +47,14 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
-from .cloud_upload import Upload, check_fits, fit_request, prepare_upload, service_limits
+from .cloud_upload import Upload, check_fits, check_qualities, fit_request, prepare_upload, service_limits
 from .cloud_upload import to_original as _to_original  # its old name, for the benchmarks
 from .endpoint_url import HTTP_SCHEMES, check_endpoint_url
 from .errors import CloudError, CloudFrameError, CloudModelMismatchError, ConfigError
 from .image import check_channels
-from .transport import RETRY_STATUS, HttpTransport, RetryPolicy, check_client_args, poll_ready
+from .transport import RETRY_STATUS, HttpTransport, RemoteClient, RetryPolicy, check_client_args
 from .types import Detections
+from .values import is_int, short_repr
 from .wire import (
     BUDGETS_FIELD,
     DetectOptions,
@@ -61,12 +62,11 @@ from .wire import (
     FrameStatus,
     ModelRef,
     ServiceInfo,
-    _is_int,
     budgets_to_form,
     decode_results,
     frame_deadlines,
     image_list,
-    short_repr,
+    unexpired,
 )
 
 __all__ = ["CloudClient", "RETRY_STATUS"]
@@ -76,7 +76,7 @@ logger = logging.getLogger(__name__)
 _HINT = "is the service running at that address (or scaled to zero: call wake())?"
 
 
-class CloudClient:
+class CloudClient(RemoteClient):
     """A client for one yolo-edge service endpoint; safe to share between threads.
 
     ``jpeg_quality`` (1-100) makes uploads lossy and small; by default (None) they are
@@ -121,7 +121,7 @@ class CloudClient:
         self.timeout, self.backoff_s = check_client_args(
             token=token, timeout=timeout, max_retries=max_retries, backoff_s=backoff_s,
             allow_model_mismatch=allow_model_mismatch, sleep=sleep)
-        if jpeg_quality is not None and (not _is_int(jpeg_quality) or not 1 <= jpeg_quality <= 100):
+        if jpeg_quality is not None and (not is_int(jpeg_quality) or not 1 <= jpeg_quality <= 100):
             raise ConfigError(f"jpeg_quality must be None (lossless) or an integer within 1..100, got {short_repr(jpeg_quality)}")
         if not isinstance(downscale, bool):
             raise ConfigError(f"downscale must be True or False, got {short_repr(downscale)}")
@@ -146,12 +146,6 @@ class CloudClient:
         """Close the HTTP session if this client created it. Idempotent."""
         self._transport.close()
 
-    def __enter__(self) -> "CloudClient":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"CloudClient({self.endpoint!r}, auth={'on' if self.token else 'off'})"
 
@@ -159,15 +153,6 @@ class CloudClient:
     def ready(self) -> bool:
         """GET /readyz once with a short timeout; False on any failure, never raises."""
         return self._transport.probe("/readyz")
-
-    def wake(self, wait_s: float = 0) -> bool:
-        """Ping /readyz so a scaled-to-zero deployment starts; optionally wait until ready.
-
-        Returns whether the service answered ready. With ``wait_s=0`` this is one
-        request (the wake-up signal); with ``wait_s>0`` it polls every 0.5 s until the
-        service is ready or ``wait_s`` has passed.
-        """
-        return poll_ready(self.ready, wait_s, self._sleep)
 
     def info(self) -> dict[str, Any]:
         """GET /metadata: ``name, sha256, names, imgsz, providers, version, max_batch, limits``.
@@ -295,12 +280,7 @@ class CloudClient:
         the caller can plan the upload's time on its link from the real bytes.
         """
         images = image_list(images, "detect_frames")
-        if jpeg_qualities is not None:
-            jpeg_qualities = list(jpeg_qualities)
-            if len(jpeg_qualities) != len(images) or not all(
-                    q is None or (_is_int(q) and 1 <= q <= 100) for q in jpeg_qualities):
-                raise ConfigError(f"jpeg_qualities must give one quality per image ({len(images)}), each None "
-                                  f"(lossless) or an integer within 1..100, got {short_repr(jpeg_qualities)}")
+        jpeg_qualities = check_qualities(jpeg_qualities, len(images))
         for name, fn, of in (("on_uploaded", on_uploaded, "the list of encoded sizes"),
                              ("on_not_sent", on_not_sent, "a frame's index"),
                              ("on_encoded", on_encoded, "the list of encoded sizes")):
@@ -329,7 +309,7 @@ class CloudClient:
                 on_not_sent(i)
             return self._not_sent(late_s)
 
-        pending = _unexpired(list(range(len(images))), deadlines, results, not_sent)
+        pending = unexpired(range(len(images)), deadlines, results, time.monotonic(), not_sent)
         uploads: dict[int, Upload] = {}
         if pending:
             info = self.service_info()
@@ -339,7 +319,7 @@ class CloudClient:
                 uploads[i] = prepare_upload(images[i], channels=channels, imgsz=info.imgsz if self.downscale else None,
                                             jpeg_quality=quality, limits=limits)
                 check_fits(i, uploads[i], _form_fields(form, deadlines, [i]), limits, self.endpoint)
-            pending = _unexpired(pending, deadlines, results, not_sent)  # encoding took time
+            pending = unexpired(pending, deadlines, results, time.monotonic(), not_sent)  # encoding took time
         if on_encoded is not None:
             going = set(pending)
             on_encoded([len(uploads[i].data) if i in going else 0 for i in range(len(images))])
@@ -349,7 +329,7 @@ class CloudClient:
             count = max(1, fit_request([(len(uploads[i].data), uploads[i].pixels) for i in head],
                                        _form_fields(form, deadlines, head), limits))
             self._send(pending[:count], uploads, deadlines, form, results, roundtrips, on_uploaded)
-            pending = _unexpired(pending[count:], deadlines, results, not_sent)
+            pending = unexpired(pending[count:], deadlines, results, time.monotonic(), not_sent)
         return [r for r in results if r is not None], roundtrips
 
     def _send(self, chunk: list[int], uploads: dict[int, Upload], deadlines: list[float | None] | None,
@@ -390,17 +370,6 @@ class CloudClient:
 
     def _check_sha(self, got: str, name: str, expected: str | None = None) -> None:
         _check_model(got, name, expected or self.expected_sha256, self.allow_model_mismatch)
-
-
-def _unexpired(pending: list[int], deadlines: list[float | None] | None, results: list[FrameResult | None],
-               not_sent: Callable[[int, float], FrameResult]) -> list[int]:
-    """``pending`` less the frames whose deadline has passed (answered ``not_sent(index, seconds late)`` in ``results``)."""
-    now = time.monotonic()
-    for i in pending:
-        late = None if deadlines is None else deadlines[i]
-        if late is not None and late <= now:
-            results[i] = not_sent(i, now - late)
-    return [i for i in pending if results[i] is None]
 
 
 def _form_fields(form: dict[str, str], deadlines: list[float | None] | None, chunk: list[int]) -> dict[str, str]:

@@ -20,12 +20,13 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .errors import ImageTooLargeError
+from .errors import ConfigError, ImageTooLargeError
 from .image import MAX_BYTES, MAX_PIXELS
 from .types import Detections
+from .values import is_int, short_repr
 from .wire import LIMITS, Limits, ServiceInfo
 
-__all__ = ["prepare_upload", "service_limits", "request_bytes", "fit_request", "check_fits", "to_original",
+__all__ = ["check_qualities", "prepare_upload", "service_limits", "request_bytes", "fit_request", "check_fits", "to_original",
            "PART_OVERHEAD", "REQUEST_OVERHEAD"]
 
 #: Bytes a multipart request adds around each file or field (boundary and part headers, about
@@ -107,6 +108,17 @@ def check_fits(index: int, upload: Upload, fields: Mapping[str, str], limits: Li
 
 def is_encoded(image: Any) -> bool:
     return isinstance(image, (bytes, bytearray, memoryview, str, os.PathLike))
+
+
+def check_qualities(qualities: Sequence[int | None] | None, count: int) -> list[int | None] | None:
+    """Each frame's upload encoding as a list (None: lossless PNG, 1-100: JPEG of that quality), or None for none."""
+    if qualities is None:
+        return None
+    qualities = list(qualities)
+    if len(qualities) != count or not all(q is None or (is_int(q) and 1 <= q <= 100) for q in qualities):
+        raise ConfigError(f"jpeg_qualities must give one quality per image ({count}), each None "
+                          f"(lossless) or an integer within 1..100, got {short_repr(qualities)}")
+    return qualities
 
 
 def prepare_upload(image: Any, *, channels: str = "bgr", imgsz: tuple[int, int] | None = None,

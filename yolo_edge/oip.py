@@ -42,10 +42,10 @@ from .errors import CloudDeadlineExpiredError, CloudError, CloudModelMismatchErr
 from .models.resolve import ResolvedModel, resolve_model
 from .oip_model import ServedModel, check_output, check_served, identity_problem
 from .oip_wire import OipUrl, decode_infer_response, encode_infer_request, parse_oip_url, refine_error
-from .transport import HttpTransport, RetryPolicy, check_client_args, poll_ready
+from .transport import HttpTransport, RemoteClient, RetryPolicy, check_client_args
 from .types import Detections
-from .wire import (FrameResult, FrameStatus, FrameTiming, ModelRef, _is_int, _is_real, frame_deadlines, image_list,
-                   short_repr)
+from .values import is_int, is_real, short_repr
+from .wire import FrameResult, FrameStatus, FrameTiming, ModelRef, frame_deadlines, image_list
 
 __all__ = ["OipClient", "OipBackend", "ServedModel"]
 
@@ -85,7 +85,7 @@ class OipBackend:
         timeout, backoff_s = check_client_args(token=token, timeout=timeout, max_retries=max_retries,
                                                backoff_s=backoff_s, allow_model_mismatch=allow_model_mismatch,
                                                sleep=sleep)
-        if max_batch is not None and (not _is_int(max_batch) or max_batch < 1):
+        if max_batch is not None and (not is_int(max_batch) or max_batch < 1):
             raise ConfigError(f"max_batch must be None (the server's) or an integer >= 1, got {short_repr(max_batch)}")
         self.url = url if isinstance(url, OipUrl) else parse_oip_url(url)
         self.local = local
@@ -206,7 +206,7 @@ def _remaining_us(deadline: float | None, url: str) -> int | None:
     return max(1, int(left * 1e6))
 
 
-class OipClient:
+class OipClient(RemoteClient):
     """A detection client for one model on an Open Inference Protocol endpoint.
 
     ``url`` is ``oip+http://HOST:PORT[/PREFIX]/v2/models/NAME[/versions/V]``. ``model``
@@ -256,12 +256,6 @@ class OipClient:
         """Close the HTTP session if this client created it. Idempotent."""
         self.backend.close()
 
-    def __enter__(self) -> "OipClient":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"OipClient({self.endpoint!r}, model={self.detector.info.name!r})"
 
@@ -269,10 +263,6 @@ class OipClient:
     def ready(self) -> bool:
         """Server and model ready; False on any failure, never raises."""
         return self.backend.ready()
-
-    def wake(self, wait_s: float = 0) -> bool:
-        """Ask for readiness (which wakes a scaled-to-zero KServe service); poll up to ``wait_s`` until ready."""
-        return poll_ready(self.ready, wait_s, self._sleep)
 
     def verify_model(self, expected_sha256: str | None = None) -> dict[str, Any]:
         """Check the served model against the local one (interface and sha256); return what is served."""
@@ -305,7 +295,7 @@ class OipClient:
         images = image_list(images, "detect_many")
         if not isinstance(return_meta, bool):
             raise ConfigError(f"return_meta must be True or False, got {short_repr(return_meta)}")
-        if budget_s is not None and not (_is_real(budget_s) and -math.inf < budget_s < math.inf):  # NaN fails too
+        if budget_s is not None and not (is_real(budget_s) and -math.inf < budget_s < math.inf):  # NaN fails too
             raise ConfigError(f"budget_s must be None (no deadline) or a finite number of seconds left, "
                               f"got {short_repr(budget_s)}")
         if not images:

@@ -38,14 +38,15 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Collection, Mapping
+from typing import Any, Callable, Collection, Mapping, TypeVar
 
 from .errors import CloudAuthError, CloudError, CloudRequestError, CloudTimeoutError, CloudUnavailableError, ConfigError
-from .wire import _is_int, check_seconds, short_repr
+from .values import is_int, short_repr
+from .wire import check_seconds
 
 __all__ = ["HttpTransport", "RetryPolicy", "RETRY_STATUS", "MAX_BACKOFF_S", "IDEMPOTENT", "parse_retry_after",
            "backoff_delay", "status_error", "server_message", "transport_error", "why_unreachable",
-           "check_client_args", "poll_ready"]
+           "check_client_args", "poll_ready", "Closing", "RemoteClient"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class RetryPolicy:
     max_backoff_s: float = MAX_BACKOFF_S  # cap on a backoff wait (a Retry-After may ask for longer)
 
     def __post_init__(self) -> None:
-        if not _is_int(self.max_retries) or not 0 <= self.max_retries <= 20:
+        if not is_int(self.max_retries) or not 0 <= self.max_retries <= 20:
             raise ConfigError(f"max_retries must be an integer within 0..20, got {short_repr(self.max_retries)}")
         check_seconds("backoff_s", self.backoff_s, zero=True)
         check_seconds("max_backoff_s", self.max_backoff_s, zero=True)
@@ -253,7 +254,41 @@ def _retryable(method: str, error: CloudError) -> bool:
 
 # -- the transport -------------------------------------------------------------------------------
 
-class HttpTransport:
+Self = TypeVar("Self", bound="Closing")
+
+
+class Closing:
+    """Closed on leaving a ``with`` block; the subclass defines :meth:`close` (idempotent)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: Self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RemoteClient(Closing):
+    """What every remote client shares: :meth:`close` at the end of a ``with`` block, :meth:`wake` over :meth:`ready`."""
+
+    _sleep: Callable[[float], None]  # how wake() waits between probes
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def wake(self, wait_s: float = 0) -> bool:
+        """Probe readiness so a scaled-to-zero deployment starts; optionally wait until ready.
+
+        Returns whether it answered ready. With ``wait_s=0`` this is one probe (the
+        wake-up signal); with ``wait_s>0`` it polls every 0.5 s until ready or ``wait_s``
+        has passed (:func:`poll_ready`).
+        """
+        return poll_ready(self.ready, wait_s, self._sleep)
+
+
+class HttpTransport(Closing):
     """One endpoint's HTTP session and retry loop; safe to share between threads.
 
     ``base_url`` is what paths are appended to. ``client`` names the client in error
@@ -299,12 +334,6 @@ class HttpTransport:
         """Close the session if this transport created it. Idempotent."""
         if self._owns_session:
             self.session.close()
-
-    def __enter__(self) -> "HttpTransport":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
@@ -387,7 +416,7 @@ def check_client_args(*, token: Any, timeout: Any, max_retries: Any, backoff_s: 
         raise ConfigError("token must be a non-empty string on one line (the service's YOLO_EDGE_TOKEN), "
                           f"got {short_repr(token) if not isinstance(token, str) else 'a string with line breaks'}")
     timeout_s = check_seconds("timeout", timeout)
-    if not _is_int(max_retries) or not 0 <= max_retries <= 20:
+    if not is_int(max_retries) or not 0 <= max_retries <= 20:
         raise ConfigError(f"max_retries must be an integer within 0..20, got {short_repr(max_retries)}")
     backoff = check_seconds("backoff_s", backoff_s, zero=True)
     if not isinstance(allow_model_mismatch, bool):

@@ -49,14 +49,16 @@ import enum
 import json
 import math
 import numbers
-import reprlib
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from .errors import CloudError, ConfigError
 from .types import Detections
+from .values import is_int as _is_int
+from .values import is_real as _is_real
+from .values import short_repr
 
 __all__ = [
     "LIMITS",
@@ -72,6 +74,7 @@ __all__ = [
     "check_classes",
     "check_budgets",
     "frame_deadlines",
+    "unexpired",
     "image_list",
     "check_seconds",
     "budgets_to_form",
@@ -206,6 +209,19 @@ def frame_deadlines(budgets_s: Any, count: int, now: float) -> list[float | None
     return None if budgets is None else [None if b is None else now + b for b in budgets]
 
 
+def unexpired(pending: Sequence[int], deadlines: Sequence[float | None] | None, results: list[Any], now: float,
+              expired: Callable[[int, float], Any]) -> list[int]:
+    """The frames of ``pending`` with no result yet and budget left at ``now``.
+
+    A frame whose deadline has passed gets ``expired(index, seconds late)`` in ``results``.
+    """
+    for i in pending:
+        late = None if deadlines is None else deadlines[i]
+        if results[i] is None and late is not None and late <= now:
+            results[i] = expired(i, now - late)
+    return [i for i in pending if results[i] is None]
+
+
 def image_list(images: Any, what: str) -> list[Any]:
     """``images`` as a list; ConfigError for one image (a path, bytes, an array) or no sequence at all."""
     if isinstance(images, (str, bytes, np.ndarray)) or not isinstance(images, Sequence):
@@ -216,34 +232,6 @@ def image_list(images: Any, what: str) -> list[Any]:
 def budgets_to_form(budgets: Sequence[float | None]) -> str:
     """The ``budgets_s`` form field: a JSON list, microsecond precision."""
     return json.dumps([None if b is None else round(float(b), 6) for b in budgets])
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _is_real(value: Any) -> bool:
-    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
-        return False
-    try:
-        float(value)
-    except (OverflowError, ValueError):  # an int too large for a float
-        return False
-    return True
-
-
-_REPR = reprlib.Repr()
-_REPR.maxstring, _REPR.maxother = 60, 60
-
-
-def short_repr(value: Any, limit: int = 80) -> str:
-    """``repr`` for error messages: bounded, and safe on huge ints and odd objects."""
-    try:
-        text = _REPR.repr(value)
-    except Exception:  # an int above the int-to-str digit limit, a failing __repr__
-        text = (f"<an integer of {value.bit_length()} bits>" if isinstance(value, int)
-                else f"<{type(value).__name__}>")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # -- request options ------------------------------------------------------------------------------
