@@ -18,9 +18,12 @@ offset the shaper was at when the run started), with the local engine's time mea
 beforehand (mean and spread, from the adjacent local-only run's answers), the service's time
 per frame and per further frame in a batch (fitted to the run's answers: on this CPU service a
 batch of n costs about n frames), the agent's own CPU per frame and per upload charged to the
-local worker's core, and the frames' real encoded sizes: the fidelity table says how far the
-simulator's within-budget share (the mean of 5 seeds, and their range) is from the real run's,
-in points.
+local worker's core, the frames' real encoded sizes, and what TCP gets from the link over
+that stretch (a bulk upload's goodput over the trace's capacity, measured on a second shaped
+link that replays the same stretch right after the run; ``benchmarks/link_bench.py`` found
+0.97-0.99 over LTE and 0.84-0.93 over the AT&T drive): the fidelity table says
+how far the simulator's within-budget share (the mean of 5 seeds, and their range) is from the
+real run's, in points.
 
 The agent, the shaper and the service run at a raised priority with Linux's autogroups off for
 the benchmark (restored after), so that other work on this shared machine does not take their
@@ -49,6 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
+from link_probes import BulkSink, bulk_upload, goodput_bps  # noqa: E402
 from shaped_link import ShapedLink, shaped_link_unavailable  # noqa: E402
 from quiet import device_priority  # noqa: E402
 
@@ -59,7 +63,7 @@ from edge_agent.runner import Agent  # noqa: E402
 from edge_agent.sim import simulate  # noqa: E402
 from edge_agent.sources import replay  # noqa: E402
 from edge_agent.traces import CloudTrace, Trace  # noqa: E402
-from edge_agent.uplink import UplinkTrace  # noqa: E402
+from edge_agent.uplink import PACKET_BYTES, TCP_PAYLOAD_BYTES, UplinkTrace  # noqa: E402
 from yolo_edge import Detector  # noqa: E402
 from yolo_edge.cloud import CloudClient  # noqa: E402
 from yolo_edge.image import load_image  # noqa: E402
@@ -172,13 +176,31 @@ def service_model(timings: list[dict]) -> tuple[float, float] | None:
     return (single + decode) / 1000, marginal
 
 
+def link_efficiency(trace_name: str, start_s: float, seconds: float, port: int = 5011) -> float:
+    """What TCP gets from the shaped link over one stretch of the trace: a bulk upload's goodput
+    over the trace's payload capacity in the same interval (as ``benchmarks/link_bench.py``
+    measures it), on a link of its own that replays the stretch; the simulator's
+    ``uplink_efficiency``. The first 2 s (TCP's start-up) are not counted."""
+    with ShapedLink(UplinkTrace.load(trace_name), start_s=max(0.0, start_s - 2.0), duration_s=seconds + 30) as link:
+        sink = BulkSink.start(link, port)
+        bulk_upload(link.cloud_ip, port, seconds=seconds + 2.0)
+        samples = sink.samples(timeout=120)
+        t0 = samples[0, 0] + 2.0
+        t1 = t0 + seconds
+        capacity = link.trace_bytes(t0, t1) * TCP_PAYLOAD_BYTES / PACKET_BYTES
+        got = goodput_bps(samples, t0, t1) * (t1 - t0) / 8
+    return min(1.0, max(0.05, got / capacity)) if capacity > 0 else 1.0
+
+
 def predict(run: dict, trace_name: str, offset_s: float, fps: float, seconds: float, budget_ms: float,
-            local_s: float, local_cv: float, service: tuple[float, float], seeds: int = 5) -> list[float]:
+            local_s: float, local_cv: float, service: tuple[float, float], efficiency: float = 1.0,
+            seeds: int = 5) -> list[float]:
     """The simulator's within-budget share, one per seed, for one real run's settings and stretch
     of trace: the local engine's time measured beforehand (the adjacent local-only run), the
     service's time per frame and per further frame in a batch (fitted to the run's answers), the
     agent's own CPU work (per frame, and per upload: shrinking, encoding, HTTP) charged to the
-    local worker's core, as on this one-core device, and the frames' real encoded sizes."""
+    local worker's core, as on this one-core device, the frames' real encoded sizes, and what
+    TCP gets from the link over that stretch (``efficiency``, from :func:`link_efficiency`)."""
     from edge_agent.uplink import frame_size_table
 
     table = frame_size_table()
@@ -188,6 +210,7 @@ def predict(run: dict, trace_name: str, offset_s: float, fps: float, seconds: fl
     trace = Trace(name=f"real_{trace_name}", duration_s=seconds, warmup_s=min(1.0, seconds / 10), fps=fps,
                   budget_s=budget_ms / 1000, local_service_s=local_s, local_cv=local_cv, endpoints=(cloud,),
                   net_rtt_s=0.002, net_jitter_s=0.0005, uplink=trace_name, uplink_offset_s=offset_s,
+                  uplink_efficiency=efficiency,
                   max_inflight=4, queue_budget=8, shared_cpu=True, capture_cpu_s=run["own_cpu_s"],
                   encode_cpu_scale=max(1.0, run["upload_cpu_s"] / jpeg95))
     return [simulate(replace(trace, seed=s)).within_share for s in range(seeds)]
@@ -227,7 +250,9 @@ def measure(args) -> tuple[list[dict], float, float]:
                     local_s = statistics.mean(xs)
                     cv = statistics.pstdev(xs) / local_s if len(xs) > 1 else 0.15
                     service = service_model(hybrid["cloud_timing"]) or (0.1, 0.5)
-                    sims = predict(hybrid, name, at, fps, args.seconds, args.budget_ms, local_s, cv, service)
+                    efficiency = link_efficiency(name, at, args.seconds)
+                    sims = predict(hybrid, name, at, fps, args.seconds, args.budget_ms, local_s, cv, service,
+                                   efficiency)
                     sim = statistics.mean(sims)
                     row = {"trace": name, "run": i + 1, "trace_at_s": round(at, 1),
                            "trace_mbps": round(trace.bytes_between(at, at + args.seconds) * 8 / args.seconds / 1e6, 2),
@@ -242,6 +267,7 @@ def measure(args) -> tuple[list[dict], float, float]:
                            "own_cpu_ms_per_frame": round(1000 * hybrid["own_cpu_s"], 2),
                            "cloud_answers": hybrid["cloud_answers"], "hedges": hybrid["hedges"],
                            "server_ms": round(1000 * service[0], 1), "batch_marginal": round(service[1], 2),
+                           "link_efficiency": round(efficiency, 3),
                            "device": {"local_only": local["device"], "hybrid": hybrid["device"]}}
                     rows.append(row)
                     print(json.dumps(row), flush=True)
@@ -268,9 +294,9 @@ def main(argv=None) -> int:
     Path(args.json).write_text(json.dumps({"offered_fps": fps, "local_fps": local_fps, "rows": rows}, indent=2))
     print()
     print("| trace | run | trace stretch | trace Mbit/s | local only | hybrid | hybrid - local | simulator, 5 seeds: mean (range) | "
-          "sim - real (points) | uploads by encoding | measured goodput | agent's share of its core, local / hybrid | "
-          "inference CPU ms, local / hybrid |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "sim - real (points) | uploads by encoding | measured goodput | TCP's share of the link | "
+          "agent's share of its core, local / hybrid | inference CPU ms, local / hybrid |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ups = ", ".join(f"{k} {v['frames']}" for k, v in r["uploads"].items()) or "none"
         good = r["uplink"]["goodput_bps"] / 1e6 if r["uplink"] and r["uplink"].get("goodput_bps") else None
@@ -278,7 +304,7 @@ def main(argv=None) -> int:
               f"{r['trace_mbps']} | {r['local_only']:.1%} | {r['hybrid']:.1%} | "
               f"{100 * (r['hybrid'] - r['local_only']):+.1f} | {r['sim_hybrid']:.1%} ({min(r['sim_seeds']):.1%}-{max(r['sim_seeds']):.1%}) | "
               f"{r['gap_points']:+.1f} | {ups} | "
-              f"{'-' if good is None else f'{good:.2f} Mbit/s'} | "
+              f"{'-' if good is None else f'{good:.2f} Mbit/s'} | {r['link_efficiency']:.2f} | "
               f"{r['device']['local_only']['core_share']:.2f} / {r['device']['hybrid']['core_share']:.2f} | "
               f"{r['device']['local_only']['inference_cpu_ms']} / {r['device']['hybrid']['inference_cpu_ms']} |")
     wins = sum(r["hybrid"] >= r["local_only"] for r in rows)

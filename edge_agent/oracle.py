@@ -197,7 +197,8 @@ def _best_over_link(sample: TraceSample) -> int:
     if not clouds:
         return _best(sample, use_cloud=False)
     floor = Ladder.parse(tr.ladder).floor.name
-    packets = np.array([math.ceil(wire_bytes(sample.nbytes(j, floor)) / PACKET_BYTES) for j in range(n)])
+    per_packet = PACKET_BYTES * tr.uplink_efficiency
+    packets = np.array([math.ceil(wire_bytes(sample.nbytes(j, floor)) / per_packet) for j in range(n)])
     service = min(c.service_s * _batch_share(tr, c) for c in clouds)
     # the last moment each upload may end for its answer to be back in time; a monotone envelope
     upload_due = np.maximum.accumulate(d - sample.net_rtt - service)

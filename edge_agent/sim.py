@@ -275,7 +275,8 @@ class SimDevice:
         if t.shared_cpu:
             cfg = replace(cfg, uploads_share_local_cpu=True)
         self.core = DeviceCore(cfg, cloud=bool(self.clouds), local_ready=t.local_warmup_s <= 0, policy=policy)
-        self.link = TraceLink(UplinkTrace.load(t.uplink), offset_s=tsample.uplink_offset_s) if t.uplink else None
+        self.link = (TraceLink(UplinkTrace.load(t.uplink), offset_s=tsample.uplink_offset_s,
+                               efficiency=t.uplink_efficiency) if t.uplink else None)
         self.cpu = _DeviceCPU(loop, self._local_done)
         self._tick_at: float | None = None
         self._requests: dict[int, tuple[int, ...]] = {}

@@ -132,6 +132,12 @@ class Trace:
     # bytes; None: no link (each request only pays its round trip)
     uplink: str | None = None
     uplink_offset_s: float | None = None  # where in the trace the run starts; None: drawn per seed and device
+    #: the share of the trace's packets that TCP turns into the device's bytes (1.0: every
+    #: delivery opportunity carries a full packet of an upload). TCP over a real link leaves
+    #: some unused (its start-up, its recovery from losses and outages); a bulk upload over the
+    #: shaped link measures it: 0.97-0.99 on LTE, 0.84-0.93 on the AT&T drive
+    #: (benchmarks/link_bench.py)
+    uplink_efficiency: float = 1.0
     # the device's own CPU work (capture decode, encoding each upload) on the local worker's core
     shared_cpu: bool = False
     capture_cpu_s: float = 0.0  # per frame captured
@@ -148,6 +154,9 @@ class Trace:
             raise ConfigError(f"trace {self.name!r}: duration, fps, local_service_s and cloud_slots must be positive")
         if self.warmup_s >= self.duration_s:
             raise ConfigError(f"trace {self.name!r}: warmup_s ({self.warmup_s}) must be shorter than duration_s")
+        if not 0.0 < self.uplink_efficiency <= 1.0:
+            raise ConfigError(f"trace {self.name!r}: uplink_efficiency is the share of the link's packets an upload "
+                              f"gets, in (0, 1], not {self.uplink_efficiency}")
 
     def fps_at(self, t: float) -> float:
         for start, end, fps in self.bursts:

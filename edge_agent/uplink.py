@@ -165,13 +165,19 @@ class TraceLink:
     """A FIFO byte queue that the trace's opportunities drain, one packet each; unused ones are lost.
 
     ``offset_s`` starts the trace that far in (devices of a fleet, or seeds, see different
-    stretches of it). ``send(at, nbytes)`` queues an upload and returns when its last packet
-    leaves. Not thread-safe: the simulator's event loop calls it in time order.
+    stretches of it). ``efficiency``: the share of the packets that carry the uploads' bytes
+    (what TCP gets from the link; the rest of each packet goes unused). ``send(at, nbytes)``
+    queues an upload and returns when its last packet leaves. Not thread-safe: the
+    simulator's event loop calls it in time order.
     """
 
-    def __init__(self, trace: UplinkTrace, *, offset_s: float = 0.0) -> None:
+    def __init__(self, trace: UplinkTrace, *, offset_s: float = 0.0, efficiency: float = 1.0) -> None:
+        if not 0.0 < efficiency <= 1.0:
+            raise ConfigError(f"a link's efficiency is the share of its packets an upload gets, in (0, 1], "
+                              f"not {efficiency}")
         self.trace = trace
         self.offset_s = float(offset_s)
+        self.packet_bytes = PACKET_BYTES * efficiency  # what one opportunity carries, on average
         self._next = trace.packets_before(self.offset_s)  # first opportunity not yet used
         self.sent_bytes = 0
         self.busy_s = 0.0
@@ -180,7 +186,7 @@ class TraceLink:
         """Queue ``nbytes`` at time ``at``; the time its last packet leaves."""
         if nbytes <= 0:
             return at
-        packets = int(math.ceil(nbytes / PACKET_BYTES))
+        packets = int(math.ceil(nbytes / self.packet_bytes))
         first = max(self._next, self.trace.packets_before(at + self.offset_s))
         last = first + packets - 1
         self._next = last + 1

@@ -20,7 +20,7 @@ from edge_agent.policy import decide
 from edge_agent.sim import EventLoop, SimCloud, SimDevice, core_config_for, simulate
 from edge_agent.stats import RunStats
 from edge_agent.traces import JITTER_SCENARIOS, CloudTrace, LIVENESS_SCENARIOS, UPLINK_SCENARIOS, sample, scenario
-from edge_agent.uplink import UplinkTrace
+from edge_agent.uplink import TraceLink, UplinkTrace
 from yolo_edge.errors import ConfigError
 
 
@@ -132,6 +132,20 @@ def test_a_service_whose_batches_cost_n_frames_serves_fewer_and_the_oracle_knows
     served = {name: simulate(t).row()["endpoints"]["cloud"]["frames_served"] for name, t in (("gpu", gpu), ("cpu", cpu))}
     assert served["cpu"] < 0.8 * served["gpu"]
     assert oracle_bound(sample(cpu)).within_share < oracle_bound(sample(gpu)).within_share
+
+
+def test_a_link_that_tcp_fills_less_carries_fewer_uploads_and_the_oracle_knows():
+    """``uplink_efficiency``: the share of the trace's packets TCP turns into uploads (a bulk
+    upload over the shaped AT&T drive gets 0.84-0.93 of it); the link and the bound both shrink."""
+    link = TraceLink(UplinkTrace.load("att-lte-driving"), offset_s=20.0, efficiency=0.5)
+    full = TraceLink(UplinkTrace.load("att-lte-driving"), offset_s=20.0)
+    assert link.send(0.0, 150_000) > full.send(0.0, 150_000)
+    with pytest.raises(ConfigError, match="efficiency"):
+        scenario("uplink_att_lte_driving", uplink_efficiency=0.0)
+    full_trace = scenario("uplink_att_lte_driving", duration_s=20, seed=1)
+    less = replace(full_trace, uplink_efficiency=0.6)
+    assert simulate(less).within_share < simulate(full_trace).within_share
+    assert oracle_bound(sample(less)).within_share < oracle_bound(sample(full_trace)).within_share
 
 
 def test_the_devices_own_cpu_work_takes_local_capacity():
