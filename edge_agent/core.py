@@ -50,7 +50,7 @@ from .events import (
     EVENTS, Action, Close, CloudDone, Encoded, Event, Failure, Flush, FrameCaptured, FrameSkipped, LateAnswer,
     LocalDone, LocalReady, Release, RunLocal, SendBatch, Tick, Uploaded, Wake, WakeDone,
 )
-from .frames import Outcome, Route
+from .frames import Outcome, Reason, Route
 from .hedge import Headroom, Hedger
 from .lane import LaneState, LocalLane
 from .link import FrameSizes, Uplink
@@ -67,7 +67,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: the policy's decisions that wanted the cloud: sent there, or dropped because it could not take them
-_WANTED_CLOUD = frozenset({"cloud_busy", "cloud_too_slow", "uplink_too_slow"})
+_WANTED_CLOUD = frozenset({Reason.CLOUD_BUSY, Reason.CLOUD_TOO_SLOW, Reason.UPLINK_TOO_SLOW})
 
 
 
@@ -234,9 +234,9 @@ class DeviceCore:
     def _on_frame(self, ev: FrameCaptured) -> None:
         f = self._new_frame(ev.seq, ev.at, ev.captured_at, ev.budget_s)
         if self._closing:
-            self._resolve(f, Outcome.DROPPED, "shutdown")
+            self._resolve(f, Outcome.DROPPED, Reason.SHUTDOWN)
         elif ev.at >= f.deadline:
-            self._resolve(f, Outcome.DROPPED, "expired")
+            self._resolve(f, Outcome.DROPPED, Reason.EXPIRED)
         else:
             self._route(f, ev.at)
 
@@ -261,7 +261,7 @@ class DeviceCore:
             if running and f.stage is Stage.CLOUD_FLIGHT:  # a hedge failed: the cloud may still answer
                 f.hedged = False
             elif running:
-                self._resolve(f, Outcome.DROPPED, "local_error")
+                self._resolve(f, Outcome.DROPPED, Reason.LOCAL_ERROR)
             return
         if self._hedge_second(ev.seq, Route.LOCAL):
             return
@@ -289,9 +289,9 @@ class DeviceCore:
         frames go back through the policy with the uplink too slow for them."""
         self.counters[("uplink", "not_sent_requests")] += 1
         if not req.timed_out:  # (a timed-out request's frames went back when it timed out)
-            self._requeue(req, now, cloud_block="uplink_too_slow")
+            self._requeue(req, now, cloud_block=Reason.UPLINK_TOO_SLOW)
 
-    def _requeue(self, req: Request, now: float, *, cloud_block: str | None = None) -> None:
+    def _requeue(self, req: Request, now: float, *, cloud_block: Reason | None = None) -> None:
         """The request failed, timed out or was not sent: its frames still waiting on it go back
         through the policy (``cloud_block``: why the cloud cannot take them now)."""
         for seq in req.seqs:
@@ -323,7 +323,7 @@ class DeviceCore:
                     self.hedger.both.over(seq)
                     if current and not self.hedger.rescue(f, ev.at):
                         self._resolve(f, Outcome.DROPPED,
-                                      "expired_at_endpoint" if why is FrameStatus.EXPIRED else "cloud_frame_error")
+                                      Reason.EXPIRED_AT_ENDPOINT if why is FrameStatus.EXPIRED else Reason.CLOUD_FRAME_ERROR)
             elif self._hedge_second(seq, Route.CLOUD):
                 continue
             elif current:
@@ -337,7 +337,7 @@ class DeviceCore:
         self.pool.woken(ev.endpoint, ev.at, ok=ev.ok, failure=ev.failure, message=ev.message)
 
     # -- routing ---------------------------------------------------------------------------
-    def _observe(self, f: FrameState, now: float, *, cloud_block: str | None = None) -> Observation:
+    def _observe(self, f: FrameState, now: float, *, cloud_block: Reason | None = None) -> Observation:
         """What the policy sees for ``f``; ``cloud_block``: why the cloud cannot take it in time after all."""
         p = self._pcfg
         state, cap = self.pool.view(now)
@@ -348,7 +348,7 @@ class DeviceCore:
         if cloud:
             link_s, eta, low = self.dispatch.times(now, ahead=len(self.dispatch.queue))
         else:
-            link_s, eta, low = (math.inf if cloud_block == "uplink_too_slow" else 0.0), math.inf, math.inf
+            link_s, eta, low = (math.inf if cloud_block is Reason.UPLINK_TOO_SLOW else 0.0), math.inf, math.inf
         return Observation(
             frame_age_s=now - f.captured, budget_s=f.budget, local_ready=self.local.ready,
             local_queued=len(self.local.queue), local_busy=self.local.busy, local_workers=self.cfg.local_workers,
@@ -362,7 +362,7 @@ class DeviceCore:
                 stale or self.link.stale(now, self.cfg.probe_after_s)),
         )
 
-    def _route(self, f: FrameState, now: float, *, fallback: bool = False, cloud_block: str | None = None) -> None:
+    def _route(self, f: FrameState, now: float, *, fallback: bool = False, cloud_block: Reason | None = None) -> None:
         """Route a frame through the policy (``cloud_block``: why the cloud cannot take it in time)."""
         d = self._policy(self._observe(f, now, cloud_block=cloud_block))
         if cloud_block is not None and d.route is Route.CLOUD:  # a baseline that does not look at times
@@ -371,7 +371,7 @@ class DeviceCore:
             self._offloading = d.offloading
             if d.route is Route.CLOUD or (d.route is Route.DROP and d.reason in _WANTED_CLOUD):
                 self._headroom.wanted_cloud(now)
-        self.counters[("decision", d.route.value, d.reason)] += 1
+        self.counters[("decision", d.route.value, d.reason.value)] += 1
         if d.wake_cloud:
             self._out.extend(self.pool.wake(self.cfg.wake_timeout_s))
         f.reason = d.reason
@@ -415,9 +415,9 @@ class DeviceCore:
             plan = self.dispatch.plan(now)
             if plan is None:
                 return  # every endpoint is full: the next answer frees a slot
-            if isinstance(plan, str):  # the head cannot reach the cloud in time, whatever its encoding
+            if isinstance(plan, Reason):  # the head cannot reach the cloud in time, whatever its encoding
                 f = self._frames[queue.popleft()]
-                self.counters[("cloud_queue_left", plan)] += 1
+                self.counters[("cloud_queue_left", plan.value)] += 1
                 self._route(f, now, fallback=True, cloud_block=plan)
                 continue
             self._out.append(self.dispatch.send(*plan, now))
@@ -427,18 +427,18 @@ class DeviceCore:
         """Frames at their deadline leave as what they are; requests past their timeout fail."""
         for f in self._frames.due(now):
             if f.stage is not Stage.DONE:
-                self._leave_unanswered(f, "deadline")
+                self._leave_unanswered(f, Reason.DEADLINE)
         for req in self.dispatch.expire(now):  # each re-routed before the next is booked
             self._requeue(req, now)
 
-    def _leave_unanswered(self, f: FrameState, why: str) -> None:
+    def _leave_unanswered(self, f: FrameState, why: Reason) -> None:
         """Resolve a frame that has to leave now without an answer."""
         if f.stage is Stage.LOCAL_QUEUE:
             self.local.queue.remove(f.seq)
-            self._resolve(f, Outcome.DROPPED, "expired_in_queue" if why == "deadline" else why)
+            self._resolve(f, Outcome.DROPPED, Reason.EXPIRED_IN_QUEUE if why is Reason.DEADLINE else why)
         elif f.stage is Stage.CLOUD_QUEUE:
             self.dispatch.queue.remove(f.seq)
-            self._resolve(f, Outcome.DROPPED, "expired_in_cloud_queue" if why == "deadline" else why)
+            self._resolve(f, Outcome.DROPPED, Reason.EXPIRED_IN_CLOUD_QUEUE if why is Reason.DEADLINE else why)
         else:  # running locally or in flight: the answer may still come, and will be counted late
             f.route = Route.LOCAL if f.stage is Stage.LOCAL_RUN else Route.CLOUD
             self._resolve(f, Outcome.LATE, why)
@@ -446,10 +446,10 @@ class DeviceCore:
     def _flush(self, now: float) -> None:
         for f in self._frames:
             if f.stage is not Stage.DONE:
-                self._leave_unanswered(f, "shutdown")
+                self._leave_unanswered(f, Reason.SHUTDOWN)
 
     # -- results ---------------------------------------------------------------------------
-    def _resolve(self, f: FrameState, outcome: Outcome, reason: str | None) -> None:
+    def _resolve(self, f: FrameState, outcome: Outcome, reason: Reason | None) -> None:
         if outcome is Outcome.DROPPED:
             self._headroom.dropped(reason, self._now)
         f.move(Stage.DONE)

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence, Union
 from yolo_edge.errors import ConfigError
 from yolo_edge.wire import FrameStatus
 
-from .frames import FrameResult, Route
+from .frames import FrameResult, Reason, Route
 
 __all__ = [
     "Failure", "FrameCaptured", "FrameSkipped", "LocalReady", "LocalDone", "Encoded", "Uploaded", "CloudDone",
@@ -51,8 +51,15 @@ class FrameSkipped:
 
     at: float
     seq: int
-    reason: str
+    reason: Reason
     captured_at: float | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "reason", Reason(self.reason))
+        except ValueError:
+            raise ConfigError(f"FrameSkipped.reason is {self.reason!r}: a skipped frame's reason is a Reason, "
+                              f"e.g. Reason.STALE_SOURCE") from None
 
 
 @dataclass(frozen=True)
