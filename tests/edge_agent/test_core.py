@@ -433,8 +433,9 @@ def _imports(module) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("name", ["core", "core_config", "dispatch", "hedge", "lane", "window", "link", "events",
-                                  "pool", "policy", "estimators", "frames", "stats", "oracle", "traces"])
+@pytest.mark.parametrize("name", ["core", "core_config", "routing", "answers", "dispatch", "hedge", "lane", "window",
+                                  "link", "events", "pool", "policy", "estimators", "frames", "stats", "oracle",
+                                  "traces"])
 def test_device_logic_imports_no_io(name):
     """No clocks, threads, sleeps, sockets or OpenCV in the device's logic."""
     import importlib
