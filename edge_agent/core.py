@@ -10,8 +10,8 @@ health, wakes, Retry-After and estimates (:class:`edge_agent.pool.CloudPool`), h
 The core ties the parts together: :class:`edge_agent.routing.Router` routes each frame
 through the policy, :class:`edge_agent.answers.Answers` takes what comes back to the frames
 it answers. It is driven by timestamped events; for each event it answers with the actions
-to take. It never reads a clock, sleeps, starts a thread or touches the
-network, so two small drivers run the very same logic: :class:`edge_agent.runner.Agent`
+to take. It never reads a clock, sleeps, starts a thread or touches the network, so two
+small drivers run the very same logic: :class:`edge_agent.runner.Agent`
 (threads, the real detector and cloud clients, the wall clock) and :mod:`edge_agent.sim`
 (an event heap, sampled service times, a virtual clock). This is the h11 model: bytes and
 events in, events out, no socket inside.
