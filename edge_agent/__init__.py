@@ -15,8 +15,8 @@ core with an event heap and sampled service times on a virtual clock.
 from __future__ import annotations
 
 from .core import CoreConfig, DeviceCore
-from .frames import FrameResult, Outcome, Route
+from .frames import FrameResult, Outcome, Reason, Route
 from .policy import CloudState, Decision, Observation, PolicyConfig, decide
 
 __all__ = ["CloudState", "CoreConfig", "Decision", "DeviceCore", "FrameResult", "Observation", "Outcome",
-           "PolicyConfig", "Route", "decide"]
+           "PolicyConfig", "Reason", "Route", "decide"]

@@ -36,6 +36,7 @@ from .core import CoreConfig, DeviceCore
 from .events import (
     Close, Event, Flush, FrameCaptured, FrameSkipped, LateAnswer, LocalDone, LocalReady, Release, RunLocal, Tick,
 )
+from .frames import Reason
 from .policy import make_policy
 from .sources import SourceFrame
 from .stats import RunStats, percentile
@@ -53,7 +54,7 @@ class Arrival:
 
     at: float
     captured_at: float | None = None
-    skipped: str | None = None
+    skipped: Reason | None = None
 
 
 @dataclass

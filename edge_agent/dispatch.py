@@ -24,6 +24,7 @@ from yolo_edge.errors import ConfigError
 from yolo_edge.wire import FrameStatus
 
 from .events import CloudDone, Encoded, Failure, SendBatch, Uploaded
+from .frames import Reason
 from .hedge import Headroom
 from .link import FrameSizes, Ladder, Rung, Uplink
 from .policy import PolicyConfig
@@ -151,7 +152,7 @@ class CloudDispatch:
                               f"{event.frame_bytes!r}")
 
     # -- planning and sending --------------------------------------------------------------
-    def plan(self, now: float) -> tuple[Endpoint, tuple[int, ...], Rung] | str | None:
+    def plan(self, now: float) -> tuple[Endpoint, tuple[int, ...], Rung] | Reason | None:
         """The next request: (endpoint, frames, encoding), None while no endpoint has a free slot,
         or why the head of the queue cannot go (the uplink cannot carry it in time).
 
@@ -184,7 +185,7 @@ class CloudDispatch:
         link_s = self.link.upload_end(now, len(seqs) * floor_bytes) - now
         post_low = self.pool.post_upload(ep, p.cloud_chance_quantile, now, stuck=False)
         if link_s > post_low and now + link_s + post_low > due and not self.link.stale(now, self.probe_after_s):
-            return "uplink_too_slow"
+            return Reason.UPLINK_TOO_SLOW
         return ep, seqs, ladder.floor  # a chance (or a probe of a link not measured lately), at the smallest size
 
     def _sustainable(self, now: float) -> tuple[Rung, ...]:

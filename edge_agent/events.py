@@ -5,10 +5,19 @@ clock: time only moves forward through these events.
 
 >>> FrameCaptured(at=1.5, seq=0)
 FrameCaptured(at=1.5, seq=0, captured_at=None, budget_s=None)
+
+:func:`check` refuses an event the core could not apply (a frame out of its turn, a budget that
+is no number of seconds, an endpoint the core does not have) before the core changes anything:
+
+>>> check(FrameCaptured(at=1.5, seq=3), next_seq=2, endpoints=0)
+Traceback (most recent call last):
+...
+yolo_edge.errors.ConfigError: frames must be numbered 0, 1, 2, ... in capture order: expected 2, got 3
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Mapping, Sequence, Union
@@ -16,12 +25,12 @@ from typing import Any, Mapping, Sequence, Union
 from yolo_edge.errors import ConfigError
 from yolo_edge.wire import FrameStatus
 
-from .frames import FrameResult, Route
+from .frames import FrameResult, Reason, Route
 
 __all__ = [
     "Failure", "FrameCaptured", "FrameSkipped", "LocalReady", "LocalDone", "Encoded", "Uploaded", "CloudDone",
     "WakeDone", "Tick", "Close", "Flush", "RunLocal", "SendBatch", "Wake", "Release", "LateAnswer", "Event", "Action",
-    "EVENTS",
+    "EVENTS", "check",
 ]
 
 
@@ -51,8 +60,15 @@ class FrameSkipped:
 
     at: float
     seq: int
-    reason: str
+    reason: Reason
     captured_at: float | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "reason", Reason(self.reason))
+        except ValueError:
+            raise ConfigError(f"FrameSkipped.reason is {self.reason!r}: a skipped frame's reason is a Reason, "
+                              f"e.g. Reason.STALE_SOURCE") from None
 
 
 @dataclass(frozen=True)
@@ -184,6 +200,24 @@ Event = Union[FrameCaptured, FrameSkipped, LocalReady, LocalDone, Encoded, Uploa
               Flush]
 EVENTS = (FrameCaptured, FrameSkipped, LocalReady, LocalDone, Encoded, Uploaded, CloudDone, WakeDone, Tick, Close,
           Flush)
+
+
+def check(event: Event, *, next_seq: int, endpoints: int) -> None:
+    """Raise a ConfigError for an event that a core expecting frame ``next_seq``, with
+    ``endpoints`` cloud endpoints, cannot apply. (Whether a request event names a request the
+    core sent is the dispatcher's to check: :meth:`edge_agent.dispatch.CloudDispatch.check`.)"""
+    if not isinstance(event, EVENTS):
+        raise ConfigError(f"DeviceCore.handle takes a core event ({', '.join(e.__name__ for e in EVENTS)}), "
+                          f"got {type(event).__name__}")
+    if isinstance(event, (FrameCaptured, FrameSkipped)):
+        if event.seq != next_seq:
+            raise ConfigError(f"frames must be numbered 0, 1, 2, ... in capture order: expected {next_seq}, "
+                              f"got {event.seq}")
+        budget = event.budget_s if isinstance(event, FrameCaptured) else None
+        if budget is not None and not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget > 0):
+            raise ConfigError(f"a frame's budget must be a positive number of seconds, got {budget!r}")
+    elif isinstance(event, WakeDone) and not 0 <= event.endpoint < endpoints:
+        raise ConfigError(f"WakeDone for endpoint {event.endpoint}; this core has {endpoints}")
 
 
 # -- actions -------------------------------------------------------------------------------

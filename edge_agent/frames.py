@@ -11,6 +11,10 @@ answered within its budget, and by whom:
 - ``dropped``: never answered; ``reason`` says why (``expired_in_queue``, ``cloud_failing``,
   ``local_warming``, ``shutdown``, ...).
 
+Every reason is a :class:`Reason`: why a frame went where it went, was dropped, or left late.
+They are ``str``-valued (``str(Reason.CLOUD_WAKING) == "cloud_waking"``), so the summary, the
+JSON Lines and the ``/metrics`` labels carry the plain labels.
+
 >>> r = FrameResult(seq=3, outcome=Outcome.LOCAL, route=Route.LOCAL, captured_at=1.0, deadline=1.5, released_at=1.2)
 >>> r.within_budget, round(r.latency_s, 3)
 (True, 0.2)
@@ -25,7 +29,7 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
-__all__ = ["Outcome", "Route", "FrameResult"]
+__all__ = ["Outcome", "Route", "Reason", "FrameResult"]
 
 
 class Route(str, Enum):
@@ -49,6 +53,67 @@ class Outcome(str, Enum):
         return self in (Outcome.LOCAL, Outcome.CLOUD)
 
 
+class Reason(str, Enum):
+    """Why a frame was routed where it went, dropped, or left late: a short, bounded label, safe
+    as a Prometheus label value. Formats as its value (like ``enum.StrEnum``, new in 3.11)."""
+
+    # -- routed: the policy's reasons for a route (:func:`edge_agent.policy.decide`, the baselines)
+    LOCAL_FITS = "local_fits"  # the local estimate fits the remaining budget
+    LOCAL_ONLY = "local_only"  # the local baseline
+    LOCAL_IDLE = "local_idle"  # an idle worker takes it whatever its estimate says
+    LOCAL_OVER_BUDGET = "local_over_budget"  # to the cloud: local would not make it
+    LOCAL_QUEUE_FULL = "local_queue_full"  # to the cloud: the local queue is full
+    CLOUD_ONLY = "cloud_only"  # the cloud baseline
+    CLOUD_CHANCE = "cloud_chance"  # to the cloud as a last chance
+    BELOW_THRESHOLD = "below_threshold"  # the threshold baseline
+    ABOVE_THRESHOLD = "above_threshold"
+    #: local anyway, because the cloud could not take it (``fallback_`` + the cloud's reason)
+    FALLBACK_CLOUD_COLD = "fallback_cloud_cold"
+    FALLBACK_CLOUD_WAKING = "fallback_cloud_waking"
+    FALLBACK_CLOUD_FAILING = "fallback_cloud_failing"
+    FALLBACK_CLOUD_DISABLED = "fallback_cloud_disabled"
+    FALLBACK_CLOUD_BUSY = "fallback_cloud_busy"
+    FALLBACK_CLOUD_TOO_SLOW = "fallback_cloud_too_slow"
+    FALLBACK_UPLINK_TOO_SLOW = "fallback_uplink_too_slow"
+
+    # -- why the cloud cannot take a frame (then a drop reason, if local cannot either)
+    NO_CLOUD = "no_cloud"
+    CLOUD_NONE = "cloud_none"  # the threshold baseline's name for a device with no cloud
+    CLOUD_COLD = "cloud_cold"
+    CLOUD_WAKING = "cloud_waking"
+    CLOUD_FAILING = "cloud_failing"
+    CLOUD_DISABLED = "cloud_disabled"
+    CLOUD_BUSY = "cloud_busy"
+    CLOUD_TOO_SLOW = "cloud_too_slow"
+    UPLINK_TOO_SLOW = "uplink_too_slow"
+
+    # -- dropped
+    EXPIRED = "expired"  # too old when it came (or when routed)
+    LOCAL_BUSY = "local_busy"
+    LOCAL_WARMING = "local_warming"  # the local backend is still loading
+    LOCAL_ERROR = "local_error"  # its local run failed
+    EXPIRED_IN_QUEUE = "expired_in_queue"  # its deadline came in the local queue
+    EXPIRED_IN_CLOUD_QUEUE = "expired_in_cloud_queue"  # ... in the cloud queue
+    EXPIRED_AT_ENDPOINT = "expired_at_endpoint"  # the endpoint answered it expired
+    CLOUD_FRAME_ERROR = "cloud_frame_error"  # the endpoint answered it with an error
+    STALE_SOURCE = "stale_source"  # a live source overran: the frame was skipped
+
+    # -- late (running or answered when it had to leave), or dropped (never started)
+    DEADLINE = "deadline"  # its deadline came
+    HELD_ORDER = "held_order"  # a later frame's deadline came first
+    WINDOW_FULL = "window_full"  # the release window was full
+    RELEASED_LATE = "released_late"  # answered in time, released after its deadline
+    SHUTDOWN = "shutdown"  # the agent closed
+
+    UNKNOWN = "unknown"  # a result that carries no reason (counted as such)
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
 @dataclass
 class FrameResult:
     """The one final record of a frame, as released to the sinks."""
@@ -56,7 +121,7 @@ class FrameResult:
     seq: int
     outcome: Outcome
     route: Route | None = None  # where it was answered, or running when it had to leave
-    reason: str | None = None  # why dropped or late, or why it was routed where it went
+    reason: Reason | None = None  # why dropped or late, or why it was routed where it went
     captured_at: float = 0.0
     deadline: float = 0.0
     released_at: float = 0.0
@@ -73,6 +138,8 @@ class FrameResult:
 
     def __post_init__(self) -> None:
         self.outcome = Outcome(self.outcome)
+        if self.reason is not None:
+            self.reason = Reason(self.reason)
         if self.route is not None:
             self.route = Route(self.route)
 
@@ -90,7 +157,7 @@ class FrameResult:
             "seq": self.seq,
             "outcome": self.outcome.value,
             "route": self.route.value if self.route is not None else None,
-            "reason": self.reason,
+            "reason": self.reason.value if self.reason is not None else None,
             "captured_at": round(self.captured_at, 6),
             "latency_ms": round(1000 * self.latency_s, 3),
             "deadline_ms": round(1000 * (self.deadline - self.captured_at), 3),

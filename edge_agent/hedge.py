@@ -17,7 +17,7 @@ expired. All are fed event times.
 (False, True, False)
 >>> room = Headroom()
 >>> for t in (0.1, 0.2, 0.3): room.frame(t)
->>> room.dropped("cloud_unavailable", 0.3); room.spare(0.5)
+>>> room.dropped(Reason.CLOUD_FAILING, 0.3); room.spare(0.5)
 False
 >>> room.spare(1.4)
 True
@@ -30,6 +30,7 @@ from collections import Counter, deque
 from typing import TYPE_CHECKING
 
 from .events import RunLocal
+from .frames import Reason
 from .window import FrameState, ReleaseWindow, Stage
 
 if TYPE_CHECKING:  # (the dispatcher imports Headroom from here)
@@ -43,8 +44,8 @@ __all__ = ["Hedger", "Hedges", "Headroom", "NOT_SHORT"]
 _HEDGE_QUANTILE = 0.9
 
 #: drop reasons that do not mean the device was short of capacity
-NOT_SHORT = frozenset({"expired", "shutdown", "local_warming", "local_error", "expired_at_endpoint",
-                       "cloud_frame_error", "cloud_mismatch"})
+NOT_SHORT = frozenset({Reason.EXPIRED, Reason.SHUTDOWN, Reason.LOCAL_WARMING, Reason.LOCAL_ERROR,
+                       Reason.EXPIRED_AT_ENDPOINT, Reason.CLOUD_FRAME_ERROR})
 
 
 class Hedges:
@@ -97,7 +98,7 @@ class Headroom:
     def frame(self, at: float) -> None:
         self._add(self._frames, at)
 
-    def dropped(self, reason: str | None, at: float) -> None:
+    def dropped(self, reason: Reason | None, at: float) -> None:
         """A frame was dropped for ``reason``; counted when it means the device was short."""
         if reason not in NOT_SHORT:
             self._add(self._short, at)
@@ -261,7 +262,7 @@ class Hedger:
             return None  # nothing due yet: the cloud still has time
         # a frame sent on a chance (local had no room for it) is not put ahead of frames local took
         due = [f for f in self.dispatch.waiting()
-               if slot + 2 * est >= f.deadline >= slot + low and f.reason != "cloud_chance"
+               if slot + 2 * est >= f.deadline >= slot + low and f.reason != Reason.CLOUD_CHANCE
                and not self._cloud_likely_in_time(f, now)]
         if not due:
             return None

@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from .frames import FrameResult, Outcome, Route
+from .frames import FrameResult, Outcome, Reason, Route
 from .policy import CloudState
 
 if TYPE_CHECKING:
@@ -85,11 +85,11 @@ class AgentMetrics:
             self.uploads.labels(r.upload["encoding"]).inc()
             self.upload_bytes.labels(r.upload["encoding"]).inc(r.upload["bytes"] or 0)
         if r.outcome is Outcome.DROPPED:
-            self.dropped.labels(r.reason or "unknown").inc()
+            self.dropped.labels(r.reason or Reason.UNKNOWN).inc()
         else:
             self._ran[r.route] += 1
             if r.outcome is Outcome.LATE:
-                self.late.labels(route, r.reason or "unknown").inc()
+                self.late.labels(route, r.reason or Reason.UNKNOWN).inc()
             else:
                 self._within += 1
                 self.latency.labels(route).observe(max(0.0, r.latency_s))

@@ -28,7 +28,7 @@ needed, because a scaled-to-zero service takes seconds to minutes to start.
 >>> busy = Observation(frame_age_s=0.0, local_queued=7, local_busy=1, local_service_s=0.05,
 ...                    cloud_state=CloudState.READY, cloud_eta_s=0.12)
 >>> d = decide(busy, cfg)
->>> d.route.value, d.reason
+>>> d.route.value, d.reason.value
 ('cloud', 'local_over_budget')
 """
 
@@ -42,7 +42,7 @@ from typing import Callable
 
 from yolo_edge.errors import ConfigError
 
-from .frames import Route
+from .frames import Reason, Route
 
 __all__ = ["CloudState", "Route", "Mode", "PolicyConfig", "Observation", "Decision", "Policy", "decide",
            "local_eta", "threshold_policy", "make_policy", "STRATEGIES"]
@@ -171,7 +171,7 @@ class Observation:
 @dataclass(frozen=True)
 class Decision:
     route: Route
-    reason: str  # short, bounded label: safe as a Prometheus label value
+    reason: Reason  # short, bounded label: safe as a Prometheus label value
     offloading: bool  # mode to carry into the next observation
     wake_cloud: bool = False
     local_eta_s: float = 0.0
@@ -206,17 +206,33 @@ def _cloud_eta(obs: Observation, cfg: PolicyConfig, estimate: float | None) -> f
     return math.ceil((max(0, obs.cloud_pending) + 1) / max(1, obs.cloud_capacity)) * cfg.cloud_rtt_prior_s
 
 
-def _cloud_blocker(obs: Observation, cfg: PolicyConfig, remaining: float, cloud_eta: float) -> str | None:
+#: why a cloud that is not ready cannot take a frame, by its state
+_NOT_READY = {
+    CloudState.NONE: Reason.CLOUD_NONE, CloudState.DISABLED: Reason.CLOUD_DISABLED, CloudState.COLD: Reason.CLOUD_COLD,
+    CloudState.WAKING: Reason.CLOUD_WAKING, CloudState.FAILING: Reason.CLOUD_FAILING,
+}
+
+#: a frame falls back to local for the reason the cloud could not take it
+_FALLBACK = {
+    Reason.CLOUD_COLD: Reason.FALLBACK_CLOUD_COLD, Reason.CLOUD_WAKING: Reason.FALLBACK_CLOUD_WAKING,
+    Reason.CLOUD_FAILING: Reason.FALLBACK_CLOUD_FAILING, Reason.CLOUD_DISABLED: Reason.FALLBACK_CLOUD_DISABLED,
+    Reason.CLOUD_BUSY: Reason.FALLBACK_CLOUD_BUSY, Reason.CLOUD_TOO_SLOW: Reason.FALLBACK_CLOUD_TOO_SLOW,
+    Reason.UPLINK_TOO_SLOW: Reason.FALLBACK_UPLINK_TOO_SLOW,
+}
+
+
+def _cloud_blocker(obs: Observation, cfg: PolicyConfig, remaining: float, cloud_eta: float) -> Reason | None:
     """Why the cloud cannot be planned for with this frame, or None when it can."""
     if obs.cloud_state is CloudState.NONE:
-        return "no_cloud"
+        return Reason.NO_CLOUD
     if obs.cloud_state is not CloudState.READY:
-        return f"cloud_{obs.cloud_state.value}"
+        return _NOT_READY[obs.cloud_state]
     if obs.cloud_pending >= 2 * max(1, obs.cloud_capacity):
-        return "cloud_busy"
+        return Reason.CLOUD_BUSY
     if cloud_eta > cfg.cloud_margin * remaining:
         link = obs.cloud_link_s or 0.0
-        return "uplink_too_slow" if link > cfg.cloud_margin * remaining or link > cloud_eta / 2 else "cloud_too_slow"
+        slow_link = link > cfg.cloud_margin * remaining or link > cloud_eta / 2
+        return Reason.UPLINK_TOO_SLOW if slow_link else Reason.CLOUD_TOO_SLOW
     return None
 
 
@@ -244,7 +260,7 @@ def _cloud_chance(obs: Observation, cfg: PolicyConfig, remaining: float) -> bool
 _CHANCE_SLACK = 1.1
 
 #: blockers that leave the device local only for now (not a cloud that is merely slow or busy)
-_LOCAL_ONLY_FOR_NOW = frozenset({"uplink_too_slow", "cloud_disabled", "cloud_waking"})
+_LOCAL_ONLY_FOR_NOW = frozenset({Reason.UPLINK_TOO_SLOW, Reason.CLOUD_DISABLED, Reason.CLOUD_WAKING})
 
 
 def decide(obs: Observation, cfg: PolicyConfig) -> Decision:
@@ -255,20 +271,21 @@ def decide(obs: Observation, cfg: PolicyConfig) -> Decision:
     l_eta = local_eta(obs, service)
     c_eta = _cloud_eta(obs, cfg, obs.cloud_eta_s)
     if remaining <= 0:
-        return Decision(Route.DROP, "expired", obs.offloading, False, l_eta, c_eta)
+        return Decision(Route.DROP, Reason.EXPIRED, obs.offloading, False, l_eta, c_eta)
     local_room = obs.local_ready and obs.local_queued < cfg.queue_budget
 
     if cfg.mode is Mode.LOCAL:
         # the same safety margin as hybrid admission, so the baseline is a fair one; an idle
         # worker takes the frame whatever the estimate says (a late answer costs what a drop does)
         if local_room and (l_eta <= cfg.local_high * remaining or obs.local_idle):
-            return Decision(Route.LOCAL, "local_only", False, False, l_eta, None)
-        return Decision(Route.DROP, "local_busy" if obs.local_ready else "local_warming", False, False, l_eta, None)
+            return Decision(Route.LOCAL, Reason.LOCAL_ONLY, False, False, l_eta, None)
+        why = Reason.LOCAL_BUSY if obs.local_ready else Reason.LOCAL_WARMING
+        return Decision(Route.DROP, why, False, False, l_eta, None)
     if cfg.mode is Mode.CLOUD:
         blocker = _cloud_blocker(obs, cfg, remaining, c_eta)
         wake = obs.cloud_state is CloudState.COLD
-        if blocker is None or (blocker == "cloud_too_slow" and _cloud_chance(obs, cfg, remaining)):
-            return Decision(Route.CLOUD, "cloud_only", True, False, l_eta, c_eta)
+        if blocker is None or (blocker is Reason.CLOUD_TOO_SLOW and _cloud_chance(obs, cfg, remaining)):
+            return Decision(Route.CLOUD, Reason.CLOUD_ONLY, True, False, l_eta, c_eta)
         return Decision(Route.DROP, blocker, True, wake, l_eta, c_eta)
 
     share = cfg.local_low if obs.offloading else cfg.local_high
@@ -276,12 +293,12 @@ def decide(obs: Observation, cfg: PolicyConfig) -> Decision:
     rising = not obs.local_ready or l_eta >= cfg.wake_at * remaining or obs.local_queued >= cfg.wake_queue
     wake = obs.cloud_state is CloudState.COLD and rising
     if obs.local_ready and l_eta <= share * remaining and obs.local_queued < q_limit:
-        return Decision(Route.LOCAL, "local_fits", False, wake, l_eta, c_eta)
+        return Decision(Route.LOCAL, Reason.LOCAL_FITS, False, wake, l_eta, c_eta)
 
     if not obs.local_ready:
-        why_not_local = "local_warming"
+        why_not_local = Reason.LOCAL_WARMING
     else:
-        why_not_local = "local_queue_full" if obs.local_queued >= q_limit else "local_over_budget"
+        why_not_local = Reason.LOCAL_QUEUE_FULL if obs.local_queued >= q_limit else Reason.LOCAL_OVER_BUDGET
     blocker = _cloud_blocker(obs, cfg, remaining, c_eta)
     wake = obs.cloud_state is CloudState.COLD
     if blocker is None:
@@ -301,16 +318,17 @@ def decide(obs: Observation, cfg: PolicyConfig) -> Decision:
         l_eta = local_eta(obs, service, left=True)
         fits = l_eta <= max(cfg.local_high, cfg.local_fallback) * remaining
     if local_room and fits:
-        reason = "local_fits" if blocker == "no_cloud" else f"fallback_{blocker}"
-        return Decision(Route.LOCAL, reason, blocker != "no_cloud", wake, l_eta, c_eta)
-    if blocker in ("cloud_too_slow", "uplink_too_slow") and _cloud_chance(obs, cfg, remaining):
-        return Decision(Route.CLOUD, "cloud_chance", True, False, l_eta, c_eta)
+        no_cloud = blocker is Reason.NO_CLOUD
+        return Decision(Route.LOCAL, Reason.LOCAL_FITS if no_cloud else _FALLBACK[blocker], not no_cloud, wake,
+                        l_eta, c_eta)
+    if blocker in (Reason.CLOUD_TOO_SLOW, Reason.UPLINK_TOO_SLOW) and _cloud_chance(obs, cfg, remaining):
+        return Decision(Route.CLOUD, Reason.CLOUD_CHANCE, True, False, l_eta, c_eta)
     if obs.local_idle:
         # an idle worker is never left idle while a frame is dropped: its estimate may be stale
         # (one slow spell), and running the frame is the probe that refreshes it
-        return Decision(Route.LOCAL, "local_idle", True, wake, l_eta, c_eta)
-    if blocker == "no_cloud" or (not obs.local_ready and blocker == "cloud_disabled"):
-        blocker = "local_busy" if obs.local_ready else "local_warming"
+        return Decision(Route.LOCAL, Reason.LOCAL_IDLE, True, wake, l_eta, c_eta)
+    if blocker is Reason.NO_CLOUD or (not obs.local_ready and blocker is Reason.CLOUD_DISABLED):
+        blocker = Reason.LOCAL_BUSY if obs.local_ready else Reason.LOCAL_WARMING
     return Decision(Route.DROP, blocker, True, wake, l_eta, c_eta)
 
 
@@ -322,10 +340,10 @@ def threshold_policy(queue_threshold: int) -> Policy:
 
     def fn(obs: Observation) -> Decision:
         if obs.local_ready and obs.local_queued < queue_threshold:
-            return Decision(Route.LOCAL, "below_threshold", False)
+            return Decision(Route.LOCAL, Reason.BELOW_THRESHOLD, False)
         if obs.cloud_state is CloudState.READY and obs.cloud_pending < 2 * max(1, obs.cloud_capacity):
-            return Decision(Route.CLOUD, "above_threshold", True)
-        reason = "cloud_busy" if obs.cloud_state is CloudState.READY else f"cloud_{obs.cloud_state.value}"
+            return Decision(Route.CLOUD, Reason.ABOVE_THRESHOLD, True)
+        reason = Reason.CLOUD_BUSY if obs.cloud_state is CloudState.READY else _NOT_READY[obs.cloud_state]
         return Decision(Route.DROP, reason, True, obs.cloud_state is CloudState.COLD)
 
     return fn

@@ -42,7 +42,7 @@ from .events import (
     Release, RunLocal, SendBatch, Tick, Wake,
 )
 from .pool import EndpointSpec
-from .frames import FrameResult, Outcome
+from .frames import FrameResult, Outcome, Reason
 from .metrics import AgentMetrics
 from .policy import Mode, Policy
 from .protocols import CloudEndpoint, LocalDetector, Sink
@@ -224,7 +224,7 @@ class Agent:
             self._feed(FrameCaptured(at=self.clock(), seq=seq, captured_at=captured_at, budget_s=budget_s))
             return seq
 
-    def record_drop(self, reason: str, captured_at: float | None = None) -> int:
+    def record_drop(self, reason: Reason, captured_at: float | None = None) -> int:
         """Account for a frame the source had to skip (e.g. a live stream overran)."""
         with self._lock:
             seq = self.core.next_seq
@@ -289,7 +289,7 @@ class Agent:
             if r.within_budget and self.clock() > r.deadline:
                 # the core released it in time, but this thread was descheduled past its deadline
                 # before the sinks got it: what reaches them late is reported late
-                r.outcome, r.reason = Outcome.LATE, "released_late"
+                r.outcome, r.reason = Outcome.LATE, Reason.RELEASED_LATE
             image = self._images.pop(r.seq, None)
             if self.keep_images:
                 r.image = image

@@ -37,7 +37,7 @@ from .events import (
     Close, CloudDone, Encoded, Failure, FrameCaptured, LateAnswer, LocalDone, LocalReady, Release, RunLocal, SendBatch,
     Tick, Uploaded, Wake, WakeDone,
 )
-from .frames import Outcome
+from .frames import Outcome, Reason
 from .link import Ladder
 from .uplink import TraceLink, UplinkTrace, wire_bytes
 from yolo_edge.health import HealthConfig
@@ -253,7 +253,7 @@ class _DeviceCPU:
 
 
 #: drop reasons that do not mean "no capacity" (the frame was already too old, or the run ended)
-_NOT_CAPACITY = frozenset({"expired", "shutdown", "local_warming", "local_error"})
+_NOT_CAPACITY = frozenset({Reason.EXPIRED, Reason.SHUTDOWN, Reason.LOCAL_WARMING, Reason.LOCAL_ERROR})
 
 
 class SimDevice:

@@ -23,6 +23,8 @@ import numpy as np
 
 from yolo_edge.errors import ConfigError, ImageDecodeError
 
+from .frames import Reason
+
 __all__ = ["SourceFrame", "open_source", "replay", "is_live", "LiveSource", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES"]
 
 logger = logging.getLogger(__name__)
@@ -36,7 +38,7 @@ class SourceFrame:
     image: Any
     captured_at: float
     index: int
-    dropped_reason: str | None = None
+    dropped_reason: Reason | None = None
 
 
 def replay(images: Iterator[np.ndarray], *, fps: float | None, realtime: bool = True, max_frames: int | None = None,
@@ -192,7 +194,7 @@ class LiveSource:
                 # the consumer fell behind: the oldest waiting frame is reported, not shown
                 old = self._buf.popleft()
                 self.stale += 1
-                self._reports.append(SourceFrame(None, old.captured_at, old.index, "stale_source"))
+                self._reports.append(SourceFrame(None, old.captured_at, old.index, Reason.STALE_SOURCE))
             self._buf.append(item)
             self._cv.notify_all()
 

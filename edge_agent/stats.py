@@ -7,10 +7,10 @@ offload ratio mean the same thing everywhere:
 - offload ratio: of the frames the device ran somewhere (answered or late), the share it
   sent to the cloud.
 
->>> from edge_agent.frames import FrameResult, Outcome, Route
+>>> from edge_agent.frames import FrameResult, Outcome, Reason, Route
 >>> s = RunStats(budget_s=0.5)
 >>> s.add(FrameResult(seq=0, outcome=Outcome.LOCAL, route=Route.LOCAL, released_at=0.1))
->>> s.add(FrameResult(seq=1, outcome=Outcome.DROPPED, reason="expired"))
+>>> s.add(FrameResult(seq=1, outcome=Outcome.DROPPED, reason=Reason.EXPIRED))
 >>> s.frames, s.outcomes[Outcome.LOCAL], s.drops["expired"]
 (2, 1, 1)
 """
@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from .delivery import Delivery, SinkReport
-from .frames import FrameResult, Outcome, Route
+from .frames import FrameResult, Outcome, Reason, Route
 
 __all__ = ["RunStats", "percentile"]
 
@@ -73,12 +73,12 @@ class RunStats:
             self.upload_bytes[r.upload["encoding"]] += r.upload["bytes"] or 0
         self.hedged += bool(r.hedged)
         if r.outcome is Outcome.DROPPED:
-            self.drops[r.reason or "unknown"] += 1
+            self.drops[r.reason or Reason.UNKNOWN] += 1
         else:
             if r.route is not None:
                 self.routed[r.route] += 1
             if r.outcome is Outcome.LATE:
-                self.late_reasons[r.reason or "unknown"] += 1
+                self.late_reasons[r.reason or Reason.UNKNOWN] += 1
             elif r.route is not None:
                 self.latencies[r.route].append(r.latency_s)
                 if r.endpoint is not None:

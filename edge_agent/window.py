@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Callable, Iterator
 
-from .frames import FrameResult, Outcome, Route
+from .frames import FrameResult, Outcome, Reason, Route
 from .link import Rung
 
 __all__ = ["Stage", "TRANSITIONS", "StageError", "FrameState", "ReleaseWindow"]
@@ -75,7 +75,7 @@ class FrameState:
     deadline: float
     budget: float
     stage: Stage = Stage.NEW
-    reason: str | None = None
+    reason: Reason | None = None
     route: Route | None = None
     outcome: Outcome | None = None
     answer: Any = None
@@ -149,7 +149,7 @@ class ReleaseWindow:
             heapq.heappop(self._deadlines)
         return self._deadlines[0][0] if self._deadlines else None
 
-    def release(self, now: float, leave: Callable[[FrameState, str], None] | None) -> tuple[FrameResult, ...]:
+    def release(self, now: float, leave: Callable[[FrameState, Reason], None] | None) -> tuple[FrameResult, ...]:
         """Every frame that can leave now, in order. ``leave(frame, why)`` resolves one that must
         leave unanswered (``held_order``: a later frame's deadline came; ``window_full``)."""
         out: list[FrameResult] = []
@@ -157,9 +157,9 @@ class ReleaseWindow:
             f = self._frames[self._head]
             if f.stage is not Stage.DONE:
                 if f.seq <= self._force_upto:
-                    why = "held_order"
+                    why = Reason.HELD_ORDER
                 elif len(self._frames) > self.size:
-                    why = "window_full"
+                    why = Reason.WINDOW_FULL
                 else:
                     break
                 if leave is None:
@@ -175,7 +175,7 @@ class ReleaseWindow:
         outcome, reason = f.outcome, f.reason
         if outcome.within_budget and now > f.deadline:
             # answered in time but held past its deadline: it did not reach the sinks in budget
-            outcome, reason = Outcome.LATE, "released_late"
+            outcome, reason = Outcome.LATE, Reason.RELEASED_LATE
         upload = None
         if f.route is Route.CLOUD and f.rung is not None:
             upload = {"encoding": f.rung.name, "bytes": f.nbytes, "exact": f.rung.exact}

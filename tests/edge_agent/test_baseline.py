@@ -19,7 +19,7 @@ from edge_agent.summary import summarize
 from edge_agent.config import AgentConfig
 from edge_agent.core import CoreConfig
 from edge_agent.demo import lost_to, result_lines
-from edge_agent.frames import Outcome
+from edge_agent.frames import Outcome, Reason
 from edge_agent.policy import PolicyConfig
 from edge_agent.runner import Agent
 from edge_agent.sources import open_source
@@ -51,11 +51,11 @@ def test_local_alone_answers_about_its_capacity_of_a_fast_stream():
 
 
 def test_skipped_frames_and_a_late_local_backend_are_replayed_as_they_happened():
-    arrivals = [Arrival(at=i * 0.1, skipped="stream_overrun" if i % 5 == 0 else None) for i in range(30)]
+    arrivals = [Arrival(at=i * 0.1, skipped=Reason.STALE_SOURCE if i % 5 == 0 else None) for i in range(30)]
     rec = Recording(arrivals=arrivals, service_s=[0.02], local_ready_at=1.05)
     base = replay_local_only(rec, core_cfg())
-    assert base.drops["stream_overrun"] == 6
-    assert base.drops["local_warming"] == 8  # frames 1-4, 6-9 arrived before the backend was ready
+    assert base.drops[Reason.STALE_SOURCE] == 6
+    assert base.drops[Reason.LOCAL_WARMING] == 8  # frames 1-4, 6-9 arrived before the backend was ready
     assert base.within_budget == 30 - 6 - 8
 
 

@@ -16,7 +16,7 @@ from edge_agent.core import (
 )
 from yolo_edge.health import HealthConfig
 from yolo_edge.wire import FrameStatus
-from edge_agent.frames import Outcome, Route
+from edge_agent.frames import Outcome, Reason, Route
 from edge_agent.link import Ladder
 from edge_agent.policy import CloudState, PolicyConfig
 from yolo_edge.errors import ConfigError
@@ -319,8 +319,8 @@ def test_close_then_flush_accounts_for_everything():
 
 def test_skipped_frames_are_accounted():
     d = Driver(DeviceCore(cfg(), cloud=False))
-    d.feed(FrameSkipped(at=0.0, seq=0, reason="stale_source"))
-    assert (d.released[0].outcome, d.released[0].reason) == (Outcome.DROPPED, "stale_source")
+    d.feed(FrameSkipped(at=0.0, seq=0, reason=Reason.STALE_SOURCE))
+    assert (d.released[0].outcome, d.released[0].reason) == (Outcome.DROPPED, Reason.STALE_SOURCE)
 
 
 def test_bad_events_are_typed_errors():
@@ -433,8 +433,9 @@ def _imports(module) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("name", ["core", "core_config", "dispatch", "hedge", "lane", "window", "link", "events",
-                                  "pool", "policy", "estimators", "frames", "stats", "oracle", "traces"])
+@pytest.mark.parametrize("name", ["core", "core_config", "routing", "answers", "dispatch", "hedge", "lane", "window",
+                                  "link", "events", "pool", "policy", "estimators", "frames", "stats", "oracle",
+                                  "traces"])
 def test_device_logic_imports_no_io(name):
     """No clocks, threads, sleeps, sockets or OpenCV in the device's logic."""
     import importlib

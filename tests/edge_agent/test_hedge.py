@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from edge_agent.frames import Reason
 from edge_agent.hedge import NOT_SHORT, Headroom, Hedges
 
 
@@ -30,10 +31,10 @@ def test_headroom_is_gone_while_more_than_the_share_is_dropped_short_and_back_a_
     room = Headroom(window_s=1.0, short_share=0.05)
     for i in range(40):
         room.frame(i / 40)
-    room.dropped("cloud_unavailable", 0.5)
+    room.dropped(Reason.CLOUD_FAILING, 0.5)
     assert room.spare(0.9)  # 1 of 40: within 5%
-    room.dropped("uplink_too_slow", 0.6)
-    room.dropped("queue_full", 0.7)
+    room.dropped(Reason.UPLINK_TOO_SLOW, 0.6)
+    room.dropped(Reason.LOCAL_BUSY, 0.7)
     assert not room.spare(0.95)  # 3 of 40
     assert room.spare(1.8)  # the drops left the window
 
