@@ -1,16 +1,16 @@
-"""The rules every endpoint pool follows, fed its state and ``now``: no clock, thread or socket.
+"""One sans-I/O balancer for every endpoint pool, fed ``now`` and outcomes: no clock, thread or socket.
 
-Two drivers use these rules: :class:`yolo_edge.pool.EndpointPool` drives a
-:class:`Balancer` (the SDK pool's members, their states and the choice of the next try)
-with its clock, under its lock, and does the I/O it asks for; the edge agent's device core
-(``edge_agent.pool.CloudPool``, with event times) calls the rules below on state of its
-own. So an SDK pool and an agent choose, take out, bring back and hold to a model by the
-same rules:
+Two drivers run the same :class:`Balancer`: :class:`yolo_edge.pool.EndpointPool` (through
+:class:`yolo_edge.failover.Failover`) with its clock, under its lock, doing the I/O it
+asks for; and the edge agent's device core (``edge_agent.pool.CloudPool``) with the
+core's event times, adding only its answer-time estimates. So an SDK pool and an agent
+choose, take out, bring back and hold to a model by the same rules, on the same state:
 
 - **Who serves**: the endpoints in rotation, the primaries; the backups only while no
-  primary is (:func:`serving`). Among them each driver takes the least loaded per unit of
-  weight, with its own tie-break (the SDK's weighted turns; the agent's deadline fit and
-  answer-time estimates, which only it has).
+  primary is (:meth:`Balancer.serving`). Among them the least loaded per unit of weight,
+  within each member's ``max_inflight``: the SDK's next try in weighted turns
+  (:meth:`Balancer.next`), the device's batch among the members whose answer, by the
+  driver's estimate, comes by the batch's deadline (:meth:`Balancer.pick`).
 - **Health** (nginx's ``max_fails`` within ``fail_timeout``, :mod:`yolo_edge.health`): a
   failure (:func:`failed`) says whether it is the one that took the endpoint out; an
   endpoint whose time out is up is probed, and one whose probe fails is out again
@@ -40,7 +40,7 @@ from enum import Enum
 from typing import Any, Callable, Sequence, TypeVar
 
 from .errors import CloudModelMismatchError, ConfigError
-from .health import Health, HealthConfig, on_failure, on_success
+from .health import Health, HealthConfig, failed, on_failure, on_success, probe_failed
 from .wire import short_repr
 
 __all__ = ["Balancer", "Member", "MemberState", "MemberStatus", "Kind", "Change", "Note", "ModelRule", "check_share",
@@ -90,22 +90,6 @@ def serving(members: Sequence[T], *, in_rotation: Callable[[T], bool], backup: C
     """The members that take requests now: the primaries in rotation, else the backups in rotation."""
     rotation = [m for m in members if in_rotation(m)]
     return [m for m in rotation if not backup(m)] or rotation
-
-
-def failed(health: Health, *, now: float, cfg: HealthConfig, retry_after_s: float | None = None
-           ) -> tuple[Health, bool]:
-    """The health after a failure at ``now``, and whether this failure is the one that took the member out."""
-    was_out = health.out(now)
-    after = on_failure(health, now=now, cfg=cfg, retry_after_s=retry_after_s)
-    return after, after.out(now) and not was_out
-
-
-def probe_failed(*, now: float, cfg: HealthConfig, retry_after_s: float | None = None) -> Health:
-    """A member whose probe (or the model check after it) failed: out for another ``fail_timeout_s``.
-
-    Or for as long as the server asked with ``Retry-After``, if longer.
-    """
-    return Health((), now + max(cfg.fail_timeout_s, float(retry_after_s or 0.0)))
 
 
 class MemberState(str, Enum):
@@ -194,10 +178,13 @@ class Note:
 class Balancer:
     """An endpoint pool's state and choices, fed ``now`` and outcomes; no clock, lock or I/O.
 
-    The driver (:class:`yolo_edge.pool.EndpointPool`) holds it under its lock, asks
+    The SDK's driver (:class:`yolo_edge.failover.Failover`) holds it under its lock, asks
     :meth:`next` what a call does next, does that (sends, checks a model, probes) and
-    feeds back what came of it (:meth:`sent`, :meth:`joined`, :meth:`probed`,
-    :meth:`answered`, :meth:`failed`, :meth:`disable`, :meth:`done`). What happened to a
+    feeds back what came of it (:meth:`sent`, :meth:`joined`, :meth:`not_ready`,
+    :meth:`answered`, :meth:`failed`, :meth:`disable`, :meth:`done`). The device's
+    (``edge_agent.pool.CloudPool``, ``join_on_use=False``) asks :meth:`pick`, claims
+    members with :meth:`wake` and :meth:`probes_due`, and feeds back the same outcomes
+    (:meth:`ready` for a wake or probe that found the member up). What happened to a
     member that a log should say is queued in :attr:`notes` (:meth:`take_notes`).
 
     >>> bal = Balancer([Member(0, "a"), Member(1, "b", weight=2.0)], model=ModelRule("a" * 64))
@@ -243,10 +230,6 @@ class Balancer:
             return m.state is MemberState.READY and not m.health.out(now)
 
         return serving(self.members if among is None else among, in_rotation=in_rotation, backup=lambda m: m.backup)
-
-    def recent_fails(self, member: Member, now: float) -> int:
-        """``member``'s failures within the last ``fail_timeout_s`` (since its last success)."""
-        return sum(1 for t in member.health.fails if t > now - self.health.fail_timeout_s)
 
     # -- choice ------------------------------------------------------------------------
     def next(self, tried: set[int], now: float) -> tuple[Kind, Member | None]:
@@ -318,7 +301,7 @@ class Balancer:
         fits = [m for m in free if now + eta(m) < deadline]
         if not fits:
             return min(free, key=eta)
-        return min(fits, key=lambda m: (self.recent_fails(m, now), (m.outstanding_frames + 1) / m.weight, typical(m)))
+        return min(fits, key=lambda m: (m.health.recent(now, self.health), (m.outstanding_frames + 1) / m.weight, typical(m)))
 
     def wake(self) -> list[Member]:
         """Claim the NEW members to wake (the device's): the primaries, the backups too while no primary can serve.
