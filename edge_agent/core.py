@@ -4,7 +4,8 @@
 local queue and its workers (:class:`edge_agent.lane.LocalLane`), the cloud queue with the
 requests in flight, their timeouts, batching, encodings and the uplink
 (:class:`edge_agent.dispatch.CloudDispatch`), the pool of cloud endpoints with their
-health, wakes, Retry-After and estimates (:class:`edge_agent.pool.CloudPool`), hedging
+health, wakes, Retry-After and estimates (:class:`edge_agent.pool.CloudPool`, over the SDK's
+:class:`yolo_edge.balancer.Balancer`), hedging
 (:class:`edge_agent.hedge.Hedger`), and the frames themselves in
 :class:`edge_agent.window.ReleaseWindow` (their stages, deadlines and in-order release).
 The core ties the parts together: :class:`edge_agent.routing.Router` routes each frame

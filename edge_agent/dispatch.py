@@ -164,7 +164,7 @@ class CloudDispatch:
         head = self._frames[self.queue[0]]
         floor_bytes = self.sizes.estimate(ladder.floor)
         ep = self.pool.pick(now, head.deadline, p.cloud_quantile,
-                            upload_s=self.link.upload_end(now, floor_bytes) - now)
+                            upload_s=self.link.upload_end(now, floor_bytes) - now, held_since=self.held_since)
         if ep is None:
             return None
         seqs = tuple(self.queue[i] for i in range(min(ep.max_batch, len(self.queue))))
@@ -173,7 +173,7 @@ class CloudDispatch:
         due = min(self._frames[s].deadline for s in seqs)
         behind = [self._frames[self.queue[i]] for i in range(len(seqs), min(len(self.queue), len(seqs) + 8))]
         for q in (p.cloud_quantile, p.cloud_chance_quantile):
-            post = self.pool.post_upload(ep, q, now)
+            post = self.pool.post_upload(ep, q, now, held_since=self.held_since(ep))
             for rung in rungs:
                 nbytes = len(seqs) * self.sizes.estimate(rung)
                 if (self.link.upload_end(now, nbytes) + post <= due
@@ -183,10 +183,14 @@ class CloudDispatch:
         if self.link.upload_end(now, len(seqs) * self.sizes.estimate(best)) - now <= 0.1 * max(0.0, due - now):
             return ep, seqs, best  # the uplink is no factor: a chance, as good as it gets
         link_s = self.link.upload_end(now, len(seqs) * floor_bytes) - now
-        post_low = self.pool.post_upload(ep, p.cloud_chance_quantile, now, stuck=False)
+        post_low = self.pool.post_upload(ep, p.cloud_chance_quantile, now)
         if link_s > post_low and now + link_s + post_low > due and not self.link.stale(now, self.probe_after_s):
             return Reason.UPLINK_TOO_SLOW
         return ep, seqs, ladder.floor  # a chance (or a probe of a link not measured lately), at the smallest size
+
+    def held_since(self, ep: Endpoint) -> float | None:
+        """Since when ``ep`` has had its oldest request in flight (not timed out); None: it has none."""
+        return min((r.since for r in self.requests.values() if r.endpoint is ep and not r.timed_out), default=None)
 
     def _sustainable(self, now: float) -> tuple[Rung, ...]:
         """The rungs at which the link keeps up with the frames the policy has been sending it
@@ -221,7 +225,7 @@ class CloudDispatch:
                       tuple(f.deadline for f in frames))
         self.requests[req.id] = req
         heapq.heappush(self._timeouts, (req.timeout_at, req.id))
-        self.pool.sent(ep, len(seqs), req.id, now)
+        self.pool.sent(ep, len(seqs))
         for f in frames:
             f.move(Stage.CLOUD_FLIGHT)
             f.request, f.rung, f.nbytes = req.id, rung, None
@@ -270,7 +274,6 @@ class CloudDispatch:
         if not req.encoded:
             self._frame_sizes(req, ev.frame_bytes)
         self.link.finish(req.id, ev.at, sum(ev.frame_bytes) if ev.frame_bytes else None, ev.rtt_s)
-        self.pool.uploaded(req.endpoint, req.id, ev.at)
 
     def done(self, ev: CloudDone) -> Request:
         """The request ``ev`` answers, off the books (the event was checked by :meth:`check`)."""
@@ -283,7 +286,7 @@ class CloudDispatch:
                 logger.debug("the driver reports no uploads: the uplink is not modelled")
                 self.link.prior_Bps = None
         if not req.timed_out:
-            self.pool.finished(req.endpoint, len(req.seqs), req.id)
+            self.pool.finished(req.endpoint, len(req.seqs))
         return req
 
     def answered(self, req: Request, ev: CloudDone) -> None:
@@ -323,7 +326,7 @@ class CloudDispatch:
             if req is None or req.timed_out:
                 continue
             req.timed_out = True
-            self.pool.finished(req.endpoint, len(req.seqs), req.id)
+            self.pool.finished(req.endpoint, len(req.seqs))
             if req.uploaded_at is None and self.link.last_finish is None:
                 self.link_doubt = True
             if req.uploaded_at is None and self.uploads_reported:

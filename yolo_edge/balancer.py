@@ -1,16 +1,16 @@
-"""The rules every endpoint pool follows, fed its state and ``now``: no clock, thread or socket.
+"""One sans-I/O balancer for every endpoint pool, fed ``now`` and outcomes: no clock, thread or socket.
 
-Two drivers use these rules: :class:`yolo_edge.pool.EndpointPool` drives a
-:class:`Balancer` (the SDK pool's members, their states and the choice of the next try)
-with its clock, under its lock, and does the I/O it asks for; the edge agent's device core
-(``edge_agent.pool.CloudPool``, with event times) calls the rules below on state of its
-own. So an SDK pool and an agent choose, take out, bring back and hold to a model by the
-same rules:
+Two drivers run the same :class:`Balancer`: :class:`yolo_edge.pool.EndpointPool` (through
+:class:`yolo_edge.failover.Failover`) with its clock, under its lock, doing the I/O it
+asks for; and the edge agent's device core (``edge_agent.pool.CloudPool``) with the
+core's event times, adding only its answer-time estimates. So an SDK pool and an agent
+choose, take out, bring back and hold to a model by the same rules, on the same state:
 
 - **Who serves**: the endpoints in rotation, the primaries; the backups only while no
-  primary is (:func:`serving`). Among them each driver takes the least loaded per unit of
-  weight, with its own tie-break (the SDK's weighted turns; the agent's deadline fit and
-  answer-time estimates, which only it has).
+  primary is (:meth:`Balancer.serving`). Among them the least loaded per unit of weight,
+  within each member's ``max_inflight``: the SDK's next try in weighted turns
+  (:meth:`Balancer.next`), the device's batch among the members whose answer, by the
+  driver's estimate, comes by the batch's deadline (:meth:`Balancer.pick`).
 - **Health** (nginx's ``max_fails`` within ``fail_timeout``, :mod:`yolo_edge.health`): a
   failure (:func:`failed`) says whether it is the one that took the endpoint out; an
   endpoint whose time out is up is probed, and one whose probe fails is out again
@@ -40,7 +40,7 @@ from enum import Enum
 from typing import Any, Callable, Sequence, TypeVar
 
 from .errors import CloudModelMismatchError, ConfigError
-from .health import Health, HealthConfig, on_failure, on_success
+from .health import Health, HealthConfig, failed, on_failure, on_success, probe_failed
 from .wire import short_repr
 
 __all__ = ["Balancer", "Member", "MemberState", "MemberStatus", "Kind", "Change", "Note", "ModelRule", "check_share",
@@ -92,22 +92,6 @@ def serving(members: Sequence[T], *, in_rotation: Callable[[T], bool], backup: C
     return [m for m in rotation if not backup(m)] or rotation
 
 
-def failed(health: Health, *, now: float, cfg: HealthConfig, retry_after_s: float | None = None
-           ) -> tuple[Health, bool]:
-    """The health after a failure at ``now``, and whether this failure is the one that took the member out."""
-    was_out = health.out(now)
-    after = on_failure(health, now=now, cfg=cfg, retry_after_s=retry_after_s)
-    return after, after.out(now) and not was_out
-
-
-def probe_failed(*, now: float, cfg: HealthConfig, retry_after_s: float | None = None) -> Health:
-    """A member whose probe (or the model check after it) failed: out for another ``fail_timeout_s``.
-
-    Or for as long as the server asked with ``Retry-After``, if longer.
-    """
-    return Health((), now + max(cfg.fail_timeout_s, float(retry_after_s or 0.0)))
-
-
 class MemberState(str, Enum):
     NEW = "new"  # not used yet: its model is checked on first use
     READY = "ready"  # in rotation
@@ -136,17 +120,24 @@ class MemberStatus:
 class Member:
     """One member's mutable state in a :class:`Balancer`; guarded by its driver's lock."""
 
-    def __init__(self, index: int, name: str, *, weight: float = 1.0, backup: bool = False, client: Any = None) -> None:
+    def __init__(self, index: int, name: str, *, weight: float = 1.0, backup: bool = False, client: Any = None,
+                 max_inflight: int | None = None, max_batch: int | None = None) -> None:
         self.index, self.name, self.weight, self.backup = index, name, weight, backup
         self.client = client  # the driver's handle on it: never called here
+        self.max_inflight, self.max_batch = max_inflight, max_batch  # requests at once, frames a request (None: any)
         self.state = MemberState.NEW
         self.health = Health()
         self.busy = False  # a call is checking (joining or probing) it, or sending the pool's first request
         self.founding = False  # sending the request whose answer names the pool's model
         self.outstanding = self.requests = self.frames = self.failures = 0
+        self.outstanding_frames = 0  # frames in the requests in flight
         self.current = 0.0  # smooth weighted round robin among equally loaded members
         self.sha256: str | None = None
         self.reason: str | None = None
+
+    def free(self) -> bool:
+        """Not claimed, and a request slot free."""
+        return not self.busy and (self.max_inflight is None or self.outstanding < self.max_inflight)
 
     def status(self, now: float) -> MemberStatus:
         out_for = max(0.0, self.health.out_until - now) if self.state is MemberState.OUT else 0.0
@@ -187,10 +178,13 @@ class Note:
 class Balancer:
     """An endpoint pool's state and choices, fed ``now`` and outcomes; no clock, lock or I/O.
 
-    The driver (:class:`yolo_edge.pool.EndpointPool`) holds it under its lock, asks
+    The SDK's driver (:class:`yolo_edge.failover.Failover`) holds it under its lock, asks
     :meth:`next` what a call does next, does that (sends, checks a model, probes) and
-    feeds back what came of it (:meth:`sent`, :meth:`joined`, :meth:`probed`,
-    :meth:`answered`, :meth:`failed`, :meth:`disable`, :meth:`done`). What happened to a
+    feeds back what came of it (:meth:`sent`, :meth:`joined`, :meth:`not_ready`,
+    :meth:`answered`, :meth:`failed`, :meth:`disable`, :meth:`done`). The device's
+    (``edge_agent.pool.CloudPool``, ``join_on_use=False``) asks :meth:`pick`, claims
+    members with :meth:`wake` and :meth:`probes_due`, and feeds back the same outcomes
+    (:meth:`ready` for a wake or probe that found the member up). What happened to a
     member that a log should say is queued in :attr:`notes` (:meth:`take_notes`).
 
     >>> bal = Balancer([Member(0, "a"), Member(1, "b", weight=2.0)], model=ModelRule("a" * 64))
@@ -202,10 +196,14 @@ class Balancer:
     'a'
     """
 
-    def __init__(self, members: Sequence[Member], *, model: ModelRule, health: HealthConfig = HealthConfig()) -> None:
+    def __init__(self, members: Sequence[Member], *, model: ModelRule, health: HealthConfig = HealthConfig(),
+                 join_on_use: bool = True) -> None:
         self.members = list(members)
         self.model = model  # the pool's model: fixed, never voted
         self.health = health
+        #: a NEW member is in rotation, its model checked on its first use (the SDK's pool); else (the
+        #: device's) it serves only once :meth:`wake` has claimed it and :meth:`ready` said it is up
+        self.join_on_use = join_on_use
         self.notes: list[Note] = []
 
     def take_notes(self) -> list[Note]:
@@ -223,6 +221,15 @@ class Balancer:
     def checking(self) -> bool:
         """Whether a call is checking a member (or sending the pool's first request)."""
         return any(m.busy for m in self.members if m.state is not MemberState.DISABLED)
+
+    def serving(self, now: float, among: Sequence[Member] | None = None) -> list[Member]:
+        """The members (of ``among``) that take requests now: the primaries in rotation, else the backups."""
+        def in_rotation(m: Member) -> bool:
+            if m.state is MemberState.NEW:
+                return self.join_on_use
+            return m.state is MemberState.READY and not m.health.out(now)
+
+        return serving(self.members if among is None else among, in_rotation=in_rotation, backup=lambda m: m.backup)
 
     # -- choice ------------------------------------------------------------------------
     def next(self, tried: set[int], now: float) -> tuple[Kind, Member | None]:
@@ -252,9 +259,8 @@ class Balancer:
         for m in usable:
             if m.state is MemberState.OUT and not m.health.out(now) and not m.busy:
                 return Kind.PROBE, m
-        takers = serving(usable, in_rotation=lambda m: m.state in (MemberState.NEW, MemberState.READY),
-                         backup=lambda m: m.backup)
-        free = [m for m in takers if not m.busy]
+        takers = self.serving(now, usable)
+        free = [m for m in takers if m.free()]
         if not free:
             if takers or any(m.busy for m in usable):
                 return Kind.WAIT, None  # a member is being checked: its verdict may give this call one
@@ -277,6 +283,48 @@ class Balancer:
         if first.state is MemberState.OUT:
             return (Kind.NONE, None) if first.health.out(now) else (Kind.PROBE, first)
         return (Kind.JOIN if first.state is MemberState.NEW else Kind.SEND), first
+
+    def pick(self, now: float, *, eta: Callable[[Member], float] = lambda m: 0.0, deadline: float = math.inf,
+             typical: Callable[[Member], float] = lambda m: 0.0) -> Member | None:
+        """The member for a request due by ``deadline`` (the device's choice), None while every serving one is full.
+
+        The driver counts the request (:meth:`sent`). ``eta(m)``: how long ``m`` would take to
+        answer it (the driver's estimate); ``typical(m)``: its typical answer time. Among
+        the members in rotation with a free request slot, those whose answer comes before
+        the deadline; of them, the fewest recent failures, then the fewest frames in flight
+        (this request counted as one) per unit of weight, then the soonest ``typical``
+        answer. When none fits, the one that answers soonest.
+        """
+        free = [m for m in self.serving(now) if m.free()]
+        if not free:
+            return None
+        fits = [m for m in free if now + eta(m) < deadline]
+        if not fits:
+            return min(free, key=eta)
+        return min(fits, key=lambda m: (m.health.recent(now, self.health), (m.outstanding_frames + 1) / m.weight, typical(m)))
+
+    def wake(self) -> list[Member]:
+        """Claim the NEW members to wake (the device's): the primaries, the backups too while no primary can serve.
+
+        Each is then :meth:`ready` or, not woken, :meth:`unclaim` -ed (NEW again).
+        """
+        hopeful = any(m.state in (MemberState.NEW, MemberState.READY) for m in self.members if not m.backup)
+        woken = [m for m in self.members if m.state is MemberState.NEW and not m.busy and (not m.backup or not hopeful)]
+        for m in woken:
+            m.busy = True
+        return woken
+
+    def probes_due(self, now: float) -> list[Member]:
+        """Claim the members whose time out is up, each to be probed (PROBING): :meth:`ready` or :meth:`not_ready`."""
+        due = [m for m in self.members if m.state is MemberState.OUT and not m.health.out(now) and not m.busy]
+        for m in due:
+            m.state, m.busy = MemberState.PROBING, True
+        return due
+
+    def next_probe(self) -> float | None:
+        """When the next member out of rotation is due for a probe (None: none is out)."""
+        return min((m.health.out_until for m in self.members if m.state is MemberState.OUT and not m.busy),
+                   default=None)
 
     def expect(self, sha256: str) -> None:
         """Hold the pool to model ``sha256`` from now on; CloudModelMismatchError if it already holds to another."""
@@ -305,9 +353,10 @@ class Balancer:
         member.busy = member.founding = False
 
     # -- outcomes ----------------------------------------------------------------------
-    def sent(self, member: Member, *, founding: bool = False) -> None:
-        """A request goes to ``member``; ``founding``: a claimed member whose answer will name the pool's model."""
+    def sent(self, member: Member, *, founding: bool = False, frames: int = 1) -> None:
+        """A request of ``frames`` goes to ``member``; ``founding``: a claimed member whose answer will name the pool's model."""
         member.outstanding += 1
+        member.outstanding_frames += frames
         member.requests += 1
         if founding:
             member.founding = True
@@ -319,9 +368,10 @@ class Balancer:
         self.sent(member)
         return True
 
-    def done(self, member: Member) -> None:
-        """A request to ``member`` is over (answered or not); the founding request ends its claim."""
+    def done(self, member: Member, *, frames: int = 1) -> None:
+        """A request (of ``frames``) to ``member`` is over (answered or not); the founding request ends its claim."""
         member.outstanding -= 1
+        member.outstanding_frames -= frames
         if member.founding:
             self.unclaim(member)
 
@@ -329,10 +379,21 @@ class Balancer:
         """A claimed member's check named its model: in rotation (True), else disabled; the claim ends."""
         if not self._holds(member, sha256.lower(), name):
             return False
+        member.sha256 = sha256.lower()
+        return self.ready(member)
+
+    def ready(self, member: Member) -> bool:
+        """A claimed member (joining, woken, probed or checked again) is up, its model checked: in rotation.
+
+        The claim ends. False, and nothing else changes, when a failure took it out meanwhile
+        (or it is disabled): what the check saw is older than that.
+        """
+        self.unclaim(member)
+        if member.state in (MemberState.OUT, MemberState.DISABLED):
+            return False
         if member.state is MemberState.PROBING:
             self.notes.append(Note(Change.BACK, member))
-        member.state, member.health, member.sha256 = MemberState.READY, on_success(member.health), sha256.lower()
-        self.unclaim(member)
+        member.state, member.health = MemberState.READY, on_success(member.health)
         return True
 
     def not_ready(self, member: Member, *, now: float) -> None:
@@ -352,13 +413,14 @@ class Balancer:
             member.state, member.health = MemberState.OUT, probe_failed(now=now, cfg=self.health)
         self.unclaim(member)
 
-    def answered(self, member: Member, shas: Sequence[str], *, alive: bool) -> bool:
-        """Account an answer naming these models; False (and the member disabled) when one is another model."""
+    def answered(self, member: Member, shas: Sequence[str], *, alive: bool, frames: int | None = None) -> bool:
+        """Account an answer naming these models (of ``frames``, else one a model named); False (and the member
+        disabled) when one is another model. ``alive``: the answer clears the member's failures."""
         for sha in shas:
             if not self._holds(member, sha.lower(), "?", answer=True):
                 return False
+        member.frames += len(shas) if frames is None else frames
         if shas:
-            member.frames += len(shas)
             member.sha256 = shas[0].lower()
             if member.state is MemberState.NEW:
                 member.state = MemberState.READY
@@ -370,14 +432,16 @@ class Balancer:
                checking: bool = False) -> None:
         """A request to ``member`` (or, ``checking``, its check: the claim ends here) failed through its fault."""
         member.failures += 1
-        member.reason = reason
+        if member.state is not MemberState.DISABLED:  # (why it is disabled stays said)
+            member.reason = reason
         if checking and member.state is MemberState.PROBING:  # probed ready, but its check failed: out again
             member.health = probe_failed(now=now, cfg=self.health, retry_after_s=retry_after_s)
             member.state = MemberState.OUT
             taken_out = True
         else:
             member.health, took_out = failed(member.health, now=now, cfg=self.health, retry_after_s=retry_after_s)
-            taken_out = took_out and member.state in (MemberState.NEW, MemberState.READY)
+            # (a member being probed too: what its probe will say is older than this failure)
+            taken_out = took_out and member.state is not MemberState.DISABLED
             if taken_out:
                 member.state = MemberState.OUT
         if checking:
@@ -385,8 +449,9 @@ class Balancer:
         self.notes.append(Note(Change.OUT, member, reason, out_for_s=member.health.out_until - now) if taken_out
                           else Note(Change.FAILED, member, reason, check=checking))
 
-    def disable(self, member: Member, why: str) -> None:
-        """``member`` serves another model: out for good (its claim, if any, ends)."""
+    def disable(self, member: Member, why: str, *, failure: bool = False) -> None:
+        """``member`` serves another model: out for good (its claim, if any, ends); ``failure``: a request's, counted."""
+        member.failures += failure
         member.busy = False
         if member.state is not MemberState.DISABLED:
             member.state, member.reason = MemberState.DISABLED, why

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from .errors import ConfigError
 
-__all__ = ["HealthConfig", "Health", "on_failure", "on_success"]
+__all__ = ["HealthConfig", "Health", "on_failure", "on_success", "failed", "probe_failed"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,6 +51,10 @@ class Health:
     def out(self, now: float) -> bool:
         return now < self.out_until
 
+    def recent(self, now: float, cfg: HealthConfig) -> int:
+        """The failures within the last ``fail_timeout_s`` (since the last success)."""
+        return sum(1 for t in self.fails if t > now - cfg.fail_timeout_s)
+
 
 def on_failure(h: Health, *, now: float, cfg: HealthConfig, retry_after_s: float | None = None) -> Health:
     if h.out(now):
@@ -64,3 +68,19 @@ def on_failure(h: Health, *, now: float, cfg: HealthConfig, retry_after_s: float
 
 def on_success(h: Health) -> Health:
     return Health()
+
+
+def failed(health: Health, *, now: float, cfg: HealthConfig, retry_after_s: float | None = None
+           ) -> tuple[Health, bool]:
+    """The health after a failure at ``now``, and whether this failure is the one that took the endpoint out."""
+    was_out = health.out(now)
+    after = on_failure(health, now=now, cfg=cfg, retry_after_s=retry_after_s)
+    return after, after.out(now) and not was_out
+
+
+def probe_failed(*, now: float, cfg: HealthConfig, retry_after_s: float | None = None) -> Health:
+    """An endpoint whose probe (or the model check after it) failed: out for another ``fail_timeout_s``.
+
+    Or for as long as the server asked with ``Retry-After``, if longer.
+    """
+    return Health((), now + max(cfg.fail_timeout_s, float(retry_after_s or 0.0)))
