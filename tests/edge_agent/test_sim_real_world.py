@@ -142,8 +142,8 @@ def test_a_link_that_tcp_fills_less_carries_fewer_uploads_and_the_oracle_knows()
     assert link.send(0.0, 150_000) > full.send(0.0, 150_000)
     with pytest.raises(ConfigError, match="efficiency"):
         scenario("uplink_att_lte_driving", uplink_efficiency=0.0)
-    full_trace = scenario("uplink_att_lte_driving", duration_s=20, seed=1)
-    less = replace(full_trace, uplink_efficiency=0.6)
+    full_trace = scenario("uplink_att_lte_driving", duration_s=12, seed=1)
+    less = replace(full_trace, uplink_efficiency=0.5)
     assert simulate(less).within_share < simulate(full_trace).within_share
     assert oracle_bound(sample(less)).within_share < oracle_bound(sample(full_trace)).within_share
 
