@@ -16,6 +16,8 @@ the others (``inference_cpus`` / ``prepare_cpus``). Each round measures, in turn
 The stream's results are checked equal (``==``, exact arrays) to frame-by-frame's.
 Each contender's frames/s is divided by the same round's model rate (so drift on a shared
 machine cancels), and the median of those ratios over the rounds is reported; prints a Markdown table for BENCHMARKS.md and writes JSON.
+It runs at a raised priority with autogroups off (``benchmarks/quiet.py``), so that other
+sessions' work does not take the model's core.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from yolo_edge.models.fetch import sample_path
 from yolo_edge.preprocess import make_batch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from quiet import device_priority  # noqa: E402
 
 
 def make_inputs(folder: Path, count: int, size: tuple[int, int], quality: int) -> tuple[list[Path], Path]:
@@ -74,7 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality of the files")
     parser.add_argument("--out", type=Path, default=REPO / "out" / "stream_bench.json")
     args = parser.parse_args(argv)
+    with device_priority():  # before any thread starts: they inherit it
+        return run(args)
 
+
+def run(args) -> int:
     allowed = sorted(os.sched_getaffinity(0))
     if len(allowed) < 2:
         sys.exit(f"the model needs a core of its own: this process may use only CPUs {allowed}")
