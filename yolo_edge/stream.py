@@ -65,7 +65,7 @@ from .inputs import Frame
 from .postprocess import postprocess
 from .preprocess import LetterboxParams, make_batch
 from .types import Detections
-from .wire import short_repr
+from .remote.wire import short_repr
 
 if TYPE_CHECKING:
     from .detector import Detector, StageTimings
