@@ -38,8 +38,8 @@ from .core.events import (
 )
 from .core.frames import Reason
 from .core.policy import make_policy
-from .sources import SourceFrame
 from .core.stats import RunStats, percentile
+from .sources import SourceFrame
 
 __all__ = ["Arrival", "Recording", "RunRecorder", "replay_local_only", "Baseline", "baseline_of", "METHOD"]
 

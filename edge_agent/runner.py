@@ -35,22 +35,22 @@ from typing import Any, Callable, Iterable, Sequence
 
 from yolo_edge.errors import ConfigError
 
+from .cloudcall import CloudCalls, pool_model
 from .config import AgentConfig
 from .core import CoreConfig, DeviceCore
 from .core.events import (
     Action, Close, CloudDone, Event, Failure, Flush, FrameCaptured, FrameSkipped, LateAnswer, LocalDone, LocalReady,
     Release, RunLocal, SendBatch, Tick, Wake,
 )
-from .core.pool import EndpointSpec
 from .core.frames import FrameResult, Outcome, Reason
-from .metrics import AgentMetrics
 from .core.policy import Mode, Policy
+from .core.pool import EndpointSpec
+from .core.stats import RunStats
+from .metrics import AgentMetrics
 from .protocols import CloudEndpoint, LocalDetector, Sink
 from .sinks import close_sinks
 from .sources import SourceFrame
 from .stagetime import StageTimes
-from .core.stats import RunStats
-from .cloudcall import CloudCalls, pool_model
 
 __all__ = ["Agent", "Outcome"]
 

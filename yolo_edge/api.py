@@ -9,8 +9,8 @@ from typing import Any, Sequence
 from .detector import Detector
 from .errors import ConfigError
 from .image import ImageSource
-from .types import Detections
 from .remote.wire import short_repr
+from .types import Detections
 
 __all__ = ["detect", "close_clients"]
 

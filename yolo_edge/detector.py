@@ -16,8 +16,8 @@ from .image import MAX_PIXELS, Channels, ImageSource, check_channels, check_limi
 from .models.resolve import ResolvedModel, parse_metadata, resolve_model
 from .postprocess import OUTPUT_FORMATS, detect_output_format, postprocess
 from .preprocess import make_batch
-from .types import Detections, ModelInfo, as_names
 from .remote.wire import DetectOptions, check_classes, check_max_det, check_unit, short_repr
+from .types import Detections, ModelInfo, as_names
 
 if TYPE_CHECKING:
     from .stream import StreamResult

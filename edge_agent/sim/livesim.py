@@ -31,9 +31,9 @@ from yolo_edge.remote.wire import FrameStatus, ModelRef
 from ..config import AgentConfig
 from ..core import Failure
 from ..core.frames import FrameResult
+from ..core.stats import RunStats
 from ..runner import Agent
 from . import SimCloud, core_config_for
-from ..core.stats import RunStats
 from .traces import Trace, TraceSample, sample
 
 __all__ = ["WallClockLoop", "TraceFrame", "TraceDetector", "TraceCloud", "ThreadedRun", "run_threaded"]

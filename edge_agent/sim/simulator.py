@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 from yolo_edge.errors import ConfigError
+from yolo_edge.remote.health import HealthConfig
 from yolo_edge.remote.wire import FrameStatus
 
 from ..core import CoreConfig, DeviceCore
@@ -39,12 +40,11 @@ from ..core.events import (
 )
 from ..core.frames import Outcome, Reason
 from ..core.link import Ladder
-from .uplink import TraceLink, UplinkTrace, wire_bytes
-from yolo_edge.remote.health import HealthConfig
 from ..core.policy import STRATEGIES, PolicyConfig, make_policy
 from ..core.pool import EndpointSpec
 from ..core.stats import RunStats
 from .traces import CloudTrace, Trace, TraceSample, sample
+from .uplink import TraceLink, UplinkTrace, wire_bytes
 
 __all__ = ["simulate", "simulate_fleet", "SimSummary", "SimCloud", "STRATEGIES", "core_config_for", "compare"]
 

@@ -47,13 +47,13 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
+from ..errors import CloudError, CloudFrameError, CloudModelMismatchError, ConfigError
+from ..image import check_channels
+from ..types import Detections
 from .cloud_upload import Upload, check_fits, check_qualities, fit_request, prepare_upload, service_limits
 from .cloud_upload import to_original as _to_original  # its old name, for the benchmarks
 from .endpoint_url import HTTP_SCHEMES, check_endpoint_url
-from ..errors import CloudError, CloudFrameError, CloudModelMismatchError, ConfigError
-from ..image import check_channels
 from .transport import RETRY_STATUS, HttpTransport, RemoteClient, RetryPolicy, check_client_args
-from ..types import Detections
 from .values import is_int, short_repr
 from .wire import (
     BUDGETS_FIELD,

@@ -14,9 +14,9 @@ import threading
 from enum import Enum
 from typing import Callable, TypeVar
 
+from ..errors import CloudError, CloudModelMismatchError, CloudUnavailableError, ConfigError
 from .balancer import Balancer, Change, Kind, Member, MemberState, MemberStatus, Note
 from .endpoint import Endpoint
-from ..errors import CloudError, CloudModelMismatchError, CloudUnavailableError, ConfigError
 from .pool_members import member_fault
 
 __all__ = ["Failover", "Joined"]

@@ -40,10 +40,10 @@ from ..backends.onnx_info import OnnxInfo, read_onnx_info
 from ..detector import Detector, check_sha256
 from ..errors import CloudDeadlineExpiredError, CloudError, CloudModelMismatchError, CloudRequestError, ConfigError
 from ..models.resolve import ResolvedModel, resolve_model
+from ..types import Detections
 from .oip_model import ServedModel, check_output, check_served, identity_problem
 from .oip_wire import OipUrl, decode_infer_response, encode_infer_request, parse_oip_url, refine_error
 from .transport import HttpTransport, RemoteClient, RetryPolicy, check_client_args
-from ..types import Detections
 from .values import is_int, is_real, short_repr
 from .wire import FrameResult, FrameStatus, FrameTiming, ModelRef, frame_deadlines, image_list
 

@@ -29,9 +29,9 @@ from urllib.parse import quote, urlsplit
 
 import numpy as np
 
+from ..errors import CloudDeadlineExpiredError, CloudError, ConfigError
 from .endpoint_url import OIP_SCHEMES as ENDPOINT_OIP_SCHEMES
 from .endpoint_url import check_endpoint_url
-from ..errors import CloudDeadlineExpiredError, CloudError, ConfigError
 
 __all__ = [
     "OIP_SCHEMES",

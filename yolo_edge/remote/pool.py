@@ -47,10 +47,10 @@ import logging
 import time
 from typing import Any, Callable, Mapping, Sequence
 
+from ..errors import ConfigError
 from .balancer import Balancer, HealthConfig, Member, MemberState, MemberStatus, ModelRule
 from .endpoint import Endpoint, client_options, frame_deadlines, image_list, open_endpoint, poll_ready
 from .endpoint_url import safe_name
-from ..errors import ConfigError
 from .failover import Failover
 from .pool_members import PoolMember
 from .transport import RemoteClient

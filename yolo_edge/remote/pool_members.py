@@ -14,10 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from ..errors import CloudDeadlineExpiredError, CloudError, CloudTimeoutError, CloudUnavailableError, ConfigError
 from .balancer import check_share
 from .endpoint import Endpoint
 from .endpoint_url import check_endpoint_url, check_table
-from ..errors import CloudDeadlineExpiredError, CloudError, CloudTimeoutError, CloudUnavailableError, ConfigError
 from .wire import short_repr
 
 __all__ = ["PoolMember", "member_fault"]
