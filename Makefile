@@ -99,7 +99,7 @@ bench-deadlines: install-test models
 	$(PY) benchmarks/deadline_bench.py
 
 # each rung of the upload ladder on real photos: bytes, encode time, agreement with the local
-# answer; rewrites edge_agent/uplinks/frame_sizes.json (the simulator's frame sizes)
+# answer; rewrites edge_agent/sim/uplinks/frame_sizes.json (the simulator's frame sizes)
 bench-rungs: install-test models
 	$(PY) benchmarks/rung_bench.py
 

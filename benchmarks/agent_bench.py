@@ -17,7 +17,7 @@ cloud-only runs.
 frames it must decode itself (960x540 JPEGs, as from a camera) with a JSONL sink, and every
 stage is timed with the CPU time of the thread that runs it (``edge_agent.stagetime``):
 capture (JPEG decode, in the submitting thread), encode (the upload's resize and PNG/JPEG,
-``yolo_edge.cloud.prepare_upload``), HTTP (the rest of a cloud request: multipart, the
+``yolo_edge.remote.cloud.prepare_upload``), HTTP (the rest of a cloud request: multipart, the
 round trip, reading the answer), sinks and core. Their sum per frame is compared with the
 local inference time per frame, and the local worker's inference time inside the agent with
 the same Detector's time alone on the same core, measured before and after the agent run.
@@ -51,7 +51,7 @@ from edge_agent.runner import Agent  # noqa: E402
 from edge_agent.sinks import JsonlSink  # noqa: E402
 from edge_agent.sources import replay  # noqa: E402
 from yolo_edge import Detector  # noqa: E402
-from yolo_edge.cloud import CloudClient  # noqa: E402
+from yolo_edge.remote.cloud import CloudClient  # noqa: E402
 from yolo_edge.image import decode_image, encode_image, load_image  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -119,7 +119,7 @@ def renice(proc, value: int) -> None:
 
 def run_overhead(detector, url: str, frames, fps: float, seconds: float, budget_ms: float, out_dir: Path) -> dict:
     """The hybrid agent with every stage timed; the Detector alone before and after."""
-    import yolo_edge.cloud as cloud_module
+    import yolo_edge.remote.cloud as cloud_module
 
     jpegs = [encode_image(f, ".jpg", quality=90) for f in frames]
     if PINNED:

@@ -54,7 +54,7 @@ HEADERS = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
 
 def body(image: bytes, budget_s: float | None) -> bytes:
     """One frame's /detect request body, with its remaining budget when given."""
-    from yolo_edge.wire import BUDGETS_FIELD, budgets_to_form
+    from yolo_edge.remote.wire import BUDGETS_FIELD, budgets_to_form
 
     out = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"images\"; filename=\"frame.png\"\r\n"
            f"Content-Type: image/png\r\n\r\n").encode() + image + b"\r\n"
@@ -150,7 +150,7 @@ class Run:
 def overload(url: str, images: list[bytes], rate: float, seconds: float, budget_s: float, with_budgets: bool,
              workers: int) -> Run:
     """Open loop: a frame due every 1/rate s for ``seconds``; each request sent by a free worker thread."""
-    from yolo_edge.wire import FrameStatus, decode_results
+    from yolo_edge.remote.wire import FrameStatus, decode_results
 
     run = Run("budgets" if with_budgets else "no budgets")
     lock = threading.Lock()
@@ -212,7 +212,7 @@ def overload(url: str, images: list[bytes], rate: float, seconds: float, budget_
 def frames(url: str) -> list[bytes]:
     """Real photos as CloudClient uploads them: shrunk to the model's input size, lossless PNG."""
     from yolo_edge import samples
-    from yolo_edge.cloud import CloudClient, prepare_upload
+    from yolo_edge.remote.cloud import CloudClient, prepare_upload
 
     with CloudClient(url) as client:
         imgsz = client.service_info().imgsz

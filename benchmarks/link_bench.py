@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from link_probes import BulkSink, EchoServer, bulk_upload, goodput_bps, rtt_probes  # noqa: E402
 from shaped_link import ShapedLink, shaped_link_unavailable  # noqa: E402
 
-from edge_agent.uplink import PACKET_BYTES, TCP_PAYLOAD_BYTES, bundled  # noqa: E402
+from edge_agent.sim.uplink import PACKET_BYTES, TCP_PAYLOAD_BYTES, bundled  # noqa: E402
 
 STRETCHES = [("verizon-lte", 0.0), ("verizon-lte", 40.0), ("att-lte-driving", 0.0), ("att-lte-driving", 20.0)]
 SINK, ECHO = 5001, 5007

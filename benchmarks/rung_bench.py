@@ -5,7 +5,7 @@
 For each real photo on disk (the package's samples bus and zidane, and scikit-image's
 astronaut, chelsea, coffee, motorcycle_left and rocket when it is installed; nothing is
 downloaded), the frame is prepared exactly as the agent's upload path prepares it
-(``yolo_edge.cloud.prepare_upload``: shrunk to the default model's input with the
+(``yolo_edge.remote.cloud.prepare_upload``: shrunk to the default model's input with the
 letterbox's own size and interpolation, then ``yolo_edge.image.encode_image`` as PNG or
 JPEG of the rung's quality). Per rung it records the bytes and the median encode time
 (``--repeats`` encodes of the shrunk frame, one core), then decodes the upload and runs the
@@ -14,8 +14,8 @@ default detector on it as the service does, maps the boxes back to the frame as
 matched greedily by the local box's confidence (same class, IoU >= 0.5), recall and
 precision against the local answer, mean |confidence change| and mean IoU of the matched.
 
-It rewrites ``edge_agent/uplinks/frame_sizes.json`` (what the simulator's frame sizes and
-encode times come from; see ``edge_agent.uplink.frame_size_table``) unless ``--no-write``,
+It rewrites ``edge_agent/sim/uplinks/frame_sizes.json`` (what the simulator's frame sizes and
+encode times come from; see ``edge_agent.sim.uplink.frame_size_table``) unless ``--no-write``,
 and prints Markdown for BENCHMARKS.md.
 """
 
@@ -37,9 +37,9 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from photos import skimage_data  # noqa: E402
 
-from edge_agent.link import Rung  # noqa: E402
+from edge_agent.core.link import Rung  # noqa: E402
 from yolo_edge import Detector  # noqa: E402
-from yolo_edge.cloud import _to_original, prepare_upload  # noqa: E402
+from yolo_edge.remote.cloud import _to_original, prepare_upload  # noqa: E402
 from yolo_edge.image import decode_image, load_image  # noqa: E402
 from yolo_edge.models.fetch import sample_path  # noqa: E402
 
@@ -125,7 +125,7 @@ def measure(det: Detector, photo: Path, repeats: int) -> dict:
 
 def write_table(frames: list[dict], model_input: int, model: str, repeats: int) -> None:
     source = (f"benchmarks/rung_bench.py: real photos shrunk to the default model's input ({model_input}, {model}) and "
-              f"encoded as the agent uploads them (yolo_edge.cloud.prepare_upload -> yolo_edge.image.encode_image); "
+              f"encoded as the agent uploads them (yolo_edge.remote.cloud.prepare_upload -> yolo_edge.image.encode_image); "
               f"encode_ms is the median of {repeats} encodes on one core of {platform.processor() or platform.machine()}")
     data = {"source": source, "model_input": model_input, "rungs": list(RUNGS),
             "frames": [{k: f[k] for k in ("name", "size", "bytes", "encode_ms")} for f in frames]}

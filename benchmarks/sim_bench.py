@@ -29,10 +29,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edge_agent.livesim import run_threaded  # noqa: E402
-from edge_agent.oracle import fleet_bound, needed_offload, oracle_bound  # noqa: E402
+from edge_agent.sim.livesim import run_threaded  # noqa: E402
+from edge_agent.sim.oracle import fleet_bound, needed_offload, oracle_bound  # noqa: E402
 from edge_agent.sim import simulate, simulate_fleet  # noqa: E402
-from edge_agent.traces import (  # noqa: E402
+from edge_agent.sim.traces import (  # noqa: E402
     CAPACITY_SCENARIOS, JITTER_SCENARIOS, LIVENESS_SCENARIOS, SCENARIOS, UPLINK_SCENARIOS, CloudTrace, fidelity_traces,
     sample, scenario,
 )

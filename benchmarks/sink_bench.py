@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edge_agent.frames import FrameResult  # noqa: E402
+from edge_agent.core.frames import FrameResult  # noqa: E402
 from edge_agent.sinks import JsonlSink, WebhookOptions, WebhookSink  # noqa: E402
 from yolo_edge import Detector  # noqa: E402
 from yolo_edge.models.fetch import sample_path  # noqa: E402

@@ -60,20 +60,20 @@ from quiet import device_priority  # noqa: E402
 
 from edge_agent.config import AgentConfig  # noqa: E402
 from edge_agent.demo import photos  # noqa: E402
-from edge_agent.frames import Outcome  # noqa: E402
+from edge_agent.core.frames import Outcome  # noqa: E402
 from edge_agent.runner import Agent  # noqa: E402
 from edge_agent.sim import simulate  # noqa: E402
 from edge_agent.sources import replay  # noqa: E402
-from edge_agent.traces import CloudTrace, Trace  # noqa: E402
-from edge_agent.uplink import PACKET_BYTES, TCP_PAYLOAD_BYTES, UplinkTrace  # noqa: E402
+from edge_agent.sim.traces import CloudTrace, Trace  # noqa: E402
+from edge_agent.sim.uplink import PACKET_BYTES, TCP_PAYLOAD_BYTES, UplinkTrace  # noqa: E402
 from yolo_edge import Detector  # noqa: E402
-from yolo_edge.cloud import CloudClient  # noqa: E402
+from yolo_edge.remote.cloud import CloudClient  # noqa: E402
 from yolo_edge.image import load_image  # noqa: E402
 
 AGENT_CORE, CLOUD_CORE = 0, 1
 PINNED = hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2
 #: where in each trace the link starts: a stretch with the trace's typical capacity (see
-#: `python -m edge_agent.uplink describe`), the same every run so runs are comparable
+#: `python -m edge_agent.sim.uplink describe`), the same every run so runs are comparable
 OFFSETS = {"verizon-lte": 30.0, "tmobile-lte": 30.0, "att-lte-driving": 20.0, "tmobile-umts-driving": 60.0}
 
 logger = logging.getLogger("uplink_bench")
@@ -90,7 +90,7 @@ class Recorder:
         self.results.append(r)
 
     def report(self):
-        from edge_agent.delivery import SinkReport
+        from edge_agent.core.delivery import SinkReport
 
         return SinkReport(name=self.name, received=len(self.results), delivered=len(self.results))
 
@@ -203,7 +203,7 @@ def predict(run: dict, trace_name: str, offset_s: float, fps: float, seconds: fl
     agent's own CPU work (per frame, and per upload: shrinking, encoding, HTTP) charged to the
     local worker's core, as on this one-core device, the frames' real encoded sizes, and what
     TCP gets from the link over that stretch (``efficiency``, from :func:`link_efficiency`)."""
-    from edge_agent.uplink import frame_size_table
+    from edge_agent.sim.uplink import frame_size_table
 
     table = frame_size_table()
     jpeg95 = float(table.encode_s[:, list(table.rungs).index("jpeg95")].mean())

@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from photos import skimage_photos  # noqa: E402
 
 from yolo_edge import Detector  # noqa: E402
-from yolo_edge.cloud import prepare_upload  # noqa: E402
+from yolo_edge.remote.cloud import prepare_upload  # noqa: E402
 from yolo_edge.image import decode_image, load_image  # noqa: E402
 from yolo_edge.models.fetch import sample_path  # noqa: E402
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from yolo_edge.detector import StageTimings
 from yolo_edge.types import Detections
-from yolo_edge.wire import DetectOptions, FrameResult, FrameStatus, FrameTiming, ModelRef
+from yolo_edge.remote.wire import DetectOptions, FrameResult, FrameStatus, FrameTiming, ModelRef
 
 from .intake import Frame
 

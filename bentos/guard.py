@@ -33,7 +33,7 @@ import time
 from collections import deque
 from typing import Any, Awaitable, Callable
 
-from yolo_edge.wire import LIMITS
+from yolo_edge.remote.wire import LIMITS
 
 __all__ = ["Guard", "OPEN_PATHS", "ON_END", "ARRIVED", "install_json_protocol_errors"]
 

@@ -2,7 +2,7 @@
 
 Everything a request can get wrong is found here, in the request's own path, and
 answered with its own 4xx: the form (multipart, at most ``LIMITS.max_images`` images),
-the options (:class:`yolo_edge.wire.DetectOptions`, class ids within the model's
+the options (:class:`yolo_edge.remote.wire.DetectOptions`, class ids within the model's
 classes), every image's format and size read from its header (nothing is decoded that
 the header does not vouch for), the pixels of the whole request, and finally the decode.
 Nothing invalid ever reaches a model batch shared with other requests.
@@ -29,7 +29,7 @@ from bentos.guard import ARRIVED, ON_END
 from yolo_edge.errors import ConfigError, ImageError, ImageTooLargeError, UnsupportedImageError
 from yolo_edge.image import check_pixels, decode_image
 from yolo_edge.image_header import ImageHeader, read_header
-from yolo_edge.wire import LIMITS, DetectOptions, parse_form
+from yolo_edge.remote.wire import LIMITS, DetectOptions, parse_form
 
 __all__ = ["Frame", "IntakeLimits", "PixelBudget", "Rejected", "arrival", "read_form", "decode_frames"]
 

@@ -5,7 +5,7 @@ for every route. ``/detect`` parses its multipart form itself (``bentos/intake.p
 and the Guard answers 401, 408, 413, 415, 429 and 503 before BentoML sees a request,
 so the generated document would promise less than the service does and say nothing
 of the answer's shape. :class:`OpenAPIDocs` serves BentoML's document with ``/detect``
-and ``/metadata`` described from :mod:`yolo_edge.wire`, the module that encodes them,
+and ``/metadata`` described from :mod:`yolo_edge.remote.wire`, the module that encodes them,
 so a schema-driven fuzzer (Schemathesis, in ``tests/bentos/test_openapi.py``) holds
 the service to it.
 """
@@ -17,7 +17,7 @@ import json
 from typing import Any, Callable
 
 from yolo_edge.image_header import MIME_TYPES
-from yolo_edge.wire import BUDGETS_FIELD, LIMITS, FrameStatus
+from yolo_edge.remote.wire import BUDGETS_FIELD, LIMITS, FrameStatus
 
 __all__ = ["OpenAPIDocs", "document"]
 

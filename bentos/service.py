@@ -2,7 +2,7 @@
 
 Decoding, letterbox, NMS and the result format all come from ``yolo_edge``, so the
 service answers exactly what ``yolo_edge.detect`` answers on the same image; the request
-and the answer are :mod:`yolo_edge.wire`'s, the same code the client uses.
+and the answer are :mod:`yolo_edge.remote.wire`'s, the same code the client uses.
 
 Routes::
 
@@ -32,7 +32,7 @@ auth), ``YOLO_EDGE_BACKEND``, ``YOLO_EDGE_PRECISION`` (``fp16``/``fp32`` on a GP
 backend; unset: the backend's default), ``YOLO_EDGE_THREADS``, ``YOLO_EDGE_MAX_UPLOAD_BYTES``
 (per request body), ``YOLO_EDGE_MAX_IMAGE_BYTES`` (per encoded image), ``YOLO_EDGE_MAX_PIXELS``
 (per image), ``YOLO_EDGE_MAX_REQUEST_PIXELS`` (per request; the four default to
-:data:`yolo_edge.wire.LIMITS`, and ``GET /metadata`` says which are in force),
+:data:`yolo_edge.remote.wire.LIMITS`, and ``GET /metadata`` says which are in force),
 ``YOLO_EDGE_MAX_IN_FLIGHT``, ``YOLO_EDGE_MAX_OPEN_UPLOADS``, ``YOLO_EDGE_BODY_TIMEOUT_S``,
 ``YOLO_EDGE_WARMUP_RUNS``, ``YOLO_EDGE_HOME`` (default: inside a built Bento, the model
 baked into it by ``python -m bentos.bake``, else the user's cache ``~/.cache/yolo-edge``, as
@@ -79,7 +79,7 @@ from bentos.openapi import OpenAPIDocs
 from yolo_edge.backends.engine_cache import PRECISIONS
 from yolo_edge.backends.select import describe_backend
 from yolo_edge.errors import ModelNotFoundError
-from yolo_edge.wire import LIMITS, FrameStatus, ModelRef, ServiceInfo
+from yolo_edge.remote.wire import LIMITS, FrameStatus, ModelRef, ServiceInfo
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class Settings:
     backend: str = "auto"
     precision: str | None = None  # "fp16" / "fp32" for GPU backends; None: the backend's default
     threads: int | None = None
-    # the sizes a request is held to: yolo_edge.wire.LIMITS's, which the SDK, the guard and the proxy share
+    # the sizes a request is held to: yolo_edge.remote.wire.LIMITS's, which the SDK, the guard and the proxy share
     max_upload_bytes: int = LIMITS.max_request_bytes  # one request body
     max_image_bytes: int = LIMITS.max_image_bytes  # one encoded image
     max_pixels: int = LIMITS.max_pixels  # per image
@@ -235,7 +235,7 @@ class DetectOutput(bentoml.IODescriptor):
     Written with ``json.dumps`` straight into the response: BentoML's default output
     (from the ``list[dict]`` annotation) validates the list through a pydantic model and
     rebuilds that model's JSON schema for every response, a fixed cost per request that
-    the answer (plain dicts, made by yolo_edge.wire) does not need. /docs.json describes
+    the answer (plain dicts, made by yolo_edge.remote.wire) does not need. /docs.json describes
     the answer (bentos/openapi.py).
     """
 

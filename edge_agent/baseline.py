@@ -6,7 +6,7 @@ was captured) and how long every local inference took. After the run,
 :class:`~edge_agent.core.DeviceCore` in local-only mode (``make_policy("local")``, no cloud)
 on a virtual clock: a frame the core runs locally finishes after the next measured service
 time (in the order they were measured, from the start again when they run out). The
-released results are counted with the agent's own :class:`~edge_agent.stats.RunStats`, so
+released results are counted with the agent's own :class:`~edge_agent.core.stats.RunStats`, so
 "within budget" means the same thing for the run and for its baseline.
 
 It is the same device logic on the same frames, arrival times and local speed; only the
@@ -15,7 +15,7 @@ client's threads might have been a little faster (the baseline is then a little 
 
 >>> rec = Recording(arrivals=[Arrival(at=i * 0.05) for i in range(40)], service_s=[0.08])
 >>> from edge_agent.core import CoreConfig
->>> from edge_agent.policy import PolicyConfig
+>>> from edge_agent.core.policy import PolicyConfig
 >>> base = replay_local_only(rec, CoreConfig(policy=PolicyConfig(latency_budget_s=0.5)))
 >>> base.frames, 0.5 < base.within_share < 0.7   # frames come at 20 fps, local runs 12.5 fps
 (40, True)
@@ -33,13 +33,13 @@ from typing import Any, Callable, Iterable, Iterator
 from yolo_edge.errors import ConfigError
 
 from .core import CoreConfig, DeviceCore
-from .events import (
+from .core.events import (
     Close, Event, Flush, FrameCaptured, FrameSkipped, LateAnswer, LocalDone, LocalReady, Release, RunLocal, Tick,
 )
-from .frames import Reason
-from .policy import make_policy
+from .core.frames import Reason
+from .core.policy import make_policy
+from .core.stats import RunStats, percentile
 from .sources import SourceFrame
-from .stats import RunStats, percentile
 
 __all__ = ["Arrival", "Recording", "RunRecorder", "replay_local_only", "Baseline", "baseline_of", "METHOD"]
 

@@ -34,8 +34,8 @@ from yolo_edge.errors import YoloEdgeError
 from .baseline import RunRecorder
 from .cloudcall import CloudWithOptions
 from .config import AgentConfig, load_config
-from .delivery import Delivery
-from .frames import Outcome
+from .core.delivery import Delivery
+from .core.frames import Outcome
 from .progress import along, bar, follow_sinks, say
 from .reach import ReachWatch
 from .summary import exit_code, summarize
@@ -133,7 +133,7 @@ def build_agent(cfg: AgentConfig, *, detector=None, recorder: RunRecorder | None
     sha256 = detector.info.sha256 if detector is not None else resolved.sha256
     clouds = []
     if cfg.endpoints:
-        from yolo_edge.endpoint import open_endpoint
+        from yolo_edge.remote.endpoint import open_endpoint
 
         classes = None
         if cfg.classes is not None:  # names to ids once, from the model file (the backend may still be building)
@@ -303,9 +303,9 @@ def replay_cmd(args: argparse.Namespace, out=None) -> Delivery:
 def simulate_cmd(args: argparse.Namespace, out=None) -> list[dict]:
     from dataclasses import replace
 
-    from .oracle import oracle_bound
+    from .sim.oracle import oracle_bound
     from .sim import STRATEGIES, simulate_fleet
-    from .traces import SCENARIOS, sample, scenario
+    from .sim.traces import SCENARIOS, sample, scenario
 
     out = out or sys.stdout
     names = sorted(SCENARIOS) if args.scenario == "all" else [args.scenario]
@@ -400,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="cmd", required=True)
     _run_args(sub.add_parser("run", help="run the agent on a source"))
     sp = sub.add_parser("simulate", help="compare local-only, cloud-only, threshold and our policy over traces")
-    from .traces import SCENARIOS
+    from .sim.traces import SCENARIOS
 
     sp.add_argument("--scenario", default="all", choices=["all", *sorted(SCENARIOS)], metavar="SCENARIO",
                     help=f"one of {', '.join(sorted(SCENARIOS))}, or 'all' (default)")

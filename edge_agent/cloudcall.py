@@ -4,7 +4,7 @@
 agent's detection options with every request and tells the reachability watch how each call went.
 
 :class:`CloudCalls` is the part of :class:`edge_agent.runner.Agent` that talks to the endpoint
-clients (:class:`yolo_edge.cloud.CloudClient`, :class:`yolo_edge.oip.OipClient`, or anything
+clients (:class:`yolo_edge.remote.cloud.CloudClient`, :class:`yolo_edge.remote.oip.OipClient`, or anything
 satisfying :class:`edge_agent.protocols.CloudEndpoint`). It carries out a ``SendBatch`` or a
 ``Wake`` on the calling thread (a sender or a wake thread of the agent) and answers with the
 event the core is to be fed: every frame's answer or why there is none (``CloudDone``), or
@@ -19,15 +19,15 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from yolo_edge.balancer import ModelRule
+from yolo_edge.remote.balancer import ModelRule
 from yolo_edge.errors import (
     CloudDeadlineExpiredError, CloudError, CloudModelMismatchError, CloudTimeoutError, CloudUnavailableError,
     ConfigError, YoloEdgeError,
 )
-from yolo_edge.wire import FrameStatus
+from yolo_edge.remote.wire import FrameStatus
 
-from .events import CloudDone, Encoded, Event, Failure, SendBatch, Uploaded, Wake, WakeDone
-from .link import Rung
+from .core.events import CloudDone, Encoded, Event, Failure, SendBatch, Uploaded, Wake, WakeDone
+from .core.link import Rung
 from .protocols import CloudEndpoint
 from .stagetime import StageTimes
 
@@ -173,7 +173,7 @@ class CloudWithOptions:
             answer = fn(images, **{**self.options, **kwargs})
         except CloudUnavailableError as exc:
             if self.watch is not None and exc.status_code is None:  # no HTTP answer at all: not reachable
-                from yolo_edge.endpoint import why_unreachable  # (the HTTP stack: loaded only when it failed)
+                from yolo_edge.remote.endpoint import why_unreachable  # (the HTTP stack: loaded only when it failed)
 
                 self.watch.request_failed(self.index, why_unreachable(exc.original) if exc.original else str(exc))
             raise

@@ -16,14 +16,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from yolo_edge.endpoint_url import check_endpoint_url, check_table, safe_name
+from yolo_edge.remote.endpoint_url import check_endpoint_url, check_table, safe_name
 from yolo_edge.errors import ConfigError
 
 from .core import CoreConfig
-from .link import Ladder
-from yolo_edge.health import HealthConfig
-from .policy import Mode, PolicyConfig
-from .pool import EndpointSpec
+from .core.link import Ladder
+from yolo_edge.remote.health import HealthConfig
+from .core.policy import Mode, PolicyConfig
+from .core.pool import EndpointSpec
 
 __all__ = ["AgentConfig", "CloudEndpoint", "load_config"]
 

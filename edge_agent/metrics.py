@@ -5,7 +5,7 @@ state (queues, cloud state, estimates) and the core's counters (decisions, reque
 failures) are read from the agent when Prometheus scrapes, so they are never stale.
 
 >>> m = AgentMetrics()
->>> from edge_agent.frames import FrameResult, Outcome, Route
+>>> from edge_agent.core.frames import FrameResult, Outcome, Route
 >>> m.observe(FrameResult(seq=0, outcome=Outcome.CLOUD, route=Route.CLOUD, released_at=0.2))
 >>> b"edge_agent_frames_total" in m.exposition()
 True
@@ -24,8 +24,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from .frames import FrameResult, Outcome, Reason, Route
-from .policy import CloudState
+from .core.frames import FrameResult, Outcome, Reason, Route
+from .core.policy import CloudState
 
 if TYPE_CHECKING:
     from .protocols import Sink
@@ -178,7 +178,7 @@ class _StateCollector:
 
 def _endpoint_families(endpoints) -> list:
     """Per cloud endpoint: its state, its load and its answer time."""
-    from .pool import Phase
+    from .core.pool import Phase
 
     state = GaugeMetricFamily("edge_agent_endpoint_state", "1 for each cloud endpoint's current state",
                               labels=["endpoint", "state"])

@@ -1,7 +1,7 @@
 """The agent's collaborators, as small protocols: what the runner needs of each, nothing more.
 
-A :class:`yolo_edge.Detector` is a :class:`LocalDetector`; a :class:`yolo_edge.cloud.CloudClient`
-(a yolo-edge service) and a :class:`yolo_edge.oip.OipClient` (Triton, KServe, OpenVINO) are
+A :class:`yolo_edge.Detector` is a :class:`LocalDetector`; a :class:`yolo_edge.remote.cloud.CloudClient`
+(a yolo-edge service) and a :class:`yolo_edge.remote.oip.OipClient` (Triton, KServe, OpenVINO) are
 :class:`CloudEndpoint` s; every sink in :mod:`edge_agent.sinks` is a :class:`Sink`. Tests pass
 honest fakes that satisfy the same protocols.
 
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol, Sequence, runtime_checkable
 
-from .delivery import SinkReport
-from .frames import FrameResult
+from .core.delivery import SinkReport
+from .core.frames import FrameResult
 
 __all__ = ["LocalDetector", "CloudEndpoint", "Sink"]
 
@@ -38,7 +38,7 @@ class CloudEndpoint(Protocol):
 
     def detect_frames(self, images: Sequence[Any], *, budgets_s: Sequence[float] | None = None) -> list:
         """One request for several frames, each with its remaining budget (on the wire); one
-        :class:`yolo_edge.wire.FrameResult` per frame: ``ok`` with detections, or ``expired``
+        :class:`yolo_edge.remote.wire.FrameResult` per frame: ``ok`` with detections, or ``expired``
         (its deadline passed before its batch started) or ``error`` with the reason."""
 
     def wake(self, wait_s: float = 0) -> bool:

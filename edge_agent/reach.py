@@ -135,7 +135,7 @@ def tcp_check(url: str, timeout_s: float) -> str | None:
 
     Through an HTTP(S) proxy from the environment, the proxy is what is checked.
     """
-    from yolo_edge.endpoint import why_unreachable
+    from yolo_edge.remote.endpoint import why_unreachable
 
     target = url[4:] if url.startswith("oip+") else url
     parts = urlsplit(target)

@@ -35,22 +35,22 @@ from typing import Any, Callable, Iterable, Sequence
 
 from yolo_edge.errors import ConfigError
 
+from .cloudcall import CloudCalls, pool_model
 from .config import AgentConfig
 from .core import CoreConfig, DeviceCore
-from .events import (
+from .core.events import (
     Action, Close, CloudDone, Event, Failure, Flush, FrameCaptured, FrameSkipped, LateAnswer, LocalDone, LocalReady,
     Release, RunLocal, SendBatch, Tick, Wake,
 )
-from .pool import EndpointSpec
-from .frames import FrameResult, Outcome, Reason
+from .core.frames import FrameResult, Outcome, Reason
+from .core.policy import Mode, Policy
+from .core.pool import EndpointSpec
+from .core.stats import RunStats
 from .metrics import AgentMetrics
-from .policy import Mode, Policy
 from .protocols import CloudEndpoint, LocalDetector, Sink
 from .sinks import close_sinks
 from .sources import SourceFrame
 from .stagetime import StageTimes
-from .stats import RunStats
-from .cloudcall import CloudCalls, pool_model
 
 __all__ = ["Agent", "Outcome"]
 
@@ -106,7 +106,7 @@ class Agent:
     it on a background thread (a TensorRT engine can take minutes on a Jetson): the agent
     serves at once, frames going to the cloud or dropped as ``local_warming`` until it is
     ready. ``cloud`` is a :class:`~edge_agent.protocols.CloudEndpoint` (a
-    :class:`yolo_edge.cloud.CloudClient` or :class:`yolo_edge.oip.OipClient`), a list of
+    :class:`yolo_edge.remote.cloud.CloudClient` or :class:`yolo_edge.remote.oip.OipClient`), a list of
     them (the endpoint pool, in the order of ``config.cloud``), or None for local only. ``policy`` replaces the
     configured policy (the benchmarks pass baselines). ``cloud_warm=True`` says the endpoint
     was woken before the run, so it is used at once instead of being woken first.

@@ -2,7 +2,7 @@
 
 Sinks receive FrameResults in frame order from one thread. A sink never raises into the
 agent and never loses a result silently: each one counts what became of every result it
-was given (:class:`~edge_agent.delivery.SinkReport`: delivered, spooled, rejected, lost),
+was given (:class:`~edge_agent.core.delivery.SinkReport`: delivered, spooled, rejected, lost),
 live through :meth:`Sink.report` (``/metrics``) and finally from :meth:`Sink.close` (the
 summary and the exit code).
 
@@ -42,8 +42,8 @@ from typing import IO, Iterable
 
 from yolo_edge.errors import ConfigError
 
-from .delivery import SinkReport
-from .frames import FrameResult
+from .core.delivery import SinkReport
+from .core.frames import FrameResult
 from .protocols import Sink
 from .sinkspec import split_spec, unquote
 from .spool import write_line

@@ -23,7 +23,7 @@ import numpy as np
 
 from yolo_edge.errors import ConfigError, ImageDecodeError
 
-from .frames import Reason
+from .core.frames import Reason
 
 __all__ = ["SourceFrame", "open_source", "replay", "is_live", "LiveSource", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES"]
 

@@ -9,7 +9,7 @@ from yolo_edge.errors import YoloEdgeError
 
 from .baseline import METHOD, RunRecorder, baseline_of
 from .config import AgentConfig
-from .delivery import Delivery
+from .core.delivery import Delivery
 from .reach import ReachWatch
 
 __all__ = ["summarize", "exit_code"]

@@ -33,8 +33,8 @@ from urllib.parse import urlsplit
 from yolo_edge import transport
 from yolo_edge.errors import ConfigError
 
-from .delivery import SinkReport
-from .frames import FrameResult
+from .core.delivery import SinkReport
+from .core.frames import FrameResult
 from .sinkspec import quote_value
 from .spool import Spool, SpoolEntry, write_line
 

@@ -13,8 +13,7 @@ import argparse
 import logging
 
 import yolo_edge
-from yolo_edge import samples
-from yolo_edge.cloud import CloudClient
+from yolo_edge import CloudClient, samples
 
 
 def main() -> None:

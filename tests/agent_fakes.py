@@ -46,7 +46,7 @@ class FakeCloud:
 
     def detect_frames(self, images, budgets_s=None):
         """The protocol the agent calls: one wire result per frame (expired when its budget is gone)."""
-        from yolo_edge.wire import FrameResult, FrameStatus, ModelRef
+        from yolo_edge.remote.wire import FrameResult, FrameStatus, ModelRef
 
         dets, metas = self.detect_many(images, return_meta=True)
         self.budgets.append(list(budgets_s or []))
@@ -104,7 +104,7 @@ class ListSink:
         self.received_at.append(time.monotonic())
 
     def report(self):
-        from edge_agent.delivery import SinkReport
+        from edge_agent.core.delivery import SinkReport
 
         return SinkReport(name=self.name, received=len(self.results), delivered=len(self.results))
 

@@ -1,6 +1,6 @@
 """A scripted HTTP server on 127.0.0.1 for client tests: real sockets, answers from a script.
 
-Used by tests/yolo_edge/test_transport.py and test_cloud_limits.py.
+Used by tests/yolo_edge/remote/test_transport.py and test_cloud_limits.py.
 """
 
 from __future__ import annotations

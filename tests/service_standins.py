@@ -1,10 +1,10 @@
 """A yolo-edge service stand-in over real HTTP on 127.0.0.1, serving a model it is told.
 
 It speaks the service's wire (``GET /readyz``, ``GET /metadata``, ``POST /detect`` with
-multipart images, answers encoded by :mod:`yolo_edge.wire`), so the real CloudClient, the
+multipart images, answers encoded by :mod:`yolo_edge.remote.wire`), so the real CloudClient, the
 EndpointPool and the agent talk to it through their own HTTP code; only the detector is
 replaced by fixed detections, and each answer takes ``delay_s``. Much faster to start than
-``bentoml serve`` (tests/yolo_edge/test_pool_services.py runs the real one), so a test can
+``bentoml serve`` (tests/yolo_edge/remote/test_pool_services.py runs the real one), so a test can
 run several, one per model.
 
     with StandIn(sha256=A_SHA, detections=person_and_bus) as a:
@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 
 from yolo_edge.types import Detections
-from yolo_edge.wire import FrameResult, FrameStatus, FrameTiming, ModelRef, ServiceInfo
+from yolo_edge.remote.wire import FrameResult, FrameStatus, FrameTiming, ModelRef, ServiceInfo
 
 __all__ = ["StandIn", "fixed_detections"]
 

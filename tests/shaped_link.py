@@ -2,7 +2,7 @@
 
 The root-namespace end of the veth is the device; the namespace end is the cloud. The
 device's egress (its uploads) is shaped with ``tbf``, changed every step (100 ms) to follow
-an uplink trace (:mod:`edge_agent.uplink`) or held at a fixed rate; the answers come back
+an uplink trace (:mod:`edge_agent.sim.uplink`) or held at a fixed rate; the answers come back
 unshaped. A real ``bentoml serve`` runs inside the namespace (:meth:`ShapedLink.service`),
 bound to the namespace's address, so the agent reaches it over real TCP through the
 shaped link. The rates applied come from :func:`link_shaper.plan_tbf` (why they are not
@@ -10,7 +10,7 @@ the trace's own rates is explained there) and are applied by a small shaper proc
 also removes everything if its owner dies.
 
     from shaped_link import ShapedLink, skip_unless_shaped_link
-    from edge_agent.uplink import bundled
+    from edge_agent.sim.uplink import bundled
 
     with ShapedLink(bundled("verizon-lte"), start_s=30.0) as link:
         with link.service(threads=1, cpus={1}) as svc:   # a real bentoml serve in the namespace
@@ -139,7 +139,7 @@ class AppliedSchedule:
 
     def as_uplink_trace(self):
         """The plan as a Mahimahi-style trace (its time 0 = ``start``), for ``TraceLink``: the link exactly as shaped."""
-        from edge_agent.uplink import PACKET_BYTES, UplinkTrace
+        from edge_agent.sim.uplink import PACKET_BYTES, UplinkTrace
 
         cap, step_ms = self.plan.capacity_bytes, self.step_s * 1000
         burst = np.where(self.plan.changed, self.plan.burst_bytes / L2_FACTOR, 0.0)
@@ -158,7 +158,7 @@ class AppliedSchedule:
 class ShapedLink:
     """A namespace ("the cloud") behind a veth whose device side is shaped by ``tbf``.
 
-    Give an :class:`~edge_agent.uplink.UplinkTrace` (or a bundled trace's name) to follow it
+    Give an :class:`~edge_agent.sim.uplink.UplinkTrace` (or a bundled trace's name) to follow it
     from ``start_s`` into it, changing the rate every ``step_s`` for ``duration_s`` (then the
     last rate holds); or ``rate_bps`` for a fixed rate; or neither for an unshaped veth.
     ``device_ip`` is the device end, ``cloud_ip`` the namespace's; ``url(port)`` the address
@@ -175,7 +175,7 @@ class ShapedLink:
         if not re.fullmatch(r"[a-z]{1,5}", prefix):
             raise ShapedLinkError(f"prefix must be 1-5 lowercase letters (interface names are 15 characters), got {prefix!r}")
         if isinstance(trace, str):
-            from edge_agent.uplink import UplinkTrace
+            from edge_agent.sim.uplink import UplinkTrace
 
             trace = UplinkTrace.load(trace)
         self.trace, self.rate_bps, self.start_s, self.step_s = trace, rate_bps, float(start_s), float(step_s)

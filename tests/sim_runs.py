@@ -19,9 +19,9 @@ Key = tuple
 
 def simulate_key(key: Key):
     """``("run", name, seed, strategy)`` or ``("bound", name, seed)``: one result."""
-    from edge_agent.oracle import oracle_bound
+    from edge_agent.sim.oracle import oracle_bound
     from edge_agent.sim import simulate
-    from edge_agent.traces import sample, scenario
+    from edge_agent.sim.traces import sample, scenario
 
     if key[0] == "run":
         _, name, seed, strategy = key

@@ -3,7 +3,7 @@
 Scanned: the docstrings and comments of the packages, benchmarks/ and tests/, and the
 Markdown docs (README.md, BENCHMARKS.md, docs/*.md, each folder's README.md).
 
-A dotted reference (``yolo_edge.health.Health``, ``:mod:`edge_agent.core```) is resolved
+A dotted reference (``yolo_edge.remote.health.Health``, ``:mod:`edge_agent.core```) is resolved
 in the sources, not by importing them (no side effects, no optional packages needed): its
 module must be a file of the tree, its next name must be defined at the top of that module
 (or imported there, followed to where it is defined), and a name after a class must be
@@ -167,12 +167,12 @@ def test_references_in_docstrings_comments_and_docs_exist():
 
 
 @pytest.mark.parametrize("ref, ok", [
-    ("yolo_edge.health.Health", True),
+    ("yolo_edge.remote.health.Health", True),
     ("yolo_edge.Detector", True),  # a name the package exports (imported in its __init__)
-    ("yolo_edge.wire.ServiceInfo.to_dict", True),
+    ("yolo_edge.remote.wire.ServiceInfo.to_dict", True),
     ("edge_agent.core.DeviceCore.handle", True),
     ("edge_agent.health", False),
-    ("yolo_edge.health.NoSuchThing", False),
+    ("yolo_edge.remote.health.NoSuchThing", False),
     ("edge_agent.core.DeviceCore.no_such_method", False),
 ])
 def test_the_resolver_tells_what_exists(ref, ok):

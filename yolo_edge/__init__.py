@@ -5,7 +5,7 @@
 >>> det = yolo_edge.Detector("yolov8s-fall")    # doctest: +SKIP
 
 The public names are loaded on first use (PEP 562), so a module that needs only a light
-part of the SDK (``yolo_edge.wire``, ``yolo_edge.errors``, ``yolo_edge.health``; the
+part of the SDK (``yolo_edge.remote.wire``, ``yolo_edge.errors``, ``yolo_edge.remote.health``; the
 agent's ``edge_agent.core``) does not pull in OpenCV, onnxruntime or an HTTP client.
 """
 
@@ -19,12 +19,12 @@ __version__ = "0.1.0"
 
 #: Each public name and the submodule that defines it, imported when the name is first used.
 _EXPORTS = {
-    "CloudClient": "cloud",
+    "CloudClient": "remote.cloud",
     "Detections": "types",
     "Detector": "detector",
-    "EndpointPool": "pool",
+    "EndpointPool": "remote.pool",
     "ModelInfo": "types",
-    "OipClient": "oip",
+    "OipClient": "remote.oip",
     "StageTimings": "detector",
     "YoloEdgeError": "errors",
     "detect": "api",
@@ -37,12 +37,12 @@ __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported eagerly
     from . import errors, samples
     from .api import detect
-    from .cloud import CloudClient
+    from .remote.cloud import CloudClient
     from .detector import Detector, StageTimings
     from .errors import YoloEdgeError
     from .image import load_image
-    from .oip import OipClient
-    from .pool import EndpointPool
+    from .remote.oip import OipClient
+    from .remote.pool import EndpointPool
     from .types import Detections, ModelInfo
 
 

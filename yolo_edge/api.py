@@ -9,8 +9,8 @@ from typing import Any, Sequence
 from .detector import Detector
 from .errors import ConfigError
 from .image import ImageSource
+from .remote.wire import short_repr
 from .types import Detections
-from .wire import short_repr
 
 __all__ = ["detect", "close_clients"]
 
@@ -34,24 +34,24 @@ def _shared_detector(model: str | os.PathLike | None, backend: str) -> Detector:
 
 
 def _is_oip(endpoint: Any) -> bool:
-    from .oip_wire import OIP_SCHEMES
+    from .remote.oip_wire import OIP_SCHEMES
 
     if isinstance(endpoint, (list, tuple)):  # a pool: model= decodes for its OIP members
-        from .pool import PoolMember
+        from .remote.pool import PoolMember
 
         return any(_is_oip(PoolMember.parse(member).url) for member in endpoint)
     return isinstance(endpoint, str) and endpoint.startswith(OIP_SCHEMES)
 
 
 def _client_option_names(endpoint: Any) -> frozenset[str]:
-    from .endpoint import client_options
+    from .remote.endpoint import client_options
 
     return client_options(endpoint) - {"token"}
 
 
 def _shared_client(endpoint: Any, token: Any, options: dict[str, Any], model: Any = None) -> Any:
     """One client per (endpoint, token, model, options): one connection pool and one metadata lookup."""
-    from .endpoint import open_endpoint
+    from .remote.endpoint import open_endpoint
 
     names = _client_option_names(endpoint)
     unknown = set(options) - names
@@ -63,8 +63,8 @@ def _shared_client(endpoint: Any, token: Any, options: dict[str, Any], model: An
 
 
 def _shared_pool(endpoints: Sequence[Any], token: Any, options: dict[str, Any], model: Any = None) -> Any:
-    """One :class:`~yolo_edge.pool.EndpointPool` per (members, token, model, options), like the clients."""
-    from .pool import EndpointPool, PoolMember
+    """One :class:`~yolo_edge.remote.pool.EndpointPool` per (members, token, model, options), like the clients."""
+    from .remote.pool import EndpointPool, PoolMember
 
     members = tuple(PoolMember.parse(member) for member in endpoints)
     options = dict(options)
@@ -119,13 +119,13 @@ def detect(
     reused by later calls. With ``endpoint=`` the image is sent to a yolo-edge service
     instead, and the answer is the same (same classes and boxes: the image is sent
     losslessly unless ``jpeg_quality=`` asks otherwise); an ``oip+http://`` endpoint is a
-    Triton, KServe or OpenVINO server serving ``model`` (see :mod:`yolo_edge.oip`). One
+    Triton, KServe or OpenVINO server serving ``model`` (see :mod:`yolo_edge.remote.oip`). One
     client per endpoint is kept and reused, so later calls share its connection and its
     model lookup (:func:`close_clients` closes them). ``cloud_options`` are the client's
-    (:class:`~yolo_edge.cloud.CloudClient`'s ``timeout``, ``jpeg_quality``...).
+    (:class:`~yolo_edge.remote.cloud.CloudClient`'s ``timeout``, ``jpeg_quality``...).
 
     A list of endpoints (URLs, or ``{"url", "weight", "backup"}`` tables) is one shared
-    :class:`~yolo_edge.pool.EndpointPool`: each call goes to the least loaded endpoint and
+    :class:`~yolo_edge.remote.pool.EndpointPool`: each call goes to the least loaded endpoint and
     fails over to another when one is down, and every answer comes from the same model:
     ``expected_sha256=``, else ``model``'s when given (a registry name's pinned sha256),
     else the first endpoint's; an endpoint on another model is never used.

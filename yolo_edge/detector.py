@@ -16,8 +16,8 @@ from .image import MAX_PIXELS, Channels, ImageSource, check_channels, check_limi
 from .models.resolve import ResolvedModel, parse_metadata, resolve_model
 from .postprocess import OUTPUT_FORMATS, detect_output_format, postprocess
 from .preprocess import make_batch
+from .remote.wire import DetectOptions, check_classes, check_max_det, check_unit, short_repr
 from .types import Detections, ModelInfo, as_names
-from .wire import DetectOptions, check_classes, check_max_det, check_unit, short_repr
 
 if TYPE_CHECKING:
     from .stream import StreamResult
@@ -253,7 +253,7 @@ class Detector:
         Options left as None take the values the Detector was made with. ``classes`` are ids or
         names. ``infer`` runs each letterboxed batch in place of ``self.backend.run``, for this
         call only: a remote engine given per-request options (the frame's deadline, see
-        :class:`yolo_edge.oip.OipClient`), while image loading, letterbox, decode and NMS
+        :class:`yolo_edge.remote.oip.OipClient`), while image loading, letterbox, decode and NMS
         stay exactly this Detector's.
         """
         if not isinstance(images, (list, tuple)) and not (isinstance(images, np.ndarray) and images.ndim == 4):

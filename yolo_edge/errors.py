@@ -152,7 +152,7 @@ class CloudFrameError(CloudError):
     """The service answered the request, but one frame has no detections.
 
     ``index`` is the frame's position in the request and ``frame_status`` its
-    :class:`~yolo_edge.wire.FrameStatus` value (``"error"``, ``"expired"``).
+    :class:`~yolo_edge.remote.wire.FrameStatus` value (``"error"``, ``"expired"``).
     """
 
     def __init__(self, message: str, *, index: int, frame_status: str) -> None:

@@ -19,7 +19,7 @@ from .errors import (
     ConfigError, ImageDecodeError, ImageError, ImageNotFoundError, ImageTooLargeError, UnsupportedImageError,
 )
 from .image_header import read_header
-from .wire import LIMITS
+from .remote.wire import LIMITS
 
 __all__ = [
     "ImageSource",
@@ -37,7 +37,7 @@ ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray, 
 Channels = Literal["bgr", "rgb"]
 
 #: Images above this many pixels are refused before decoding (decompression bombs); the
-#: service's default, from :data:`yolo_edge.wire.LIMITS`, so what the SDK reads the service takes.
+#: service's default, from :data:`yolo_edge.remote.wire.LIMITS`, so what the SDK reads the service takes.
 MAX_PIXELS = LIMITS.max_pixels
 #: Encoded images above this many bytes are refused before decoding (the service's default too).
 MAX_BYTES = LIMITS.max_image_bytes

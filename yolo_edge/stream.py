@@ -64,8 +64,8 @@ from .image import Channels, load_image
 from .inputs import Frame
 from .postprocess import postprocess
 from .preprocess import LetterboxParams, make_batch
+from .remote.wire import short_repr
 from .types import Detections
-from .wire import short_repr
 
 if TYPE_CHECKING:
     from .detector import Detector, StageTimings

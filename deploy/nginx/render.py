@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Sequence
 
 TEMPLATE = Path(__file__).resolve().parent / "yolo-edge.conf.template"
-#: yolo_edge.wire.LIMITS.max_request_bytes, the service's default YOLO_EDGE_MAX_UPLOAD_BYTES. Written out
+#: yolo_edge.remote.wire.LIMITS.max_request_bytes, the service's default YOLO_EDGE_MAX_UPLOAD_BYTES. Written out
 #: because this script runs on a balancer without the SDK; tests/deploy holds the two equal.
 DEFAULT_MAX_BODY_BYTES = 32 << 20
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")

@@ -9,7 +9,7 @@ from bentos.batch import ModelTime, doomed, run_batch
 from bentos.intake import Frame
 from yolo_edge.detector import StageTimings
 from yolo_edge.types import Detections
-from yolo_edge.wire import DetectOptions, FrameStatus, ModelRef
+from yolo_edge.remote.wire import DetectOptions, FrameStatus, ModelRef
 
 MODEL = ModelRef("m", "ab" * 32)
 

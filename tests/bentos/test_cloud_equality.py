@@ -14,7 +14,7 @@ import pytest
 from photos import skimage_photos
 
 from yolo_edge import Detections
-from yolo_edge.cloud import CloudClient
+from yolo_edge.remote.cloud import CloudClient
 from yolo_edge.image import load_image
 
 pytestmark = pytest.mark.slow  # ten photos, three ways each, twice: 20-40 s

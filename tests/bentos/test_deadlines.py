@@ -19,8 +19,8 @@ import pytest
 import requests
 from scrape import metrics, total
 
-from yolo_edge.cloud import CloudClient
-from yolo_edge.wire import FrameStatus, decode_results
+from yolo_edge.remote.cloud import CloudClient
+from yolo_edge.remote.wire import FrameStatus, decode_results
 
 #: small frames: decoded at once, so a busy request is in the batch queue as soon as it arrives,
 #: while the model's cost per frame (a 416x416 letterbox) is the same as for a photo

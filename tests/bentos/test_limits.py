@@ -1,7 +1,7 @@
 """The service's size limits are the wire module's, it says them, and the client keeps to them.
 
 Against real ``bentoml serve`` processes on 127.0.0.1 (tests/bentos/conftest.py): the
-default service publishes :data:`yolo_edge.wire.LIMITS` in ``GET /metadata``; the secured
+default service publishes :data:`yolo_edge.remote.wire.LIMITS` in ``GET /metadata``; the secured
 one runs with a 2 MB body limit, and the client then splits a batch that would exceed it
 into several requests and refuses a frame that fits none, before uploading, where a plain
 POST gets a 413.
@@ -15,9 +15,9 @@ import pytest
 import requests
 
 from bentos.service import Settings
-from yolo_edge.cloud import CloudClient
+from yolo_edge.remote.cloud import CloudClient
 from yolo_edge.errors import ImageTooLargeError
-from yolo_edge.wire import LIMITS
+from yolo_edge.remote.wire import LIMITS
 
 pytestmark = pytest.mark.integration  # a real bentoml serve
 

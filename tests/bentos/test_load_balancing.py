@@ -2,7 +2,7 @@
 
 The config under test is the one users get: deploy/nginx/yolo-edge.conf.template rendered
 by deploy/nginx/render.py, run by the system nginx with every path in a tmp prefix. Each
-request goes through :class:`yolo_edge.cloud.CloudClient`, as a user's would. The last
+request goes through :class:`yolo_edge.remote.cloud.CloudClient`, as a user's would. The last
 tests stop the replicas one after the other, so they run last and in this order.
 """
 
@@ -26,8 +26,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from yolo_edge.cloud import CloudClient
-from yolo_edge.wire import LIMITS
+from yolo_edge.remote.cloud import CloudClient
+from yolo_edge.remote.wire import LIMITS
 from yolo_edge.errors import CloudAuthError, CloudUnavailableError, ImageTooLargeError
 
 NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx")

@@ -22,7 +22,7 @@ import pytest
 import requests
 from bombs import bombs
 
-from yolo_edge.wire import LIMITS, decode_results
+from yolo_edge.remote.wire import LIMITS, decode_results
 
 pytestmark = pytest.mark.slow  # ~90 kinds, each followed by a good request: 20-60 s on a busy machine
 

@@ -6,7 +6,7 @@ import pytest
 
 from bentos.service import Settings
 from yolo_edge.errors import ConfigError
-from yolo_edge.wire import DetectOptions
+from yolo_edge.remote.wire import DetectOptions
 
 
 def test_form_options_parse_and_group():

@@ -17,7 +17,7 @@ import pytest
 import requests
 from scrape import metrics, total
 
-from yolo_edge.cloud import CloudClient
+from yolo_edge.remote.cloud import CloudClient
 from yolo_edge.errors import CloudAuthError, CloudModelMismatchError
 
 

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from edge_agent.cloudserve import free_port
-from yolo_edge.wire import LIMITS
+from yolo_edge.remote.wire import LIMITS
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFEST = REPO / "deploy" / "k8s" / "yolo-edge.yaml"

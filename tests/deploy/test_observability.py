@@ -31,7 +31,7 @@ from edge_agent.sources import replay
 from promql_names import grafana_to_promql, metric_names, scraped_names
 from service_standins import StandIn, fixed_detections
 from yolo_edge import Detector
-from yolo_edge.cloud import CloudClient
+from yolo_edge.remote.cloud import CloudClient
 from yolo_edge.image import load_image
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.integration]  # a real service and agent scraped, promtool
@@ -232,7 +232,7 @@ def test_the_pool_agent_exports_each_endpoint_and_the_events_the_alerts_filter_o
     (down,) = endpoints - {served, wrong, backup}
     assert now[wrong] == "disabled" and now[down] in ("out", "probing") and now[backup] == "ready"
     events = {(dict(k)["endpoint"], dict(k)["event"]): v for k, v in _samples(scrape, "edge_agent_endpoint_events_total").items()}
-    # the label values the rules and panels filter on (frames_expired: tests/edge_agent/test_core.py)
+    # the label values the rules and panels filter on (frames_expired: tests/edge_agent/core/test_core.py)
     assert events[(wrong, "model_mismatch")] == 1 and events[(wrong, "failure_model_mismatch")] >= 1
     assert events[(down, "taken_out")] >= 1 and events[(down, "failure_unavailable")] >= 1
     assert events[(served, "frames_answered")] >= 1 and events[(served, "requests")] >= 1

@@ -19,10 +19,10 @@ import pytest
 
 from edge_agent.cloudserve import LocalService
 from edge_agent.config import AgentConfig
-from edge_agent.frames import Outcome, Route
+from edge_agent.core.frames import Outcome, Route
 from edge_agent.runner import Agent
 from edge_agent.sources import replay
-from yolo_edge.cloud import CloudClient
+from yolo_edge.remote.cloud import CloudClient
 
 from agent_fakes import ListSink
 

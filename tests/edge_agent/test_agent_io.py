@@ -13,7 +13,7 @@ import requests
 from edge_agent.cli import main
 from edge_agent.config import AgentConfig, load_config
 from edge_agent.metrics import AgentMetrics, MetricsServer
-from edge_agent.frames import FrameResult, Outcome, Route
+from edge_agent.core.frames import FrameResult, Outcome, Route
 from edge_agent.runner import Agent
 from edge_agent.sinks import JsonlSink, WebhookOptions, WebhookSink, make_sink
 from yolo_edge import Detections

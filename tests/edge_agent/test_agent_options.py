@@ -10,7 +10,7 @@ import pytest
 
 from edge_agent.cli import CloudWithOptions, build_parser, config_from_args, main
 from edge_agent.config import AgentConfig, load_config
-from edge_agent.frames import FrameResult, Outcome, Route
+from edge_agent.core.frames import FrameResult, Outcome, Route
 from yolo_edge.errors import ConfigError
 
 

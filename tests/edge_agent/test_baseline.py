@@ -19,8 +19,8 @@ from edge_agent.summary import summarize
 from edge_agent.config import AgentConfig
 from edge_agent.core import CoreConfig
 from edge_agent.demo import lost_to, result_lines
-from edge_agent.frames import Outcome, Reason
-from edge_agent.policy import PolicyConfig
+from edge_agent.core.frames import Outcome, Reason
+from edge_agent.core.policy import PolicyConfig
 from edge_agent.runner import Agent
 from edge_agent.sources import open_source
 from yolo_edge.errors import ConfigError

@@ -7,13 +7,13 @@ import pytest
 from agent_fakes import FakeCloud
 
 from edge_agent.cloudcall import CloudCalls, pool_model
-from edge_agent.events import Encoded, Failure, SendBatch, Uploaded, Wake
+from edge_agent.core.events import Encoded, Failure, SendBatch, Uploaded, Wake
 from edge_agent.stagetime import StageTimes
-from yolo_edge.balancer import ModelRule
+from yolo_edge.remote.balancer import ModelRule
 from yolo_edge.errors import (
     CloudDeadlineExpiredError, CloudModelMismatchError, CloudTimeoutError, CloudUnavailableError, ConfigError,
 )
-from yolo_edge.wire import FrameResult, FrameStatus, ModelRef
+from yolo_edge.remote.wire import FrameResult, FrameStatus, ModelRef
 
 IMAGES = [np.zeros((8, 8, 3), np.uint8)] * 2
 SEND = SendBatch(request=7, endpoint=0, seqs=(3, 4), timeout_s=0.5, deadlines=(10.5, 10.6), network_s=0.02)

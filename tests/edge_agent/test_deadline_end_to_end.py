@@ -19,10 +19,10 @@ from agent_fakes import ListSink, SlowDetector
 from service_standins import StandIn, fixed_detections
 
 from edge_agent.config import AgentConfig
-from edge_agent.frames import Outcome
+from edge_agent.core.frames import Outcome
 from edge_agent.runner import Agent
 from edge_agent.sources import replay
-from yolo_edge.cloud import CloudClient
+from yolo_edge.remote.cloud import CloudClient
 
 pytestmark = pytest.mark.integration  # the real agent and client over HTTP, in real time
 

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from edge_agent.cli import main
-from edge_agent.policy import CloudState
+from edge_agent.core.policy import CloudState
 from edge_agent.reach import ReachWatch, tcp_check
 
 pytestmark = pytest.mark.integration  # edge-agent run as a subprocess

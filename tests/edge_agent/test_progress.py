@@ -29,7 +29,7 @@ def test_an_error_is_on_a_line_of_its_own_after_the_bar(capsys):
 
 
 def test_simulate_help_names_the_scenarios(capsys):
-    from edge_agent.traces import SCENARIOS
+    from edge_agent.sim.traces import SCENARIOS
 
     with pytest.raises(SystemExit) as done:
         main(["simulate", "--help"])

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from edge_agent.config import AgentConfig
-from edge_agent.events import Release
-from edge_agent.frames import Outcome, Route
-from edge_agent.policy import CloudState
+from edge_agent.core.events import Release
+from edge_agent.core.frames import Outcome, Route
+from edge_agent.core.policy import CloudState
 from edge_agent.runner import Agent
 
 from agent_fakes import FakeCloud, ListSink, SlowDetector
@@ -257,7 +257,7 @@ class SpentBudgetCloud(FakeCloud):
 
     def detect_frames(self, images, budgets_s=None, jpeg_qualities=None, on_uploaded=None, on_not_sent=None,
                       on_encoded=None):
-        from yolo_edge.wire import FrameResult, FrameStatus, ModelRef
+        from yolo_edge.remote.wire import FrameResult, FrameStatus, ModelRef
 
         for i in range(len(images)):
             on_not_sent(i)

@@ -20,7 +20,7 @@ from link_probes import BulkSink, bulk_upload, goodput_bps
 from link_shaper import L2_FACTOR, plan_tbf
 from shaped_link import IP, MIN_RATE_BPS, TC, ShapedLink, clean_stale, skip_unless_shaped_link
 
-from edge_agent.uplink import BUNDLED, PACKET_BYTES, TCP_PAYLOAD_BYTES, bundled
+from edge_agent.sim.uplink import BUNDLED, PACKET_BYTES, TCP_PAYLOAD_BYTES, bundled
 
 pytestmark = pytest.mark.integration  # network namespaces, veth pairs and tbf links, seconds of real traffic
 
@@ -200,7 +200,7 @@ def test_a_trace_is_followed(shaped):
 
 
 def test_a_real_service_in_the_namespace_answers_through_the_link(shaped, bus_jpg):
-    from yolo_edge.cloud import CloudClient
+    from yolo_edge.remote.cloud import CloudClient
 
     with ShapedLink(rate_bps=20e6) as link:
         with link.service(threads=1, cpus={os.sched_getaffinity(0).pop()}) as svc:

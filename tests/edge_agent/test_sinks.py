@@ -22,9 +22,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from edge_agent.cli import main
 from edge_agent.cloudserve import free_port
 from edge_agent.config import AgentConfig
-from edge_agent.delivery import Delivery
+from edge_agent.core.delivery import Delivery
 from edge_agent.metrics import AgentMetrics
-from edge_agent.frames import FrameResult
+from edge_agent.core.frames import FrameResult
 from edge_agent.runner import Agent
 from edge_agent.sinks import JsonlSink, SinkSpec, WebhookOptions, WebhookSink, make_sink
 from edge_agent.spool import Spool, read_pending

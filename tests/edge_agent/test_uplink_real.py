@@ -1,7 +1,7 @@
 """The real agent and a real ``bentoml serve`` over a real shaped uplink (namespace, veth, tbf).
 
 The agent's uploads cross a link of known capacity over real TCP: the encoding it chooses,
-the goodput it measures from the acknowledgements (``yolo_edge.upload_timing``) and what it
+the goodput it measures from the acknowledgements (``yolo_edge.remote.upload_timing``) and what it
 reports must follow the link. Skips, saying why, where this machine cannot shape a link.
 ``make bench-uplink`` runs the longer comparison against local only on real traces.
 """
@@ -17,7 +17,7 @@ from shaped_link import ShapedLink, skip_unless_shaped_link
 from edge_agent.config import AgentConfig
 from edge_agent.runner import Agent
 from edge_agent.sources import replay
-from yolo_edge.cloud import CloudClient
+from yolo_edge.remote.cloud import CloudClient
 
 pytestmark = pytest.mark.slow  # a bentoml serve in a namespace per test: ~30 s each
 

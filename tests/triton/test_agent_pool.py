@@ -19,11 +19,11 @@ from matching import assert_same_detections
 
 from edge_agent.cloudserve import free_port
 from edge_agent.config import AgentConfig
-from edge_agent.frames import Outcome, Route
+from edge_agent.core.frames import Outcome, Route
 from edge_agent.runner import Agent
 from edge_agent.sources import replay
-from yolo_edge.cloud import CloudClient
-from yolo_edge.oip import OipClient
+from yolo_edge.remote.cloud import CloudClient
+from yolo_edge.remote.oip import OipClient
 
 pytestmark = pytest.mark.slow
 

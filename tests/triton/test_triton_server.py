@@ -18,9 +18,9 @@ import requests
 from matching import assert_same_detections
 
 import yolo_edge
-from yolo_edge.endpoint import Endpoint
+from yolo_edge.remote.endpoint import Endpoint
 from yolo_edge.errors import CloudDeadlineExpiredError, CloudModelMismatchError, CloudRequestError
-from yolo_edge.oip import OipClient
+from yolo_edge.remote.oip import OipClient
 
 pytestmark = pytest.mark.slow  # one Triton start (two Python-backend models) is ~15-40 s here
 
@@ -134,7 +134,7 @@ def test_deadline_expired_in_the_queue_is_typed_and_never_computed(client, trito
 
 def test_detect_frames_answers_expired_frames_as_statuses(client, triton, frames, default_detector):
     """The agent's call: a tiny budget in a busy queue comes back EXPIRED per frame, not raised, and is not run."""
-    from yolo_edge.wire import FrameStatus
+    from yolo_edge.remote.wire import FrameStatus
 
     blob = np.zeros((8, 3, 416, 416), np.float32)
     before = triton.stats("yolo")

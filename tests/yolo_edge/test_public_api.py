@@ -21,8 +21,8 @@ def test_exported_members():
 
 #: Where each public name is defined: the package attribute and `from yolo_edge import <name>` are that object.
 DEFINED_IN = {
-    "CloudClient": "yolo_edge.cloud", "Detections": "yolo_edge.types", "Detector": "yolo_edge.detector",
-    "EndpointPool": "yolo_edge.pool", "ModelInfo": "yolo_edge.types", "OipClient": "yolo_edge.oip",
+    "CloudClient": "yolo_edge.remote.cloud", "Detections": "yolo_edge.types", "Detector": "yolo_edge.detector",
+    "EndpointPool": "yolo_edge.remote.pool", "ModelInfo": "yolo_edge.types", "OipClient": "yolo_edge.remote.oip",
     "StageTimings": "yolo_edge.detector", "YoloEdgeError": "yolo_edge.errors", "detect": "yolo_edge.api",
     "load_image": "yolo_edge.image",
 }
@@ -55,11 +55,11 @@ def test_from_import_works_first_thing(name):
 def test_submodules_still_work_as_attributes():
     # `import yolo_edge` once imported every part; code that reached one through the
     # package without importing it keeps working
-    _fresh("import yolo_edge\nassert callable(yolo_edge.api.close_clients)\nassert yolo_edge.wire.LIMITS\n"
+    _fresh("import yolo_edge\nassert callable(yolo_edge.api.close_clients)\nassert yolo_edge.remote.wire.LIMITS\n"
            "import yolo_edge.api\nassert yolo_edge.api.detect is yolo_edge.detect")
 
 
-@pytest.mark.parametrize("module", ["yolo_edge", "yolo_edge.wire", "yolo_edge.errors", "yolo_edge.health"])
+@pytest.mark.parametrize("module", ["yolo_edge", "yolo_edge.remote.wire", "yolo_edge.errors", "yolo_edge.remote.health"])
 def test_light_modules_load_no_opencv_runtime_or_http_client(module):
     _fresh(f"import sys\nimport {module}\n"
            f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\nassert not heavy, heavy")
@@ -74,8 +74,8 @@ def test_errors_share_one_root():
 
 def test_import_is_light_and_side_effect_free(tmp_path):
     code = (
-        "import sys, logging, yolo_edge, yolo_edge.cli, yolo_edge.models, yolo_edge.export, yolo_edge.endpoint\n"
-        "import yolo_edge.oip, yolo_edge.pool, yolo_edge.triton.export, yolo_edge.triton.python_model\n"
+        "import sys, logging, yolo_edge, yolo_edge.cli, yolo_edge.models, yolo_edge.export, yolo_edge.remote.endpoint\n"
+        "import yolo_edge.remote.oip, yolo_edge.remote.pool, yolo_edge.triton.export, yolo_edge.triton.python_model\n"
         "heavy = [m for m in ('torch', 'ultralytics', 'bentoml', 'tensorrt', 'onnx', 'requests') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
         "assert not logging.getLogger().handlers, 'import added log handlers'\n"

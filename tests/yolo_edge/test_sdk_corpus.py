@@ -21,7 +21,7 @@ from yolo_edge.errors import ConfigError, ImageError, ImageTooLargeError, ModelE
 from yolo_edge.image import encode_image, load_image
 from yolo_edge.models import fetch_model, get_spec
 from yolo_edge.models.registry import LocalEntry, register_local
-from yolo_edge.oip import OipClient
+from yolo_edge.remote.oip import OipClient
 from yolo_edge.types import Detections
 
 IMG = np.zeros((32, 32, 3), np.uint8)

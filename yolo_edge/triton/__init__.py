@@ -7,7 +7,7 @@
 - :mod:`~yolo_edge.triton.python_model`: the Python-backend model for Triton builds
   without the ONNX Runtime backend.
 
-The client side is :class:`yolo_edge.oip.OipClient`. Nothing here is imported by
+The client side is :class:`yolo_edge.remote.oip.OipClient`. Nothing here is imported by
 ``import yolo_edge``.
 """
 

@@ -7,7 +7,7 @@
     DIR/<name>/1/model.py          platform python: onnxruntime inside Triton's Python backend
 
 ``parameters`` carry the model's identity: ``sha256`` is the local model's (what
-``Detector(model).info.sha256`` says, and what :class:`~yolo_edge.oip.OipClient`
+``Detector(model).info.sha256`` says, and what :class:`~yolo_edge.remote.oip.OipClient`
 checks), ``served_sha256`` the file Triton loads (they differ when the batch axis had to
 be made dynamic, after :func:`~yolo_edge.triton.onnx_batch.check_same_outputs` proved the
 two compute the same), and ``metadata`` the names/imgsz/stride in the form Ultralytics'
