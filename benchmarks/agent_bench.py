@@ -51,8 +51,8 @@ from edge_agent.runner import Agent  # noqa: E402
 from edge_agent.sinks import JsonlSink  # noqa: E402
 from edge_agent.sources import replay  # noqa: E402
 from yolo_edge import Detector  # noqa: E402
-from yolo_edge.remote.cloud import CloudClient  # noqa: E402
 from yolo_edge.image import decode_image, encode_image, load_image  # noqa: E402
+from yolo_edge.remote.cloud import CloudClient  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quiet import device_priority  # noqa: E402

@@ -55,25 +55,25 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 from link_probes import BulkSink, bulk_upload, goodput_bps  # noqa: E402
-from shaped_link import ShapedLink, shaped_link_unavailable  # noqa: E402
 from quiet import device_priority  # noqa: E402
+from shaped_link import ShapedLink, shaped_link_unavailable  # noqa: E402
 
 from edge_agent.config import AgentConfig  # noqa: E402
-from edge_agent.demo import photos  # noqa: E402
 from edge_agent.core.frames import Outcome  # noqa: E402
+from edge_agent.demo import photos  # noqa: E402
 from edge_agent.runner import Agent  # noqa: E402
 from edge_agent.sim import simulate  # noqa: E402
-from edge_agent.sources import replay  # noqa: E402
 from edge_agent.sim.traces import CloudTrace, Trace  # noqa: E402
 from edge_agent.sim.uplink import PACKET_BYTES, TCP_PAYLOAD_BYTES, UplinkTrace  # noqa: E402
+from edge_agent.sources import replay  # noqa: E402
 from yolo_edge import Detector  # noqa: E402
-from yolo_edge.remote.cloud import CloudClient  # noqa: E402
 from yolo_edge.image import load_image  # noqa: E402
+from yolo_edge.remote.cloud import CloudClient  # noqa: E402
 
 AGENT_CORE, CLOUD_CORE = 0, 1
 PINNED = hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2
 #: where in each trace the link starts: a stretch with the trace's typical capacity (see
-#: `python -m edge_agent.sim.uplink describe`), the same every run so runs are comparable
+#: `UplinkTrace.load(name).describe()`), the same every run so runs are comparable
 OFFSETS = {"verizon-lte": 30.0, "tmobile-lte": 30.0, "att-lte-driving": 20.0, "tmobile-umts-driving": 60.0}
 
 logger = logging.getLogger("uplink_bench")

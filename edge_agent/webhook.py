@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from yolo_edge import transport
+from yolo_edge.remote import transport
 from yolo_edge.errors import ConfigError
 
 from .core.delivery import SinkReport
