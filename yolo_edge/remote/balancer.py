@@ -41,6 +41,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 from ..errors import CloudModelMismatchError, ConfigError
 from .health import Health, HealthConfig, failed, on_failure, on_success, probe_failed
+from .values import check_flag
 from .wire import short_repr
 
 __all__ = ["Balancer", "Member", "MemberState", "MemberStatus", "Kind", "Change", "Note", "ModelRule", "check_share",
@@ -81,8 +82,7 @@ def check_share(label: str, weight: object, backup: object) -> float:
     if not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and math.isfinite(weight) and weight > 0):
         raise ConfigError(f"{label}: weight must be a positive number (its share relative to the others), "
                           f"got {short_repr(weight)}")
-    if not isinstance(backup, bool):
-        raise ConfigError(f"{label}: backup must be True or False, got {short_repr(backup)}")
+    check_flag(backup, f"{label}: backup")
     return float(weight)
 
 

@@ -54,7 +54,7 @@ from .cloud_upload import Upload, check_fits, check_qualities, fit_request, prep
 from .cloud_upload import to_original as _to_original  # its old name, for the benchmarks
 from .endpoint_url import HTTP_SCHEMES, check_endpoint_url
 from .transport import RETRY_STATUS, HttpTransport, RemoteClient, RetryPolicy, check_client_args
-from .values import is_int, short_repr
+from .values import check_flag, is_int, short_repr
 from .wire import (
     BUDGETS_FIELD,
     DetectOptions,
@@ -123,8 +123,7 @@ class CloudClient(RemoteClient):
             allow_model_mismatch=allow_model_mismatch, sleep=sleep)
         if jpeg_quality is not None and (not is_int(jpeg_quality) or not 1 <= jpeg_quality <= 100):
             raise ConfigError(f"jpeg_quality must be None (lossless) or an integer within 1..100, got {short_repr(jpeg_quality)}")
-        if not isinstance(downscale, bool):
-            raise ConfigError(f"downscale must be True or False, got {short_repr(downscale)}")
+        check_flag(downscale, "downscale")
         self.endpoint = endpoint.rstrip("/")
         self.token = token
         self.jpeg_quality = None if jpeg_quality is None else int(jpeg_quality)
@@ -229,8 +228,7 @@ class CloudClient(RemoteClient):
         "timing": {"queue_ms", "decode_ms", "inference_ms", "server_ms", "batch_frames",
         "roundtrip_ms"}}``.
         """
-        if not isinstance(return_meta, bool):
-            raise ConfigError(f"return_meta must be True or False, got {short_repr(return_meta)}")
+        check_flag(return_meta, "return_meta")
         results, roundtrips = self._detect(image_list(images, "detect_many"), conf=conf, iou=iou, classes=classes,
                                            max_det=max_det, channels=channels, budgets_s=budgets_s)
         for i, result in enumerate(results):

@@ -44,7 +44,7 @@ from ..types import Detections
 from .oip_model import ServedModel, check_output, check_served, identity_problem
 from .oip_wire import OipUrl, decode_infer_response, encode_infer_request, parse_oip_url, refine_error
 from .transport import HttpTransport, RemoteClient, RetryPolicy, check_client_args
-from .values import is_int, is_real, short_repr
+from .values import check_flag, is_int, is_real, short_repr
 from .wire import FrameResult, FrameStatus, FrameTiming, ModelRef, frame_deadlines, image_list
 
 __all__ = ["OipClient", "OipBackend", "ServedModel"]
@@ -293,8 +293,7 @@ class OipClient(RemoteClient):
         ``{"model": {"name", "sha256", "version"}, "timing": {"roundtrip_ms"}}``.
         """
         images = image_list(images, "detect_many")
-        if not isinstance(return_meta, bool):
-            raise ConfigError(f"return_meta must be True or False, got {short_repr(return_meta)}")
+        check_flag(return_meta, "return_meta")
         if budget_s is not None and not (is_real(budget_s) and -math.inf < budget_s < math.inf):  # NaN fails too
             raise ConfigError(f"budget_s must be None (no deadline) or a finite number of seconds left, "
                               f"got {short_repr(budget_s)}")

@@ -54,6 +54,7 @@ from .endpoint_url import safe_name
 from .failover import Failover
 from .pool_members import PoolMember
 from .transport import RemoteClient
+from .values import check_flag
 from .wire import LIMITS, FrameResult, FrameStatus, ModelRef, short_repr, unexpired
 
 __all__ = ["EndpointPool", "PoolMember", "MemberState", "MemberStatus"]
@@ -218,8 +219,7 @@ class EndpointPool(RemoteClient):
         (``{"model", "timing"}``) plus ``"endpoint"``, the member that answered.
         """
         images = image_list(images, "detect_many")
-        if not isinstance(return_meta, bool):
-            raise ConfigError(f"return_meta must be True or False, got {short_repr(return_meta)}")
+        check_flag(return_meta, "return_meta")
         opts = dict(conf=conf, iou=iou, classes=classes, max_det=max_det, channels=channels)
         dets: list[Any] = []
         metas: list[dict[str, Any]] = []

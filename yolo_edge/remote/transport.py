@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Collection, Mapping, TypeVar
 
 from ..errors import CloudAuthError, CloudError, CloudRequestError, CloudTimeoutError, CloudUnavailableError, ConfigError
-from .values import is_int, short_repr
+from .values import check_flag, is_int, short_repr
 from .wire import check_seconds
 
 __all__ = ["HttpTransport", "RetryPolicy", "RETRY_STATUS", "MAX_BACKOFF_S", "IDEMPOTENT", "parse_retry_after",
@@ -419,8 +419,7 @@ def check_client_args(*, token: Any, timeout: Any, max_retries: Any, backoff_s: 
     if not is_int(max_retries) or not 0 <= max_retries <= 20:
         raise ConfigError(f"max_retries must be an integer within 0..20, got {short_repr(max_retries)}")
     backoff = check_seconds("backoff_s", backoff_s, zero=True)
-    if not isinstance(allow_model_mismatch, bool):
-        raise ConfigError(f"allow_model_mismatch must be True or False, got {short_repr(allow_model_mismatch)}")
+    check_flag(allow_model_mismatch, "allow_model_mismatch")
     if not callable(sleep):
         raise ConfigError(f"sleep must be a function of seconds, got {short_repr(sleep)}")
     return timeout_s, backoff

@@ -1,4 +1,4 @@
-"""Helpers for checking what callers pass: what counts as a number, and a value shown in an error.
+"""Helpers for checking what callers pass: what counts as a number or a flag, and a value shown in an error.
 
 Every check of the SDK's arguments, settings and answers (:mod:`yolo_edge.remote.wire`'s options
 and limits, the clients', the pool's) uses them, so ``True`` is never a number and a huge
@@ -8,6 +8,10 @@ or odd value never breaks the message that refuses it.
 (True, False, True, False)
 >>> short_repr("x" * 100, limit=20), short_repr(10**5000)
 ("'xxxxxxxxxxxxxxxx...", '<an integer of 16610 bits>')
+>>> check_flag(1, "return_meta")
+Traceback (most recent call last):
+  ...
+yolo_edge.errors.ConfigError: return_meta must be True or False, got 1
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["is_int", "is_real", "short_repr"]
+from ..errors import ConfigError
+
+__all__ = ["check_flag", "is_int", "is_real", "short_repr"]
 
 
 def is_int(value: Any) -> bool:
@@ -49,3 +55,9 @@ def short_repr(value: Any, limit: int = 80) -> str:
         text = (f"<an integer of {value.bit_length()} bits>" if isinstance(value, int)
                 else f"<{type(value).__name__}>")
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_flag(value: Any, name: str) -> None:
+    """Refuse anything but ``True`` or ``False`` for the setting ``name`` (truthiness is not a flag)."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be True or False, got {short_repr(value)}")
