@@ -28,10 +28,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from link_probes import BulkSink, EchoServer, bulk_upload, goodput_bps, rtt_probes  # noqa: E402
+from link_probes import BulkSink, EchoServer, bulk_share, rtt_probes  # noqa: E402
 from shaped_link import ShapedLink, shaped_link_unavailable  # noqa: E402
 
-from edge_agent.sim.uplink import PACKET_BYTES, TCP_PAYLOAD_BYTES, bundled  # noqa: E402
+from edge_agent.sim.uplink import bundled  # noqa: E402
 
 STRETCHES = [("verizon-lte", 0.0), ("verizon-lte", 40.0), ("att-lte-driving", 0.0), ("att-lte-driving", 20.0)]
 SINK, ECHO = 5001, 5007
@@ -63,14 +63,10 @@ def one(trace_name: str, start_s: float, seconds: float, congestion: str | None)
         probe = threading.Thread(target=lambda: loaded.update(
             rtt=rtt_probes(link.cloud_ip, ECHO, until=t_start + seconds + 2, interval_s=0.25, timeout_s=30)))
         probe.start()
-        bulk_upload(link.cloud_ip, SINK, seconds=seconds + 2, congestion=congestion)
-        samples = sink.samples(timeout=120)
+        t0, t1, good, trace_payload_bps = bulk_share(link, sink, SINK, seconds, congestion=congestion)
         probe.join()
         sched = link.schedule()
         link.check()
-        t0, t1 = samples[0, 0] + 2.0, samples[0, 0] + 2.0 + seconds  # after TCP's start-up
-        trace_payload_bps = link.trace_bytes(t0, t1) * 8 / (t1 - t0) * TCP_PAYLOAD_BYTES / PACKET_BYTES
-        good = goodput_bps(samples, t0, t1)
         sent, rtts = loaded["rtt"][:, 0], loaded["rtt"][:, 1]
         rtt = rtts[(sent >= t0) & (sent < t1)]  # the probes sent while the upload was measured
         late = sched.lateness_s

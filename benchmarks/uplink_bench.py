@@ -54,7 +54,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from link_probes import BulkSink, bulk_upload, goodput_bps  # noqa: E402
+from link_probes import BulkSink, bulk_share  # noqa: E402
 from quiet import device_priority  # noqa: E402
 from shaped_link import ShapedLink, shaped_link_unavailable  # noqa: E402
 
@@ -64,7 +64,7 @@ from edge_agent.demo import photos  # noqa: E402
 from edge_agent.runner import Agent  # noqa: E402
 from edge_agent.sim import simulate  # noqa: E402
 from edge_agent.sim.traces import CloudTrace, Trace  # noqa: E402
-from edge_agent.sim.uplink import PACKET_BYTES, TCP_PAYLOAD_BYTES, UplinkTrace  # noqa: E402
+from edge_agent.sim.uplink import UplinkTrace  # noqa: E402
 from edge_agent.sources import replay  # noqa: E402
 from yolo_edge import Detector  # noqa: E402
 from yolo_edge.image import load_image  # noqa: E402
@@ -184,14 +184,8 @@ def link_efficiency(trace_name: str, start_s: float, seconds: float, port: int =
     measures it), on a link of its own that replays the stretch; the simulator's
     ``uplink_efficiency``. The first 2 s (TCP's start-up) are not counted."""
     with ShapedLink(UplinkTrace.load(trace_name), start_s=max(0.0, start_s - 2.0), duration_s=seconds + 30) as link:
-        sink = BulkSink.start(link, port)
-        bulk_upload(link.cloud_ip, port, seconds=seconds + 2.0)
-        samples = sink.samples(timeout=120)
-        t0 = samples[0, 0] + 2.0
-        t1 = t0 + seconds
-        capacity = link.trace_bytes(t0, t1) * TCP_PAYLOAD_BYTES / PACKET_BYTES
-        got = goodput_bps(samples, t0, t1) * (t1 - t0) / 8
-    return min(1.0, max(0.05, got / capacity)) if capacity > 0 else 1.0
+        _, _, good, capacity = bulk_share(link, BulkSink.start(link, port), port, seconds)
+    return min(1.0, max(0.05, good / capacity)) if capacity > 0 else 1.0
 
 
 def predict(run: dict, trace_name: str, offset_s: float, fps: float, seconds: float, budget_ms: float,

@@ -71,6 +71,21 @@ def bulk_upload(host: str, port: int, *, seconds: float, chunk: int = 64 * 1024,
     return sent
 
 
+def bulk_share(link, sink: "BulkSink", port: int, seconds: float, *, congestion: str | None = None,
+               startup_s: float = 2.0) -> tuple[float, float, float, float]:
+    """A bulk upload into ``sink`` through ``link``, measured for ``seconds`` after TCP's
+    start-up: ``(t0, t1, goodput bps, the trace's capacity in TCP payload bps)`` over the same
+    interval, so goodput / capacity is 1.0 for an upload that used every packet."""
+    from edge_agent.sim.uplink import PACKET_BYTES, TCP_PAYLOAD_BYTES
+
+    bulk_upload(link.cloud_ip, port, seconds=seconds + startup_s, congestion=congestion)
+    samples = sink.samples(timeout=120)
+    t0 = samples[0, 0] + startup_s
+    t1 = t0 + seconds
+    capacity_bps = link.trace_bytes(t0, t1) * 8 / (t1 - t0) * TCP_PAYLOAD_BYTES / PACKET_BYTES
+    return t0, t1, goodput_bps(samples, t0, t1), capacity_bps
+
+
 def goodput_bps(samples: np.ndarray, t0: float, t1: float) -> float:
     """Bits per second the sink received between ``t0`` and ``t1`` (interpolated on its samples)."""
     t, total = samples[:, 0], samples[:, 1]
